@@ -1,0 +1,190 @@
+//! Command line: run the demo, run a config, or check a config.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::gateway::Gateway;
+use crate::snapshot::{Content, Snapshot};
+use crate::{config, demo, server};
+
+/// sysexits.h EX_USAGE: the command line was wrong.
+const EXIT_USAGE: u8 = 64;
+
+/// wsgate: a reverse proxy and WebSocket gateway.
+///
+/// With no arguments, runs a self-contained demo on 127.0.0.1:8080.
+#[derive(Debug, Parser)]
+#[command(name = "wsgate", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Run with this config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file and print its listeners and routes.
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+/// Parses the arguments, runs the command, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // --help and --version are not errors.
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match (cli.command, cli.config) {
+        (Some(Command::Check { file }), _) => check(&file),
+        (None, Some(path)) => match config::load(&path) {
+            Ok(snapshot) => exit_code(serve(snapshot)),
+            Err(diagnostics) => {
+                eprint!("{diagnostics}");
+                ExitCode::FAILURE
+            }
+        },
+        (None, None) => exit_code(demo()),
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wsgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(snapshot) => {
+            print!("{}", summary(&snapshot));
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The listeners and routes of a snapshot, as `check` prints them.
+pub fn summary(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for bind in &snapshot.listeners {
+        let _ = writeln!(out, "listener  {bind}");
+    }
+    let _ = writeln!(out, "admin     {}", snapshot.admin);
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<24} {:<20} ACTION",
+        "ROUTE", "HOST", "PATH"
+    );
+    for route in snapshot.router.routes() {
+        let action = match &route.content {
+            Some(Content::Static(dir)) => format!("static {}", dir.root().display()),
+            Some(Content::Embedded(_)) => "embedded page".to_owned(),
+            None => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:<20} {action}",
+            route.name,
+            route.host.to_string(),
+            route.prefix
+        );
+    }
+    out
+}
+
+fn demo() -> anyhow::Result<()> {
+    let bind: SocketAddr = demo::DEMO_BIND.parse()?;
+    let admin: SocketAddr = demo::DEMO_ADMIN_BIND.parse()?;
+    println!("wsgate demo: open http://{bind}/ in a browser (health at http://{admin}/healthz)");
+    serve(demo::snapshot(bind, admin))
+}
+
+fn serve(snapshot: Snapshot) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for bind in &snapshot.listeners {
+            listeners.push(listen(*bind).await?);
+        }
+        let admin = listen(snapshot.admin).await?;
+        tracing::info!(addr = %snapshot.admin, "admin listening (/healthz, /readyz)");
+        for route in snapshot.router.routes() {
+            tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
+        }
+        let shutdown = shutdown_signal()?;
+        server::run(listeners, admin, Gateway::new(snapshot), shutdown).await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    });
+    // Blocking-pool reads of files nobody will receive must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn listen(bind: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+/// Resolves at the first SIGTERM or SIGINT; a second one exits at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(1);
+        });
+    })
+}

@@ -1,0 +1,232 @@
+//! The configuration file: raw serde types that say exactly what the TOML says,
+//! and the loader that turns a file into a validated [`Snapshot`].
+//!
+//! Each top-level section, and each `[[listeners]]`/`[[routes]]` entry, is
+//! deserialized on its own so that one typo does not hide the other mistakes:
+//! `wsgate check` reports every error it can find in one pass.
+
+mod units;
+mod validate;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::snapshot::Snapshot;
+
+pub use units::{parse_duration, parse_size};
+pub use validate::{ConfigError, DEFAULT_ADMIN_BIND};
+
+/// `[[listeners]]`: one socket that accepts client connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: Spanned<String>,
+}
+
+/// `[admin]`: the operator's listener for health and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Spanned<String>,
+}
+
+/// `[server]`: process-wide limits and timeouts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub header_read_timeout: Option<Spanned<String>>,
+    pub max_request_head: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+    pub file_cache_size: Option<Spanned<String>>,
+    pub file_cache_max_file: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`: which requests a route takes and what it does with them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub path: Spanned<String>,
+    #[serde(rename = "static")]
+    pub static_files: Option<Spanned<RawStatic>>,
+}
+
+/// `static = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatic {
+    pub root: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+    pub cache_control: Option<Spanned<String>>,
+    #[serde(default)]
+    pub precompressed: bool,
+}
+
+/// Everything the file says, section by section.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub listeners: Vec<RawListener>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub server: RawServer,
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// One problem found in a config file, located by byte span.
+#[derive(Debug)]
+pub struct Diagnostic {
+    pub span: Option<Range<usize>>,
+    pub error: ConfigError,
+}
+
+/// All problems found in one config file, printable as `FILE:LINE:COL: message`.
+#[derive(Debug)]
+pub struct Diagnostics {
+    pub file: PathBuf,
+    pub text: String,
+    pub items: Vec<Diagnostic>,
+}
+
+impl std::fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for item in &self.items {
+            let (line, col) = item
+                .span
+                .as_ref()
+                .map_or((1, 1), |span| line_col(&self.text, span.start));
+            writeln!(f, "{}:{line}:{col}: {}", self.file.display(), item.error)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Snapshot, Diagnostics> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(source) => {
+            let error = ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            };
+            return Err(Diagnostics {
+                file: path.to_path_buf(),
+                text: String::new(),
+                items: vec![Diagnostic { span: None, error }],
+            });
+        }
+    };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let result = parse(&text).and_then(|raw| validate::validate(raw, base_dir));
+    result.map_err(|items| Diagnostics {
+        file: path.to_path_buf(),
+        text,
+        items,
+    })
+}
+
+/// Parses TOML text into the raw sections, collecting every syntax and shape error.
+pub fn parse(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
+    let table = DeTable::parse(text).map_err(|e| vec![toml_diagnostic(e)])?;
+    let mut raw = RawConfig::default();
+    let mut errors = Vec::new();
+    for (key, value) in table.into_inner() {
+        match key.get_ref().as_ref() {
+            "listeners" => raw.listeners = entries(value, &mut errors),
+            "routes" => raw.routes = entries(value, &mut errors),
+            "admin" => raw.admin = section(value, &mut errors),
+            "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
+            other => errors.push(Diagnostic {
+                span: Some(key.span()),
+                error: ConfigError::UnknownSection(other.to_owned()),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(raw)
+    } else {
+        Err(errors)
+    }
+}
+
+fn section<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| errors.push(toml_diagnostic(e)))
+        .ok()
+}
+
+/// An array of tables, each entry deserialized separately so that one bad
+/// entry does not hide the errors of the others.
+fn entries<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<T> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .filter_map(|item| section(item, errors))
+            .collect(),
+        _ => {
+            errors.push(Diagnostic {
+                span: Some(span),
+                error: ConfigError::NotAnArrayOfTables,
+            });
+            Vec::new()
+        }
+    }
+}
+
+fn toml_diagnostic(error: toml::de::Error) -> Diagnostic {
+    Diagnostic {
+        span: error.span(),
+        error: ConfigError::Toml(error.message().trim().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        let text = "a\nbc\n  d";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 3), (2, 2));
+        assert_eq!(line_col(text, 7), (3, 3));
+    }
+
+    #[test]
+    fn one_bad_route_does_not_hide_the_next() {
+        let text = "[[routes]]\nname = \"a\"\npath = \"/\"\nroot = \"x\"\n\n[[routes]]\nname = \"b\"\npth = \"/b\"\n";
+        let errors = parse(text).expect_err("two unknown keys");
+        assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
+    fn unknown_top_level_section_is_named() {
+        let errors = parse("[rutes]\n").expect_err("unknown section");
+        assert_eq!(
+            errors[0].error.to_string(),
+            "unknown section `rutes`; expected `listeners`, `admin`, `server` or `routes`"
+        );
+        assert_eq!(errors[0].span, Some(1..6));
+    }
+}

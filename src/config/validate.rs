@@ -1,0 +1,495 @@
+//! Raw config → [`Snapshot`]. Every check reports at the span of the value it
+//! is about, and all checks run, so one pass shows every mistake.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use toml::Spanned;
+
+use super::{parse_duration, parse_size, Diagnostic, RawConfig, RawRoute, RawServer, RawStatic};
+use crate::request_path;
+use crate::router::{HostMatch, Route, Router};
+use crate::snapshot::{self, Content, Limits, Snapshot};
+use crate::static_files::{CacheBudget, StaticDir};
+
+/// The admin listener's address when `[admin]` is absent.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+
+/// hyper refuses read buffers smaller than this, so a smaller head limit is an error.
+const MIN_REQUEST_HEAD: u64 = 8 * 1024;
+
+/// Everything that can be wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Toml(String),
+    #[error("unknown section `{0}`; expected `listeners`, `admin`, `server` or `routes`")]
+    UnknownSection(String),
+    #[error("expected an array of tables, written as [[listeners]] or [[routes]]")]
+    NotAnArrayOfTables,
+    #[error("no listeners: add at least one [[listeners]] with bind = \"0.0.0.0:8080\"")]
+    NoListeners,
+    #[error(
+        "`{0}` is not a socket address; write IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\""
+    )]
+    BadAddress(String),
+    #[error("address {0} is bound twice; each listener needs its own address")]
+    DuplicateListener(SocketAddr),
+    #[error(
+        "`{0}` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
+    )]
+    BadDuration(String),
+    #[error(
+        "`{0}` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")"
+    )]
+    BadSize(String),
+    #[error("max_request_head must be at least 8KiB")]
+    RequestHeadTooSmall,
+    #[error("route name must not be empty; it labels the route's metrics")]
+    EmptyRouteName,
+    #[error("route name `{0}` is used by another route; names must be unique because they label metrics")]
+    DuplicateRouteName(String),
+    #[error("`{0}` is not a host name; write an exact name (\"chat.example.com\") or a wildcard (\"*.example.com\")")]
+    BadHost(String),
+    #[error("path must start with '/'")]
+    PathNotAbsolute,
+    #[error("path `{given}` is not in normal form; write it as `{normal}`")]
+    PathNotNormal { given: String, normal: String },
+    #[error("route `{name}` has the same host and path as route `{other}`; one of them could never match")]
+    DuplicateRoute { name: String, other: String },
+    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`")]
+    NoAction(String),
+    #[error("static root `{given}` does not exist (looked for {})", resolved.display())]
+    RootMissing { given: String, resolved: PathBuf },
+    #[error("static root `{given}` is not a directory ({})", resolved.display())]
+    RootNotDirectory { given: String, resolved: PathBuf },
+    #[error("static root `{given}` cannot be read: {source}")]
+    RootUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index `{0}` must be a plain file name, without '/'")]
+    BadIndex(String),
+    #[error("cache_control `{0}` is not a valid header value")]
+    BadCacheControl(String),
+}
+
+/// Collects diagnostics while checks run, so every check gets its say.
+struct Checker {
+    errors: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn error(&mut self, span: Range<usize>, error: ConfigError) {
+        self.errors.push(Diagnostic {
+            span: Some(span),
+            error,
+        });
+    }
+
+    fn address(&mut self, text: &Spanned<String>) -> Option<SocketAddr> {
+        let parsed = text.get_ref().parse().ok();
+        if parsed.is_none() {
+            self.error(text.span(), ConfigError::BadAddress(text.get_ref().clone()));
+        }
+        parsed
+    }
+
+    fn duration(&mut self, text: &Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        parse_duration(text.get_ref()).unwrap_or_else(|| {
+            self.error(
+                text.span(),
+                ConfigError::BadDuration(text.get_ref().clone()),
+            );
+            default
+        })
+    }
+
+    fn size(&mut self, text: &Option<Spanned<String>>, default: u64) -> u64 {
+        let Some(text) = text else { return default };
+        parse_size(text.get_ref()).unwrap_or_else(|| {
+            self.error(text.span(), ConfigError::BadSize(text.get_ref().clone()));
+            default
+        })
+    }
+}
+
+/// Checks a parsed config and compiles it into a snapshot.
+pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Snapshot, Vec<Diagnostic>> {
+    let mut check = Checker { errors: Vec::new() };
+    let listeners = listeners(&mut check, &raw);
+    let admin = match &raw.admin {
+        Some(admin) => check.address(&admin.get_ref().bind),
+        None => DEFAULT_ADMIN_BIND.parse().ok(),
+    };
+    let (limits, budget) = server_settings(&mut check, &raw.server);
+    let routes = routes(&mut check, raw.routes, base_dir, &budget);
+    match admin {
+        Some(admin) if check.errors.is_empty() => Ok(Snapshot {
+            listeners,
+            admin,
+            limits,
+            router: Router::new(routes),
+        }),
+        _ => Err(check.errors),
+    }
+}
+
+fn listeners(check: &mut Checker, raw: &RawConfig) -> Vec<SocketAddr> {
+    if raw.listeners.is_empty() {
+        check.errors.push(Diagnostic {
+            span: None,
+            error: ConfigError::NoListeners,
+        });
+    }
+    let mut seen = Vec::new();
+    for listener in &raw.listeners {
+        let Some(addr) = check.address(&listener.bind) else {
+            continue;
+        };
+        if seen.contains(&addr) {
+            check.error(listener.bind.span(), ConfigError::DuplicateListener(addr));
+        } else {
+            seen.push(addr);
+        }
+    }
+    seen
+}
+
+fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBudget>) {
+    let head_default = snapshot::DEFAULT_MAX_REQUEST_HEAD as u64;
+    let mut max_request_head = check.size(&raw.max_request_head, head_default);
+    if max_request_head < MIN_REQUEST_HEAD {
+        if let Some(text) = &raw.max_request_head {
+            check.error(text.span(), ConfigError::RequestHeadTooSmall);
+        }
+        max_request_head = head_default;
+    }
+    let limits = Limits {
+        header_read_timeout: check.duration(
+            &raw.header_read_timeout,
+            snapshot::DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
+        shutdown_timeout: check.duration(&raw.shutdown_timeout, snapshot::DEFAULT_SHUTDOWN_TIMEOUT),
+    };
+    let budget = CacheBudget::new(
+        check.size(&raw.file_cache_size, snapshot::DEFAULT_FILE_CACHE_SIZE),
+        check.size(
+            &raw.file_cache_max_file,
+            snapshot::DEFAULT_FILE_CACHE_MAX_FILE,
+        ),
+    );
+    (limits, Arc::new(budget))
+}
+
+fn routes(
+    check: &mut Checker,
+    raw: Vec<Spanned<RawRoute>>,
+    base_dir: &Path,
+    budget: &Arc<CacheBudget>,
+) -> Vec<Route> {
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut compiled: Vec<Route> = Vec::new();
+    for spanned in raw {
+        let span = spanned.span();
+        let raw = spanned.into_inner();
+        let name = raw.name.get_ref().clone();
+        if name.is_empty() {
+            check.error(raw.name.span(), ConfigError::EmptyRouteName);
+        } else if names.insert(name.clone(), ()).is_some() {
+            check.error(
+                raw.name.span(),
+                ConfigError::DuplicateRouteName(name.clone()),
+            );
+        }
+        let host = match &raw.host {
+            None => Some(HostMatch::Any),
+            Some(host) => HostMatch::parse(host.get_ref()).or_else(|| {
+                check.error(host.span(), ConfigError::BadHost(host.get_ref().clone()));
+                None
+            }),
+        };
+        let prefix = route_prefix(check, &raw.path);
+        let content = match &raw.static_files {
+            Some(files) => static_dir(check, files, base_dir, budget).map(Content::Static),
+            None => {
+                check.error(span, ConfigError::NoAction(name.clone()));
+                None
+            }
+        };
+        let (Some(host), Some(prefix)) = (host, prefix) else {
+            continue;
+        };
+        if let Some(other) = compiled
+            .iter()
+            .find(|r| r.host == host && r.prefix == prefix)
+        {
+            let error = ConfigError::DuplicateRoute {
+                name: name.clone(),
+                other: other.name.clone(),
+            };
+            check.error(raw.path.span(), error);
+        }
+        compiled.push(Route {
+            name,
+            host,
+            prefix,
+            content,
+        });
+    }
+    compiled
+}
+
+/// The route's path as the router compares it: normalised, no trailing slash.
+fn route_prefix(check: &mut Checker, path: &Spanned<String>) -> Option<String> {
+    let given = path.get_ref();
+    if !given.starts_with('/') {
+        check.error(path.span(), ConfigError::PathNotAbsolute);
+        return None;
+    }
+    let normal = request_path::normalize(given)
+        .ok()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .map(|p| if p.is_empty() { "/".to_owned() } else { p });
+    let acceptable = normal.as_deref().filter(|n| {
+        given == n || given.strip_suffix('/') == Some(n) || (*n == "/" && given == "/")
+    });
+    if acceptable.is_none() || given.contains(['?', '#']) {
+        let normal = normal.unwrap_or_else(|| "/".to_owned());
+        let given = given.clone();
+        check.error(path.span(), ConfigError::PathNotNormal { given, normal });
+        return None;
+    }
+    normal
+}
+
+fn static_dir(
+    check: &mut Checker,
+    files: &Spanned<RawStatic>,
+    base_dir: &Path,
+    budget: &Arc<CacheBudget>,
+) -> Option<StaticDir> {
+    let raw = files.get_ref();
+    let given = raw.root.get_ref().clone();
+    let resolved = base_dir.join(&given);
+    let root = match std::fs::metadata(&resolved) {
+        Ok(meta) if meta.is_dir() => {
+            std::fs::canonicalize(&resolved).map_err(|source| ConfigError::RootUnreadable {
+                given: given.clone(),
+                source,
+            })
+        }
+        Ok(_) => Err(ConfigError::RootNotDirectory { given, resolved }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::RootMissing { given, resolved })
+        }
+        Err(source) => Err(ConfigError::RootUnreadable { given, source }),
+    };
+    let root = root.map_err(|e| check.error(raw.root.span(), e)).ok();
+    let index = match &raw.index {
+        Some(index) if index.get_ref().is_empty() || index.get_ref().contains('/') => {
+            check.error(index.span(), ConfigError::BadIndex(index.get_ref().clone()));
+            None
+        }
+        Some(index) => Some(index.get_ref().clone()),
+        None => Some("index.html".to_owned()),
+    };
+    let cache_control = match &raw.cache_control {
+        Some(value) => match HeaderValue::from_str(value.get_ref()) {
+            Ok(header) => Some(Some(header)),
+            Err(_) => {
+                check.error(
+                    value.span(),
+                    ConfigError::BadCacheControl(value.get_ref().clone()),
+                );
+                None
+            }
+        },
+        None => Some(None),
+    };
+    Some(StaticDir::new(
+        root?,
+        index?,
+        cache_control?,
+        raw.precompressed,
+        Arc::clone(budget),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    /// Validates `text` with `base` as the config's directory; returns the messages.
+    fn errors_in(text: &str, base: &Path) -> Vec<String> {
+        let raw = match parse(text) {
+            Ok(raw) => raw,
+            Err(errors) => return errors.iter().map(|d| d.error.to_string()).collect(),
+        };
+        match validate(raw, base) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(|d| d.error.to_string()).collect(),
+        }
+    }
+
+    fn with_site(routes: &str) -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+        std::fs::write(dir.path().join("file.txt"), "x").expect("write");
+        let text = format!("[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n{routes}");
+        let errors = errors_in(&text, dir.path());
+        (dir, errors)
+    }
+
+    fn single_error(routes: &str) -> String {
+        let (_dir, errors) = with_site(routes);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].clone()
+    }
+
+    const SITE: &str = "static = { root = \"public\" }";
+
+    #[test]
+    fn a_good_config_has_no_errors() {
+        let (_dir, errors) = with_site(&format!(
+            "[admin]\nbind = \"127.0.0.1:9191\"\n[server]\nheader_read_timeout = \"5s\"\n\
+             [[routes]]\nname = \"site\"\nhost = \"*.example.com\"\npath = \"/docs/\"\n{SITE}\n"
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let message = single_error(&format!(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nrot = 1\n{SITE}\n"
+        ));
+        assert!(
+            message.starts_with("unknown field `rot`, expected one of"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_socket_address() {
+        let text = "[[listeners]]\nbind = \"8080\"\n";
+        assert_eq!(
+            errors_in(text, Path::new(".")),
+            ["`8080` is not a socket address; write IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\""]
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_one_address() {
+        let text =
+            "[[listeners]]\nbind = \"127.0.0.1:80\"\n[[listeners]]\nbind = \"127.0.0.1:80\"\n";
+        assert_eq!(
+            errors_in(text, Path::new(".")),
+            ["address 127.0.0.1:80 is bound twice; each listener needs its own address"]
+        );
+    }
+
+    #[test]
+    fn no_listeners() {
+        assert_eq!(
+            errors_in("", Path::new(".")),
+            ["no listeners: add at least one [[listeners]] with bind = \"0.0.0.0:8080\""]
+        );
+    }
+
+    #[test]
+    fn duplicate_route_names() {
+        let message = single_error(&format!(
+            "[[routes]]\nname = \"a\"\npath = \"/x\"\n{SITE}\n[[routes]]\nname = \"a\"\npath = \"/y\"\n{SITE}\n"
+        ));
+        assert_eq!(message, "route name `a` is used by another route; names must be unique because they label metrics");
+    }
+
+    #[test]
+    fn same_host_and_path() {
+        let message = single_error(&format!(
+            "[[routes]]\nname = \"a\"\npath = \"/x\"\n{SITE}\n[[routes]]\nname = \"b\"\npath = \"/x/\"\n{SITE}\n"
+        ));
+        assert_eq!(
+            message,
+            "route `b` has the same host and path as route `a`; one of them could never match"
+        );
+    }
+
+    #[test]
+    fn path_must_be_absolute_and_normal() {
+        let message = single_error(&format!("[[routes]]\nname = \"a\"\npath = \"x\"\n{SITE}\n"));
+        assert_eq!(message, "path must start with '/'");
+        let message = single_error(&format!(
+            "[[routes]]\nname = \"a\"\npath = \"/a/../b\"\n{SITE}\n"
+        ));
+        assert_eq!(
+            message,
+            "path `/a/../b` is not in normal form; write it as `/b`"
+        );
+    }
+
+    #[test]
+    fn static_root_must_be_an_existing_directory() {
+        let message =
+            single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"nope\" }\n");
+        assert!(
+            message.starts_with("static root `nope` does not exist (looked for "),
+            "{message}"
+        );
+        let message = single_error(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"file.txt\" }\n",
+        );
+        assert!(
+            message.starts_with("static root `file.txt` is not a directory ("),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_route_needs_an_action() {
+        let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
+        assert_eq!(
+            message,
+            "route `a` has no action; add `static = { root = \"public\" }`"
+        );
+    }
+
+    #[test]
+    fn bad_host_duration_size_index_and_header() {
+        let message = single_error(&format!(
+            "[[routes]]\nname = \"a\"\nhost = \"a b\"\npath = \"/\"\n{SITE}\n"
+        ));
+        assert_eq!(message, "`a b` is not a host name; write an exact name (\"chat.example.com\") or a wildcard (\"*.example.com\")");
+        let message = single_error("[server]\nshutdown_timeout = \"30\"\n");
+        assert_eq!(
+            message,
+            "`30` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
+        );
+        let message = single_error("[server]\nfile_cache_size = \"lots\"\n");
+        assert_eq!(message, "`lots` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")");
+        let message = single_error("[server]\nmax_request_head = \"1KiB\"\n");
+        assert_eq!(message, "max_request_head must be at least 8KiB");
+        let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", index = \"a/b\" }\n");
+        assert_eq!(
+            message,
+            "index `a/b` must be a plain file name, without '/'"
+        );
+        let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", cache_control = \"a\\nb\" }\n");
+        assert_eq!(message, "cache_control `a\nb` is not a valid header value");
+    }
+}

@@ -1,0 +1,59 @@
+//! The built-in demo: `wsgate` with no arguments serves a page, compiled into
+//! the binary, whose browser code talks WebSocket to `/echo`.
+
+use std::net::SocketAddr;
+
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::response;
+use crate::router::{HostMatch, Route, Router};
+use crate::snapshot::{Content, EmbeddedPage, Limits, Snapshot};
+
+/// Where the demo page is served.
+pub const DEMO_BIND: &str = "127.0.0.1:8080";
+/// Where the demo's admin endpoints are served.
+pub const DEMO_ADMIN_BIND: &str = "127.0.0.1:9090";
+
+const PAGE: &str = include_str!("demo/index.html");
+
+/// The demo's configuration: the page at `/`.
+pub fn snapshot(bind: SocketAddr, admin: SocketAddr) -> Snapshot {
+    let page = Route {
+        name: "demo".to_owned(),
+        host: HostMatch::Any,
+        prefix: "/".to_owned(),
+        content: Some(Content::Embedded(EmbeddedPage { html: PAGE })),
+    };
+    Snapshot {
+        listeners: vec![bind],
+        admin,
+        limits: Limits::default(),
+        router: Router::new(vec![page]),
+    }
+}
+
+/// Serves an embedded page at its route's prefix (and `index.html`); nothing else.
+pub fn serve_page<B>(req: &Request<B>, page: &EmbeddedPage, relative: &str) -> Response<Body> {
+    if !matches!(relative, "" | "/" | "/index.html") {
+        return response::status(StatusCode::NOT_FOUND);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response::method_not_allowed("GET, HEAD");
+    }
+    let body = if req.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(page.html)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(page.html.len()));
+    response
+}

@@ -1,0 +1,35 @@
+//! wsgate: a reverse proxy and WebSocket gateway.
+//!
+//! # Layout
+//!
+//! ```text
+//! cli            argv → run | check | demo
+//! config         TOML → raw serde types → validate → Snapshot (errors carry file:line:col)
+//! snapshot       the immutable running config: listeners, limits, router
+//! server         listeners, accept loop, one task per connection, graceful drain
+//! gateway        one request: snapshot → request_path → router → action
+//! request_path   percent-decoding and dot-segment resolution; traversal → 400
+//! router         (host, longest path prefix) → Route; pure
+//! static_files   lookup below a root, small-file cache, conditional and range requests
+//! body           the response body: bytes or a streamed file
+//! response       error, redirect and refusal responses
+//! admin          /healthz, /readyz
+//! demo           the built-in demo page
+//! ```
+//!
+//! Data path: `server` accepts and hands each request to `gateway::handle`,
+//! which loads the current `Snapshot` once, normalises the path, asks the
+//! `Router` for a `Route` and runs its action.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod request_path;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod static_files;

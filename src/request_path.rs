@@ -1,0 +1,135 @@
+//! Request path normalisation: the router and the file lookup only ever see a
+//! decoded path with `.`/`..` resolved, so no spelling of a path can reach a
+//! route or a file that its plain spelling would not.
+
+use std::borrow::Cow;
+
+/// Why a request path was refused; every variant is answered with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path is not absolute")]
+    NotAbsolute,
+    #[error("the path climbs above the root")]
+    AboveRoot,
+    #[error("the path contains an encoded '/' or '\\'")]
+    EncodedSeparator,
+    #[error("the path contains a backslash")]
+    Backslash,
+    #[error("the path contains a NUL byte")]
+    Nul,
+    #[error("the path has a malformed percent escape")]
+    BadEscape,
+    #[error("the path is not UTF-8 once decoded")]
+    NotUtf8,
+}
+
+/// Decodes percent escapes and resolves `.`, `..` and empty segments.
+///
+/// A trailing slash is kept because it distinguishes a directory request
+/// (`/docs/`) from a file request (`/docs`). Borrows when nothing changes,
+/// which is the common case.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if raw.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    if !raw.contains('%') && !raw.contains("/.") && !raw.contains("//") {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = percent_decode(raw)?;
+    Ok(Cow::Owned(resolve_segments(&decoded)?))
+}
+
+fn percent_decode(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| PathError::BadEscape)?;
+            let value = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?;
+            i += 3;
+            match value {
+                b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                0 => return Err(PathError::Nul),
+                other => other,
+            }
+        } else {
+            i += 1;
+            bytes[i - 1]
+        };
+        out.push(byte);
+    }
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+}
+
+fn resolve_segments(decoded: &str) -> Result<String, PathError> {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut ends_as_directory = false;
+    for segment in decoded.split('/').skip(1) {
+        ends_as_directory = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+            }
+            name => segments.push(name),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if ends_as_directory || segments.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        normalize(raw).expect(raw).into_owned()
+    }
+
+    #[test]
+    fn plain_paths_are_borrowed() {
+        assert!(matches!(normalize("/a/b.html"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/"), Ok(Cow::Borrowed("/"))));
+    }
+
+    #[test]
+    fn dot_segments_and_escapes_are_resolved() {
+        assert_eq!(ok("/a/./b"), "/a/b");
+        assert_eq!(ok("/a/../b"), "/b");
+        assert_eq!(ok("/a//b/"), "/a/b/");
+        assert_eq!(ok("/a/.."), "/");
+        assert_eq!(ok("/a/b/."), "/a/b/");
+        assert_eq!(ok("/%61%62c"), "/abc");
+        assert_eq!(ok("/a/%2e%2E/b"), "/b");
+        assert_eq!(ok("/caf%C3%A9"), "/café");
+        assert_eq!(ok("/a%20b"), "/a b");
+    }
+
+    #[test]
+    fn escapes_from_root_are_refused() {
+        assert_eq!(normalize("/.."), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/a/../../b"), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/%2e%2e/x"), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(normalize("/a%00b"), Err(PathError::Nul));
+        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/%ff"), Err(PathError::NotUtf8));
+        assert_eq!(normalize("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize("*"), Err(PathError::NotAbsolute));
+    }
+}

@@ -1,0 +1,49 @@
+//! Small responses the gateway writes itself: errors, redirects, refusals.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::Body;
+
+/// A status with a one-line plain-text body naming it.
+pub fn status(code: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(Body::from(Bytes::from(text)));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // Error pages must not be cached by shared caches in place of the real content.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 405 with the methods the resource does allow (RFC 9110 §15.5.6).
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = status(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// 301 to `location` (used for the trailing-slash form of directories).
+pub fn moved_permanently(location: &str) -> Response<Body> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    response.headers_mut().insert(LOCATION, location);
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}

@@ -1,0 +1,250 @@
+//! Picks the route for a request from its host and normalised path. Pure: no I/O.
+//!
+//! Routes are kept sorted most specific first (exact host, then wildcard host
+//! by suffix length, then host-less; within each, longest path prefix first),
+//! so the first route that matches is the answer.
+
+use crate::snapshot::Content;
+
+/// Which `Host` values a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// No `host` key: every host.
+    Any,
+    /// `host = "chat.example.com"`, stored lowercase.
+    Exact(String),
+    /// `host = "*.example.com"`, stored lowercase as the suffix `.example.com`.
+    Wildcard(String),
+}
+
+impl HostMatch {
+    /// Parses the config form; `None` when it is not a host name pattern.
+    pub fn parse(pattern: &str) -> Option<HostMatch> {
+        let lower = pattern.to_ascii_lowercase();
+        let (name, wildcard) = match lower.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (lower.as_str(), false),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return None;
+        }
+        Some(if wildcard {
+            HostMatch::Wildcard(format!(".{name}"))
+        } else {
+            HostMatch::Exact(name.to_owned())
+        })
+    }
+
+    fn matches(&self, host: Option<&str>) -> bool {
+        match (self, host) {
+            (HostMatch::Any, _) => true,
+            (_, None) => false,
+            (HostMatch::Exact(name), Some(host)) => host.eq_ignore_ascii_case(name),
+            (HostMatch::Wildcard(suffix), Some(host)) => {
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+
+    /// Lower sorts first: exact names, then longer wildcards, then any host.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostMatch::Exact(_) => (0, 0),
+            HostMatch::Wildcard(suffix) => (1, usize::MAX - suffix.len()),
+            HostMatch::Any => (2, 0),
+        }
+    }
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Any => f.write_str("*"),
+            HostMatch::Exact(name) => f.write_str(name),
+            HostMatch::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// One compiled `[[routes]]` entry.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub host: HostMatch,
+    /// Normalised, without a trailing slash except for the root `/`.
+    pub prefix: String,
+    /// What plain (non-upgrade) requests get; `None` for upgrade-only routes.
+    pub content: Option<Content>,
+}
+
+impl Route {
+    /// The part of `path` below this route's prefix, always starting with `/`
+    /// unless it is empty (the request named the prefix itself, without slash).
+    pub fn strip_prefix<'p>(&self, path: &'p str) -> &'p str {
+        if self.prefix == "/" {
+            path
+        } else {
+            &path[self.prefix.len()..]
+        }
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        self.prefix == "/"
+            || path
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// All routes of a snapshot, most specific first.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Sorts the routes by specificity.
+    pub fn new(mut routes: Vec<Route>) -> Router {
+        routes.sort_by(|a, b| {
+            a.host
+                .rank()
+                .cmp(&b.host.rank())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        Router { routes }
+    }
+
+    /// The most specific route for `host` (without port) and a normalised `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|route| route.host.matches(host) && route.matches_path(path))
+    }
+
+    /// Every route, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// The host name of a `Host` header or URI authority: port and trailing dot removed.
+pub fn host_name(authority: &str) -> &str {
+    let without_port = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end])
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _port)| name)
+    };
+    without_port.strip_suffix('.').unwrap_or(without_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str) -> Route {
+        Route {
+            name: name.to_owned(),
+            host: host.map_or(HostMatch::Any, |h| HostMatch::parse(h).expect(h)),
+            prefix: prefix.to_owned(),
+            content: None,
+        }
+    }
+
+    fn router() -> Router {
+        Router::new(vec![
+            route("root", None, "/"),
+            route("ws", None, "/ws"),
+            route("ws-deep", None, "/ws/deep"),
+            route("chat", Some("chat.example.com"), "/"),
+            route("chat-ws", Some("chat.example.com"), "/ws"),
+            route("any-sub", Some("*.example.com"), "/"),
+            route("any-api", Some("*.api.example.com"), "/"),
+        ])
+    }
+
+    fn pick(host: Option<&str>, path: &str) -> Option<String> {
+        router().route(host, path).map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert_eq!(pick(None, "/ws").as_deref(), Some("ws"));
+        assert_eq!(pick(None, "/ws/").as_deref(), Some("ws"));
+        assert_eq!(pick(None, "/ws/a").as_deref(), Some("ws"));
+        assert_eq!(pick(None, "/ws-test.html").as_deref(), Some("root"));
+        assert_eq!(pick(None, "/wsx").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        assert_eq!(pick(None, "/ws/deep/x").as_deref(), Some("ws-deep"));
+        assert_eq!(pick(None, "/ws/deeper").as_deref(), Some("ws"));
+    }
+
+    #[test]
+    fn host_specific_routes_come_first_case_insensitively() {
+        assert_eq!(
+            pick(Some("CHAT.example.com"), "/ws/x").as_deref(),
+            Some("chat-ws")
+        );
+        assert_eq!(
+            pick(Some("chat.example.com"), "/other").as_deref(),
+            Some("chat")
+        );
+        assert_eq!(
+            pick(Some("x.example.com"), "/ws").as_deref(),
+            Some("any-sub")
+        );
+        assert_eq!(
+            pick(Some("a.b.api.example.com"), "/").as_deref(),
+            Some("any-api")
+        );
+        assert_eq!(pick(Some("example.com"), "/ws").as_deref(), Some("ws"));
+        assert_eq!(pick(Some("other.org"), "/ws").as_deref(), Some("ws"));
+    }
+
+    #[test]
+    fn no_match_without_a_catch_all() {
+        let router = Router::new(vec![route("only", Some("a.example"), "/app")]);
+        assert!(router.route(Some("a.example"), "/").is_none());
+        assert!(router.route(Some("b.example"), "/app").is_none());
+        assert!(router.route(None, "/app").is_none());
+    }
+
+    #[test]
+    fn host_names_lose_port_and_trailing_dot() {
+        assert_eq!(host_name("example.com:8080"), "example.com");
+        assert_eq!(host_name("example.com."), "example.com");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("example.com"), "example.com");
+    }
+
+    #[test]
+    fn host_patterns_are_checked() {
+        assert_eq!(
+            HostMatch::parse("*.Example.com"),
+            Some(HostMatch::Wildcard(".example.com".into()))
+        );
+        assert_eq!(
+            HostMatch::parse("a.b"),
+            Some(HostMatch::Exact("a.b".into()))
+        );
+        for bad in ["", "*", "a..b", "a b", "*.", "http://a", "a/b", "a.*.b"] {
+            assert_eq!(HostMatch::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Listeners, the accept loop, one task per connection, and the graceful drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::body::Body;
+use crate::gateway::{self, Gateway};
+use crate::snapshot::Limits;
+
+/// Longest pause after an accept error such as EMFILE, so the loop neither
+/// spins nor gives up while file descriptors are exhausted.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves the public listeners and the admin listener until `shutdown`
+/// resolves, then drains: stop accepting, let in-flight requests finish, and
+/// return when they have or when the snapshot's shutdown deadline passes.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    admin: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let connections = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        let for_requests = Arc::clone(&gateway);
+        let handler = move |req| gateway::handle(Arc::clone(&for_requests), req);
+        let accept = accept_loop(
+            listener,
+            Arc::clone(&gateway),
+            handler,
+            connections.clone(),
+            stop.clone(),
+        );
+        accept_loops.push(tokio::spawn(accept));
+    }
+    // The admin listener has its own tracker: it keeps answering /readyz with
+    // 503 during the drain and is not waited for.
+    let admin_gateway = Arc::clone(&gateway);
+    let admin_handler = move |req| admin::handle(Arc::clone(&admin_gateway), req);
+    let admin_accept = accept_loop(
+        admin,
+        Arc::clone(&gateway),
+        admin_handler,
+        TaskTracker::new(),
+        admin_stop.clone(),
+    );
+    let admin_loop = tokio::spawn(admin_accept);
+
+    shutdown.await;
+    gateway.start_draining();
+    stop.cancel();
+    for accept in accept_loops {
+        let _ = accept.await;
+    }
+    connections.close();
+    let deadline = gateway.snapshot().limits.shutdown_timeout;
+    tracing::info!(connections = connections.len(), ?deadline, "draining");
+    if tokio::time::timeout(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "drain deadline passed; closing the rest"
+        );
+    }
+    admin_stop.cancel();
+    let _ = admin_loop.await;
+}
+
+/// Limits come from the snapshot current at accept time and hold for the
+/// connection's life, like the rest of its config.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    handler: H,
+    connections: TaskTracker,
+    stop: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::ZERO;
+                // Small responses must not wait for Nagle's timer.
+                let _ = stream.set_nodelay(true);
+                let limits = gateway.snapshot().limits;
+                connections.spawn(serve_connection(
+                    stream,
+                    handler.clone(),
+                    limits,
+                    stop.clone(),
+                ));
+            }
+            Err(error) if is_per_connection(&error) => {
+                tracing::debug!(%error, "accept failed for one connection");
+            }
+            Err(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                tracing::warn!(%error, ?backoff, "accept failed; backing off");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Errors that concern only the connection being accepted, not the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    handler: H,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_head)
+        .keep_alive(true);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service_fn(handler))
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}

@@ -1,0 +1,62 @@
+//! The immutable, validated, compiled configuration that requests are served
+//! from. A reload builds a new one and swaps it in; a request or connection
+//! keeps the one it started with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::router::Router;
+use crate::static_files::StaticDir;
+
+/// Header read timeout when the config does not set one.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request head (request line plus headers) size limit when the config does not set one.
+pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// How long a graceful shutdown waits for in-flight work when the config does not say.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Total bytes of small files kept in memory when the config does not say.
+pub const DEFAULT_FILE_CACHE_SIZE: u64 = 64 * 1024 * 1024;
+/// Files up to this size are cached in memory when the config does not say.
+pub const DEFAULT_FILE_CACHE_MAX_FILE: u64 = 64 * 1024;
+
+/// A whole running configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listeners: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub limits: Limits,
+    pub router: Router,
+}
+
+/// Process-wide bounds that keep slow or greedy clients from holding resources.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_request_head: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_request_head: DEFAULT_MAX_REQUEST_HEAD,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// What a route answers to plain (non-upgrade) requests.
+#[derive(Debug)]
+pub enum Content {
+    /// Files below a directory.
+    Static(StaticDir),
+    /// A page compiled into the binary (the demo).
+    Embedded(EmbeddedPage),
+}
+
+/// A single page compiled into the binary, served at its route's prefix.
+#[derive(Debug)]
+pub struct EmbeddedPage {
+    pub html: &'static str,
+}

@@ -1,0 +1,270 @@
+//! Static files: lookup below a root, small-file cache, conditional and range
+//! requests, precompressed variants.
+
+mod cache;
+mod conditional;
+mod encoding;
+mod lookup;
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, LAST_MODIFIED, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::body::{Body, FileBody};
+use crate::response;
+pub use cache::CacheBudget;
+use cache::{CachedFile, FileCache};
+use conditional::{Precondition, Span};
+use encoding::Encoding;
+use lookup::{header, Found, Validators};
+
+/// A `static = { ... }` action: a directory served read-only.
+#[derive(Debug)]
+pub struct StaticDir {
+    /// Canonical, so a resolved file can be checked to lie below it.
+    root: PathBuf,
+    index: String,
+    cache_control: Option<HeaderValue>,
+    precompressed: bool,
+    cache: FileCache,
+}
+
+impl StaticDir {
+    pub fn new(
+        root: PathBuf,
+        index: String,
+        cache_control: Option<HeaderValue>,
+        precompressed: bool,
+        budget: Arc<CacheBudget>,
+    ) -> StaticDir {
+        StaticDir {
+            root,
+            index,
+            cache_control,
+            precompressed,
+            cache: FileCache::new(budget),
+        }
+    }
+
+    /// The directory files are served from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Finds `key` (a normalised path below the root), from the cache when it can.
+    async fn open(&self, key: &str, content_name: &str) -> io::Result<Opened> {
+        if let Some(hit) = self.cache.get(key) {
+            return Ok(Opened::Cached(hit));
+        }
+        let root = self.root.clone();
+        let relative = key.to_owned();
+        let max_small = self.cache.budget().max_file();
+        let (path, found) =
+            tokio::task::spawn_blocking(move || lookup::find(&root, &relative, max_small))
+                .await
+                .map_err(io::Error::other)??;
+        Ok(match found {
+            Found::Directory => Opened::Directory,
+            Found::Small { identity, content } => {
+                let validators = Validators::new(&identity, content_name);
+                let file = Arc::new(CachedFile::new(path, identity, content, validators));
+                self.cache.insert(key, Arc::clone(&file));
+                Opened::Cached(file)
+            }
+            Found::Large { identity, file } => Opened::Stream {
+                file,
+                len: identity.len(),
+                validators: Validators::new(&identity, content_name),
+            },
+        })
+    }
+}
+
+enum Opened {
+    Cached(Arc<CachedFile>),
+    Stream {
+        file: File,
+        len: u64,
+        validators: Validators,
+    },
+    Directory,
+}
+
+/// Where the bytes of a response come from.
+enum Source {
+    Memory(Bytes),
+    File(File),
+}
+
+/// Serves `relative`, the normalised request path with the route's prefix removed.
+pub async fn serve<B>(req: &Request<B>, dir: &StaticDir, relative: &str) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response::method_not_allowed("GET, HEAD");
+    }
+    if relative.is_empty() {
+        return redirect_to_directory(req);
+    }
+    let wants_directory = relative.ends_with('/');
+    let name: Cow<str> = if wants_directory {
+        Cow::Owned(format!("{relative}{}", dir.index))
+    } else {
+        Cow::Borrowed(relative)
+    };
+    let negotiated;
+    let encodings: &[Encoding] = if dir.precompressed {
+        negotiated = encoding::preference(req.headers().get(ACCEPT_ENCODING));
+        &negotiated
+    } else {
+        &[Encoding::Identity]
+    };
+    for &encoding in encodings {
+        let key: Cow<str> = match encoding {
+            Encoding::Identity => Cow::Borrowed(&name),
+            other => Cow::Owned(format!("{name}{}", other.suffix())),
+        };
+        let (validators, len, source) = match dir.open(&key, &name).await {
+            Ok(Opened::Cached(file)) => (
+                file.validators.clone(),
+                file.content.len() as u64,
+                Source::Memory(file.content.clone()),
+            ),
+            Ok(Opened::Stream {
+                file,
+                len,
+                validators,
+            }) => (validators, len, Source::File(file)),
+            Ok(Opened::Directory) if encoding == Encoding::Identity && !wants_directory => {
+                return redirect_to_directory(req)
+            }
+            Ok(Opened::Directory) => continue,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return response::status(StatusCode::FORBIDDEN)
+            }
+            Err(e) => {
+                tracing::warn!(path = %key, error = %e, "static file lookup failed");
+                return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        };
+        return respond(req, dir, &validators, len, encoding, source);
+    }
+    response::status(StatusCode::NOT_FOUND)
+}
+
+fn is_not_found(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// A 301 to the same path with a trailing slash, keeping the query.
+fn redirect_to_directory<B>(req: &Request<B>) -> Response<Body> {
+    let location = match req.uri().query() {
+        Some(query) => format!("{}/?{query}", req.uri().path()),
+        None => format!("{}/", req.uri().path()),
+    };
+    response::moved_permanently(&location)
+}
+
+fn respond<B>(
+    req: &Request<B>,
+    dir: &StaticDir,
+    validators: &Validators,
+    len: u64,
+    encoding: Encoding,
+    source: Source,
+) -> Response<Body> {
+    let (method, headers) = (req.method(), req.headers());
+    let etag = validators.etag_str();
+    match conditional::preconditions(method, headers, etag, validators.modified) {
+        Precondition::Proceed => {}
+        Precondition::Failed => return response::status(StatusCode::PRECONDITION_FAILED),
+        Precondition::NotModified => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            representation_headers(response.headers_mut(), dir, validators, encoding);
+            return response;
+        }
+    }
+    let (status, first, last) =
+        match conditional::requested_span(method, headers, etag, validators.modified, len) {
+            Span::Full => (StatusCode::OK, 0, len.saturating_sub(1)),
+            Span::Partial(range) => (StatusCode::PARTIAL_CONTENT, *range.start(), *range.end()),
+            Span::Unsatisfiable => {
+                let mut response = response::status(StatusCode::RANGE_NOT_SATISFIABLE);
+                response
+                    .headers_mut()
+                    .insert(CONTENT_RANGE, header(format!("bytes */{len}")));
+                return response;
+            }
+        };
+    let body_len = if len == 0 { 0 } else { last - first + 1 };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        match body_of(source, first, body_len) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot position file for a range");
+                return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let response_headers = response.headers_mut();
+    representation_headers(response_headers, dir, validators, encoding);
+    response_headers.insert(CONTENT_TYPE, validators.content_type.clone());
+    response_headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        response_headers.insert(CONTENT_RANGE, header(format!("bytes {first}-{last}/{len}")));
+    }
+    response
+}
+
+fn body_of(source: Source, first: u64, len: u64) -> io::Result<Body> {
+    Ok(match source {
+        Source::Memory(bytes) => {
+            let start = usize::try_from(first).map_err(io::Error::other)?;
+            let end = usize::try_from(first + len).map_err(io::Error::other)?;
+            Body::from(bytes.slice(start..end))
+        }
+        Source::File(mut file) => {
+            if first > 0 {
+                file.seek(SeekFrom::Start(first))?;
+            }
+            Body::File(FileBody::new(file, len))
+        }
+    })
+}
+
+/// Headers a 200, 206 and 304 all carry (RFC 9110 §15.4.5 lists them for 304).
+fn representation_headers(
+    headers: &mut HeaderMap,
+    dir: &StaticDir,
+    validators: &Validators,
+    encoding: Encoding,
+) {
+    headers.insert(ETAG, validators.etag.clone());
+    headers.insert(LAST_MODIFIED, validators.last_modified.clone());
+    if let Some(cache_control) = &dir.cache_control {
+        headers.insert(CACHE_CONTROL, cache_control.clone());
+    }
+    if dir.precompressed {
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if let Some(coding) = encoding.header() {
+        headers.insert(CONTENT_ENCODING, coding);
+    }
+}
