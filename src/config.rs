@@ -94,11 +94,14 @@ pub struct Diagnostics {
 impl std::fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for item in &self.items {
-            let (line, col) = item
-                .span
-                .as_ref()
-                .map_or((1, 1), |span| line_col(&self.text, span.start));
-            writeln!(f, "{}:{line}:{col}: {}", self.file.display(), item.error)?;
+            let file = self.file.display();
+            match &item.span {
+                Some(span) => {
+                    let (line, col) = line_col(&self.text, span.start);
+                    writeln!(f, "{file}:{line}:{col}: {}", item.error)?;
+                }
+                None => writeln!(f, "{file}: {}", item.error)?,
+            }
         }
         Ok(())
     }
@@ -131,17 +134,28 @@ pub fn load(path: &Path) -> Result<Snapshot, Diagnostics> {
         }
     };
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let result = parse(&text).and_then(|raw| validate::validate(raw, base_dir));
-    result.map_err(|items| Diagnostics {
+    let (raw, mut items) = parse(&text);
+    let validated = validate::validate(raw, base_dir);
+    match validated {
+        Ok(snapshot) if items.is_empty() => return Ok(snapshot),
+        Ok(_) => {}
+        Err(errors) => items.extend(errors),
+    }
+    items.sort_by_key(|item| item.span.as_ref().map_or(0, |span| span.start));
+    Err(Diagnostics {
         file: path.to_path_buf(),
         text,
         items,
     })
 }
 
-/// Parses TOML text into the raw sections, collecting every syntax and shape error.
-pub fn parse(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
-    let table = DeTable::parse(text).map_err(|e| vec![toml_diagnostic(e)])?;
+/// Parses TOML text into the raw sections, collecting every syntax and shape
+/// error. What did parse is returned too, so validation can still report on it.
+pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
+    let table = match DeTable::parse(text) {
+        Ok(table) => table,
+        Err(error) => return (RawConfig::default(), vec![toml_diagnostic(error)]),
+    };
     let mut raw = RawConfig::default();
     let mut errors = Vec::new();
     for (key, value) in table.into_inner() {
@@ -156,11 +170,7 @@ pub fn parse(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(raw)
-    } else {
-        Err(errors)
-    }
+    (raw, errors)
 }
 
 fn section<T: for<'de> Deserialize<'de>>(
@@ -216,13 +226,13 @@ mod tests {
     #[test]
     fn one_bad_route_does_not_hide_the_next() {
         let text = "[[routes]]\nname = \"a\"\npath = \"/\"\nroot = \"x\"\n\n[[routes]]\nname = \"b\"\npth = \"/b\"\n";
-        let errors = parse(text).expect_err("two unknown keys");
+        let (_, errors) = parse(text);
         assert_eq!(errors.len(), 2);
     }
 
     #[test]
     fn unknown_top_level_section_is_named() {
-        let errors = parse("[rutes]\n").expect_err("unknown section");
+        let (_, errors) = parse("[rutes]\n");
         assert_eq!(
             errors[0].error.to_string(),
             "unknown section `rutes`; expected `listeners`, `admin`, `server` or `routes`"

@@ -285,7 +285,8 @@ fn static_dir(
 ) -> Option<StaticDir> {
     let raw = files.get_ref();
     let given = raw.root.get_ref().clone();
-    let resolved = base_dir.join(&given);
+    let joined = base_dir.join(&given);
+    let resolved = std::path::absolute(&joined).unwrap_or(joined);
     let root = match std::fs::metadata(&resolved) {
         Ok(meta) if meta.is_dir() => {
             std::fs::canonicalize(&resolved).map_err(|source| ConfigError::RootUnreadable {
@@ -337,14 +338,11 @@ mod tests {
 
     /// Validates `text` with `base` as the config's directory; returns the messages.
     fn errors_in(text: &str, base: &Path) -> Vec<String> {
-        let raw = match parse(text) {
-            Ok(raw) => raw,
-            Err(errors) => return errors.iter().map(|d| d.error.to_string()).collect(),
-        };
-        match validate(raw, base) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.iter().map(|d| d.error.to_string()).collect(),
+        let (raw, mut errors) = parse(text);
+        if let Err(more) = validate(raw, base) {
+            errors.extend(more);
         }
+        errors.iter().map(|d| d.error.to_string()).collect()
     }
 
     fn with_site(routes: &str) -> (tempfile::TempDir, Vec<String>) {

@@ -1,0 +1,228 @@
+//! The test harness: the real server on 127.0.0.1:0 with a config file from
+//! the test, a real HTTP/1.1 client (hyper's), and a raw TCP client for
+//! requests no well-behaved client would send.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use wsgate::gateway::Gateway;
+use wsgate::snapshot::Snapshot;
+
+/// A running server with its own temporary directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// A fresh directory for a test's config and files.
+pub fn test_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("create a temporary directory")
+}
+
+/// Writes `contents` to `dir/relative`, creating parent directories.
+pub fn write_file(dir: &Path, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create parent directories");
+    }
+    std::fs::write(&path, contents).expect("write test file");
+    path
+}
+
+/// The listener and admin sections every test config starts with.
+pub const LISTENERS: &str =
+    "[[listeners]]\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n";
+
+impl TestServer {
+    /// Starts the server on `dir` with `config` (routes and settings; the
+    /// listener sections are added) loaded from a real file.
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestServer {
+        let path = write_file(dir.path(), "wsgate.toml", format!("{LISTENERS}{config}"));
+        let snapshot =
+            wsgate::config::load(&path).unwrap_or_else(|d| panic!("config rejected:\n{d}"));
+        Self::start_snapshot(dir, snapshot).await
+    }
+
+    /// Starts the server with an already built snapshot.
+    pub async fn start_snapshot(dir: tempfile::TempDir, snapshot: Snapshot) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let addr = listener.local_addr().expect("local addr");
+        let admin = admin_listener.local_addr().expect("admin addr");
+        let gateway = Gateway::new(snapshot);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(wsgate::server::run(
+            vec![listener],
+            admin_listener,
+            Arc::clone(&gateway),
+            async move {
+                let _ = signal.await;
+            },
+        ));
+        TestServer {
+            addr,
+            admin,
+            dir,
+            gateway,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Begins a graceful shutdown; `stopped` waits for it to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits until `run` has returned (propagating a panic in it).
+    pub async fn stopped(&mut self, within: Duration) {
+        let task = self.task.take().expect("server task");
+        tokio::time::timeout(within, task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked");
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request with hyper's HTTP/1.1 client on a new connection.
+pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    drop(sender);
+    let _ = driver.await;
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A request builder with `Host: localhost`.
+pub fn request(method: &str, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+}
+
+/// GET `path` with extra headers.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut builder = request("GET", path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    send(addr, builder.body(Empty::new()).expect("request")).await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    get_with(addr, path, &[]).await
+}
+
+/// Writes raw bytes and reads until the server closes or `Connection: close`
+/// semantics end the reply; returns everything read.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        // A reset after the response was written still leaves the response readable.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(e)) => panic!("read failed: {e}"),
+        Err(_) => panic!("server did not close the connection"),
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// Retries `check` until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// This process's resident set size in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .expect("VmRSS in /proc/self/status")
+}
