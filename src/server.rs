@@ -153,7 +153,7 @@ async fn serve_connection<H, F>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_request_head)
+        .max_header_size(limits.max_request_head)
         .keep_alive(true);
     let connection = builder
         .serve_connection(TokioIo::new(stream), service_fn(handler))

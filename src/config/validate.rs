@@ -20,7 +20,7 @@ use crate::static_files::{CacheBudget, StaticDir};
 /// The admin listener's address when `[admin]` is absent.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
 
-/// hyper refuses read buffers smaller than this, so a smaller head limit is an error.
+/// Below this, ordinary browser requests with a few cookies would get 431.
 const MIN_REQUEST_HEAD: u64 = 8 * 1024;
 
 /// Everything that can be wrong with a config file.
@@ -46,6 +46,8 @@ pub enum ConfigError {
     BadAddress(String),
     #[error("address {0} is bound twice; each listener needs its own address")]
     DuplicateListener(SocketAddr),
+    #[error("admin address {0} is also a public listener; health and metrics must not be served to clients")]
+    AdminIsPublic(SocketAddr),
     #[error(
         "`{0}` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
     )]
@@ -132,7 +134,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Snapshot, Vec<Diagnos
     let mut check = Checker { errors: Vec::new() };
     let listeners = listeners(&mut check, &raw);
     let admin = match &raw.admin {
-        Some(admin) => check.address(&admin.get_ref().bind),
+        Some(admin) => {
+            let bind = &admin.get_ref().bind;
+            let addr = check.address(bind);
+            if let Some(addr) = addr.filter(|a| a.port() != 0 && listeners.contains(a)) {
+                check.error(bind.span(), ConfigError::AdminIsPublic(addr));
+            }
+            addr
+        }
         None => DEFAULT_ADMIN_BIND.parse().ok(),
     };
     let (limits, budget) = server_settings(&mut check, &raw.server);
@@ -160,7 +169,8 @@ fn listeners(check: &mut Checker, raw: &RawConfig) -> Vec<SocketAddr> {
         let Some(addr) = check.address(&listener.bind) else {
             continue;
         };
-        if seen.contains(&addr) {
+        // Port 0 asks the OS for a fresh port each time, so it never collides.
+        if addr.port() != 0 && seen.contains(&addr) {
             check.error(listener.bind.span(), ConfigError::DuplicateListener(addr));
         } else {
             seen.push(addr);
@@ -398,6 +408,15 @@ mod tests {
         assert_eq!(
             errors_in(text, Path::new(".")),
             ["address 127.0.0.1:80 is bound twice; each listener needs its own address"]
+        );
+    }
+
+    #[test]
+    fn admin_on_a_public_address() {
+        let text = "[[listeners]]\nbind = \"127.0.0.1:80\"\n[admin]\nbind = \"127.0.0.1:80\"\n";
+        assert_eq!(
+            errors_in(text, Path::new(".")),
+            ["admin address 127.0.0.1:80 is also a public listener; health and metrics must not be served to clients"]
         );
     }
 

@@ -1,0 +1,248 @@
+//! The `wsgate` binary: `check`, exit codes, signals, and surviving file
+//! descriptor exhaustion.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+
+fn wsgate(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run wsgate")
+}
+
+#[test]
+fn check_accepts_the_example_config_and_prints_the_routes() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let output = wsgate(&["check", example.to_str().expect("utf-8 path")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("listener  0.0.0.0:8080"), "{stdout}");
+    assert!(stdout.contains("ROUTE"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_error_at_its_line_and_column() {
+    let dir = test_dir();
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    let config = "[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n\
+                  [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\", cache_controll = \"x\" }\n\n\
+                  [[routes]]\nname = \"docs\"\npath = \"/docs\"\nstatic = { root = \"missing\" }\n\n\
+                  [[routes]]\nname = \"docs\"\npath = \"/other\"\nstatic = { root = \"public\" }\n";
+    let file = write_file(dir.path(), "bad.toml", config);
+    let file = file.to_str().expect("utf-8 path");
+    let output = wsgate(&["check", file]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:7:29: unknown field `cache_controll`")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}:12:19: static root `missing` does not exist"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{file}:15:8: route name `docs` is used by another route"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exit_codes() {
+    assert_eq!(wsgate(&["--no-such-flag"]).status.code(), Some(64));
+    assert_eq!(wsgate(&["check"]).status.code(), Some(64));
+    let version = wsgate(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("wsgate "));
+    let missing = wsgate(&["check", "/nonexistent/wsgate.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config file"));
+}
+
+/// A wsgate process with its log captured.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Runs `wsgate --config` on `config` through `sh -c` so a test can set limits first.
+    fn start(dir: &Path, config: &str, shell_prefix: &str) -> Process {
+        let path = write_file(dir, "wsgate.toml", format!("{LISTENERS}{config}"));
+        let script = format!("{shell_prefix} exec \"$0\" --config \"$1\"");
+        let mut child = Command::new("sh")
+            .args(["-c", &script, BIN, path.to_str().expect("utf-8 path")])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn wsgate");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The public listener's address, from the first "listening" log line.
+    async fn addr(&self) -> SocketAddr {
+        eventually(Duration::from_secs(10), || async {
+            let log = self.log();
+            let line = log.lines().find(|l| l.contains("listening addr="))?;
+            line.split("listening addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.expect("run kill").success());
+    }
+
+    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wsgate did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn site(dir: &Path) -> &'static str {
+    write_file(dir, "public/index.html", "served by the binary");
+    write_file(dir, "public/big.bin", vec![1u8; 8 * 1024 * 1024]);
+    "[server]\nshutdown_timeout = \"60s\"\n[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n"
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = test_dir();
+    let config = site(dir.path());
+    let mut process = Process::start(dir.path(), config, "");
+    let addr = process.addr().await;
+    assert_eq!(get(addr, "/").await.text(), "served by the binary");
+    process.signal("TERM");
+    assert_eq!(
+        process.exit_code(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        process.log()
+    );
+    assert!(process.log().contains("draining"));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_without_waiting_for_the_drain() {
+    let dir = test_dir();
+    let config = site(dir.path());
+    let mut process = Process::start(dir.path(), config, "");
+    let addr = process.addr().await;
+    // A client that never reads keeps a response in flight, so the 60 s drain would wait.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    eventually(Duration::from_secs(5), || async {
+        process.log().contains("listening").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    process.signal("TERM");
+    eventually(Duration::from_secs(5), || async {
+        process
+            .log()
+            .contains("draining connections=1")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        process.child.try_wait().expect("wait").is_none(),
+        "still draining"
+    );
+    process.signal("INT");
+    assert_eq!(
+        process.exit_code(Duration::from_secs(5)).await,
+        Some(1),
+        "{}",
+        process.log()
+    );
+    assert!(process.log().contains("second signal"));
+}
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let dir = test_dir();
+    let config = site(dir.path());
+    let process = Process::start(dir.path(), config, "ulimit -n 64;");
+    let addr = process.addr().await;
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        // The kernel completes handshakes into the backlog even when accept fails.
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            held.push(stream);
+        }
+    }
+    eventually(Duration::from_secs(10), || async {
+        process.log().contains("backing off").then_some(())
+    })
+    .await;
+    drop(held);
+    let reply = eventually(Duration::from_secs(20), || async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        drop(stream);
+        let reply = tokio::time::timeout(Duration::from_secs(2), get(addr, "/"))
+            .await
+            .ok()?;
+        Some(reply)
+    })
+    .await;
+    assert_eq!(reply.text(), "served by the binary");
+}
