@@ -71,7 +71,7 @@ pub async fn handle<B>(
     }
     let relative = route.strip_prefix(&path);
     let response = match &route.content {
-        Some(Content::Static(dir)) => static_files::serve(&req, dir, relative).await,
+        Some(Content::Static(dir)) => static_files::serve(&req, dir, relative),
         Some(Content::Embedded(page)) => demo::serve_page(&req, page, relative),
         None => response::status(StatusCode::NOT_FOUND),
     };

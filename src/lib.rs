@@ -12,6 +12,7 @@
 //! router         (host, longest path prefix) → Route; pure
 //! static_files   lookup below a root, small-file cache, conditional and range requests
 //! body           the response body: bytes or a streamed file
+//! buffer_pool    reusable 64 KiB I/O buffers
 //! response       error, redirect and refusal responses
 //! admin          /healthz, /readyz
 //! demo           the built-in demo page
@@ -23,6 +24,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod buffer_pool;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,4 @@
-//! Finding a file below a root without ever leaving it. Blocking: callers run
-//! these on tokio's blocking pool, except the cheap `stat` that revalidates a
-//! cached entry.
+//! Finding a file below a root without ever leaving it.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
