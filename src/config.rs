@@ -122,10 +122,7 @@ pub fn load(path: &Path) -> Result<Snapshot, Diagnostics> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(source) => {
-            let error = ConfigError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            };
+            let error = ConfigError::Unreadable { source };
             return Err(Diagnostics {
                 file: path.to_path_buf(),
                 text: String::new(),

@@ -186,20 +186,13 @@ async fn admin_health_and_readiness() {
 
 /// Starts a GET of the 4 MiB file and returns its response without reading the body.
 async fn start_big_download(addr: std::net::SocketAddr) -> hyper::Response<hyper::body::Incoming> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
-    sender
-        .send_request(
-            request("GET", "/big.bin")
-                .body(Empty::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response")
+    open(
+        addr,
+        request("GET", "/big.bin")
+            .body(Empty::new())
+            .expect("request"),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -384,23 +384,13 @@ async fn a_large_file_streams_with_bounded_memory() {
     )
     .await;
 
-    let stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
+    let response = open(
+        server.addr,
+        request("GET", "/big.bin")
+            .body(Empty::new())
+            .expect("request"),
     )
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            request("GET", "/big.bin")
-                .body(Empty::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    .await;
     assert_eq!(
         response
             .headers()

@@ -26,9 +26,8 @@ const MIN_REQUEST_HEAD: u64 = 8 * 1024;
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file: {source}")]
     Unreadable {
-        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -273,18 +272,26 @@ fn route_prefix(check: &mut Checker, path: &Spanned<String>) -> Option<String> {
     }
     let normal = request_path::normalize(given)
         .ok()
-        .map(|p| p.trim_end_matches('/').to_owned())
-        .map(|p| if p.is_empty() { "/".to_owned() } else { p });
-    let acceptable = normal.as_deref().filter(|n| {
-        given == n || given.strip_suffix('/') == Some(n) || (*n == "/" && given == "/")
+        .map(|p| without_trailing_slash(&p).to_owned());
+    let accepted = normal.as_deref().is_some_and(|normal| {
+        !given.contains(['?', '#']) && without_trailing_slash(given) == normal
     });
-    if acceptable.is_none() || given.contains(['?', '#']) {
-        let normal = normal.unwrap_or_else(|| "/".to_owned());
-        let given = given.clone();
-        check.error(path.span(), ConfigError::PathNotNormal { given, normal });
+    if !accepted {
+        let error = ConfigError::PathNotNormal {
+            given: given.clone(),
+            normal: normal.unwrap_or_else(|| "/".to_owned()),
+        };
+        check.error(path.span(), error);
         return None;
     }
     normal
+}
+
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some("") | None => path,
+        Some(stripped) => stripped,
+    }
 }
 
 fn static_dir(

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -125,18 +126,21 @@ impl Reply {
     }
 }
 
-/// Sends one request with hyper's HTTP/1.1 client on a new connection.
-pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
+/// Sends one request with hyper's HTTP/1.1 client on a new connection and
+/// returns the response as soon as its head arrives; the body streams.
+pub async fn open(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
-    let driver = tokio::spawn(connection);
-    let response = sender.send_request(request).await.expect("response");
-    let (parts, body) = response.into_parts();
+    tokio::spawn(connection);
+    sender.send_request(request).await.expect("response")
+}
+
+/// Sends one request on a new connection and reads the whole response.
+pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
+    let (parts, body) = open(addr, request).await.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    drop(sender);
-    let _ = driver.await;
     Reply {
         status: parts.status,
         headers: parts.headers,
