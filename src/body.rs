@@ -19,6 +19,8 @@ pub enum Body {
     Bytes(Option<Bytes>),
     /// A byte range of a file, read chunk by chunk as the connection drains.
     File(FileBody),
+    /// A backend's response body, streamed through.
+    Upstream(hyper::body::Incoming),
 }
 
 impl Body {
@@ -45,11 +47,12 @@ impl http_body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let chunk = match self.get_mut() {
             Body::Bytes(bytes) => bytes.take().map(Ok),
             Body::File(file) => file.next_chunk(),
+            Body::Upstream(body) => return Pin::new(body).poll_frame(cx).map_err(io::Error::other),
         };
         Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data)))
     }
@@ -58,6 +61,7 @@ impl http_body::Body for Body {
         match self {
             Body::Bytes(bytes) => bytes.is_none(),
             Body::File(file) => file.remaining == 0,
+            Body::Upstream(body) => body.is_end_stream(),
         }
     }
 
@@ -67,6 +71,7 @@ impl http_body::Body for Body {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Body::File(file) => SizeHint::with_exact(file.remaining),
+            Body::Upstream(body) => body.size_hint(),
         }
     }
 }

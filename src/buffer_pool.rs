@@ -26,6 +26,11 @@ pub fn freeze(buffer: Vec<u8>) -> Bytes {
     Bytes::from_owner(Pooled(buffer))
 }
 
+/// Returns a buffer that was taken but not filled (a read that would block).
+pub fn give_back(buffer: Vec<u8>) {
+    drop(Pooled(buffer));
+}
+
 /// Owns a buffer lent out as `Bytes`.
 struct Pooled(Vec<u8>);
 

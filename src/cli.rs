@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::gateway::Gateway;
 use crate::snapshot::{Content, Snapshot};
-use crate::{config, demo, server};
+use crate::{config, demo, echo, server};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
@@ -40,6 +40,12 @@ enum Command {
         /// The config file to check.
         file: PathBuf,
     },
+    /// Run a plain WebSocket echo backend, for smoke tests.
+    EchoServer {
+        /// Address to listen on, e.g. 127.0.0.1:9001.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+    },
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code.
@@ -59,8 +65,9 @@ pub fn main() -> ExitCode {
     init_logging();
     match (cli.command, cli.config) {
         (Some(Command::Check { file }), _) => check(&file),
+        (Some(Command::EchoServer { listen }), _) => exit_code(echo_server(listen)),
         (None, Some(path)) => match config::load(&path) {
-            Ok(snapshot) => exit_code(serve(snapshot)),
+            Ok(snapshot) => exit_code(serve(snapshot, None)),
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
                 ExitCode::FAILURE
@@ -134,16 +141,44 @@ pub fn summary(snapshot: &Snapshot) -> String {
 fn demo() -> anyhow::Result<()> {
     let bind: SocketAddr = demo::DEMO_BIND.parse()?;
     let admin: SocketAddr = demo::DEMO_ADMIN_BIND.parse()?;
+    // The echo backend listens on a loopback port of its own, so the demo
+    // exercises the same gateway path as a real backend.
+    let echo =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo echo backend")?;
+    let echo_addr = echo.local_addr()?;
     println!("wsgate demo: open http://{bind}/ in a browser (health at http://{admin}/healthz)");
-    serve(demo::snapshot(bind, admin))
+    serve(demo::snapshot(bind, admin, echo_addr), Some(echo))
 }
 
-fn serve(snapshot: Snapshot) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn echo_server(listen: SocketAddr) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "echo server listening");
+        tokio::select! {
+            () = echo::serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+}
+
+/// Runs the server on `snapshot`; `echo` is the demo's in-process echo backend.
+fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    let runtime = runtime()?;
     let result = runtime.block_on(async {
+        if let Some(echo) = echo {
+            echo.set_nonblocking(true)?;
+            tokio::spawn(echo::serve(TcpListener::from_std(echo)?));
+        }
         let mut listeners = Vec::new();
         for bind in &snapshot.listeners {
             listeners.push(listen(*bind).await?);

@@ -54,6 +54,27 @@ pub struct RawRoute {
     pub path: Spanned<String>,
     #[serde(rename = "static")]
     pub static_files: Option<Spanned<RawStatic>>,
+    pub websocket: Option<Spanned<RawWebSocket>>,
+}
+
+/// `websocket = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub backends: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub require_origin: bool,
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    pub max_message_size: Option<Spanned<String>>,
+    pub ping_interval: Option<Spanned<String>>,
+    pub ping_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 /// `static = { ... }` on a route.

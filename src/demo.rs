@@ -1,7 +1,10 @@
 //! The built-in demo: `wsgate` with no arguments serves a page, compiled into
-//! the binary, whose browser code talks WebSocket to `/echo`.
+//! the binary, whose browser code talks WebSocket to `/echo`, which the
+//! gateway relays to an in-process echo backend.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -10,6 +13,8 @@ use crate::body::Body;
 use crate::response;
 use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{Content, EmbeddedPage, Limits, Snapshot};
+use crate::upstream::{Backend, BackendPool};
+use crate::websocket::WebSocketRoute;
 
 /// Where the demo page is served.
 pub const DEMO_BIND: &str = "127.0.0.1:8080";
@@ -18,19 +23,39 @@ pub const DEMO_ADMIN_BIND: &str = "127.0.0.1:9090";
 
 const PAGE: &str = include_str!("demo/index.html");
 
-/// The demo's configuration: the page at `/`.
-pub fn snapshot(bind: SocketAddr, admin: SocketAddr) -> Snapshot {
+/// The demo's configuration: the page at `/`, WebSocket `/echo` to the echo backend at `echo`.
+pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapshot {
     let page = Route {
         name: "demo".to_owned(),
         host: HostMatch::Any,
         prefix: "/".to_owned(),
         content: Some(Content::Embedded(EmbeddedPage { html: PAGE })),
+        websocket: None,
+    };
+    let echo_backend = Backend::parse(&format!("ws://{echo}"), "ws", 80).ok();
+    let echo = Route {
+        name: "echo".to_owned(),
+        host: HostMatch::Any,
+        prefix: "/echo".to_owned(),
+        content: None,
+        websocket: Some(Arc::new(WebSocketRoute {
+            backends: BackendPool::new(echo_backend.into_iter().collect()),
+            origins: Vec::new(),
+            require_origin: false,
+            subprotocols: Vec::new(),
+            max_message_size: 1 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            strip_prefix: false,
+        })),
     };
     Snapshot {
         listeners: vec![bind],
         admin,
         limits: Limits::default(),
-        router: Router::new(vec![page]),
+        router: Router::new(vec![page, echo]),
     }
 }
 

@@ -1,18 +1,22 @@
 //! One request through the data path: snapshot → normalised path → route → action.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, UPGRADE};
-use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::request_path;
 use crate::response;
 use crate::router::host_name;
 use crate::snapshot::{Content, Snapshot};
+use crate::websocket::{self, handshake, UpgradeContext};
 use crate::{demo, static_files};
 
 /// State shared by every connection of a running server.
@@ -20,6 +24,11 @@ use crate::{demo, static_files};
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     draining: AtomicBool,
+    /// WebSocket sessions: hyper forgets a connection once it is upgraded,
+    /// so the drain waits on these itself.
+    sessions: TaskTracker,
+    /// Cancelled to close every session with 1001 at a frame boundary.
+    close_sessions: CancellationToken,
 }
 
 impl Gateway {
@@ -27,7 +36,20 @@ impl Gateway {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             draining: AtomicBool::new(false),
+            sessions: TaskTracker::new(),
+            close_sessions: CancellationToken::new(),
         })
+    }
+
+    /// The WebSocket sessions in progress.
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.sessions
+    }
+
+    /// Asks every WebSocket session to close (1001 to both sides).
+    pub fn close_sessions(&self) {
+        self.sessions.close();
+        self.close_sessions.cancel();
     }
 
     /// The current config; callers keep it for the whole request or session.
@@ -45,9 +67,10 @@ impl Gateway {
     }
 }
 
-/// Answers one request on a public listener.
+/// Answers one request from `peer` on a public listener.
 pub async fn handle<B>(
     gateway: Arc<Gateway>,
+    peer: SocketAddr,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
     let snapshot = gateway.snapshot();
@@ -65,15 +88,35 @@ pub async fn handle<B>(
     let Some(route) = snapshot.router.route(host, &path) else {
         return Ok(response::status(StatusCode::NOT_FOUND));
     };
-    if is_websocket_upgrade(req.headers()) {
-        // No route accepts WebSocket upgrades yet (DESIGN.md: upgrade to a route without `websocket` → 404).
-        return Ok(response::status(StatusCode::NOT_FOUND));
-    }
     let relative = route.strip_prefix(&path);
+    if handshake::is_upgrade(req.headers()) {
+        let Some(websocket) = &route.websocket else {
+            return Ok(response::status(StatusCode::NOT_FOUND));
+        };
+        let relative_path = relative.to_owned();
+        let cx = UpgradeContext {
+            route_name: &route.name,
+            peer,
+            relative_path: &relative_path,
+            sessions: &gateway.sessions,
+            shutdown: &gateway.close_sessions,
+        };
+        return Ok(websocket::upgrade(req, websocket, cx).await);
+    }
     let response = match &route.content {
         Some(Content::Static(dir)) => static_files::serve(&req, dir, relative),
         Some(Content::Embedded(page)) => demo::serve_page(&req, page, relative),
-        None => response::status(StatusCode::NOT_FOUND),
+        // A WebSocket-only route (RFC 9110 §15.5.22: say which protocol to upgrade to).
+        None => {
+            let mut response = response::status(StatusCode::UPGRADE_REQUIRED);
+            response
+                .headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("websocket"));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            response
+        }
     };
     Ok(response)
 }
@@ -91,18 +134,4 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, ()> {
         (None, None) if req.version() != Version::HTTP_11 => Ok(None),
         _ => Err(()),
     }
-}
-
-/// `Connection: upgrade` plus `Upgrade: websocket`, as token lists in any case (RFC 6455 §4.2.1).
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    has_token(headers, CONNECTION, "upgrade") && has_token(headers, UPGRADE, "websocket")
-}
-
-fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }

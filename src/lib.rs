@@ -14,13 +14,18 @@
 //! body           the response body: bytes or a streamed file
 //! buffer_pool    reusable 64 KiB I/O buffers
 //! response       error, redirect and refusal responses
+//! websocket      handshake checks, backend handshake, frame parser, relay
+//! upstream       backend pools: round-robin, back-off, bounded connect
+//! forwarding     hop-by-hop headers, X-Forwarded-*, Forwarded
 //! admin          /healthz, /readyz
-//! demo           the built-in demo page
+//! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
 //! which loads the current `Snapshot` once, normalises the path, asks the
-//! `Router` for a `Route` and runs its action.
+//! `Router` for a `Route` and runs its action: an upgrade goes to
+//! `websocket::upgrade` (backend handshake, then `relay::run` on both raw
+//! sockets), anything else to the route's content.
 
 pub mod admin;
 pub mod body;
@@ -28,6 +33,8 @@ pub mod buffer_pool;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod echo;
+pub mod forwarding;
 pub mod gateway;
 pub mod request_path;
 pub mod response;
@@ -35,3 +42,5 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod static_files;
+pub mod upstream;
+pub mod websocket;

@@ -4,7 +4,10 @@
 //! by suffix length, then host-less; within each, longest path prefix first),
 //! so the first route that matches is the answer.
 
+use std::sync::Arc;
+
 use crate::snapshot::Content;
+use crate::websocket::WebSocketRoute;
 
 /// Which `Host` values a route accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct Route {
     pub prefix: String,
     /// What plain (non-upgrade) requests get; `None` for upgrade-only routes.
     pub content: Option<Content>,
+    /// Where WebSocket upgrades go; `None`: upgrades get 404.
+    pub websocket: Option<Arc<WebSocketRoute>>,
 }
 
 impl Route {
@@ -160,6 +165,7 @@ mod tests {
             host: host.map_or(HostMatch::Any, |h| HostMatch::parse(h).expect(h)),
             prefix: prefix.to_owned(),
             content: None,
+            websocket: None,
         }
     }
 

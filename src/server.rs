@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,9 @@ use crate::snapshot::Limits;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves the public listeners and the admin listener until `shutdown`
-/// resolves, then drains: stop accepting, let in-flight requests finish, and
-/// return when they have or when the snapshot's shutdown deadline passes.
+/// resolves, then drains: stop accepting, let in-flight requests finish,
+/// close WebSocket sessions with 1001, and return when all that is done or
+/// when the snapshot's shutdown deadline passes.
 pub async fn run(
     listeners: Vec<TcpListener>,
     admin: TcpListener,
@@ -39,7 +41,7 @@ pub async fn run(
     let mut accept_loops = Vec::new();
     for listener in listeners {
         let for_requests = Arc::clone(&gateway);
-        let handler = move |req| gateway::handle(Arc::clone(&for_requests), req);
+        let handler = move |peer, req| gateway::handle(Arc::clone(&for_requests), peer, req);
         let accept = accept_loop(
             listener,
             Arc::clone(&gateway),
@@ -52,7 +54,7 @@ pub async fn run(
     // The admin listener has its own tracker: it keeps answering /readyz with
     // 503 during the drain and is not waited for.
     let admin_gateway = Arc::clone(&gateway);
-    let admin_handler = move |req| admin::handle(Arc::clone(&admin_gateway), req);
+    let admin_handler = move |_peer, req| admin::handle(Arc::clone(&admin_gateway), req);
     let admin_accept = accept_loop(
         admin,
         Arc::clone(&gateway),
@@ -69,14 +71,20 @@ pub async fn run(
         let _ = accept.await;
     }
     connections.close();
+    gateway.close_sessions();
     let deadline = gateway.snapshot().limits.shutdown_timeout;
-    tracing::info!(connections = connections.len(), ?deadline, "draining");
-    if tokio::time::timeout(deadline, connections.wait())
-        .await
-        .is_err()
-    {
+    let sessions = gateway.sessions();
+    tracing::info!(
+        connections = connections.len(),
+        sessions = sessions.len(),
+        ?deadline,
+        "draining"
+    );
+    let drained = async { tokio::join!(connections.wait(), sessions.wait()) };
+    if tokio::time::timeout(deadline, drained).await.is_err() {
         tracing::warn!(
             connections = connections.len(),
+            sessions = sessions.len(),
             "drain deadline passed; closing the rest"
         );
     }
@@ -93,7 +101,7 @@ async fn accept_loop<H, F>(
     connections: TaskTracker,
     stop: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut backoff = Duration::ZERO;
@@ -103,17 +111,14 @@ async fn accept_loop<H, F>(
             () = stop.cancelled() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
                 // Small responses must not wait for Nagle's timer.
                 let _ = stream.set_nodelay(true);
                 let limits = gateway.snapshot().limits;
-                connections.spawn(serve_connection(
-                    stream,
-                    handler.clone(),
-                    limits,
-                    stop.clone(),
-                ));
+                let connection =
+                    serve_connection(stream, peer, handler.clone(), limits, stop.clone());
+                connections.spawn(connection);
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(%error, "accept failed for one connection");
@@ -142,11 +147,12 @@ fn is_per_connection(error: &io::Error) -> bool {
 
 async fn serve_connection<H, F>(
     stream: TcpStream,
+    peer: SocketAddr,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut builder = http1::Builder::new();
@@ -156,7 +162,10 @@ async fn serve_connection<H, F>(
         .max_header_size(limits.max_request_head)
         .keep_alive(true);
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service_fn(handler))
+        .serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| handler(peer, req)),
+        )
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

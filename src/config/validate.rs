@@ -11,11 +11,15 @@ use std::time::Duration;
 use http::HeaderValue;
 use toml::Spanned;
 
-use super::{parse_duration, parse_size, Diagnostic, RawConfig, RawRoute, RawServer, RawStatic};
+use super::{
+    parse_duration, parse_size, Diagnostic, RawConfig, RawRoute, RawServer, RawStatic, RawWebSocket,
+};
 use crate::request_path;
 use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{self, Content, Limits, Snapshot};
 use crate::static_files::{CacheBudget, StaticDir};
+use crate::upstream::{Backend, BackendPool, BackendUrlError};
+use crate::websocket::WebSocketRoute;
 
 /// The admin listener's address when `[admin]` is absent.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
@@ -69,7 +73,7 @@ pub enum ConfigError {
     PathNotNormal { given: String, normal: String },
     #[error("route `{name}` has the same host and path as route `{other}`; one of them could never match")]
     DuplicateRoute { name: String, other: String },
-    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`")]
+    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
     NoAction(String),
     #[error("static root `{given}` does not exist (looked for {})", resolved.display())]
     RootMissing { given: String, resolved: PathBuf },
@@ -81,6 +85,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Backend(BackendUrlError),
+    #[error("a websocket action needs at least one backend")]
+    NoBackends,
     #[error("index `{0}` must be a plain file name, without '/'")]
     BadIndex(String),
     #[error("cache_control `{0}` is not a valid header value")]
@@ -233,13 +241,17 @@ fn routes(
             }),
         };
         let prefix = route_prefix(check, &raw.path);
-        let content = match &raw.static_files {
-            Some(files) => static_dir(check, files, base_dir, budget).map(Content::Static),
-            None => {
-                check.error(span, ConfigError::NoAction(name.clone()));
-                None
-            }
-        };
+        let content = raw
+            .static_files
+            .as_ref()
+            .and_then(|files| static_dir(check, files, base_dir, budget).map(Content::Static));
+        let websocket = raw
+            .websocket
+            .as_ref()
+            .map(|ws| Arc::new(websocket(check, ws)));
+        if raw.static_files.is_none() && raw.websocket.is_none() {
+            check.error(span, ConfigError::NoAction(name.clone()));
+        }
         let (Some(host), Some(prefix)) = (host, prefix) else {
             continue;
         };
@@ -258,6 +270,7 @@ fn routes(
             host,
             prefix,
             content,
+            websocket,
         });
     }
     compiled
@@ -291,6 +304,39 @@ fn without_trailing_slash(path: &str) -> &str {
     match path.strip_suffix('/') {
         Some("") | None => path,
         Some(stripped) => stripped,
+    }
+}
+
+/// Defaults of a `websocket` action (documented in the README).
+const WS_MAX_MESSAGE_SIZE: u64 = 1 << 20;
+const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
+const WS_PING_TIMEOUT: Duration = Duration::from_secs(10);
+const WS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>) -> WebSocketRoute {
+    let raw = ws.get_ref();
+    let mut backends = Vec::new();
+    for url in raw.backends.get_ref() {
+        match Backend::parse(url.get_ref(), "ws", 80) {
+            Ok(backend) => backends.push(backend),
+            Err(error) => check.error(url.span(), ConfigError::Backend(error)),
+        }
+    }
+    if raw.backends.get_ref().is_empty() {
+        check.error(raw.backends.span(), ConfigError::NoBackends);
+    }
+    let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+    WebSocketRoute {
+        backends: BackendPool::new(backends),
+        origins: raw.origins.clone(),
+        require_origin: raw.require_origin,
+        subprotocols: raw.subprotocols.clone(),
+        max_message_size: check.size(&raw.max_message_size, WS_MAX_MESSAGE_SIZE),
+        ping_interval: optional(check.duration(&raw.ping_interval, WS_PING_INTERVAL)),
+        ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
+        idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
+        connect_timeout: check.duration(&raw.connect_timeout, WS_CONNECT_TIMEOUT),
+        strip_prefix: raw.strip_prefix,
     }
 }
 
@@ -489,7 +535,7 @@ mod tests {
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
         assert_eq!(
             message,
-            "route `a` has no action; add `static = { root = \"public\" }`"
+            "route `a` has no action; add `static = { root = \"public\" }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
         );
     }
 

@@ -3,6 +3,8 @@
 //! requests no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,210 @@
+//! The opening handshake (RFC 6455 §4): checking the client's request,
+//! building the request to the backend, and checking the backend's answer.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use http::header::{
+    CONNECTION, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
+use sha1::{Digest, Sha1};
+
+use super::WebSocketRoute;
+
+/// RFC 6455 §1.3: appended to the client's key before hashing.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why the gateway refuses a client's handshake itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("a WebSocket handshake must be an HTTP/1.1 GET")]
+    NotGet,
+    #[error("Sec-WebSocket-Version is not 13")]
+    Version,
+    #[error("Sec-WebSocket-Key is missing or not the base64 of 16 bytes")]
+    Key,
+    #[error("Origin is not allowed on this route")]
+    Origin,
+    #[error("none of the offered subprotocols is allowed on this route")]
+    Subprotocol,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::NotGet | Refusal::Key | Refusal::Subprotocol => StatusCode::BAD_REQUEST,
+            // §4.4: a version the server does not speak gets 426 and the versions it does.
+            Refusal::Version => StatusCode::UPGRADE_REQUIRED,
+            Refusal::Origin => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// `Connection: upgrade` plus `Upgrade: websocket`, as token lists in any case (§4.2.1).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    has_token(headers, &CONNECTION, "upgrade") && has_token(headers, &UPGRADE, "websocket")
+}
+
+/// Checks what the gateway can check before asking a backend (§4.2.1).
+pub fn check_client<B>(req: &Request<B>, route: &WebSocketRoute) -> Result<(), Refusal> {
+    if req.method() != Method::GET || req.version() != Version::HTTP_11 {
+        return Err(Refusal::NotGet);
+    }
+    let headers = req.headers();
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Refusal::Version);
+    }
+    let key_ok = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|key| BASE64.decode(key.as_bytes()).ok())
+        .is_some_and(|nonce| nonce.len() == 16);
+    if !key_ok {
+        return Err(Refusal::Key);
+    }
+    match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) if !route.origins.is_empty() && !origin_allowed(&route.origins, origin) => {
+            return Err(Refusal::Origin)
+        }
+        None if route.require_origin => return Err(Refusal::Origin),
+        _ => {}
+    }
+    if !route.subprotocols.is_empty() {
+        let offered = tokens(headers, &SEC_WEBSOCKET_PROTOCOL);
+        if !offered
+            .into_iter()
+            .any(|p| route.subprotocols.iter().any(|allowed| allowed == p))
+        {
+            return Err(Refusal::Subprotocol);
+        }
+    }
+    Ok(())
+}
+
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// `Sec-WebSocket-Accept` for a client key (§4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key);
+    sha1.update(ACCEPT_GUID);
+    BASE64.encode(sha1.finalize())
+}
+
+/// Checks a backend's 101 answer against the key the client sent (§4.1).
+pub fn check_backend_answer(
+    answer: &HeaderMap,
+    client_key: &HeaderValue,
+) -> Result<(), &'static str> {
+    if !has_token(answer, &UPGRADE, "websocket") {
+        return Err("101 without Upgrade: websocket");
+    }
+    let expected = accept_key(client_key.as_bytes());
+    match answer.get(SEC_WEBSOCKET_ACCEPT) {
+        Some(accept) if accept.as_bytes() == expected.as_bytes() => Ok(()),
+        Some(_) => Err("Sec-WebSocket-Accept does not match the key"),
+        None => Err("101 without Sec-WebSocket-Accept"),
+    }
+}
+
+/// The request line's target at the backend: its path prefix, the client's
+/// path (without the route's prefix if the route strips it), and the query.
+pub fn backend_target(backend_path: &str, path: &str, query: Option<&str>) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    match query {
+        Some(query) => format!("{backend_path}{path}?{query}"),
+        None => format!("{backend_path}{path}"),
+    }
+}
+
+/// Restores the upgrade headers after the hop-by-hop ones were stripped.
+pub fn set_upgrade_headers(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+fn has_token(headers: &HeaderMap, name: &http::header::HeaderName, token: &str) -> bool {
+    tokens(headers, name)
+        .into_iter()
+        .any(|item| item.eq_ignore_ascii_case(token))
+}
+
+fn tokens<'h>(headers: &'h HeaderMap, name: &http::header::HeaderName) -> Vec<&'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// Whether the backend's answer negotiated an extension that uses RSV1.
+pub fn negotiated_rsv(answer: &HeaderMap) -> u8 {
+    let deflate = tokens(answer, &http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .into_iter()
+        .any(|ext| {
+            ext.split(';')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
+        });
+    if deflate {
+        0b100
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn backend_answer_checks() {
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        let mut answer = HeaderMap::new();
+        answer.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        answer.insert(
+            SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        );
+        assert_eq!(check_backend_answer(&answer, &key), Ok(()));
+        answer.insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("wrong"));
+        assert!(check_backend_answer(&answer, &key).is_err());
+    }
+
+    #[test]
+    fn permessage_deflate_allows_rsv1() {
+        let mut answer = HeaderMap::new();
+        answer.insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("permessage-deflate; client_max_window_bits=15"),
+        );
+        assert_eq!(negotiated_rsv(&answer), 0b100);
+        assert_eq!(negotiated_rsv(&HeaderMap::new()), 0);
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(backend_target("", "/chat", Some("a=1")), "/chat?a=1");
+        assert_eq!(backend_target("/base", "", None), "/base/");
+    }
+}

@@ -1,0 +1,262 @@
+//! The WebSocket gateway: handshake checks, the backend handshake, and the
+//! frame-aware relay that follows.
+
+pub mod frame;
+pub mod handshake;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::Body;
+use crate::forwarding;
+use crate::response;
+use crate::upstream::{Backend, BackendPool, ConnectError};
+use handshake::Refusal;
+use relay::{Peer, Policy};
+
+/// A route's `websocket = { ... }` action, compiled.
+#[derive(Debug)]
+pub struct WebSocketRoute {
+    pub backends: BackendPool,
+    /// Allowed `Origin` values; empty allows every origin.
+    pub origins: Vec<String>,
+    pub require_origin: bool,
+    /// Subprotocols a client must offer one of; empty skips the check.
+    pub subprotocols: Vec<String>,
+    pub max_message_size: u64,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub strip_prefix: bool,
+}
+
+/// What an upgrade needs from the connection and the server.
+pub struct UpgradeContext<'a> {
+    pub route_name: &'a str,
+    pub peer: SocketAddr,
+    /// The request path below the route's prefix, normalised.
+    pub relative_path: &'a str,
+    pub sessions: &'a TaskTracker,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Why a handshake with the backends failed; each becomes a 502.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("handshake with {backend} failed: {source}")]
+    Handshake {
+        backend: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{backend} did not answer the handshake within {after:?}")]
+    AnswerTimeout { backend: String, after: Duration },
+    #[error("{backend} gave a malformed answer: {reason}")]
+    BadAnswer {
+        backend: String,
+        reason: &'static str,
+    },
+}
+
+/// Handles an upgrade request on a route with a `websocket` action.
+pub async fn upgrade<B>(
+    mut req: Request<B>,
+    route: &Arc<WebSocketRoute>,
+    cx: UpgradeContext<'_>,
+) -> Response<Body> {
+    if let Err(refusal) = handshake::check_client(&req, route) {
+        tracing::debug!(route = cx.route_name, %refusal, "refused websocket handshake");
+        return refuse(refusal);
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
+        Ok(answered) => answered,
+        Err(error) => {
+            tracing::warn!(route = cx.route_name, %error, "no backend took the websocket");
+            return response::status(StatusCode::BAD_GATEWAY);
+        }
+    };
+    let (mut answer, backend) = (answer, backend);
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The backend's refusal (403, 404, 500…) is the client's answer.
+        forwarding::strip_hop_by_hop(answer.headers_mut());
+        return answer.map(Body::Upstream);
+    }
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""));
+    if let Err(reason) = handshake::check_backend_answer(answer.headers(), &key) {
+        let error = UpstreamError::BadAnswer {
+            backend: backend.url.clone(),
+            reason,
+        };
+        tracing::warn!(route = cx.route_name, %error, "backend answered the handshake wrongly");
+        return response::status(StatusCode::BAD_GATEWAY);
+    }
+    let policy = Policy {
+        max_message_size: route.max_message_size,
+        ping_interval: route.ping_interval,
+        ping_timeout: route.ping_timeout,
+        idle_timeout: route.idle_timeout,
+        allowed_rsv: handshake::negotiated_rsv(answer.headers()),
+    };
+    let backend_upgrade = hyper::upgrade::on(&mut answer);
+    let (mut parts, _empty) = answer.into_parts();
+    forwarding::strip_hop_by_hop(&mut parts.headers);
+    handshake::set_upgrade_headers(&mut parts.headers);
+    let route_name = cx.route_name.to_owned();
+    let shutdown = cx.shutdown.clone();
+    cx.sessions.spawn(async move {
+        let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
+            return;
+        };
+        let Some(client) = take_socket(client_upgrade.await, "client") else {
+            return;
+        };
+        let stats = relay::run(client, backend, policy, shutdown).await;
+        tracing::debug!(route = %route_name, ?stats, "websocket session ended");
+    });
+    Response::from_parts(parts, Body::empty())
+}
+
+/// The plain TCP socket under an upgraded connection, with any bytes read past the handshake.
+fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<Peer> {
+    let upgraded = match upgraded {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(side, %error, "websocket upgrade did not complete");
+            return None;
+        }
+    };
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Some(Peer {
+            stream: parts.io.into_inner(),
+            leftover: parts.read_buf,
+        }),
+        Err(_) => {
+            tracing::warn!(side, "upgraded connection is not a plain TCP socket");
+            None
+        }
+    }
+}
+
+fn refuse(refusal: Refusal) -> Response<Body> {
+    let mut response = response::status(refusal.status());
+    if refusal == Refusal::Version {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    response
+}
+
+/// Tries the route's backends in turn until one answers the handshake.
+async fn handshake_with_backends<'r, B>(
+    req: &Request<B>,
+    route: &'r WebSocketRoute,
+    cx: &UpgradeContext<'_>,
+) -> Result<(Response<hyper::body::Incoming>, &'r Backend), UpstreamError> {
+    let mut last_error = UpstreamError::Connect(ConnectError::NoBackends);
+    for backend in route.backends.order() {
+        let stream = match backend.connect(route.connect_timeout).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                last_error = error.into();
+                continue;
+            }
+        };
+        let request = backend_request(req, backend, route, cx);
+        match ask(stream, request, backend, route.connect_timeout).await {
+            Ok(answer) => return Ok((answer, backend)),
+            Err(error) => {
+                tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The client's handshake as the backend gets it (RFC 9110 §7.6 forwarding rules).
+fn backend_request<B>(
+    req: &Request<B>,
+    backend: &Backend,
+    route: &WebSocketRoute,
+    cx: &UpgradeContext<'_>,
+) -> Request<Empty<Bytes>> {
+    let path = if route.strip_prefix {
+        cx.relative_path
+    } else {
+        req.uri().path()
+    };
+    let target = handshake::backend_target(&backend.path, path, req.uri().query());
+    let mut headers = req.headers().clone();
+    forwarding::strip_hop_by_hop(&mut headers);
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    forwarding::add_forwarded(&mut headers, cx.peer, "http", host);
+    handshake::set_upgrade_headers(&mut headers);
+    if !headers.contains_key(http::header::HOST) {
+        if let Ok(authority) = HeaderValue::from_str(&backend.authority()) {
+            headers.insert(http::header::HOST, authority);
+        }
+    }
+    let mut request = Request::new(Empty::new());
+    *request.uri_mut() = target
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Sends the handshake on a fresh connection and waits (bounded) for the answer.
+async fn ask(
+    stream: TcpStream,
+    request: Request<Empty<Bytes>>,
+    backend: &Backend,
+    within: Duration,
+) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+    let handshake_error = |source| UpstreamError::Handshake {
+        backend: backend.url.clone(),
+        source,
+    };
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(handshake_error)?;
+        // The driver hands the socket over on 101, or streams a refusal's body.
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "backend connection ended with an error");
+            }
+        });
+        sender.send_request(request).await.map_err(handshake_error)
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::AnswerTimeout {
+                backend: backend.url.clone(),
+                after: within,
+            })
+        })
+}

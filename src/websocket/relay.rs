@@ -1,0 +1,624 @@
+//! The frame-aware relay: bytes move between client and backend unchanged
+//! (client frames keep the client's mask) while a header-only parser per
+//! direction tracks frame and message boundaries.
+//!
+//! Each direction is a [`Pump`]: it reads a chunk from its source only when
+//! everything it read before has been written (backpressure, and at most one
+//! chunk buffered), into a pooled buffer taken only once the socket is
+//! readable (an idle session holds no buffer). The gateway's own frames
+//! (pings, closes) are inserted only at frame boundaries.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
+use crate::buffer_pool;
+
+/// How long the gateway waits for the far end of a closing handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gateway's pings carry an 8-byte counter, so their pongs can be recognised.
+const PING_PAYLOAD_LEN: u64 = 8;
+
+/// One end of a session: its socket and any bytes read past the handshake.
+#[derive(Debug)]
+pub struct Peer {
+    pub stream: TcpStream,
+    pub leftover: Bytes,
+}
+
+/// A route's relay policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_message_size: u64,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    /// RSV bits the negotiated extensions allow (RSV1 for permessage-deflate).
+    pub allowed_rsv: u8,
+}
+
+/// Frames, messages and payload bytes that passed in one direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub frames: u64,
+    pub messages: u64,
+    pub payload_bytes: u64,
+}
+
+/// Who began the closing of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    Client,
+    Backend,
+    Gateway,
+}
+
+/// The first close of a session: who, and the code (`None`: no close frame, 1006).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    pub initiator: Initiator,
+    pub code: Option<u16>,
+}
+
+/// What a session did, for logs and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct SessionStats {
+    pub client_to_backend: Traffic,
+    pub backend_to_client: Traffic,
+    pub closing: Option<Closing>,
+    pub ping_rtt: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Backend,
+}
+
+/// What a scan of one chunk found that the session must act on.
+#[derive(Debug, Default)]
+struct Scan {
+    violation: Option<Violation>,
+    /// A close frame from the source, with its code if it had one.
+    close: Option<Option<u16>>,
+    pong: Option<[u8; 8]>,
+}
+
+/// One direction of a session: reads its source, writes its destination.
+#[derive(Debug)]
+struct Pump {
+    parser: FrameParser,
+    out: VecDeque<Bytes>,
+    traffic: Traffic,
+    /// Source bytes are dropped from here on: a close passed, or the gateway cut the stream.
+    discarding: bool,
+    /// Inside a frame that is not forwarded (a pong answering the gateway's ping).
+    skipping: bool,
+    /// A gateway frame for the next frame boundary, and whether the stream ends after it.
+    inject: Option<(Bytes, bool)>,
+    source_done: bool,
+    close_from_source: bool,
+    close_to_destination: bool,
+    destination_failed: bool,
+}
+
+impl Pump {
+    fn new(rules: Rules) -> Pump {
+        Pump {
+            parser: FrameParser::new(rules),
+            out: VecDeque::new(),
+            traffic: Traffic::default(),
+            discarding: false,
+            skipping: false,
+            inject: None,
+            source_done: false,
+            close_from_source: false,
+            close_to_destination: false,
+            destination_failed: false,
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        self.out.is_empty() && !self.source_done
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.out.is_empty() && !self.destination_failed
+    }
+
+    /// Whether the bytes forwarded so far end at a frame boundary: partial
+    /// headers are held back and skipped frames are not forwarded.
+    fn forwarded_at_boundary(&self) -> bool {
+        !self.parser.in_payload() || self.skipping
+    }
+
+    fn is_done(&self) -> bool {
+        (self.out.is_empty() || self.destination_failed)
+            && (self.source_done || self.close_from_source)
+            && (self.close_to_destination || self.destination_failed)
+    }
+
+    /// Queues a gateway frame now if the stream is at a boundary, else at the next one.
+    fn insert(&mut self, frame: Bytes, ends_stream: bool) {
+        if self.close_to_destination || self.destination_failed {
+            return;
+        }
+        if self.forwarded_at_boundary() {
+            self.out.push_back(frame);
+            if ends_stream {
+                self.end_stream();
+            }
+        } else if ends_stream || self.inject.is_none() {
+            self.inject = Some((frame, ends_stream));
+        }
+    }
+
+    fn end_stream(&mut self) {
+        self.discarding = true;
+        self.close_to_destination = true;
+    }
+
+    fn emit(&mut self, chunk: &Bytes, from: usize, to: usize) {
+        if to > from {
+            self.out.push_back(chunk.slice(from..to));
+        }
+    }
+
+    /// Parses a chunk read from the source and queues what is to be forwarded.
+    fn scan(&mut self, chunk: Bytes, swallow_pongs: bool) -> Scan {
+        let mut scan = Scan::default();
+        let held = self
+            .parser
+            .in_header()
+            .then(|| Bytes::copy_from_slice(self.parser.partial_header()));
+        // Where the frame header being read began in this chunk; None if in an earlier one.
+        let mut header_start = self.parser.at_boundary().then_some(0);
+        let mut emit_from = 0;
+        let mut offset = 0;
+        loop {
+            let (used, event) = self.parser.advance(&chunk[offset..]);
+            offset += used;
+            let Some(event) = event else {
+                if used == 0 {
+                    break;
+                }
+                continue;
+            };
+            match event {
+                Event::Header(header) => {
+                    self.traffic.frames += 1;
+                    let start = header_start.take();
+                    if self.discarding {
+                        continue;
+                    }
+                    let ours = swallow_pongs
+                        && header.opcode == OpCode::Pong
+                        && header.payload_len == PING_PAYLOAD_LEN;
+                    if ours {
+                        self.emit(&chunk, emit_from, start.unwrap_or(0));
+                        self.skipping = true;
+                    } else if let (None, Some(held)) = (start, &held) {
+                        self.out.push_back(held.clone());
+                    }
+                }
+                Event::FrameEnd { header, control } => {
+                    header_start = Some(offset);
+                    if !header.opcode.is_control() {
+                        self.traffic.payload_bytes += header.payload_len;
+                        self.traffic.messages += u64::from(header.fin);
+                    }
+                    let close = control.as_ref().filter(|c| c.opcode == OpCode::Close);
+                    if let Some(close) = close {
+                        self.close_from_source = true;
+                        scan.close = Some(close.close_code());
+                    }
+                    if self.discarding {
+                        continue;
+                    }
+                    if self.skipping {
+                        self.skipping = false;
+                        emit_from = offset;
+                        scan.pong = control.and_then(|c| c.payload().try_into().ok());
+                        continue;
+                    }
+                    if close.is_some() {
+                        // Nothing may follow a close frame (RFC 6455 §5.5.1).
+                        self.emit(&chunk, emit_from, offset);
+                        self.end_stream();
+                        continue;
+                    }
+                    if let Some((frame, ends_stream)) = self.inject.take() {
+                        self.emit(&chunk, emit_from, offset);
+                        emit_from = offset;
+                        self.out.push_back(frame);
+                        if ends_stream {
+                            self.end_stream();
+                        }
+                    }
+                }
+                Event::Violation(violation) => {
+                    if !self.discarding {
+                        self.emit(&chunk, emit_from, header_start.unwrap_or(0));
+                    }
+                    self.discarding = true;
+                    self.source_done = true;
+                    scan.violation = Some(violation);
+                    return scan;
+                }
+            }
+        }
+        if !self.discarding && !self.skipping {
+            let end = if self.parser.in_header() {
+                header_start.unwrap_or(0)
+            } else {
+                chunk.len()
+            };
+            self.emit(&chunk, emit_from, end);
+        }
+        scan
+    }
+
+    /// Writes queued bytes until the socket would block.
+    fn flush(&mut self, destination: &TcpStream) {
+        while let Some(front) = self.out.front_mut() {
+            match destination.try_write(front) {
+                Ok(written) => {
+                    front.advance(written);
+                    if front.is_empty() {
+                        self.out.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket peer stopped reading");
+                    self.destination_failed = true;
+                    self.out.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Liveness of the client, probed with the gateway's own pings.
+#[derive(Debug)]
+struct Pinger {
+    last_client_data: Instant,
+    /// When the client must have sent something, after an unanswered ping.
+    alive_by: Option<Instant>,
+    /// The ping whose pong is still expected: when it was sent and its payload.
+    awaiting: Option<(Instant, [u8; 8])>,
+    sent: u64,
+}
+
+/// One WebSocket session between a client and a backend.
+struct Session {
+    policy: Policy,
+    to_backend: Pump,
+    to_client: Pump,
+    pinger: Pinger,
+    last_activity: Instant,
+    close_by: Option<Instant>,
+    stats: SessionStats,
+}
+
+/// Relays a session until both closing handshakes are done, a peer vanishes,
+/// a limit trips, or `shutdown` asks for a close 1001 on both sides.
+pub async fn run(
+    client: Peer,
+    backend: Peer,
+    policy: Policy,
+    shutdown: CancellationToken,
+) -> SessionStats {
+    let now = Instant::now();
+    let mut session = Session {
+        policy,
+        to_backend: Pump::new(Rules {
+            masked: true,
+            allowed_rsv: policy.allowed_rsv,
+            max_message_size: policy.max_message_size,
+        }),
+        to_client: Pump::new(Rules {
+            masked: false,
+            allowed_rsv: policy.allowed_rsv,
+            max_message_size: u64::MAX,
+        }),
+        pinger: Pinger {
+            last_client_data: now,
+            alive_by: None,
+            awaiting: None,
+            sent: 0,
+        },
+        last_activity: now,
+        close_by: None,
+        stats: SessionStats::default(),
+    };
+    if !client.leftover.is_empty() {
+        session.received(Side::Client, client.leftover);
+    }
+    if !backend.leftover.is_empty() {
+        session.received(Side::Backend, backend.leftover);
+    }
+    let (client, backend) = (client.stream, backend.stream);
+    let mut draining = false;
+    while !session.is_finished() {
+        let deadline = session.next_deadline();
+        tokio::select! {
+            ready = client.readable(), if session.to_backend.wants_read() => {
+                session.read(Side::Client, &client, ready);
+            }
+            ready = backend.readable(), if session.to_client.wants_read() => {
+                session.read(Side::Backend, &backend, ready);
+            }
+            ready = backend.writable(), if session.to_backend.wants_write() => {
+                session.written(Side::Backend, &backend, ready);
+            }
+            ready = client.writable(), if session.to_client.wants_write() => {
+                session.written(Side::Client, &client, ready);
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                if session.on_timer(Instant::now()) {
+                    break;
+                }
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                session.close_both(1001, "server shutting down", 1001, "server shutting down");
+            }
+            // Nothing left to wait for: both peers are gone.
+            else => break,
+        }
+    }
+    for mut stream in [client, backend] {
+        let _ = stream.shutdown().await;
+    }
+    session.stats.client_to_backend = session.to_backend.traffic;
+    session.stats.backend_to_client = session.to_client.traffic;
+    session.stats
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+impl Session {
+    fn pump(&mut self, source: Side) -> &mut Pump {
+        match source {
+            Side::Client => &mut self.to_backend,
+            Side::Backend => &mut self.to_client,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.to_backend.is_done() && self.to_client.is_done()
+    }
+
+    fn read(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>) {
+        if ready.is_err() {
+            return self.source_gone(side);
+        }
+        let mut buffer = buffer_pool::take();
+        match stream.try_read_buf(&mut buffer) {
+            Ok(0) => {
+                buffer_pool::give_back(buffer);
+                self.source_gone(side);
+            }
+            Ok(_) => self.received(side, buffer_pool::freeze(buffer)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => buffer_pool::give_back(buffer),
+            Err(e) => {
+                buffer_pool::give_back(buffer);
+                tracing::debug!(error = %e, ?side, "websocket read failed");
+                self.source_gone(side);
+            }
+        }
+    }
+
+    fn received(&mut self, side: Side, chunk: Bytes) {
+        let now = Instant::now();
+        self.last_activity = now;
+        let swallow_pongs = side == Side::Client && self.pinger.awaiting.is_some();
+        if side == Side::Client {
+            self.pinger.last_client_data = now;
+            self.pinger.alive_by = None;
+        }
+        let scan = self.pump(side).scan(chunk, swallow_pongs);
+        if let (Some(payload), Some((sent_at, expected))) = (scan.pong, self.pinger.awaiting) {
+            if payload == expected {
+                self.stats.ping_rtt = Some(now - sent_at);
+                self.pinger.awaiting = None;
+            }
+        }
+        if let Some(code) = scan.close {
+            self.record_close(initiator(side), code);
+            self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
+        }
+        if let Some(violation) = scan.violation {
+            tracing::debug!(?side, %violation, "websocket protocol violation");
+            let (code, reason) = (violation.close_code(), violation_reason(violation));
+            match side {
+                Side::Client => self.close_both(code, reason, 1001, "client broke the protocol"),
+                Side::Backend => self.close_both(1001, "backend broke the protocol", code, reason),
+            }
+        }
+    }
+
+    fn written(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>) {
+        let pump = match side {
+            Side::Backend => &mut self.to_backend,
+            Side::Client => &mut self.to_client,
+        };
+        if ready.is_err() {
+            pump.destination_failed = true;
+            pump.out.clear();
+            return;
+        }
+        pump.flush(stream);
+        if pump.out.is_empty() {
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// A peer closed its connection or failed without a close frame.
+    fn source_gone(&mut self, side: Side) {
+        let pump = self.pump(side);
+        pump.source_done = true;
+        let vanished = !pump.close_from_source;
+        // Whatever goes back to the vanished peer cannot be delivered.
+        let back = match side {
+            Side::Client => &mut self.to_client,
+            Side::Backend => &mut self.to_backend,
+        };
+        back.destination_failed = true;
+        back.out.clear();
+        if !vanished {
+            return;
+        }
+        self.record_close(initiator(side), None);
+        self.close_by.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+        let (code, reason, mask) = match side {
+            // RFC 6455 §7.4.1: 1014, the gateway got an invalid response from the server.
+            Side::Backend => (1014, "backend went away", None),
+            Side::Client => (1001, "client went away", Some(mask_key())),
+        };
+        let pump = self.pump(side);
+        if pump.forwarded_at_boundary() {
+            pump.insert(Bytes::from(frame::encode_close(code, reason, mask)), true);
+        } else {
+            // Mid-frame: no valid close frame can follow; end the connection.
+            pump.destination_failed = true;
+            pump.out.clear();
+        }
+    }
+
+    /// The gateway closes both sides, at frame boundaries.
+    fn close_both(
+        &mut self,
+        client_code: u16,
+        client_reason: &str,
+        backend_code: u16,
+        backend_reason: &str,
+    ) {
+        self.record_close(Initiator::Gateway, Some(client_code));
+        self.close_by.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+        let to_client = frame::encode_close(client_code, client_reason, None);
+        self.to_client.insert(Bytes::from(to_client), true);
+        let to_backend = frame::encode_close(backend_code, backend_reason, Some(mask_key()));
+        self.to_backend.insert(Bytes::from(to_backend), true);
+    }
+
+    fn record_close(&mut self, initiator: Initiator, code: Option<u16>) {
+        self.stats
+            .closing
+            .get_or_insert(Closing { initiator, code });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let idle = self
+            .policy
+            .idle_timeout
+            .map(|idle| self.last_activity + idle);
+        let ping_due = match (self.policy.ping_interval, self.pinger.alive_by) {
+            (Some(interval), None) if self.stats.closing.is_none() => {
+                Some(self.pinger.last_client_data + interval)
+            }
+            _ => None,
+        };
+        [idle, ping_due, self.pinger.alive_by, self.close_by]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Handles whatever deadline passed; true when the session must end now.
+    fn on_timer(&mut self, now: Instant) -> bool {
+        if self.close_by.is_some_and(|by| now >= by) {
+            tracing::debug!("closing handshake timed out");
+            return true;
+        }
+        if self.pinger.alive_by.is_some_and(|by| now >= by) {
+            tracing::debug!("client did not answer the gateway's ping");
+            self.pinger.alive_by = None;
+            self.record_close(Initiator::Gateway, Some(1001));
+            self.to_client.destination_failed = true;
+            self.to_client.out.clear();
+            self.to_backend.source_done = true;
+            self.to_backend.insert(
+                Bytes::from(frame::encode_close(
+                    1001,
+                    "client did not answer ping",
+                    Some(mask_key()),
+                )),
+                true,
+            );
+            self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
+            return false;
+        }
+        if self
+            .policy
+            .idle_timeout
+            .is_some_and(|idle| now >= self.last_activity + idle)
+            && self.stats.closing.is_none()
+        {
+            self.close_both(1001, "idle timeout", 1001, "idle timeout");
+            return false;
+        }
+        if let Some(interval) = self.policy.ping_interval {
+            if self.pinger.alive_by.is_none() && now >= self.pinger.last_client_data + interval {
+                self.send_ping(now);
+            }
+        }
+        false
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        self.pinger.sent += 1;
+        let payload = self.pinger.sent.to_be_bytes();
+        self.pinger.awaiting = Some((now, payload));
+        self.pinger.alive_by = Some(now + self.policy.ping_timeout);
+        self.to_client.insert(
+            Bytes::from(frame::encode(OpCode::Ping, &payload, None)),
+            false,
+        );
+    }
+}
+
+fn initiator(side: Side) -> Initiator {
+    match side {
+        Side::Client => Initiator::Client,
+        Side::Backend => Initiator::Backend,
+    }
+}
+
+fn violation_reason(violation: Violation) -> &'static str {
+    match violation {
+        Violation::MessageTooBig => "message too big",
+        _ => "protocol error",
+    }
+}
+
+/// A masking key for the gateway's own frames to backends. RFC 6455 §5.3 asks
+/// for unpredictable keys to stop script-chosen payloads from steering proxy
+/// caches; these frames carry only the gateway's close codes, so a key from
+/// the standard library's randomly seeded hasher is enough.
+fn mask_key() -> [u8; 4] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let bits = hasher.finish();
+    [
+        bits as u8,
+        (bits >> 8) as u8,
+        (bits >> 16) as u8,
+        (bits >> 24) as u8,
+    ]
+}

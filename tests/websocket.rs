@@ -1,0 +1,445 @@
+//! The WebSocket gateway through the real server: tungstenite clients and
+//! backends on loopback, raw frames where a rule must be broken on purpose.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::ws::*;
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A gateway whose `/chat` route goes to `backend`, with extra route settings.
+async fn gateway(backend: std::net::SocketAddr, settings: &str) -> TestServer {
+    let config = format!(
+        "[server]\nshutdown_timeout = \"5s\"\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{backend}\"]{settings} }}\n"
+    );
+    TestServer::start_in(test_dir(), &config).await
+}
+
+#[tokio::test]
+async fn messages_of_every_size_pass_both_ways() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let mut client = connect(server.addr, "/chat/room?user=1").await;
+    let Seen::Handshake(headers, target) = backend.next().await else {
+        panic!("handshake first")
+    };
+    assert_eq!(
+        target, "/chat/room?user=1",
+        "the full path and query are forwarded"
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert!(headers["forwarded"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("for=127.0.0.1;proto=http"));
+    for len in [0usize, 125, 126, 65535, 65536, 1 << 20] {
+        let text = "é".repeat(len / 2);
+        client
+            .send(Message::text(text.clone()))
+            .await
+            .expect("send text");
+        assert_eq!(
+            receive(&mut client).await,
+            Message::text(text),
+            "text of {len} bytes"
+        );
+        let binary: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        client
+            .send(Message::binary(binary.clone()))
+            .await
+            .expect("send binary");
+        assert_eq!(
+            receive(&mut client).await,
+            Message::binary(binary),
+            "binary of {len} bytes"
+        );
+    }
+    client.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn close_codes_pass_through_both_ways() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let mut client = connect(server.addr, "/chat").await;
+    let bye = CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "client bye".into(),
+    };
+    client.close(Some(bye.clone())).await.expect("close");
+    assert_eq!(
+        backend.next_message().await,
+        Some(Message::Close(Some(bye)))
+    );
+    // The backend's reply completes the handshake at the client.
+    let end = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .expect("closed in time");
+    assert!(matches!(end, None | Some(Ok(Message::Close(_)))), "{end:?}");
+
+    let mut backend = RecordingBackend::start(Behaviour::CloseAfterFirstMessage).await;
+    let server = gateway(backend.addr, "").await;
+    let mut client = connect(server.addr, "/chat").await;
+    client.send(Message::text("hi")).await.expect("send");
+    let Message::Close(Some(frame)) = receive(&mut client).await else {
+        panic!("close expected")
+    };
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (4000, "backend bye")
+    );
+    let _ = backend.next().await;
+}
+
+#[tokio::test]
+async fn fragmented_messages_and_pings_pass_unchanged() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // "é" split across two fragments, a ping between them.
+    let text = "aé".as_bytes();
+    let mut frames = masked(0x1, false, &text[..2]);
+    frames.extend(masked(0x9, true, b"are you there"));
+    frames.extend(masked(0x0, true, &text[2..]));
+    raw.write_all(&frames).await.expect("write fragments");
+    assert_eq!(
+        backend.next_message().await,
+        Some(Message::Ping("are you there".into()))
+    );
+    assert_eq!(backend.next_message().await, Some(Message::text("aé")));
+    // The backend's pong and echo come back.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let (opcode, payload) = read_frame(&mut raw).await.expect("frame");
+        seen.push((opcode, payload));
+    }
+    assert!(seen.contains(&(0xA, b"are you there".to_vec())), "{seen:?}");
+    assert!(seen.contains(&(0x1, text.to_vec())), "{seen:?}");
+}
+
+#[tokio::test]
+async fn handshake_refusals() {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(
+        backend.addr,
+        ", origins = [\"https://good.example\"], subprotocols = [\"chat.v1\"]",
+    )
+    .await;
+    let good = [
+        ("Origin", "https://good.example"),
+        ("Sec-WebSocket-Protocol", "chat.v1"),
+    ];
+
+    let (_, head) = raw_handshake(
+        server.addr,
+        "/chat",
+        &[good[0], good[1], ("Sec-WebSocket-Version", "8")],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{head}"
+    );
+    let (_, head) = raw_handshake(
+        server.addr,
+        "/chat",
+        &[good[0], good[1], ("Sec-WebSocket-Key", "short")],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (_, head) = raw_handshake(
+        server.addr,
+        "/chat",
+        &[("Origin", "https://evil.example"), good[1]],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (_, head) = raw_handshake(
+        server.addr,
+        "/chat",
+        &[good[0], ("Sec-WebSocket-Protocol", "other")],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (_, head) = raw_handshake(server.addr, "/chat", &[good[1]]).await;
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "no Origin (a non-browser client) is allowed: {head}"
+    );
+    let (_, head) = raw_handshake(server.addr, "/chat", &good).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    let plain = get(server.addr, "/chat").await;
+    assert_eq!(plain.status, 426);
+    assert_eq!(plain.header("upgrade"), Some("websocket"));
+}
+
+#[tokio::test]
+async fn backends_that_are_down_or_refuse() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let server = gateway(dead, "").await;
+    let (_, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+
+    // A backend that answers the handshake with 403 has its answer passed back.
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let refusing_addr = refusing.local_addr().expect("addr");
+    let refuser = tokio::spawn(async move {
+        let (mut stream, _) = refusing.accept().await.expect("accept");
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        let answer =
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nX-Reason: banned\r\n\r\nforbidden";
+        stream.write_all(answer.as_bytes()).await.expect("answer");
+    });
+    let server = gateway(refusing_addr, "").await;
+    let (_, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-reason: banned"),
+        "{head}"
+    );
+    refuser.await.expect("refusing backend");
+
+    // With a dead backend first in the list, the next one takes the session.
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let config = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{dead}\", \"ws://{}\"] }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_in(test_dir(), &config).await;
+    for _ in 0..3 {
+        let mut client = connect(server.addr, "/chat").await;
+        client.send(Message::text("x")).await.expect("send");
+        assert_eq!(receive(&mut client).await, Message::text("x"));
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_gets_1009_and_the_backend_1001() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, ", max_message_size = \"1KiB\"").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    raw.write_all(&masked(0x2, true, &[1u8; 1024]))
+        .await
+        .expect("exactly the limit");
+    assert_eq!(
+        backend.next_message().await,
+        Some(Message::binary(vec![1u8; 1024]))
+    );
+    // Only the header of the oversized frame is needed for the verdict.
+    raw.write_all(&masked(0x2, true, &[2u8; 1025])[..8])
+        .await
+        .expect("oversized header");
+    assert_eq!(close_code(&mut raw).await, Some(1009));
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("backend close")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+}
+
+#[tokio::test]
+async fn an_unmasked_client_frame_gets_1002() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let (mut raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    raw.write_all(&[0x81, 0x02, b'h', b'i'])
+        .await
+        .expect("unmasked frame");
+    assert_eq!(close_code(&mut raw).await, Some(1002));
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("backend close")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+}
+
+#[tokio::test]
+async fn a_backend_that_vanishes_mid_session_gives_the_client_1014() {
+    let backend = RecordingBackend::start(Behaviour::VanishAfterFirstMessage).await;
+    let server = gateway(backend.addr, "").await;
+    // A raw client: tungstenite 0.30 predates the IANA registration of 1014
+    // and would call it a protocol error (Node's ws and browsers accept it).
+    let (mut raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    raw.write_all(&masked(0x1, true, b"hello"))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut raw).await, Some(1014));
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_gives_the_backend_1001() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let (raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    drop(raw);
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("backend close")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_pings_is_closed_as_dead() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(
+        backend.addr,
+        ", ping_interval = \"200ms\", ping_timeout = \"200ms\"",
+    )
+    .await;
+    // A raw socket that never answers: the gateway's ping goes unanswered.
+    let (mut raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    let (opcode, payload) = read_frame(&mut raw).await.expect("the gateway's ping");
+    assert_eq!((opcode, payload.len()), (0x9, 8));
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("backend close")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+}
+
+#[tokio::test]
+async fn a_live_client_answers_pings_and_its_pongs_stay_at_the_gateway() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(
+        backend.addr,
+        ", ping_interval = \"100ms\", ping_timeout = \"2s\"",
+    )
+    .await;
+    let mut client = connect(server.addr, "/chat").await;
+    // tungstenite answers pings while it reads; read for several intervals.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, client.next()).await {
+        pings += usize::from(matches!(message, Message::Ping(_)));
+    }
+    assert!(
+        pings >= 2,
+        "the gateway pinged a silent client ({pings} pings)"
+    );
+    client
+        .send(Message::text("still here"))
+        .await
+        .expect("send");
+    assert_eq!(receive(&mut client).await, Message::text("still here"));
+    // The backend saw the text, and no pong.
+    assert_eq!(
+        backend.next_message().await,
+        Some(Message::text("still here"))
+    );
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_with_1001() {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(
+        backend.addr,
+        ", idle_timeout = \"300ms\", ping_interval = \"0s\"",
+    )
+    .await;
+    let mut client = connect(server.addr, "/chat").await;
+    let Message::Close(Some(frame)) = receive(&mut client).await else {
+        panic!("close expected")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+}
+
+#[tokio::test]
+async fn sixteen_sessions_at_once() {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let sessions = (0..16).map(|i| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let mut client = connect(addr, "/chat").await;
+            for n in 0..20 {
+                let text = format!("session {i} message {n}");
+                client
+                    .send(Message::text(text.clone()))
+                    .await
+                    .expect("send");
+                assert_eq!(receive(&mut client).await, Message::text(text));
+            }
+            client.close(None).await.expect("close");
+        })
+    });
+    for session in sessions.collect::<Vec<_>>() {
+        session.await.expect("session task");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_back_the_backend() {
+    let mut backend = RecordingBackend::start(Behaviour::Flood).await;
+    let server = gateway(backend.addr, "").await;
+    let (_raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let _ = backend.next().await; // the handshake
+    let Seen::Flooded(sent) = backend.next().await else {
+        panic!("flood report")
+    };
+    // Without backpressure the gateway would accept gigabytes in 2 s; with it,
+    // only the sockets' kernel buffers and one chunk fill up.
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "the backend pushed {sent} bytes past a client that reads nothing"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_1001_on_both_sides() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let mut server = gateway(backend.addr, "").await;
+    let mut client = connect(server.addr, "/chat").await;
+    client.send(Message::text("before")).await.expect("send");
+    assert_eq!(receive(&mut client).await, Message::text("before"));
+    server.begin_shutdown();
+    let Message::Close(Some(frame)) = receive(&mut client).await else {
+        panic!("close expected")
+    };
+    assert_eq!(u16::from(frame.code), 1001);
+    let mut backend_close = None;
+    while let Some(message) = backend.next_message().await {
+        if let Message::Close(frame) = message {
+            backend_close = frame;
+            break;
+        }
+    }
+    assert_eq!(backend_close.map(|f| u16::from(f.code)), Some(1001));
+    drop(client);
+    server.stopped(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_demo_echo_route_works() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo");
+    let echo_addr = echo.local_addr().expect("addr");
+    tokio::spawn(wsgate::echo::serve(echo));
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let server =
+        TestServer::start_snapshot(test_dir(), wsgate::demo::snapshot(any, any, echo_addr)).await;
+    let mut client = connect(server.addr, "/echo").await;
+    client
+        .send(Message::text("hello demo"))
+        .await
+        .expect("send");
+    assert_eq!(receive(&mut client).await, Message::text("hello demo"));
+}
