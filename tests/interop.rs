@@ -1,0 +1,168 @@
+//! Interoperability with WebSocket peers nobody here wrote: Node's `ws`
+//! (its classic echo server) as the backend, Python's `websockets` and
+//! tokio-tungstenite as clients, all through the real gateway.
+//!
+//! The first test to run installs the peers: `npm ci` in tests/interop and a
+//! Python venv in target/interop-venv with tests/interop/requirements.txt.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use futures_util::SinkExt;
+use support::ws::{connect, receive};
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// The venv's Python, after installing everything the peers need (once per test binary).
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let dir = interop_dir();
+        if !dir.join("node_modules/ws/package.json").exists() {
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir));
+        }
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
+        let python = venv.join("bin/python");
+        let has_websockets = Command::new(&python)
+            .args(["-c", "import websockets"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_websockets {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            let requirements = dir.join("requirements.txt");
+            run(Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .arg(requirements));
+        }
+        python
+    })
+}
+
+fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// Node's `ws` echo server on a free loopback port.
+struct NodeEcho {
+    child: Child,
+    port: u16,
+}
+
+impl NodeEcho {
+    fn start(deflate: bool) -> NodeEcho {
+        python();
+        let mut command = Command::new("node");
+        command.arg(interop_dir().join("echo-server.js")).arg("0");
+        if deflate {
+            command.arg("--deflate");
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("start node");
+        let stdout = child.stdout.take().expect("node stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read node's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output from node: {line:?}"));
+        NodeEcho { child, port }
+    }
+}
+
+impl Drop for NodeEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn gateway_to(node: &NodeEcho) -> TestServer {
+    let config = format!(
+        "[[routes]]\nname = \"echo\"\npath = \"/\"\n\
+         websocket = {{ backends = [\"ws://127.0.0.1:{}\"], max_message_size = \"2MiB\" }}\n",
+        node.port
+    );
+    TestServer::start_in(test_dir(), &config).await
+}
+
+fn python_client(url: &str, extra: &[&str]) {
+    let output = Command::new(python())
+        .arg(interop_dir().join("client.py"))
+        .arg(url)
+        .args(extra)
+        .output()
+        .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python websockets client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_through_the_gateway_to_node_ws() {
+    let node = NodeEcho::start(false);
+    let server = gateway_to(&node).await;
+    let url = format!("ws://{}/chat", server.addr);
+    tokio::task::spawn_blocking(move || python_client(&url, &[]))
+        .await
+        .expect("client thread");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_is_negotiated_end_to_end() {
+    let node = NodeEcho::start(true);
+    let server = gateway_to(&node).await;
+    let url = format!("ws://{}/chat", server.addr);
+    tokio::task::spawn_blocking(move || python_client(&url, &["--expect-deflate"]))
+        .await
+        .expect("client thread");
+}
+
+#[tokio::test]
+async fn tungstenite_through_the_gateway_to_node_ws() {
+    let node = NodeEcho::start(false);
+    let server = gateway_to(&node).await;
+    let mut client = connect(server.addr, "/").await;
+    for len in [0usize, 125, 126, 65535, 65536, 1 << 20] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        client
+            .send(Message::binary(payload.clone()))
+            .await
+            .expect("send");
+        assert_eq!(
+            receive(&mut client).await,
+            Message::binary(payload),
+            "{len} bytes"
+        );
+    }
+    let bye = CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "bye".into(),
+    };
+    client.send(Message::Close(Some(bye))).await.expect("close");
+    // Node's ws answers with the code it received: 4000 went there and back.
+    let Message::Close(Some(reply)) = receive(&mut client).await else {
+        panic!("close reply expected")
+    };
+    assert_eq!(u16::from(reply.code), 4000);
+}
