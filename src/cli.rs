@@ -122,11 +122,22 @@ pub fn summary(snapshot: &Snapshot) -> String {
         "ROUTE", "HOST", "PATH"
     );
     for route in snapshot.router.routes() {
-        let action = match &route.content {
-            Some(Content::Static(dir)) => format!("static {}", dir.root().display()),
-            Some(Content::Embedded(_)) => "embedded page".to_owned(),
-            None => "-".to_owned(),
-        };
+        let mut actions = Vec::new();
+        match &route.content {
+            Some(Content::Static(dir)) => actions.push(format!("static {}", dir.root().display())),
+            Some(Content::Embedded(_)) => actions.push("embedded page".to_owned()),
+            None => {}
+        }
+        if let Some(websocket) = &route.websocket {
+            let backends: Vec<&str> = websocket
+                .backends
+                .backends()
+                .iter()
+                .map(|b| b.url.as_str())
+                .collect();
+            actions.push(format!("websocket {}", backends.join(" ")));
+        }
+        let action = actions.join("; ");
         let _ = writeln!(
             out,
             "{:<16} {:<24} {:<20} {action}",

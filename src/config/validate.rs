@@ -531,6 +531,23 @@ mod tests {
     }
 
     #[test]
+    fn websocket_backends_are_checked() {
+        let message =
+            single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [] }\n");
+        assert_eq!(message, "a websocket action needs at least one backend");
+        let message = single_error(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"http://a:1\"] }\n",
+        );
+        assert_eq!(message, "backend `http://a:1` must use ws://");
+        let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], ping_interval = \"soon\" }\n");
+        assert_eq!(message, "`soon` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")");
+        let message = single_error(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backend = [\"ws://a:1\"] }\n",
+        );
+        assert!(message.starts_with("unknown field `backend`"), "{message}");
+    }
+
+    #[test]
     fn a_route_needs_an_action() {
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
         assert_eq!(
