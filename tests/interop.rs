@@ -3,7 +3,9 @@
 //! tokio-tungstenite as clients, all through the real gateway.
 //!
 //! The first test to run installs the peers: `npm ci` in tests/interop and a
-//! Python venv in target/interop-venv with tests/interop/requirements.txt.
+//! Python venv in target/interop-venv with tests/interop/requirements.txt and
+//! tests/autobahn/requirements.txt (kosoku, which runs the Autobahn
+//! TestSuite's case files on Python 3).
 
 mod support;
 
@@ -35,17 +37,19 @@ fn python() -> &'static Path {
         }
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
         let python = venv.join("bin/python");
-        let has_websockets = Command::new(&python)
-            .args(["-c", "import websockets"])
+        let installed = Command::new(&python)
+            .args(["-c", "import websockets, kosoku"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !has_websockets {
+        if !installed {
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            let requirements = dir.join("requirements.txt");
             run(Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "-r"])
-                .arg(requirements));
+                .args(["-m", "pip", "install", "--quiet"])
+                .arg("-r")
+                .arg(dir.join("requirements.txt"))
+                .arg("-r")
+                .arg(dir.join("../autobahn/requirements.txt")));
         }
         python
     })
@@ -165,4 +169,30 @@ async fn tungstenite_through_the_gateway_to_node_ws() {
         panic!("close reply expected")
     };
     assert_eq!(u16::from(reply.code), 4000);
+}
+
+/// Autobahn TestSuite sections 1–7 and 10 (247 cases), run by kosoku against
+/// Node's `ws` directly and through the gateway: every verdict must match.
+#[test]
+fn autobahn_cases_get_the_same_verdict_through_the_gateway() {
+    let logs = test_dir();
+    let output = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/autobahn/run.py"))
+        .args([
+            "--wsgate",
+            env!("CARGO_BIN_EXE_wsgate"),
+            "--rust-log",
+            "info",
+            "--log-dir",
+        ])
+        .arg(logs.path())
+        .output()
+        .expect("run the Autobahn comparison");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Autobahn verdicts differ through the gateway:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("247 cases"), "{stdout}");
 }

@@ -104,6 +104,8 @@ struct Pump {
     skipping: bool,
     /// A gateway frame for the next frame boundary, and whether the stream ends after it.
     inject: Option<(Bytes, bool)>,
+    /// The gateway's close frame to send in place of the source's close reply.
+    replace_close: Option<Bytes>,
     source_done: bool,
     close_from_source: bool,
     close_to_destination: bool,
@@ -119,6 +121,7 @@ impl Pump {
             discarding: false,
             skipping: false,
             inject: None,
+            replace_close: None,
             source_done: false,
             close_from_source: false,
             close_to_destination: false,
@@ -158,6 +161,17 @@ impl Pump {
             }
         } else if ends_stream || self.inject.is_none() {
             self.inject = Some((frame, ends_stream));
+        }
+    }
+
+    /// Closes the destination with `frame` once the source has answered the
+    /// gateway's close: whatever the source sent before its close reply (say,
+    /// answers to the messages that preceded a violation) still goes through.
+    fn close_after_reply(&mut self, frame: Bytes) {
+        if self.source_done || self.close_from_source {
+            self.insert(frame, true);
+        } else {
+            self.replace_close = Some(frame);
         }
     }
 
@@ -202,7 +216,8 @@ impl Pump {
                     let ours = swallow_pongs
                         && header.opcode == OpCode::Pong
                         && header.payload_len == PING_PAYLOAD_LEN;
-                    if ours {
+                    let replaced = header.opcode == OpCode::Close && self.replace_close.is_some();
+                    if ours || replaced {
                         self.emit(&chunk, emit_from, start.unwrap_or(0));
                         self.skipping = true;
                     } else if let (None, Some(held)) = (start, &held) {
@@ -226,7 +241,12 @@ impl Pump {
                     if self.skipping {
                         self.skipping = false;
                         emit_from = offset;
-                        scan.pong = control.and_then(|c| c.payload().try_into().ok());
+                        if let Some(replacement) = close.and(self.replace_close.take()) {
+                            self.out.push_back(replacement);
+                            self.end_stream();
+                        } else {
+                            scan.pong = control.and_then(|c| c.payload().try_into().ok());
+                        }
                         continue;
                     }
                     if close.is_some() {
@@ -446,7 +466,17 @@ impl Session {
             tracing::debug!(?side, %violation, "websocket protocol violation");
             let (code, reason) = (violation.close_code(), violation_reason(violation));
             match side {
-                Side::Client => self.close_both(code, reason, 1001, "client broke the protocol"),
+                Side::Client => {
+                    // The backend may still be answering messages the client
+                    // sent before the violation: pass those on, then close.
+                    self.record_close(Initiator::Gateway, Some(code));
+                    self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
+                    let to_backend =
+                        frame::encode_close(1001, "client broke the protocol", Some(mask_key()));
+                    self.to_backend.insert(Bytes::from(to_backend), true);
+                    let to_client = frame::encode_close(code, reason, None);
+                    self.to_client.close_after_reply(Bytes::from(to_client));
+                }
                 Side::Backend => self.close_both(1001, "backend broke the protocol", code, reason),
             }
         }
@@ -491,8 +521,12 @@ impl Session {
             Side::Client => (1001, "client went away", Some(mask_key())),
         };
         let pump = self.pump(side);
+        let frame = pump
+            .replace_close
+            .take()
+            .unwrap_or_else(|| Bytes::from(frame::encode_close(code, reason, mask)));
         if pump.forwarded_at_boundary() {
-            pump.insert(Bytes::from(frame::encode_close(code, reason, mask)), true);
+            pump.insert(frame, true);
         } else {
             // Mid-frame: no valid close frame can follow; end the connection.
             pump.destination_failed = true;
@@ -542,6 +576,12 @@ impl Session {
     /// Handles whatever deadline passed; true when the session must end now.
     fn on_timer(&mut self, now: Instant) -> bool {
         if self.close_by.is_some_and(|by| now >= by) {
+            if let Some(frame) = self.to_client.replace_close.take() {
+                // The backend never answered; the client still gets its close code.
+                self.to_client.insert(frame, true);
+                self.close_by = Some(now + Duration::from_secs(1));
+                return false;
+            }
             tracing::debug!("closing handshake timed out");
             return true;
         }
