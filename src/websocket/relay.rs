@@ -13,7 +13,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -361,22 +361,43 @@ pub async fn run(
         close_by: None,
         stats: SessionStats::default(),
     };
-    if !client.leftover.is_empty() {
-        session.received(Side::Client, client.leftover);
+    // The leftovers share hyper's read buffers: scan them, then let them go,
+    // or an idle session would keep two of those buffers alive.
+    let Peer {
+        stream: client,
+        leftover,
+    } = client;
+    if !leftover.is_empty() {
+        session.received(Side::Client, leftover);
     }
-    if !backend.leftover.is_empty() {
-        session.received(Side::Backend, backend.leftover);
+    let Peer {
+        stream: backend,
+        leftover,
+    } = backend;
+    if !leftover.is_empty() {
+        session.received(Side::Backend, leftover);
     }
-    let (client, backend) = (client.stream, backend.stream);
     let mut draining = false;
+    // One timer for the session, moved when the next deadline changes,
+    // instead of a new timer entry on every turn of the loop.
+    let mut armed = None;
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
     while !session.is_finished() {
         let deadline = session.next_deadline();
+        if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
+            timer.as_mut().reset(deadline);
+            armed = Some(deadline);
+        }
         tokio::select! {
             ready = client.readable(), if session.to_backend.wants_read() => {
                 session.read(Side::Client, &client, ready);
+                // Writing at once usually succeeds and saves a trip through the loop.
+                session.written(Side::Backend, &backend, Ok(()));
             }
             ready = backend.readable(), if session.to_client.wants_read() => {
                 session.read(Side::Backend, &backend, ready);
+                session.written(Side::Client, &client, Ok(()));
             }
             ready = backend.writable(), if session.to_backend.wants_write() => {
                 session.written(Side::Backend, &backend, ready);
@@ -384,7 +405,8 @@ pub async fn run(
             ready = client.writable(), if session.to_client.wants_write() => {
                 session.written(Side::Client, &client, ready);
             }
-            () = sleep_until(deadline), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
+                armed = None;
                 if session.on_timer(Instant::now()) {
                     break;
                 }
@@ -405,12 +427,6 @@ pub async fn run(
     session.stats
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
 impl Session {
     fn pump(&mut self, source: Side) -> &mut Pump {
         match source {
@@ -428,12 +444,25 @@ impl Session {
             return self.source_gone(side);
         }
         let mut buffer = buffer_pool::take();
-        match stream.try_read_buf(&mut buffer) {
-            Ok(0) => {
+        let mut read = 0;
+        // A read that leaves room in the buffer drained the socket: report
+        // "would block" to tokio so it clears the readiness now, instead of
+        // paying for a second read that would only say so. Edge-triggered
+        // epoll wakes the task again when more bytes arrive, and a closed
+        // socket stays readable.
+        let outcome = stream.try_io(Interest::READABLE, || {
+            read = stream.try_read_buf(&mut buffer)?;
+            if read > 0 && buffer.len() < buffer.capacity() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match outcome {
+            _ if read > 0 => self.received(side, buffer_pool::freeze(buffer)),
+            Ok(()) => {
                 buffer_pool::give_back(buffer);
                 self.source_gone(side);
             }
-            Ok(_) => self.received(side, buffer_pool::freeze(buffer)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => buffer_pool::give_back(buffer),
             Err(e) => {
                 buffer_pool::give_back(buffer);
@@ -490,6 +519,9 @@ impl Session {
         if ready.is_err() {
             pump.destination_failed = true;
             pump.out.clear();
+            return;
+        }
+        if !pump.wants_write() {
             return;
         }
         pump.flush(stream);

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# WebSocket gateway benchmark: wsgate against nginx, side by side in one run.
+#
+#   bash bench/websocket.sh
+#
+# One echo backend (`wsgate echo-server`) sits behind both wsgate and nginx;
+# the load generator is our own `examples/wsload.rs` (raw sockets, frames
+# encoded once, so it costs less CPU than the servers it measures). In
+# interleaved rounds it measures, for each gateway:
+#   - 100 connections echoing 64 B and 4 KiB messages in a closed loop:
+#     messages/s, p50/p99 round trip, gateway CPU microseconds per message;
+#   - 1 MiB messages on one connection, a few in flight: MB/s relative to
+#     the same run against the backend directly;
+#   - handshakes/s (connect, upgrade, close) and gateway CPU per handshake;
+# and, on freshly started gateways, the RSS each idle session costs
+# (RSS with IDLE_CONNECTIONS sessions open minus RSS before, per session).
+# Prints medians, every round's figures, and the issue's reference points
+# and targets next to them. Not run in CI: it wants a quiet machine and
+# takes a few minutes.
+#
+# Environment (defaults in brackets):
+#   WSGATE_BIN       wsgate binary to use; unset = `cargo build --release`
+#                    and target/release/wsgate
+#   WSLOAD_BIN       load generator; unset = `cargo build --release
+#                    --example wsload` and target/release/examples/wsload
+#   ROUNDS [3]       interleaved rounds of every measurement
+#   DURATION [5]     seconds per echo and handshake run
+#   ECHO_CONNECTIONS [100]
+#   BULK_COUNT [1000]  1 MiB messages per bulk run
+#   BULK_WINDOW [4]    1 MiB messages in flight
+#   HS_CONNECTIONS [50]  concurrent handshake loops
+#   IDLE_CONNECTIONS [5000]
+#   WSLOAD_THREADS   wsload runtime threads (default: all cores)
+#   NGINX_WORKERS [2]
+#   KEEP_TMP         set to keep the temp dir (configs, server logs)
+#
+# Installs nginx-light from Debian packages when missing (needs root).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+HELPER=$REPO/bench/websocket_bench.py
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+ECHO_CONNECTIONS=${ECHO_CONNECTIONS:-100}
+BULK_COUNT=${BULK_COUNT:-1000}
+BULK_WINDOW=${BULK_WINDOW:-4}
+HS_CONNECTIONS=${HS_CONNECTIONS:-50}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
+NGINX_WORKERS=${NGINX_WORKERS:-2}
+
+TMP=""
+BACKEND_PID=""
+WSGATE_PID=""
+NGINX_PID=""
+HELPER_PID=""
+
+die() { echo "websocket.sh: $*" >&2; exit 1; }
+log() { echo "==> $*"; }
+
+# --- tools -----------------------------------------------------------------
+
+install_missing_tools() {
+    local missing=()
+    # nginx lives in /usr/sbin, which a non-login PATH may lack.
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v pgrep >/dev/null || missing+=(procps)
+    command -v python3 >/dev/null || missing+=(python3)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+build() {
+    if [[ -n "${WSGATE_BIN:-}" ]]; then
+        [[ -x "$WSGATE_BIN" ]] || die "WSGATE_BIN=$WSGATE_BIN is not an executable"
+        log "using WSGATE_BIN=$WSGATE_BIN"
+    else
+        log "cargo build --release"
+        cargo build --release
+        WSGATE_BIN=$REPO/target/release/wsgate
+    fi
+    if [[ -n "${WSLOAD_BIN:-}" ]]; then
+        [[ -x "$WSLOAD_BIN" ]] || die "WSLOAD_BIN=$WSLOAD_BIN is not an executable"
+        log "using WSLOAD_BIN=$WSLOAD_BIN"
+    else
+        log "cargo build --release --example wsload"
+        cargo build --release --example wsload
+        WSLOAD_BIN=$REPO/target/release/examples/wsload
+    fi
+}
+
+# Every idle session holds two fds in a gateway, one in the client and one
+# in the backend; all of them inherit this shell's limit.
+raise_fd_limit() {
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    FD_LIMIT=$(ulimit -n)
+    local need=$((2 * IDLE_CONNECTIONS + 1024))
+    ((need <= FD_LIMIT)) ||
+        die "IDLE_CONNECTIONS=$IDLE_CONNECTIONS needs $need fds in a gateway; the limit is $FD_LIMIT"
+}
+
+# --- configs ---------------------------------------------------------------
+
+pick_ports() {
+    local ports
+    mapfile -t ports < <(python3 "$HELPER" ports 4)
+    BACKEND_PORT=${ports[0]}
+    WSGATE_PORT=${ports[1]}
+    ADMIN_PORT=${ports[2]}
+    NGINX_PORT=${ports[3]}
+}
+
+write_wsgate_config() {
+    # ping_interval 0s: the gateway must not inject pings into the
+    # measurements (nginx sends none either).
+    cat >"$TMP/wsgate.toml" <<EOF
+[[listeners]]
+bind = "127.0.0.1:$WSGATE_PORT"
+
+[admin]
+bind = "127.0.0.1:$ADMIN_PORT"
+
+[[routes]]
+name = "ws"
+path = "/"
+websocket = { backends = ["ws://127.0.0.1:$BACKEND_PORT"], max_message_size = "16MiB", ping_interval = "0s" }
+EOF
+}
+
+# The usual nginx WebSocket proxy setup. worker_connections counts client
+# and upstream connections alike, and accept() may favour one worker, so
+# each worker gets room for every idle session twice over.
+write_nginx_config() {
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx.conf" <<EOF
+# Workers must read the mode-0700 temp dir, and we run as root.
+user root;
+worker_processes $NGINX_WORKERS;
+worker_rlimit_nofile $FD_LIMIT;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+
+events {
+    worker_connections $((2 * IDLE_CONNECTIONS + 1024));
+}
+
+http {
+    access_log off;
+
+    # Keep every path nginx may write inside the temp dir.
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+    }
+
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+        }
+    }
+}
+EOF
+}
+
+# --- servers ---------------------------------------------------------------
+
+start_backend() {
+    "$WSGATE_BIN" echo-server --listen "127.0.0.1:$BACKEND_PORT" >"$TMP/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend.log"
+}
+
+start_gateways() {
+    "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
+    WSGATE_PID=$!
+    # -e: the error log before the config is read, else /var/log/nginx.
+    "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" \
+        >>"$TMP/nginx.out" 2>&1 &
+    NGINX_PID=$!
+    wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
+    wait_ready nginx "$NGINX_PID" "$NGINX_PORT" "$TMP/nginx/error.log"
+}
+
+stop_gateways() {
+    stop_tree "$WSGATE_PID"
+    stop_tree "$NGINX_PID"
+    WSGATE_PID=""
+    NGINX_PID=""
+}
+
+# Poll until the port accepts connections, failing fast if the server exits.
+# (The echo checks in the helper then prove that WebSocket traffic flows.)
+wait_ready() {
+    local name=$1 pid=$2 port=$3 logfile=$4 i
+    for ((i = 0; i < 200; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$logfile" >&2 || true
+            die "$name exited during startup (log above)"
+        fi
+        if python3 "$HELPER" probe "$port"; then
+            log "$name ready on 127.0.0.1:$port (pid $pid)"
+            return
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$logfile" >&2 || true
+    die "$name did not accept on port $port within 20 s"
+}
+
+# TERM the process, then KILL it and any children left behind: a KILLed
+# nginx master leaves its workers running.
+stop_tree() {
+    local pid=$1 children i
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+    children=$(pgrep -P "$pid" || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086  # word splitting of the pid list is wanted
+    kill -KILL "$pid" $children 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    stop_tree "$HELPER_PID" # and its wsload
+    stop_tree "$WSGATE_PID"
+    stop_tree "$NGINX_PID"
+    stop_tree "$BACKEND_PID"
+    if [[ -n "$TMP" ]]; then
+        if [[ -n "${KEEP_TMP:-}" ]]; then
+            echo "kept $TMP" >&2
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+
+# Runs the helper in the background and waits, because bash defers a
+# trapped signal until a foreground child exits: Ctrl-C would wait out the run.
+helper() {
+    python3 "$HELPER" "$@" &
+    HELPER_PID=$!
+    wait "$HELPER_PID"
+    HELPER_PID=""
+}
+
+# --- main --------------------------------------------------------------------
+
+main() {
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
+
+    install_missing_tools
+    build
+    raise_fd_limit
+    TMP=$(mktemp -d /tmp/wsgate-wsbench.XXXXXX)
+    pick_ports
+    write_wsgate_config
+    write_nginx_config
+    "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" ||
+        die "nginx rejected $TMP/nginx.conf"
+    start_backend
+
+    local common=(--wsload "$WSLOAD_BIN" --backend "backend:$BACKEND_PORT:$BACKEND_PID"
+        --results "$TMP/results.json")
+    [[ -n "${WSLOAD_THREADS:-}" ]] && common+=(--wsload-threads "$WSLOAD_THREADS")
+
+    log "$("$NGINX" -v 2>&1), $(nproc) cores, $ROUNDS rounds, open-file limit $FD_LIMIT"
+    log "machine load before measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+    # RSS per idle session is measured on freshly started gateways: memory
+    # that earlier tests (or earlier rounds) left in the allocator would be
+    # reused by the new sessions and hide their cost.
+    local round
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "idle sessions, round $round/$ROUNDS: fresh wsgate and nginx"
+        start_gateways
+        helper idle "${common[@]}" --round "$round" \
+            --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
+            --server "nginx:$NGINX_PORT:$NGINX_PID" \
+            --connections "$IDLE_CONNECTIONS"
+        stop_gateways
+    done
+
+    log "throughput rounds"
+    start_gateways
+    helper run "${common[@]}" \
+        --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
+        --server "nginx:$NGINX_PORT:$NGINX_PID" \
+        --rounds "$ROUNDS" --duration "$DURATION" \
+        --echo-connections "$ECHO_CONNECTIONS" \
+        --bulk-count "$BULK_COUNT" --bulk-window "$BULK_WINDOW" \
+        --hs-connections "$HS_CONNECTIONS" --idle-connections "$IDLE_CONNECTIONS"
+    log "machine load after measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+main "$@"
