@@ -233,6 +233,73 @@ async fn backends_that_are_down_or_refuse() {
 }
 
 #[tokio::test]
+async fn the_handshake_reaches_the_backend_with_end_to_end_headers_only() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, ", strip_prefix = true").await;
+    let headers = [
+        ("Connection", "Upgrade, X-Hop"),
+        ("X-Hop", "for the gateway only"),
+        ("Keep-Alive", "timeout=5"),
+        ("Cookie", "session=abc"),
+        ("Authorization", "Bearer token"),
+        ("Origin", "https://app.example"),
+        ("Sec-WebSocket-Protocol", "chat.v1"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    let (_raw, head) = raw_handshake(server.addr, "/chat/room?x=1", &headers).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let Seen::Handshake(seen, target) = backend.next().await else {
+        panic!("handshake first")
+    };
+    assert_eq!(
+        target, "/room?x=1",
+        "strip_prefix removes the route's prefix"
+    );
+    for (name, value) in [
+        ("cookie", "session=abc"),
+        ("authorization", "Bearer token"),
+        ("origin", "https://app.example"),
+        ("sec-websocket-protocol", "chat.v1"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+        ("host", "localhost"),
+        ("upgrade", "websocket"),
+        ("x-forwarded-for", "203.0.113.9, 127.0.0.1"),
+        ("x-forwarded-host", "localhost"),
+    ] {
+        assert_eq!(
+            seen.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name}"
+        );
+    }
+    assert!(
+        seen.get("x-hop").is_none() && seen.get("keep-alive").is_none(),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_101_from_the_backend_is_a_502() {
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let liar_addr = liar.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut stream, _) = liar.accept().await.expect("accept");
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n";
+        let _ = stream.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let server = gateway(liar_addr, "").await;
+    let (_, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_gets_1009_and_the_backend_1001() {
     let mut backend = RecordingBackend::start(Behaviour::Echo).await;
     let server = gateway(backend.addr, ", max_message_size = \"1KiB\"").await;

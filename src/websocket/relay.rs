@@ -361,21 +361,20 @@ pub async fn run(
         close_by: None,
         stats: SessionStats::default(),
     };
-    // The leftovers share hyper's read buffers: scan them, then let them go,
-    // or an idle session would keep two of those buffers alive.
     let Peer {
         stream: client,
-        leftover,
+        leftover: from_client,
     } = client;
-    if !leftover.is_empty() {
-        session.received(Side::Client, leftover);
-    }
     let Peer {
         stream: backend,
-        leftover,
+        leftover: from_backend,
     } = backend;
-    if !leftover.is_empty() {
-        session.received(Side::Backend, leftover);
+    // The leftovers share hyper's read buffers: scan them, then let them go
+    // here, or an idle session would keep two of those buffers alive.
+    for (side, leftover) in [(Side::Client, from_client), (Side::Backend, from_backend)] {
+        if !leftover.is_empty() {
+            session.received(side, leftover);
+        }
     }
     let mut draining = false;
     // One timer for the session, moved when the next deadline changes,
