@@ -366,6 +366,29 @@ impl FrameParser {
     }
 }
 
+/// Every event of a stream fed to a new parser in `chunks`, each with the
+/// stream offset just after it. Any split of the same stream must give the
+/// same list: the property the unit tests and the fuzz target check.
+pub fn stream_events(rules: Rules, chunks: &[&[u8]]) -> Vec<(usize, Event)> {
+    let mut parser = FrameParser::new(rules);
+    let mut seen = Vec::new();
+    let mut base = 0;
+    for chunk in chunks {
+        let mut offset = 0;
+        loop {
+            let (used, event) = parser.advance(&chunk[offset..]);
+            offset += used;
+            match event {
+                Some(event) => seen.push((base + offset, event)),
+                None if used == 0 => break,
+                None => {}
+            }
+        }
+        base += chunk.len();
+    }
+    seen
+}
+
 /// Encodes one unfragmented frame: what the gateway itself sends (pings,
 /// closes). `mask` is required toward servers and forbidden toward clients.
 pub fn encode(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
@@ -438,29 +461,8 @@ mod tests {
         frame
     }
 
-    /// Events with the stream offset at which each occurred, feeding `chunks` in turn.
-    fn events(rules: Rules, chunks: &[&[u8]]) -> Vec<(usize, Event)> {
-        let mut parser = FrameParser::new(rules);
-        let mut seen = Vec::new();
-        let mut base = 0;
-        for chunk in chunks {
-            let mut offset = 0;
-            loop {
-                let (used, event) = parser.advance(&chunk[offset..]);
-                offset += used;
-                match event {
-                    Some(event) => seen.push((base + offset, event)),
-                    None if used == 0 => break,
-                    None => {}
-                }
-            }
-            base += chunk.len();
-        }
-        seen
-    }
-
     fn violation(rules: Rules, bytes: &[u8]) -> Option<Violation> {
-        events(rules, &[bytes])
+        stream_events(rules, &[bytes])
             .into_iter()
             .find_map(|(_, e)| match e {
                 Event::Violation(v) => Some(v),
@@ -473,7 +475,7 @@ mod tests {
         for len in [0usize, 1, 125, 126, 65535, 65536] {
             let payload = vec![7u8; len];
             let bytes = encode(OpCode::Binary, &payload, KEY);
-            let seen = events(FROM_CLIENT, &[&bytes]);
+            let seen = stream_events(FROM_CLIENT, &[&bytes]);
             assert_eq!(seen.len(), 2, "len {len}: {seen:?}");
             let Event::Header(header) = &seen[0].1 else {
                 panic!("header first")
@@ -486,7 +488,7 @@ mod tests {
     #[test]
     fn control_payloads_are_unmasked_and_close_codes_read() {
         let close = encode_close(4000, "bye", KEY);
-        let seen = events(FROM_CLIENT, &[&close]);
+        let seen = stream_events(FROM_CLIENT, &[&close]);
         let Event::FrameEnd {
             control: Some(control),
             ..
@@ -597,7 +599,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
             let stream: Vec<u8> = frames.concat();
-            let whole = events(FROM_CLIENT, &[&stream]);
+            let whole = stream_events(FROM_CLIENT, &[&stream]);
             let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
             points.sort_unstable();
             let mut chunks = Vec::new();
@@ -606,7 +608,7 @@ mod tests {
                 chunks.push(&stream[last..point]);
                 last = point;
             }
-            prop_assert_eq!(events(FROM_CLIENT, &chunks), whole.clone());
+            prop_assert_eq!(stream_events(FROM_CLIENT, &chunks), whole.clone());
             let ends = whole.iter().filter(|(_, e)| matches!(e, Event::FrameEnd { .. })).count();
             prop_assert_eq!(ends, frames.len());
             prop_assert_eq!(whole.last().map(|(at, _)| *at), Some(stream.len()));
