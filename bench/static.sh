@@ -36,42 +36,14 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-50}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
 RSS_RATE=${RSS_RATE:-50M}
 
-TMP=""
-WSGATE_PID=""
-NGINX_PID=""
-HELPER_PID=""
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$REPO/bench/common.sh"
 
-die() { echo "static.sh: $*" >&2; exit 1; }
-log() { echo "==> $*"; }
+STOP_GRACE=5 # seconds stop_tree allows between TERM and KILL
 
-# --- tools -----------------------------------------------------------------
-
-install_missing_tools() {
-    local missing=()
-    # nginx lives in /usr/sbin, which a non-login PATH may lack.
-    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v pgrep >/dev/null || missing+=(procps)
-    command -v python3 >/dev/null || missing+=(python3)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-}
-
-build_wsgate() {
-    if [[ -n "${WSGATE_BIN:-}" ]]; then
-        [[ -x "$WSGATE_BIN" ]] || die "WSGATE_BIN=$WSGATE_BIN is not an executable"
-        log "using WSGATE_BIN=$WSGATE_BIN"
-    else
-        log "cargo build --release"
-        cargo build --release
-        WSGATE_BIN=$REPO/target/release/wsgate
-    fi
-}
+# What wait_ready polls for: the server answers GET /1k.bin.
+READY_VERB=answer
+ready_check() { curl -sf -o /dev/null "http://127.0.0.1:$1/1k.bin"; }
 
 # --- test data and configs -------------------------------------------------
 
@@ -145,75 +117,13 @@ http {
 EOF
 }
 
-# --- servers ---------------------------------------------------------------
-
-start_servers() {
-    "$WSGATE_BIN" --config "$TMP/wsgate.toml" >"$TMP/wsgate.log" 2>&1 &
-    WSGATE_PID=$!
-    # -e: the error log before the config is read, else /var/log/nginx.
-    "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" \
-        >"$TMP/nginx.out" 2>&1 &
-    NGINX_PID=$!
-    wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
-    wait_ready nginx "$NGINX_PID" "$NGINX_PORT" "$TMP/nginx/error.log"
-}
-
-# Poll until the server answers GET /1k.bin, failing fast if it exits.
-wait_ready() {
-    local name=$1 pid=$2 port=$3 logfile=$4 i
-    for ((i = 0; i < 200; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited during startup (log above)"
-        fi
-        if curl -sf -o /dev/null "http://127.0.0.1:$port/1k.bin"; then
-            log "$name ready on 127.0.0.1:$port (pid $pid)"
-            return
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name did not answer on port $port within 20 s"
-}
-
-# TERM the process, then KILL it and any children left behind: a KILLed
-# nginx master leaves its workers running.
-stop_tree() {
-    local pid=$1 children i
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    children=$(pgrep -P "$pid" || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # shellcheck disable=SC2086  # word splitting of the pid list is wanted
-    kill -KILL "$pid" $children 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    stop_tree "$HELPER_PID" # and its wrk or curl
-    stop_tree "$WSGATE_PID"
-    stop_tree "$NGINX_PID"
-    if [[ -n "$TMP" ]]; then
-        if [[ -n "${KEEP_TMP:-}" ]]; then
-            echo "kept $TMP" >&2
-        else
-            rm -rf "$TMP"
-        fi
-    fi
-    exit "$rc"
-}
-
 # --- main --------------------------------------------------------------------
 
 main() {
-    trap cleanup EXIT
+    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID"' EXIT
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
-    install_missing_tools
+    install_missing_tools wrk curl
     build_wsgate
     TMP=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
     log "making test files in $TMP/files"
@@ -221,23 +131,18 @@ main() {
     pick_ports
     write_wsgate_config
     write_nginx_config
-    "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" ||
-        die "nginx rejected $TMP/nginx.conf"
-    start_servers
+    check_nginx_config
+    start_wsgate_and_nginx
 
     log "$("$NGINX" -v 2>&1), wrk -t$WRK_THREADS -c$WRK_CONNECTIONS," \
         "$(nproc) cores, $ROUNDS rounds of ${DURATION}s"
-    python3 "$HELPER" run \
+    helper run \
         --files "$TMP/files" \
         --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
         --server "nginx:$NGINX_PORT:$NGINX_PID" \
         --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
         --threads "$WRK_THREADS" --connections "$WRK_CONNECTIONS" \
-        --rss-rate "$RSS_RATE" &
-    # In the background with `wait`, because bash defers a trapped signal
-    # until a foreground child exits: a kill would wait out the whole run.
-    HELPER_PID=$!
-    wait "$HELPER_PID"
+        --rss-rate "$RSS_RATE"
 }
 
 main "$@"

@@ -20,132 +20,34 @@ import argparse
 import math
 import os
 import re
-import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import bench_common
+from bench_common import (cpu_seconds, cpu_ticks, fmt_ratio, median,
+                          print_free_ports, print_head, ratio, round_order,
+                          rss_kib, warn)
+
 BENCH_FILES = ["1k.bin", "1m.bin"]
 BIG_FILE = "100m.bin"
 BIG_FILE_SIZE = 100 * 1000 * 1000
 
 
-def warn(msg: str) -> None:
-    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------
-# ports
-
-def free_ports(n: int) -> list[int]:
-    # Keep all sockets bound until every port is known, so the N are distinct.
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# --------------------------------------------------------------------------
-# /proc readers
-
-def stat_fields(pid: int) -> list[str]:
-    """Fields 3.. of /proc/PID/stat (index 0 is field 3, 'state').
-
-    Field 2 (comm) is in parentheses and may itself hold spaces or ')',
-    so split after the last ')'.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    return data[data.rindex(")") + 2:].split()
-
-
-def process_tree(root: int) -> list[int]:
-    """root and all its descendants, found through the ppid in /proc/*/stat.
-
-    nginx is a master plus workers; a wsgate stand-in may be a wrapper; so
-    every server is measured as the whole tree it grew from.
-    """
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            ppid = int(stat_fields(int(name))[1])  # field 4
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-        children.setdefault(ppid, []).append(int(name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def cpu_ticks(pids: list[int]) -> dict[int, int]:
-    """utime+stime (fields 14, 15) per pid; for a tgid this covers all threads."""
-    ticks = {}
-    for pid in pids:
-        try:
-            f = stat_fields(pid)
-            ticks[pid] = int(f[11]) + int(f[12])
-        except OSError:
-            pass
-    return ticks
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
 # --------------------------------------------------------------------------
 # servers
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    pid: int
-
+class Server(bench_common.Server):
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
-
-    def pids(self) -> list[int]:
-        return process_tree(self.pid)
 
     def serving_pids(self) -> list[int]:
         # nginx's master never touches a request: its RSS only adds a constant,
         # so RSS is taken over the workers alone when there are any.
         tree = self.pids()
         return tree[1:] if self.name == "nginx" and len(tree) > 1 else tree
-
-    def alive(self) -> bool:
-        return os.path.exists(f"/proc/{self.pid}")
-
-
-def parse_server(spec: str) -> Server:
-    name, port, pid = spec.split(":")
-    return Server(name, int(port), int(pid))
 
 
 def check_content(servers: list[Server], files_dir: str) -> None:
@@ -232,11 +134,7 @@ def measure(server: Server, path: str, rnd: int,
     run = Run(server.name, path, rnd)
     before = cpu_ticks(server.pids())
     out = wrk(server, path, args, args.duration)
-    after = cpu_ticks(server.pids())
-    # Per-pid deltas: a process born mid-run counts from zero. One that
-    # died mid-run is lost, but neither server forks per request.
-    ticks = sum(t - before.get(pid, 0) for pid, t in after.items())
-    run.cpu_s = ticks / CLK_TCK
+    run.cpu_s = cpu_seconds(before, cpu_ticks(server.pids()))
     parse_wrk(out, run)
     for p in run.problems:
         warn(f"round {rnd} {server.name} /{path}: {p}")
@@ -254,11 +152,8 @@ def bench_rounds(servers: list[Server], args: argparse.Namespace) -> list[Run]:
                 wrk(s, path, args, args.warmup)
     runs = []
     for rnd in range(1, args.rounds + 1):
-        # Interleave servers within each round, and swap which goes first
-        # every round, so drift (thermal, noisy neighbours) hits both alike.
-        order = servers if rnd % 2 else servers[::-1]
         for path in BENCH_FILES:
-            for s in order:
+            for s in round_order(servers, rnd):
                 run = measure(s, path, rnd, args)
                 runs.append(run)
                 print(f"  round {rnd} {path:7} {s.name:7} "
@@ -272,27 +167,13 @@ def bench_rounds(servers: list[Server], args: argparse.Namespace) -> list[Run]:
 # --------------------------------------------------------------------------
 # report
 
-def median(values: list[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return statistics.median(vals) if vals else math.nan
-
-
-def ratio(a: float, b: float) -> str:
-    if not b or math.isnan(a / b):
-        return "n/a"
-    r = a / b
-    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"  # no bare "0.00x"
-
-
 def print_summary(servers: list[Server], runs: list[Run],
                   args: argparse.Namespace) -> None:
     print()
     print(f"Summary: medians over {args.rounds} rounds of "
           f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
-    head = (f"{'file':8} {'server':13} {'req/s':>10} {'CPU us/req':>11} "
-            f"{'cores':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    print(head)
-    print("-" * len(head))
+    print_head(f"{'file':8} {'server':13} {'req/s':>10} {'CPU us/req':>11} "
+               f"{'cores':>6} {'p50 ms':>8} {'p99 ms':>8}")
     test, ref = servers[0].name, servers[1].name
     for path in BENCH_FILES:
         med = {}
@@ -305,13 +186,10 @@ def print_summary(servers: list[Server], runs: list[Run],
             print(f"{path:8} {s.name:13} {m['rps']:10.0f} "
                   f"{m['cpu_us_per_req']:11.2f} {m['cores']:6.2f} "
                   f"{m['p50_ms']:8.3f} {m['p99_ms']:8.3f}")
-        a, b = med[test], med[ref]
-        print(f"{path:8} {test + '/' + ref:13} "
-              f"{ratio(a['rps'], b['rps']):>10} "
-              f"{ratio(a['cpu_us_per_req'], b['cpu_us_per_req']):>11} "
-              f"{ratio(a['cores'], b['cores']):>6} "
-              f"{ratio(a['p50_ms'], b['p50_ms']):>8} "
-              f"{ratio(a['p99_ms'], b['p99_ms']):>8}")
+        r = {k: fmt_ratio(ratio(med[test][k], med[ref][k])) for k in med[test]}
+        print(f"{path:8} {test + '/' + ref:13} {r['rps']:>10} "
+              f"{r['cpu_us_per_req']:>11} {r['cores']:>6} "
+              f"{r['p50_ms']:>8} {r['p99_ms']:>8}")
     print("(req/s ratio > 1 and CPU us/req ratio < 1 favour "
           f"{test}; 'cores' = server CPU seconds per wall second)")
 
@@ -349,10 +227,8 @@ def print_rss(servers: list[Server], rate: str) -> None:
     print(f"RSS while one client streams {BIG_FILE} "
           f"({BIG_FILE_SIZE} bytes, curl --limit-rate {rate}); "
           "nginx = sum over its workers")
-    head = (f"{'server':8} {'base MiB':>9} {'peak MiB':>9} {'increase':>9} "
-            f"{'after MiB':>9} {'time':>7} {'samples':>8}")
-    print(head)
-    print("-" * len(head))
+    print_head(f"{'server':8} {'base MiB':>9} {'peak MiB':>9} {'increase':>9} "
+               f"{'after MiB':>9} {'time':>7} {'samples':>8}")
     for s in servers:
         rss_while_streaming(s, rate)
 
@@ -360,14 +236,10 @@ def print_rss(servers: list[Server], rate: str) -> None:
 # --------------------------------------------------------------------------
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ports = sub.add_parser("ports", help="print N free loopback ports")
-    ports.add_argument("n", type=int)
+    p, sub = bench_common.arg_parser(__doc__)
     run = sub.add_parser("run", help="run the benchmark")
     run.add_argument("--files", required=True, help="dir holding the test files")
-    run.add_argument("--server", action="append", type=parse_server,
+    run.add_argument("--server", action="append", type=Server.parse_server,
                      required=True, help="NAME:PORT:PID (give two)")
     run.add_argument("--rounds", type=int, default=5)
     run.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -378,7 +250,7 @@ def main() -> None:
     args = p.parse_args()
 
     if args.cmd == "ports":
-        print("\n".join(map(str, free_ports(args.n))))
+        print_free_ports(args.n)
         return
     if len(args.server) != 2:
         p.error("give exactly two --server (under test first, reference second)")

@@ -50,48 +50,22 @@ HS_CONNECTIONS=${HS_CONNECTIONS:-50}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
 
-TMP=""
-BACKEND_PID=""
-WSGATE_PID=""
-NGINX_PID=""
-HELPER_PID=""
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$REPO/bench/common.sh"
 
-die() { echo "websocket.sh: $*" >&2; exit 1; }
-log() { echo "==> $*"; }
+BACKEND_PID=""
+STOP_GRACE=10 # seconds stop_tree allows between TERM and KILL
+
+# What wait_ready polls for: the port accepts connections. (The echo checks
+# in the helper then prove that WebSocket traffic flows.)
+READY_VERB=accept
+ready_check() { python3 "$HELPER" probe "$1"; }
 
 # --- tools -----------------------------------------------------------------
 
-install_missing_tools() {
-    local missing=()
-    # nginx lives in /usr/sbin, which a non-login PATH may lack.
-    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
-    command -v pgrep >/dev/null || missing+=(procps)
-    command -v python3 >/dev/null || missing+=(python3)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-}
-
 build() {
-    if [[ -n "${WSGATE_BIN:-}" ]]; then
-        [[ -x "$WSGATE_BIN" ]] || die "WSGATE_BIN=$WSGATE_BIN is not an executable"
-        log "using WSGATE_BIN=$WSGATE_BIN"
-    else
-        log "cargo build --release"
-        cargo build --release
-        WSGATE_BIN=$REPO/target/release/wsgate
-    fi
-    if [[ -n "${WSLOAD_BIN:-}" ]]; then
-        [[ -x "$WSLOAD_BIN" ]] || die "WSLOAD_BIN=$WSLOAD_BIN is not an executable"
-        log "using WSLOAD_BIN=$WSLOAD_BIN"
-    else
-        log "cargo build --release --example wsload"
-        cargo build --release --example wsload
-        WSLOAD_BIN=$REPO/target/release/examples/wsload
-    fi
+    build_wsgate
+    take_or_build WSLOAD_BIN target/release/examples/wsload --release --example wsload
 }
 
 # Every idle session holds two fds in a gateway, one in the client and one
@@ -186,17 +160,6 @@ start_backend() {
     wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend.log"
 }
 
-start_gateways() {
-    "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
-    WSGATE_PID=$!
-    # -e: the error log before the config is read, else /var/log/nginx.
-    "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" \
-        >>"$TMP/nginx.out" 2>&1 &
-    NGINX_PID=$!
-    wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
-    wait_ready nginx "$NGINX_PID" "$NGINX_PORT" "$TMP/nginx/error.log"
-}
-
 stop_gateways() {
     stop_tree "$WSGATE_PID"
     stop_tree "$NGINX_PID"
@@ -204,72 +167,13 @@ stop_gateways() {
     NGINX_PID=""
 }
 
-# Poll until the port accepts connections, failing fast if the server exits.
-# (The echo checks in the helper then prove that WebSocket traffic flows.)
-wait_ready() {
-    local name=$1 pid=$2 port=$3 logfile=$4 i
-    for ((i = 0; i < 200; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited during startup (log above)"
-        fi
-        if python3 "$HELPER" probe "$port"; then
-            log "$name ready on 127.0.0.1:$port (pid $pid)"
-            return
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name did not accept on port $port within 20 s"
-}
-
-# TERM the process, then KILL it and any children left behind: a KILLed
-# nginx master leaves its workers running.
-stop_tree() {
-    local pid=$1 children i
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    children=$(pgrep -P "$pid" || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # shellcheck disable=SC2086  # word splitting of the pid list is wanted
-    kill -KILL "$pid" $children 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    stop_tree "$HELPER_PID" # and its wsload
-    stop_tree "$WSGATE_PID"
-    stop_tree "$NGINX_PID"
-    stop_tree "$BACKEND_PID"
-    if [[ -n "$TMP" ]]; then
-        if [[ -n "${KEEP_TMP:-}" ]]; then
-            echo "kept $TMP" >&2
-        else
-            rm -rf "$TMP"
-        fi
-    fi
-    exit "$rc"
-}
-
-# Runs the helper in the background and waits, because bash defers a
-# trapped signal until a foreground child exits: Ctrl-C would wait out the run.
-helper() {
-    python3 "$HELPER" "$@" &
-    HELPER_PID=$!
-    wait "$HELPER_PID"
-    HELPER_PID=""
-}
-
 # --- main --------------------------------------------------------------------
 
 main() {
-    trap cleanup EXIT
+    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "$BACKEND_PID"' EXIT
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
+    # shellcheck disable=SC2119  # nothing beyond what both scripts need
     install_missing_tools
     build
     raise_fd_limit
@@ -277,8 +181,7 @@ main() {
     pick_ports
     write_wsgate_config
     write_nginx_config
-    "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" ||
-        die "nginx rejected $TMP/nginx.conf"
+    check_nginx_config
     start_backend
 
     local common=(--wsload "$WSLOAD_BIN" --backend "backend:$BACKEND_PORT:$BACKEND_PID"
@@ -294,7 +197,7 @@ main() {
     local round
     for ((round = 1; round <= ROUNDS; round++)); do
         log "idle sessions, round $round/$ROUNDS: fresh wsgate and nginx"
-        start_gateways
+        start_wsgate_and_nginx
         helper idle "${common[@]}" --round "$round" \
             --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
             --server "nginx:$NGINX_PORT:$NGINX_PID" \
@@ -303,7 +206,7 @@ main() {
     done
 
     log "throughput rounds"
-    start_gateways
+    start_wsgate_and_nginx
     helper run "${common[@]}" \
         --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
         --server "nginx:$NGINX_PORT:$NGINX_PID" \

@@ -32,14 +32,16 @@ import json
 import math
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import bench_common
+from bench_common import (CLK_TCK, cpu_seconds, cpu_ticks, fmt_ratio, median,
+                          print_free_ports, print_head, ratio, round_order, rss_kib, warn)
+
 ECHO_SIZES = [64, 4096]
 BULK_SIZE = 1 << 20
 
@@ -58,30 +60,12 @@ def size_label(size: int) -> str:
     return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
 
 
-def warn(msg: str) -> None:
-    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-
-
 def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
 # --------------------------------------------------------------------------
 # ports
-
-def free_ports(n: int) -> list[int]:
-    # Keep all sockets bound until every port is known, so the N are distinct.
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 def probe(port: int) -> bool:
     try:
@@ -94,57 +78,6 @@ def probe(port: int) -> bool:
 # --------------------------------------------------------------------------
 # /proc readers
 
-def stat_fields(pid: int) -> list[str]:
-    """Fields 3.. of /proc/PID/stat (index 0 is field 3, 'state').
-
-    Field 2 (comm) is in parentheses and may itself hold spaces or ')',
-    so split after the last ')'.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    return data[data.rindex(")") + 2:].split()
-
-
-def process_tree(root: int) -> list[int]:
-    """root and all its descendants, found through the ppid in /proc/*/stat.
-
-    nginx is a master plus workers, so every server is measured as the
-    whole tree it grew from.
-    """
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            ppid = int(stat_fields(int(name))[1])  # field 4
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-        children.setdefault(ppid, []).append(int(name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def cpu_ticks(pids: list[int]) -> dict[int, int]:
-    """utime+stime (fields 14, 15) per pid; for a tgid this covers all threads."""
-    ticks = {}
-    for pid in pids:
-        try:
-            f = stat_fields(pid)
-            ticks[pid] = int(f[11]) + int(f[12])
-        except OSError:
-            pass
-    return ticks
-
-
-def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
-    # Per-pid deltas: a process born mid-run counts from zero.
-    return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLK_TCK
-
-
 def machine_ticks() -> tuple[int, int]:
     """(busy, steal) ticks of all CPUs from /proc/stat: busy is user, nice,
     system, irq and softirq; steal is time the hypervisor gave elsewhere."""
@@ -152,20 +85,6 @@ def machine_ticks() -> tuple[int, int]:
         cols = [int(v) for v in f.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = cols[:8]
     return user + nice + system + irq + softirq, steal
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
 
 
 def established(port: int) -> int:
@@ -188,25 +107,9 @@ def established(port: int) -> int:
 # --------------------------------------------------------------------------
 # servers
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    pid: int
-
+class Server(bench_common.Server):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/bench"
-
-    def pids(self) -> list[int]:
-        return process_tree(self.pid)
-
-    def alive(self) -> bool:
-        return os.path.exists(f"/proc/{self.pid}")
-
-
-def parse_server(spec: str) -> Server:
-    name, port, pid = spec.split(":")
-    return Server(name, int(port), int(pid))
 
 
 # --------------------------------------------------------------------------
@@ -466,21 +369,6 @@ def measure_idle(target: Server, backend: Server, rnd: int,
 # --------------------------------------------------------------------------
 # formatting
 
-def median(values: list[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return statistics.median(vals) if vals else math.nan
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
-
-
-def fmt_ratio(r: float) -> str:
-    if math.isnan(r):
-        return "n/a"
-    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"  # no bare "0.00x"
-
-
 def verdict(value: float, limit: float, at_most: bool) -> str:
     if math.isnan(value):
         return "n/a"
@@ -560,8 +448,7 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         f"(closed loop); medians over {args.rounds} rounds of {args.duration} s")
     head = (f"{'size':7} {'server':13} {'msgs/s':>8} {'p50 us':>8} {'p99 us':>8} "
             f"{'CPU us/msg':>10}   {'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    say(head)
-    say("-" * len(head))
+    print_head(head)
     for size in ECHO_SIZES:
         kind = f"echo{size}"
         m = {}
@@ -591,8 +478,7 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         "('vs direct': median of each round's ratio to that round's direct run)")
     head = (f"{'path':13} {'MB/s':>8} {'vs direct':>9} {'gw CPU us/MiB':>13}   "
             f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    say(head)
-    say("-" * len(head))
+    print_head(head)
     # Each round's rate over the same round's direct rate, then the median:
     # the three runs of a round are seconds apart, so they share the
     # machine's mood, which rounds minutes apart need not.
@@ -619,8 +505,7 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         f"{args.hs_connections} loops; medians over {args.rounds} rounds of {args.duration} s")
     head = (f"{'server':13} {'hs/s':>8} {'p50 us':>8} {'p99 us':>8} {'CPU us/hs':>10}   "
             f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    say(head)
-    say("-" * len(head))
+    print_head(head)
     m = {}
     for n in names:
         m[n] = {"rate": med(rows, "handshakes", n, "rate"),
@@ -650,8 +535,7 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         f"(nginx: master + workers); medians over {idle_rounds} rounds")
     head = (f"{'server':13} {'RSS before MiB':>14} {'with MiB':>9} {'KiB/session':>11} "
             f"{'backend sessions':>16}")
-    say(head)
-    say("-" * len(head))
+    print_head(head)
     kib = {}
     for n in names:
         kib[n] = med_fn(rows, "idle", n, lambda r: r.kib_per_session)
@@ -690,8 +574,7 @@ def cmd_idle(args: argparse.Namespace) -> None:
     servers, backend = args.server, args.backend
     say(f"Idle round {args.round}: RSS with {args.connections} open sessions "
         "(CPU and RSS of whole process trees)")
-    # Interleave: swap which goes first every round.
-    order = servers if args.round % 2 else servers[::-1]
+    order = round_order(servers, args.round)
     check_paths(order, backend, args)
     rows = []
     for s in order:
@@ -716,9 +599,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 sys.exit(f"{s.name} (pid {s.pid}) died during the run")
 
     for rnd in range(1, args.rounds + 1):
-        # Interleave servers within each round and swap which goes first
-        # every round, so drift (thermal, noisy neighbours) hits both alike.
-        order = servers if rnd % 2 else servers[::-1]
+        order = round_order(servers, rnd)
         for size in ECHO_SIZES:
             for s in order:
                 keep(measure_echo(s, backend, size, rnd, args))
@@ -733,20 +614,16 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ports = sub.add_parser("ports", help="print N free loopback ports")
-    ports.add_argument("n", type=int)
+    p, sub = bench_common.arg_parser(__doc__)
     pr = sub.add_parser("probe", help="exit 0 when the port accepts")
     pr.add_argument("port", type=int)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--wsload", required=True, help="the wsload binary")
         sp.add_argument("--wsload-threads", type=int, default=0)
-        sp.add_argument("--server", action="append", type=parse_server, required=True,
+        sp.add_argument("--server", action="append", type=Server.parse_server, required=True,
                         help="NAME:PORT:PID (give two: under test, reference)")
-        sp.add_argument("--backend", type=parse_server, required=True, help="NAME:PORT:PID")
+        sp.add_argument("--backend", type=Server.parse_server, required=True, help="NAME:PORT:PID")
         sp.add_argument("--results", required=True, help="JSON lines file, appended to")
 
     idle = sub.add_parser("idle", help="RSS per idle session, one round")
@@ -769,7 +646,7 @@ def main() -> None:
     args = p.parse_args()
 
     if args.cmd == "ports":
-        print("\n".join(map(str, free_ports(args.n))))
+        print_free_ports(args.n)
         return
     if args.cmd == "probe":
         sys.exit(0 if probe(args.port) else 1)
