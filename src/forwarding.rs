@@ -70,11 +70,22 @@ pub fn add_forwarded(
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
     let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(host) = host {
+    // Only a plain host name or address is copied into the quoted-string:
+    // anything else could close the quotes and forge another element.
+    if let Some(host) = host.filter(|h| is_plain_host(h)) {
         insert(headers, X_FORWARDED_HOST, host.to_owned());
         forwarded.push_str(&format!(";host=\"{host}\""));
     }
     insert(headers, header::FORWARDED, forwarded);
+}
+
+/// Letters, digits and `-._:[]`: what a host name, IPv4 or bracketed IPv6
+/// address with an optional port consists of.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
@@ -104,6 +115,20 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["cookie", "sec-websocket-key"]);
+    }
+
+    #[test]
+    fn a_host_that_is_not_plain_stays_out_of_forwarded() {
+        let mut headers = HeaderMap::new();
+        let client = "192.0.2.1:5000".parse().expect("addr");
+        add_forwarded(
+            &mut headers,
+            client,
+            "http",
+            Some("x\", for=6.6.6.6;host=\"a"),
+        );
+        assert_eq!(headers["forwarded"], "for=192.0.2.1;proto=http");
+        assert!(headers.get("x-forwarded-host").is_none());
     }
 
     #[test]

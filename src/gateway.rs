@@ -104,7 +104,7 @@ pub async fn handle<B>(
         return Ok(websocket::upgrade(req, websocket, cx).await);
     }
     let response = match &route.content {
-        Some(Content::Static(dir)) => static_files::serve(&req, dir, relative),
+        Some(Content::Static(dir)) => static_files::serve(&req, dir, &path, relative),
         Some(Content::Embedded(page)) => demo::serve_page(&req, page, relative),
         // A WebSocket-only route (RFC 9110 §15.5.22: say which protocol to upgrade to).
         None => {

@@ -4,6 +4,23 @@
 
 use std::borrow::Cow;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+/// What must be escaped to put a decoded path back into a request target or
+/// a `Location`: the path set of the WHATWG URL standard, plus `%` itself so
+/// a decoded `%` is not decoded a second time downstream.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// Why a request path was refused; every variant is answered with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -40,6 +57,11 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
     let decoded = percent_decode(raw)?;
     Ok(Cow::Owned(resolve_segments(&decoded)?))
+}
+
+/// Percent-encodes a normalised path for use in a URI again.
+pub fn encode(path: &str) -> Cow<'_, str> {
+    utf8_percent_encode(path, PATH).into()
 }
 
 fn percent_decode(raw: &str) -> Result<String, PathError> {
@@ -115,6 +137,16 @@ mod tests {
         assert_eq!(ok("/a/%2e%2E/b"), "/b");
         assert_eq!(ok("/caf%C3%A9"), "/café");
         assert_eq!(ok("/a%20b"), "/a b");
+    }
+
+    #[test]
+    fn encoding_round_trips_through_decoding() {
+        for decoded in ["/a b", "/café", "/../x?#", "/50%", "/a\"b<c>"] {
+            let encoded = encode(decoded);
+            assert!(encoded.parse::<http::Uri>().is_ok(), "{encoded}");
+            assert_eq!(percent_decode(&encoded).as_deref(), Ok(decoded));
+        }
+        assert_eq!(encode("/plain/path"), "/plain/path");
     }
 
     #[test]

@@ -102,6 +102,28 @@ async fn directories_serve_their_index_and_redirect_without_slash() {
 }
 
 #[tokio::test]
+async fn directory_redirects_never_point_to_another_site() {
+    let server = site().await;
+    for (raw_path, location) in [
+        ("//evil.example/../sub", "/sub/"),
+        ("/sub/./", ""),
+        ("/a%20b/../sub", "/sub/"),
+    ] {
+        let request = format!("GET {raw_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let response = raw(server.addr, request.as_bytes()).await;
+        if location.is_empty() {
+            assert_eq!(raw_status(&response), 200, "{raw_path}");
+        } else {
+            assert_eq!(raw_status(&response), 301, "{raw_path}");
+            assert!(
+                response.contains(&format!("location: {location}\r\n")),
+                "{raw_path}: {response}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_route_prefix_is_removed_before_lookup() {
     let dir = test_dir();
     write_file(dir.path(), "site/docs/a.html", "doc a");
@@ -229,6 +251,16 @@ async fn precompressed_variants_follow_accept_encoding() {
     write_file(dir.path(), "public/plain.txt", "no variants");
     let config = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\", precompressed = true }\n";
     let server = TestServer::start_in(dir, config).await;
+
+    // A direct request for a variant file first: its cached entry must not
+    // leak into the negotiated responses (nor the other way round).
+    let direct = get(server.addr, "/app.js.br").await;
+    assert_eq!(direct.text(), "brotli bytes");
+    assert_eq!(direct.header("content-encoding"), None);
+    assert_ne!(
+        direct.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
 
     let cases: [(&str, &str, &str, Option<&str>); 8] = [
         ("/app.js", "gzip, deflate, br", "brotli bytes", Some("br")),

@@ -246,15 +246,14 @@ async fn the_handshake_reaches_the_backend_with_end_to_end_headers_only() {
         ("Sec-WebSocket-Protocol", "chat.v1"),
         ("X-Forwarded-For", "203.0.113.9"),
     ];
-    let (_raw, head) = raw_handshake(server.addr, "/chat/room?x=1", &headers).await;
+    let (_raw, head) = raw_handshake(server.addr, "/chat/room%20one%252e?x=1", &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let Seen::Handshake(seen, target) = backend.next().await else {
         panic!("handshake first")
     };
-    assert_eq!(
-        target, "/room?x=1",
-        "strip_prefix removes the route's prefix"
-    );
+    // The prefix is removed and the rest re-encoded: the backend decodes
+    // exactly once what the router saw ("/room one%2e").
+    assert_eq!(target, "/room%20one%252e?x=1");
     for (name, value) in [
         ("cookie", "session=abc"),
         ("authorization", "Bearer token"),
@@ -277,6 +276,16 @@ async fn the_handshake_reaches_the_backend_with_end_to_end_headers_only() {
         seen.get("x-hop").is_none() && seen.get("keep-alive").is_none(),
         "{seen:?}"
     );
+
+    // An absolute-form target names the host it was routed on; that is the
+    // backend's Host, not a Host header the client added.
+    let (_raw, head) = raw_handshake(server.addr, "http://public.example/chat/x", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let Seen::Handshake(seen, _) = backend.next().await else {
+        panic!("handshake first")
+    };
+    assert_eq!(seen["host"], "public.example");
+    assert_eq!(seen["x-forwarded-host"], "public.example");
 }
 
 #[tokio::test]
@@ -410,6 +419,30 @@ async fn a_live_client_answers_pings_and_its_pongs_stay_at_the_gateway() {
         backend.next_message().await,
         Some(Message::text("still here"))
     );
+}
+
+#[tokio::test]
+async fn only_the_pong_answering_the_gateway_stays_at_the_gateway() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(
+        backend.addr,
+        ", ping_interval = \"100ms\", ping_timeout = \"5s\"",
+    )
+    .await;
+    let (mut raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    let (opcode, ours) = read_frame(&mut raw).await.expect("the gateway's ping");
+    assert_eq!((opcode, ours.len()), (0x9, 8));
+    // A pong of the same length that answers something else goes through;
+    // the one carrying the gateway's payload does not.
+    let mut frames = masked(0xA, true, b"12345678");
+    frames.extend(masked(0xA, true, &ours));
+    frames.extend(masked(0x1, true, b"after"));
+    raw.write_all(&frames).await.expect("write");
+    assert_eq!(
+        backend.next_message().await,
+        Some(Message::Pong(b"12345678".to_vec().into()))
+    );
+    assert_eq!(backend.next_message().await, Some(Message::text("after")));
 }
 
 #[tokio::test]

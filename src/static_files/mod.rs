@@ -20,7 +20,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{Body, FileBody};
-use crate::response;
+use crate::{request_path, response};
 pub use cache::CacheBudget;
 use cache::{CachedFile, FileCache};
 use conditional::{Precondition, Span};
@@ -60,25 +60,26 @@ impl StaticDir {
         &self.root
     }
 
-    /// Finds `key` (a normalised path below the root), from the cache when it can.
+    /// Finds `file` (a normalised path below the root), from the cache under
+    /// `cache_key` when it can.
     ///
     /// File system calls run on the worker thread, as in nginx without `aio`:
     /// for files in the page cache a hop to the blocking pool costs more than
     /// the call (measured: the hop's thread switches were a tenth of the CPU
     /// per 1 MiB response). A root on a slow network file system would stall
     /// the worker instead.
-    fn open(&self, key: &str, content_name: &str) -> io::Result<Opened> {
-        if let Some(hit) = self.cache.get(key) {
+    fn open(&self, file: &str, cache_key: &str, content_name: &str) -> io::Result<Opened> {
+        if let Some(hit) = self.cache.get(cache_key) {
             return Ok(Opened::Cached(hit));
         }
         let max_small = self.cache.budget().max_file();
-        let (path, found) = lookup::find(&self.root, key, max_small)?;
+        let (path, found) = lookup::find(&self.root, file, max_small)?;
         Ok(match found {
             Found::Directory => Opened::Directory,
             Found::Small { identity, content } => {
                 let validators = Validators::new(&identity, content_name);
                 let file = Arc::new(CachedFile::new(path, identity, content, validators));
-                self.cache.insert(key, Arc::clone(&file));
+                self.cache.insert(cache_key, Arc::clone(&file));
                 Opened::Cached(file)
             }
             Found::Large { identity, file } => Opened::Stream {
@@ -106,13 +107,13 @@ enum Source {
     File(File),
 }
 
-/// Serves `relative`, the normalised request path with the route's prefix removed.
-pub fn serve<B>(req: &Request<B>, dir: &StaticDir, relative: &str) -> Response<Body> {
+/// Serves `relative`, the normalised request `path` with the route's prefix removed.
+pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response::method_not_allowed("GET, HEAD");
     }
     if relative.is_empty() {
-        return redirect_to_directory(req);
+        return redirect_to_directory(req, path);
     }
     let wants_directory = relative.ends_with('/');
     let name: Cow<str> = if wants_directory {
@@ -128,11 +129,18 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, relative: &str) -> Response<B
         &[Encoding::Identity]
     };
     for &encoding in encodings {
-        let key: Cow<str> = match encoding {
-            Encoding::Identity => Cow::Borrowed(&name),
-            other => Cow::Owned(format!("{name}{}", other.suffix())),
+        // A variant's cached headers (its Content-Type is the plain file's)
+        // differ from those of a direct request for the same file, so it is
+        // cached under its own key; NUL never occurs in a normalised path.
+        let (key, cache_key): (Cow<str>, Cow<str>) = match encoding {
+            Encoding::Identity => (Cow::Borrowed(&name), Cow::Borrowed(&name)),
+            other => {
+                let file = format!("{name}{}", other.suffix());
+                let cache_key = format!("{file}\0");
+                (Cow::Owned(file), Cow::Owned(cache_key))
+            }
         };
-        let (validators, len, source) = match dir.open(&key, &name) {
+        let (validators, len, source) = match dir.open(&key, &cache_key, &name) {
             Ok(Opened::Cached(file)) => (
                 file.validators.clone(),
                 file.content.len() as u64,
@@ -144,7 +152,7 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, relative: &str) -> Response<B
                 validators,
             }) => (validators, len, Source::File(file)),
             Ok(Opened::Directory) if encoding == Encoding::Identity && !wants_directory => {
-                return redirect_to_directory(req)
+                return redirect_to_directory(req, path)
             }
             Ok(Opened::Directory) => continue,
             Err(e) if is_not_found(&e) => continue,
@@ -168,11 +176,14 @@ fn is_not_found(error: &io::Error) -> bool {
     )
 }
 
-/// A 301 to the same path with a trailing slash, keeping the query.
-fn redirect_to_directory<B>(req: &Request<B>) -> Response<Body> {
+/// A 301 to the same path with a trailing slash, keeping the query. Built
+/// from the normalised path: echoing the raw one would let `//evil.example/..`
+/// become a redirect to another site.
+fn redirect_to_directory<B>(req: &Request<B>, path: &str) -> Response<Body> {
+    let path = request_path::encode(path);
     let location = match req.uri().query() {
-        Some(query) => format!("{}/?{query}", req.uri().path()),
-        None => format!("{}/", req.uri().path()),
+        Some(query) => format!("{path}/?{query}"),
+        None => format!("{path}/"),
     };
     response::moved_permanently(&location)
 }

@@ -5,6 +5,7 @@ pub mod frame;
 pub mod handshake;
 pub mod relay;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::forwarding;
+use crate::request_path;
 use crate::response;
 use crate::upstream::{Backend, BackendPool, ConnectError};
 use handshake::Refusal;
@@ -84,6 +86,9 @@ pub async fn upgrade<B>(
         return refuse(refusal);
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
+    // Counts as a session from here, so a drain that starts while the backend
+    // handshake is under way still waits for this one and closes it with 1001.
+    let in_progress = cx.sessions.token();
     let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
         Err(error) => {
@@ -124,6 +129,7 @@ pub async fn upgrade<B>(
     let route_name = cx.route_name.to_owned();
     let shutdown = cx.shutdown.clone();
     cx.sessions.spawn(async move {
+        let _in_progress = in_progress;
         let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
             return;
         };
@@ -201,19 +207,28 @@ fn backend_request<B>(
     route: &WebSocketRoute,
     cx: &UpgradeContext<'_>,
 ) -> Request<Empty<Bytes>> {
+    // The raw path goes on unchanged; a stripped one is re-encoded so the
+    // backend decodes exactly what the router saw, once.
     let path = if route.strip_prefix {
-        cx.relative_path
+        request_path::encode(cx.relative_path)
     } else {
-        req.uri().path()
+        Cow::Borrowed(req.uri().path())
     };
-    let target = handshake::backend_target(&backend.path, path, req.uri().query());
+    let target = handshake::backend_target(&backend.path, &path, req.uri().query());
     let mut headers = req.headers().clone();
     forwarding::strip_hop_by_hop(&mut headers);
-    let host = req
-        .headers()
+    // RFC 9112 §3.2.2: with an absolute-form target, its authority is the
+    // host (the one the request was routed on), whatever `Host` says.
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(http::header::HOST, host);
+        }
+    }
+    let host = headers
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
-    forwarding::add_forwarded(&mut headers, cx.peer, "http", host);
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    forwarding::add_forwarded(&mut headers, cx.peer, "http", host.as_deref());
     handshake::set_upgrade_headers(&mut headers);
     if !headers.contains_key(http::header::HOST) {
         if let Ok(authority) = HeaderValue::from_str(&backend.authority()) {
@@ -221,6 +236,8 @@ fn backend_request<B>(
         }
     }
     let mut request = Request::new(Empty::new());
+    // Cannot fail: the path is the request's own or encoded above, and the
+    // backend's path was parsed from its URL when the config was loaded.
     *request.uri_mut() = target
         .parse()
         .unwrap_or_else(|_| http::Uri::from_static("/"));

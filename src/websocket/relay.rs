@@ -187,7 +187,9 @@ impl Pump {
     }
 
     /// Parses a chunk read from the source and queues what is to be forwarded.
-    fn scan(&mut self, chunk: Bytes, swallow_pongs: bool) -> Scan {
+    /// `our_ping` is the payload of the gateway's unanswered ping, if any:
+    /// a pong carrying it is not forwarded.
+    fn scan(&mut self, chunk: Bytes, our_ping: Option<[u8; 8]>) -> Scan {
         let mut scan = Scan::default();
         let held = self
             .parser
@@ -213,7 +215,9 @@ impl Pump {
                     if self.discarding {
                         continue;
                     }
-                    let ours = swallow_pongs
+                    // A pong that may answer our ping is held until its
+                    // payload is known; one that does not is sent on then.
+                    let ours = our_ping.is_some()
                         && header.opcode == OpCode::Pong
                         && header.payload_len == PING_PAYLOAD_LEN;
                     let replaced = header.opcode == OpCode::Close && self.replace_close.is_some();
@@ -244,8 +248,15 @@ impl Pump {
                         if let Some(replacement) = close.and(self.replace_close.take()) {
                             self.out.push_back(replacement);
                             self.end_stream();
+                            continue;
+                        }
+                        let payload = control.as_ref().map(|c| c.payload()).unwrap_or_default();
+                        if our_ping.is_some_and(|ours| payload == ours) {
+                            scan.pong = our_ping;
                         } else {
-                            scan.pong = control.and_then(|c| c.payload().try_into().ok());
+                            // Someone else's pong: the same frame, re-encoded with its mask.
+                            let frame = frame::encode(OpCode::Pong, payload, header.mask);
+                            self.out.push_back(Bytes::from(frame));
                         }
                         continue;
                     }
@@ -474,17 +485,23 @@ impl Session {
     fn received(&mut self, side: Side, chunk: Bytes) {
         let now = Instant::now();
         self.last_activity = now;
-        let swallow_pongs = side == Side::Client && self.pinger.awaiting.is_some();
+        let our_ping = match side {
+            Side::Client => self.pinger.awaiting.map(|(_, payload)| payload),
+            Side::Backend => None,
+        };
         if side == Side::Client {
             self.pinger.last_client_data = now;
             self.pinger.alive_by = None;
         }
-        let scan = self.pump(side).scan(chunk, swallow_pongs);
-        if let (Some(payload), Some((sent_at, expected))) = (scan.pong, self.pinger.awaiting) {
-            if payload == expected {
-                self.stats.ping_rtt = Some(now - sent_at);
-                self.pinger.awaiting = None;
-            }
+        let pump = self.pump(side);
+        let scan = pump.scan(chunk, our_ping);
+        if pump.destination_failed {
+            // Nobody to deliver to; keep reading so the source's close is seen.
+            pump.out.clear();
+        }
+        if let (Some(_), Some((sent_at, _))) = (scan.pong, self.pinger.awaiting) {
+            self.stats.ping_rtt = Some(now - sent_at);
+            self.pinger.awaiting = None;
         }
         if let Some(code) = scan.close {
             self.record_close(initiator(side), code);
@@ -505,7 +522,10 @@ impl Session {
                     let to_client = frame::encode_close(code, reason, None);
                     self.to_client.close_after_reply(Bytes::from(to_client));
                 }
-                Side::Backend => self.close_both(1001, "backend broke the protocol", code, reason),
+                Side::Backend => {
+                    self.record_close(Initiator::Gateway, Some(code));
+                    self.close_both(1001, "backend broke the protocol", code, reason);
+                }
             }
         }
     }
@@ -588,14 +608,16 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        // Once closing, only the closing handshake's own deadline counts:
+        // an idle or ping deadline in the past would fire on every turn.
+        let open = self.stats.closing.is_none();
         let idle = self
             .policy
             .idle_timeout
+            .filter(|_| open)
             .map(|idle| self.last_activity + idle);
         let ping_due = match (self.policy.ping_interval, self.pinger.alive_by) {
-            (Some(interval), None) if self.stats.closing.is_none() => {
-                Some(self.pinger.last_client_data + interval)
-            }
+            (Some(interval), None) if open => Some(self.pinger.last_client_data + interval),
             _ => None,
         };
         [idle, ping_due, self.pinger.alive_by, self.close_by]
@@ -619,26 +641,19 @@ impl Session {
         if self.pinger.alive_by.is_some_and(|by| now >= by) {
             tracing::debug!("client did not answer the gateway's ping");
             self.pinger.alive_by = None;
+            // Recorded first, so the session counts as closed by the gateway;
+            // then treated like a client that vanished (1001 to the backend).
             self.record_close(Initiator::Gateway, Some(1001));
-            self.to_client.destination_failed = true;
-            self.to_client.out.clear();
-            self.to_backend.source_done = true;
-            self.to_backend.insert(
-                Bytes::from(frame::encode_close(
-                    1001,
-                    "client did not answer ping",
-                    Some(mask_key()),
-                )),
-                true,
-            );
-            self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
+            self.source_gone(Side::Client);
+            return false;
+        }
+        if self.stats.closing.is_some() {
             return false;
         }
         if self
             .policy
             .idle_timeout
             .is_some_and(|idle| now >= self.last_activity + idle)
-            && self.stats.closing.is_none()
         {
             self.close_both(1001, "idle timeout", 1001, "idle timeout");
             return false;
