@@ -14,7 +14,7 @@ use crate::response;
 use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{Content, EmbeddedPage, Limits, Snapshot};
 use crate::upstream::{Backend, BackendPool};
-use crate::websocket::WebSocketRoute;
+use crate::websocket::{Policy, WebSocketRoute};
 
 /// Where the demo page is served.
 pub const DEMO_BIND: &str = "127.0.0.1:8080";
@@ -43,10 +43,12 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
             origins: Vec::new(),
             require_origin: false,
             subprotocols: Vec::new(),
-            max_message_size: 1 << 20,
-            ping_interval: Some(Duration::from_secs(30)),
-            ping_timeout: Duration::from_secs(10),
-            idle_timeout: None,
+            policy: Policy {
+                max_message_size: 1 << 20,
+                ping_interval: Some(Duration::from_secs(30)),
+                ping_timeout: Duration::from_secs(10),
+                idle_timeout: None,
+            },
             connect_timeout: Duration::from_secs(5),
             strip_prefix: false,
         })),

@@ -19,7 +19,7 @@ use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{self, Content, Limits, Snapshot};
 use crate::static_files::{CacheBudget, StaticDir};
 use crate::upstream::{Backend, BackendPool, BackendUrlError};
-use crate::websocket::WebSocketRoute;
+use crate::websocket::{Policy, WebSocketRoute};
 
 /// The admin listener's address when `[admin]` is absent.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
@@ -331,10 +331,12 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>) -> WebSocketRoute 
         origins: raw.origins.clone(),
         require_origin: raw.require_origin,
         subprotocols: raw.subprotocols.clone(),
-        max_message_size: check.size(&raw.max_message_size, WS_MAX_MESSAGE_SIZE),
-        ping_interval: optional(check.duration(&raw.ping_interval, WS_PING_INTERVAL)),
-        ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
-        idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
+        policy: Policy {
+            max_message_size: check.size(&raw.max_message_size, WS_MAX_MESSAGE_SIZE),
+            ping_interval: optional(check.duration(&raw.ping_interval, WS_PING_INTERVAL)),
+            ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
+            idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
+        },
         connect_timeout: check.duration(&raw.connect_timeout, WS_CONNECT_TIMEOUT),
         strip_prefix: raw.strip_prefix,
     }

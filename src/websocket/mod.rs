@@ -26,7 +26,8 @@ use crate::request_path;
 use crate::response;
 use crate::upstream::{Backend, BackendPool, ConnectError};
 use handshake::Refusal;
-use relay::{Peer, Policy};
+use relay::Peer;
+pub use relay::Policy;
 
 /// A route's `websocket = { ... }` action, compiled.
 #[derive(Debug)]
@@ -37,10 +38,7 @@ pub struct WebSocketRoute {
     pub require_origin: bool,
     /// Subprotocols a client must offer one of; empty skips the check.
     pub subprotocols: Vec<String>,
-    pub max_message_size: u64,
-    pub ping_interval: Option<Duration>,
-    pub ping_timeout: Duration,
-    pub idle_timeout: Option<Duration>,
+    pub policy: Policy,
     pub connect_timeout: Duration,
     pub strip_prefix: bool,
 }
@@ -115,13 +113,7 @@ pub async fn upgrade<B>(
         tracing::warn!(route = cx.route_name, %error, "backend answered the handshake wrongly");
         return response::status(StatusCode::BAD_GATEWAY);
     }
-    let policy = Policy {
-        max_message_size: route.max_message_size,
-        ping_interval: route.ping_interval,
-        ping_timeout: route.ping_timeout,
-        idle_timeout: route.idle_timeout,
-        allowed_rsv: handshake::negotiated_rsv(answer.headers()),
-    };
+    let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(answer.headers()));
     let backend_upgrade = hyper::upgrade::on(&mut answer);
     let (mut parts, _empty) = answer.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
@@ -136,7 +128,7 @@ pub async fn upgrade<B>(
         let Some(client) = take_socket(client_upgrade.await, "client") else {
             return;
         };
-        let stats = relay::run(client, backend, policy, shutdown).await;
+        let stats = relay::run(client, backend, policy, allowed_rsv, shutdown).await;
         tracing::debug!(route = %route_name, ?stats, "websocket session ended");
     });
     Response::from_parts(parts, Body::empty())

@@ -34,15 +34,13 @@ pub struct Peer {
     pub leftover: Bytes,
 }
 
-/// A route's relay policy.
+/// A route's limits and liveness settings for its sessions.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub max_message_size: u64,
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Duration,
     pub idle_timeout: Option<Duration>,
-    /// RSV bits the negotiated extensions allow (RSV1 for permessage-deflate).
-    pub allowed_rsv: u8,
 }
 
 /// Frames, messages and payload bytes that passed in one direction.
@@ -343,10 +341,13 @@ struct Session {
 
 /// Relays a session until both closing handshakes are done, a peer vanishes,
 /// a limit trips, or `shutdown` asks for a close 1001 on both sides.
+/// `allowed_rsv`: the RSV bits the negotiated extensions use (RSV1 for
+/// permessage-deflate).
 pub async fn run(
     client: Peer,
     backend: Peer,
     policy: Policy,
+    allowed_rsv: u8,
     shutdown: CancellationToken,
 ) -> SessionStats {
     let now = Instant::now();
@@ -354,12 +355,12 @@ pub async fn run(
         policy,
         to_backend: Pump::new(Rules {
             masked: true,
-            allowed_rsv: policy.allowed_rsv,
+            allowed_rsv,
             max_message_size: policy.max_message_size,
         }),
         to_client: Pump::new(Rules {
             masked: false,
-            allowed_rsv: policy.allowed_rsv,
+            allowed_rsv,
             max_message_size: u64::MAX,
         }),
         pinger: Pinger {
