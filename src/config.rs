@@ -41,6 +41,7 @@ pub struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
     pub file_cache_size: Option<Spanned<String>>,
     pub file_cache_max_file: Option<Spanned<String>>,
 }

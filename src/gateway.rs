@@ -1,7 +1,6 @@
 //! One request through the data path: snapshot → normalised path → route → action.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::body::Body;
 use crate::request_path;
 use crate::response;
 use crate::router::host_name;
+use crate::server::ClientConnection;
 use crate::snapshot::{Content, Snapshot};
 use crate::websocket::{self, handshake, UpgradeContext};
 use crate::{demo, static_files};
@@ -67,10 +67,10 @@ impl Gateway {
     }
 }
 
-/// Answers one request from `peer` on a public listener.
+/// Answers one request from `client` on a public listener.
 pub async fn handle<B>(
     gateway: Arc<Gateway>,
-    peer: SocketAddr,
+    client: Arc<ClientConnection>,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
     let snapshot = gateway.snapshot();
@@ -96,7 +96,7 @@ pub async fn handle<B>(
         let relative_path = relative.to_owned();
         let cx = UpgradeContext {
             route_name: &route.name,
-            peer,
+            client,
             relative_path: &relative_path,
             sessions: &gateway.sessions,
             shutdown: &gateway.close_sessions,

@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +25,18 @@ use crate::snapshot::Limits;
 /// Longest pause after an accept error such as EMFILE, so the loop neither
 /// spins nor gives up while file descriptors are exhausted.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Connections the admin listener serves at once: enough for probes and
+/// scrapers, and separate from the public limit so it answers when that is full.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// A client connection: its address and its slot under `max_connections`,
+/// held until the connection and any WebSocket session it became are gone.
+#[derive(Debug)]
+pub struct ClientConnection {
+    pub addr: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+}
 
 /// Serves the public listeners and the admin listener until `shutdown`
 /// resolves, then drains: stop accepting, let in-flight requests finish,
@@ -39,11 +52,14 @@ pub async fn run(
     let stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
     let mut accept_loops = Vec::new();
+    // Shared by all public listeners; a reload does not resize it.
+    let slots = Arc::new(Semaphore::new(gateway.snapshot().limits.max_connections));
     for listener in listeners {
         let for_requests = Arc::clone(&gateway);
-        let handler = move |peer, req| gateway::handle(Arc::clone(&for_requests), peer, req);
+        let handler = move |client, req| gateway::handle(Arc::clone(&for_requests), client, req);
         let accept = accept_loop(
             listener,
+            Arc::clone(&slots),
             Arc::clone(&gateway),
             handler,
             connections.clone(),
@@ -54,9 +70,10 @@ pub async fn run(
     // The admin listener has its own tracker: it keeps answering /readyz with
     // 503 during the drain and is not waited for.
     let admin_gateway = Arc::clone(&gateway);
-    let admin_handler = move |_peer, req| admin::handle(Arc::clone(&admin_gateway), req);
+    let admin_handler = move |_client, req| admin::handle(Arc::clone(&admin_gateway), req);
     let admin_accept = accept_loop(
         admin,
+        Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
         Arc::clone(&gateway),
         admin_handler,
         TaskTracker::new(),
@@ -92,20 +109,35 @@ pub async fn run(
     let _ = admin_loop.await;
 }
 
-/// Limits come from the snapshot current at accept time and hold for the
-/// connection's life, like the rest of its config.
+/// Accepts while a slot is free; at the limit, new connections wait in the
+/// kernel's listen backlog. Limits come from the snapshot current at accept
+/// time and hold for the connection's life, like the rest of its config.
 async fn accept_loop<H, F>(
     listener: TcpListener,
+    slots: Arc<Semaphore>,
     gateway: Arc<Gateway>,
     handler: H,
     connections: TaskTracker,
     stop: CancellationToken,
 ) where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + 'static,
+    H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut backoff = Duration::ZERO;
+    let mut at_limit = false;
     loop {
+        let full = slots.available_permits() == 0;
+        if full && !at_limit {
+            tracing::warn!("connection limit reached; new connections wait in the listen backlog");
+        }
+        at_limit = full;
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return,
+            },
+            () = stop.cancelled() => return,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
@@ -116,8 +148,12 @@ async fn accept_loop<H, F>(
                 // Small responses must not wait for Nagle's timer.
                 let _ = stream.set_nodelay(true);
                 let limits = gateway.snapshot().limits;
+                let client = Arc::new(ClientConnection {
+                    addr: peer,
+                    _slot: slot,
+                });
                 let connection =
-                    serve_connection(stream, peer, handler.clone(), limits, stop.clone());
+                    serve_connection(stream, client, handler.clone(), limits, stop.clone());
                 connections.spawn(connection);
             }
             Err(error) if is_per_connection(&error) => {
@@ -147,12 +183,12 @@ fn is_per_connection(error: &io::Error) -> bool {
 
 async fn serve_connection<H, F>(
     stream: TcpStream,
-    peer: SocketAddr,
+    client: Arc<ClientConnection>,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
 ) where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Send + 'static,
+    H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut builder = http1::Builder::new();
@@ -164,7 +200,7 @@ async fn serve_connection<H, F>(
     let connection = builder
         .serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| handler(peer, req)),
+            service_fn(move |req| handler(Arc::clone(&client), req)),
         )
         .with_upgrades();
     tokio::pin!(connection);

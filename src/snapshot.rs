@@ -14,6 +14,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// How long a graceful shutdown waits for in-flight work when the config does not say.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client connections served at once (an upgraded WebSocket counts as one)
+/// when the config does not say; each proxied session also needs a backend
+/// socket, so twice this must fit the open-file limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// Total bytes of small files kept in memory when the config does not say.
 pub const DEFAULT_FILE_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 /// Files up to this size are cached in memory when the config does not say.
@@ -34,6 +38,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_request_head: usize,
     pub shutdown_timeout: Duration,
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +47,7 @@ impl Default for Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_request_head: DEFAULT_MAX_REQUEST_HEAD,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -171,6 +171,30 @@ async fn an_upgrade_to_a_route_without_websocket_is_404() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_limit_wait_until_a_slot_frees() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "home");
+    let config = "[server]\nmax_connections = 2\n\
+                  [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
+    let server = TestServer::start_in(dir, config).await;
+    let first = TcpStream::connect(server.addr).await.expect("first");
+    let second = TcpStream::connect(server.addr).await.expect("second");
+    // Both slots are taken by idle connections: a third request is not served...
+    let waiting = tokio::spawn(get(server.addr, "/"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past max_connections");
+    // ...until one of them goes away. The admin listener is not limited by it.
+    assert_eq!(get(server.admin, "/healthz").await.status, 200);
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a slot freed")
+        .expect("request task");
+    assert_eq!(reply.text(), "home");
+    drop(second);
+}
+
+#[tokio::test]
 async fn admin_health_and_readiness() {
     let server = plain_site().await;
     let healthz = get(server.admin, "/healthz").await;

@@ -59,6 +59,8 @@ pub enum ConfigError {
         "`{0}` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")"
     )]
     BadSize(String),
+    #[error("max_connections must be at least 1")]
+    NoConnections,
     #[error("max_request_head must be at least 8KiB")]
     RequestHeadTooSmall,
     #[error("route name must not be empty; it labels the route's metrics")]
@@ -202,6 +204,7 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
         ),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
         shutdown_timeout: check.duration(&raw.shutdown_timeout, snapshot::DEFAULT_SHUTDOWN_TIMEOUT),
+        max_connections: max_connections(check, &raw.max_connections),
     };
     let budget = CacheBudget::new(
         check.size(&raw.file_cache_size, snapshot::DEFAULT_FILE_CACHE_SIZE),
@@ -211,6 +214,19 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
         ),
     );
     (limits, Arc::new(budget))
+}
+
+fn max_connections(check: &mut Checker, raw: &Option<Spanned<u64>>) -> usize {
+    let Some(raw) = raw else {
+        return snapshot::DEFAULT_MAX_CONNECTIONS;
+    };
+    match usize::try_from(*raw.get_ref()) {
+        Ok(count) if count >= 1 => count,
+        _ => {
+            check.error(raw.span(), ConfigError::NoConnections);
+            snapshot::DEFAULT_MAX_CONNECTIONS
+        }
+    }
 }
 
 fn routes(
@@ -571,6 +587,8 @@ mod tests {
         );
         let message = single_error("[server]\nfile_cache_size = \"lots\"\n");
         assert_eq!(message, "`lots` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")");
+        let message = single_error("[server]\nmax_connections = 0\n");
+        assert_eq!(message, "max_connections must be at least 1");
         let message = single_error("[server]\nmax_request_head = \"1KiB\"\n");
         assert_eq!(message, "max_request_head must be at least 8KiB");
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", index = \"a/b\" }\n");

@@ -6,7 +6,6 @@ pub mod handshake;
 pub mod relay;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use crate::body::Body;
 use crate::forwarding;
 use crate::request_path;
 use crate::response;
+use crate::server::ClientConnection;
 use crate::upstream::{Backend, BackendPool, ConnectError};
 use handshake::Refusal;
 use relay::Peer;
@@ -46,7 +46,8 @@ pub struct WebSocketRoute {
 /// What an upgrade needs from the connection and the server.
 pub struct UpgradeContext<'a> {
     pub route_name: &'a str,
-    pub peer: SocketAddr,
+    /// Kept by the session, so it counts against `max_connections` until it ends.
+    pub client: Arc<ClientConnection>,
     /// The request path below the route's prefix, normalised.
     pub relative_path: &'a str,
     pub sessions: &'a TaskTracker,
@@ -87,6 +88,7 @@ pub async fn upgrade<B>(
     // Counts as a session from here, so a drain that starts while the backend
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.token();
+    let client = Arc::clone(&cx.client);
     let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
         Err(error) => {
@@ -121,7 +123,7 @@ pub async fn upgrade<B>(
     let route_name = cx.route_name.to_owned();
     let shutdown = cx.shutdown.clone();
     cx.sessions.spawn(async move {
-        let _in_progress = in_progress;
+        let (_in_progress, _client) = (in_progress, client);
         let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
             return;
         };
@@ -220,7 +222,7 @@ fn backend_request<B>(
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    forwarding::add_forwarded(&mut headers, cx.peer, "http", host.as_deref());
+    forwarding::add_forwarded(&mut headers, cx.client.addr, "http", host.as_deref());
     handshake::set_upgrade_headers(&mut headers);
     if !headers.contains_key(http::header::HOST) {
         if let Ok(authority) = HeaderValue::from_str(&backend.authority()) {
