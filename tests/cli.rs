@@ -88,8 +88,17 @@ impl Process {
     fn start(dir: &Path, config: &str, shell_prefix: &str) -> Process {
         let path = write_file(dir, "wsgate.toml", format!("{LISTENERS}{config}"));
         let script = format!("{shell_prefix} exec \"$0\" --config \"$1\"");
-        let mut child = Command::new("sh")
-            .args(["-c", &script, BIN, path.to_str().expect("utf-8 path")])
+        Process::spawn(Command::new("sh").args([
+            "-c",
+            &script,
+            BIN,
+            path.to_str().expect("utf-8 path"),
+        ]))
+    }
+
+    /// Runs `command` with its log (stderr) captured.
+    fn spawn(command: &mut Command) -> Process {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -245,4 +254,20 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     })
     .await;
     assert_eq!(reply.text(), "served by the binary");
+}
+
+#[tokio::test]
+async fn echo_server_echoes() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let process =
+        Process::spawn(Command::new(BIN).args(["echo-server", "--listen", "127.0.0.1:0"]));
+    let addr = process.addr().await;
+    let mut client = support::ws::connect(addr, "/").await;
+    client.send(Message::text("ping pong")).await.expect("send");
+    assert_eq!(
+        support::ws::receive(&mut client).await,
+        Message::text("ping pong")
+    );
 }
