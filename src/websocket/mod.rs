@@ -89,14 +89,13 @@ pub async fn upgrade<B>(
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.token();
     let client = Arc::clone(&cx.client);
-    let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
+    let (mut answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
         Err(error) => {
             tracing::warn!(route = cx.route_name, %error, "no backend took the websocket");
             return response::status(StatusCode::BAD_GATEWAY);
         }
     };
-    let (mut answer, backend) = (answer, backend);
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The backend's refusal (403, 404, 500…) is the client's answer.
         forwarding::strip_hop_by_hop(answer.headers_mut());
