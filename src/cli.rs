@@ -67,7 +67,12 @@ pub fn main() -> ExitCode {
         (Some(Command::Check { file }), _) => check(&file),
         (Some(Command::EchoServer { listen }), _) => exit_code(echo_server(listen)),
         (None, Some(path)) => match config::load(&path) {
-            Ok(snapshot) => exit_code(serve(snapshot, None)),
+            Ok(loaded) => {
+                for line in loaded.warnings.to_string().lines() {
+                    tracing::warn!("{line}");
+                }
+                exit_code(serve(loaded.snapshot, None))
+            }
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
                 ExitCode::FAILURE
@@ -98,8 +103,9 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 fn check(file: &Path) -> ExitCode {
     match config::load(file) {
-        Ok(snapshot) => {
-            print!("{}", summary(&snapshot));
+        Ok(loaded) => {
+            eprint!("{}", loaded.warnings);
+            print!("{}", summary(&loaded.snapshot));
             ExitCode::SUCCESS
         }
         Err(diagnostics) => {
@@ -112,8 +118,13 @@ fn check(file: &Path) -> ExitCode {
 /// The listeners and routes of a snapshot, as `check` prints them.
 pub fn summary(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    for bind in &snapshot.listeners {
-        let _ = writeln!(out, "listener  {bind}");
+    for listener in &snapshot.listeners {
+        let kind = match (&listener.tls, listener.redirect_https) {
+            (Some(_), _) => "tls".to_owned(),
+            (None, Some(port)) => format!("redirects to https port {port}"),
+            (None, None) => "plain".to_owned(),
+        };
+        let _ = writeln!(out, "listener  {}  {kind}", listener.bind);
     }
     let _ = writeln!(out, "admin     {}", snapshot.admin);
     let _ = writeln!(
@@ -191,8 +202,8 @@ fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Res
             tokio::spawn(echo::serve(TcpListener::from_std(echo)?));
         }
         let mut listeners = Vec::new();
-        for bind in &snapshot.listeners {
-            listeners.push(listen(*bind).await?);
+        for listener in &snapshot.listeners {
+            listeners.push(listen(listener.bind).await?);
         }
         let admin = listen(snapshot.admin).await?;
         tracing::info!(addr = %snapshot.admin, "admin listening (/healthz, /readyz)");

@@ -25,6 +25,27 @@ pub use validate::{ConfigError, DEFAULT_ADMIN_BIND};
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub bind: Spanned<String>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub redirect_https: Option<Spanned<bool>>,
+    pub https_port: Option<Spanned<i64>>,
+}
+
+/// `tls = { ... }` on a listener: one certificate, or several picked by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+/// One `{ cert = "...", key = "..." }` pair.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[admin]`: the operator's listener for health and metrics.
@@ -76,6 +97,7 @@ pub struct RawWebSocket {
     pub connect_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub strip_prefix: bool,
+    pub backend_ca: Option<Spanned<String>>,
 }
 
 /// `static = { ... }` on a route.
@@ -103,9 +125,35 @@ pub struct RawConfig {
 pub struct Diagnostic {
     pub span: Option<Range<usize>>,
     pub error: ConfigError,
+    pub severity: Severity,
 }
 
-/// All problems found in one config file, printable as `FILE:LINE:COL: message`.
+/// Errors stop a config from loading; warnings are printed and the config runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Diagnostic {
+    pub fn error(span: Option<Range<usize>>, error: ConfigError) -> Diagnostic {
+        Diagnostic {
+            span,
+            error,
+            severity: Severity::Error,
+        }
+    }
+}
+
+/// A config that loaded, with any warnings about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Diagnostics,
+}
+
+/// Problems found in one config file, printable as `FILE:LINE:COL: message`
+/// (warnings as `FILE:LINE:COL: warning: message`).
 #[derive(Debug)]
 pub struct Diagnostics {
     pub file: PathBuf,
@@ -117,12 +165,16 @@ impl std::fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for item in &self.items {
             let file = self.file.display();
+            let label = match item.severity {
+                Severity::Error => "",
+                Severity::Warning => "warning: ",
+            };
             match &item.span {
                 Some(span) => {
                     let (line, col) = line_col(&self.text, span.start);
-                    writeln!(f, "{file}:{line}:{col}: {}", item.error)?;
+                    writeln!(f, "{file}:{line}:{col}: {label}{}", item.error)?;
                 }
-                None => writeln!(f, "{file}: {}", item.error)?,
+                None => writeln!(f, "{file}: {label}{}", item.error)?,
             }
         }
         Ok(())
@@ -130,6 +182,12 @@ impl std::fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
 
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -139,8 +197,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Reads, parses and validates a config file.
-pub fn load(path: &Path) -> Result<Snapshot, Diagnostics> {
+/// Reads, parses and validates a config file. Certificate and key files it
+/// names are read too, so a loaded config is ready to serve.
+pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(source) => {
@@ -148,24 +207,37 @@ pub fn load(path: &Path) -> Result<Snapshot, Diagnostics> {
             return Err(Diagnostics {
                 file: path.to_path_buf(),
                 text: String::new(),
-                items: vec![Diagnostic { span: None, error }],
+                items: vec![Diagnostic::error(None, error)],
             });
         }
     };
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let (raw, mut items) = parse(&text);
     let validated = validate::validate(raw, base_dir);
-    match validated {
-        Ok(snapshot) if items.is_empty() => return Ok(snapshot),
-        Ok(_) => {}
-        Err(errors) => items.extend(errors),
-    }
+    let snapshot = match validated {
+        Ok((snapshot, warnings)) => {
+            items.extend(warnings);
+            Some(snapshot)
+        }
+        Err(diagnostics) => {
+            items.extend(diagnostics);
+            None
+        }
+    };
     items.sort_by_key(|item| item.span.as_ref().map_or(0, |span| span.start));
-    Err(Diagnostics {
+    let failed = items.iter().any(|item| item.severity == Severity::Error);
+    let diagnostics = Diagnostics {
         file: path.to_path_buf(),
         text,
         items,
-    })
+    };
+    match snapshot {
+        Some(snapshot) if !failed => Ok(Loaded {
+            snapshot,
+            warnings: diagnostics,
+        }),
+        _ => Err(diagnostics),
+    }
 }
 
 /// Parses TOML text into the raw sections, collecting every syntax and shape
@@ -183,10 +255,10 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
             "routes" => raw.routes = entries(value, &mut errors),
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
-            other => errors.push(Diagnostic {
-                span: Some(key.span()),
-                error: ConfigError::UnknownSection(other.to_owned()),
-            }),
+            other => errors.push(Diagnostic::error(
+                Some(key.span()),
+                ConfigError::UnknownSection(other.to_owned()),
+            )),
         }
     }
     (raw, errors)
@@ -214,20 +286,20 @@ fn entries<T: for<'de> Deserialize<'de>>(
             .filter_map(|item| section(item, errors))
             .collect(),
         _ => {
-            errors.push(Diagnostic {
-                span: Some(span),
-                error: ConfigError::NotAnArrayOfTables,
-            });
+            errors.push(Diagnostic::error(
+                Some(span),
+                ConfigError::NotAnArrayOfTables,
+            ));
             Vec::new()
         }
     }
 }
 
 fn toml_diagnostic(error: toml::de::Error) -> Diagnostic {
-    Diagnostic {
-        span: error.span(),
-        error: ConfigError::Toml(error.message().trim().to_owned()),
-    }
+    Diagnostic::error(
+        error.span(),
+        ConfigError::Toml(error.message().trim().to_owned()),
+    )
 }
 
 #[cfg(test)]

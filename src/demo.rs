@@ -12,8 +12,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use crate::body::Body;
 use crate::response;
 use crate::router::{HostMatch, Route, Router};
-use crate::snapshot::{Content, EmbeddedPage, Limits, Snapshot};
-use crate::upstream::{Backend, BackendPool};
+use crate::snapshot::{Content, EmbeddedPage, Limits, Listener, Snapshot};
+use crate::upstream::{self, Backend, BackendPool};
 use crate::websocket::{Policy, WebSocketRoute};
 
 /// Where the demo page is served.
@@ -32,7 +32,7 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
         content: Some(Content::Embedded(EmbeddedPage { html: PAGE })),
         websocket: None,
     };
-    let echo_backend = Backend::parse(&format!("ws://{echo}"), "ws", 80).ok();
+    let echo_backend = Backend::parse(&format!("ws://{echo}"), upstream::WEBSOCKET).ok();
     let echo = Route {
         name: "echo".to_owned(),
         host: HostMatch::Any,
@@ -51,10 +51,11 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
             },
             connect_timeout: Duration::from_secs(5),
             strip_prefix: false,
+            backend_tls: None,
         })),
     };
     Snapshot {
-        listeners: vec![bind],
+        listeners: vec![Listener::plain(bind)],
         admin,
         limits: Limits::default(),
         router: Router::new(vec![page, echo]),

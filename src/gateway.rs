@@ -73,6 +73,9 @@ pub async fn handle<B>(
     client: Arc<ClientConnection>,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(port) = client.redirect_https {
+        return Ok(redirect_to_https(&req, port));
+    }
     let snapshot = gateway.snapshot();
     let path = match request_path::normalize(req.uri().path()) {
         Ok(path) => path,
@@ -119,6 +122,22 @@ pub async fn handle<B>(
         }
     };
     Ok(response)
+}
+
+/// 308 to the same host and target over `https://` on `port`. Upgrade
+/// requests get the same answer, without upgrading.
+fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
+    let host = match request_host(req) {
+        Ok(Some(host)) => host,
+        _ => return response::status(StatusCode::BAD_REQUEST),
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    response::permanent_redirect(&location)
 }
 
 /// The host the request is for: the URI's authority (HTTP/2, absolute-form)

@@ -42,5 +42,6 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod static_files;
+pub mod tls;
 pub mod upstream;
 pub mod websocket;

@@ -36,11 +36,20 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
 
 /// 301 to `location` (used for the trailing-slash form of directories).
 pub fn moved_permanently(location: &str) -> Response<Body> {
+    redirect(StatusCode::MOVED_PERMANENTLY, location)
+}
+
+/// 308 to `location`: like 301, but the method and body must be kept (RFC 9110 §15.4.9).
+pub fn permanent_redirect(location: &str) -> Response<Body> {
+    redirect(StatusCode::PERMANENT_REDIRECT, location)
+}
+
+fn redirect(code: StatusCode, location: &str) -> Response<Body> {
     let Ok(location) = HeaderValue::from_str(location) else {
         return status(StatusCode::BAD_REQUEST);
     };
     let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    *response.status_mut() = code;
     response.headers_mut().insert(LOCATION, location);
     response
         .headers_mut()

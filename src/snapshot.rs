@@ -3,10 +3,12 @@
 //! keeps the one it started with.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::router::Router;
 use crate::static_files::StaticDir;
+use crate::tls::ServerTls;
 
 /// Header read timeout when the config does not set one.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,10 +28,32 @@ pub const DEFAULT_FILE_CACHE_MAX_FILE: u64 = 64 * 1024;
 /// A whole running configuration.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     pub admin: SocketAddr,
     pub limits: Limits,
     pub router: Router,
+}
+
+/// One public listener's settings.
+#[derive(Debug)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    /// Present when the listener terminates TLS (https, wss).
+    pub tls: Option<Arc<ServerTls>>,
+    /// On a plaintext listener: answer every request with a 308 to the
+    /// `https://` URL, on this port.
+    pub redirect_https: Option<u16>,
+}
+
+impl Listener {
+    /// A plaintext listener that serves routes.
+    pub fn plain(bind: SocketAddr) -> Listener {
+        Listener {
+            bind,
+            tls: None,
+            redirect_https: None,
+        }
+    }
 }
 
 /// Process-wide bounds that keep slow or greedy clients from holding resources.

@@ -2,10 +2,14 @@
 //! backend that refused a connection, and bounded connect time.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// How long a backend that refused a connection is tried only as a last resort.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(3);
@@ -15,8 +19,8 @@ pub const REFUSED_BACKOFF: Duration = Duration::from_secs(3);
 pub enum BackendUrlError {
     #[error("backend `{0}` is not a URL; write it like \"ws://127.0.0.1:9001\"")]
     NotAUrl(String),
-    #[error("backend `{url}` must use {expected}://")]
-    Scheme { url: String, expected: &'static str },
+    #[error("backend `{url}` must use {}:// or {}://", expected.plain, expected.tls)]
+    Scheme { url: String, expected: Schemes },
     #[error("backend `{0}` has no host")]
     NoHost(String),
     #[error("backend `{0}` must not have a query or fragment")]
@@ -36,7 +40,26 @@ pub enum ConnectError {
     },
     #[error("connecting to {backend} took longer than {after:?}")]
     Timeout { backend: String, after: Duration },
+    #[error("TLS with {backend} failed: {source}")]
+    Tls {
+        backend: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// The URL schemes one kind of backend may use: plaintext, and over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    pub plain: &'static str,
+    pub tls: &'static str,
+}
+
+/// `ws://` and `wss://`, for WebSocket backends.
+pub const WEBSOCKET: Schemes = Schemes {
+    plain: "ws",
+    tls: "wss",
+};
 
 /// One backend server.
 #[derive(Debug)]
@@ -47,26 +70,29 @@ pub struct Backend {
     port: u16,
     /// A path prefix from the URL, without a trailing slash ("" for none).
     pub path: String,
+    /// Whether the URL's scheme asks for TLS (`wss://`, `https://`).
+    pub tls: bool,
     /// Milliseconds (on the process clock) until which the backend is avoided.
     avoid_until_ms: AtomicU64,
 }
 
 impl Backend {
-    /// Parses `scheme://host[:port][/path]`; `scheme` gives the default port.
-    pub fn parse(
-        url: &str,
-        scheme: &'static str,
-        default_port: u16,
-    ) -> Result<Backend, BackendUrlError> {
+    /// Parses `scheme://host[:port][/path]` with one of `schemes`; the port
+    /// defaults to 80, or 443 over TLS.
+    pub fn parse(url: &str, schemes: Schemes) -> Result<Backend, BackendUrlError> {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| BackendUrlError::NotAUrl(url.to_owned()))?;
-        if uri.scheme_str() != Some(scheme) {
-            return Err(BackendUrlError::Scheme {
-                url: url.to_owned(),
-                expected: scheme,
-            });
-        }
+        let tls = match uri.scheme_str() {
+            Some(scheme) if scheme == schemes.plain => false,
+            Some(scheme) if scheme == schemes.tls => true,
+            _ => {
+                return Err(BackendUrlError::Scheme {
+                    url: url.to_owned(),
+                    expected: schemes,
+                })
+            }
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -80,8 +106,9 @@ impl Backend {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
-            port: uri.port_u16().unwrap_or(default_port),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path: uri.path().trim_end_matches('/').to_owned(),
+            tls,
             avoid_until_ms: AtomicU64::new(0),
         })
     }
@@ -123,6 +150,38 @@ impl Backend {
                 let until = now_ms() + REFUSED_BACKOFF.as_millis() as u64;
                 self.avoid_until_ms.store(until, Ordering::Relaxed);
             }
+        }
+        result
+    }
+
+    /// Opens a TCP connection and runs a TLS handshake over it, each within
+    /// `timeout`. The backend's certificate must be valid for the URL's host
+    /// under `config`'s roots; there is deliberately no way to skip that.
+    pub async fn connect_tls(
+        &self,
+        timeout: Duration,
+        config: &Arc<ClientConfig>,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+        let stream = self.connect(timeout).await?;
+        let tls_error = |source| ConnectError::Tls {
+            backend: self.url.clone(),
+            source,
+        };
+        let server_name = ServerName::try_from(self.host.clone())
+            .map_err(|e| tls_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let connector = TlsConnector::from(Arc::clone(config));
+        let result =
+            match tokio::time::timeout(timeout, connector.connect(server_name, stream)).await {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(source)) => Err(tls_error(source)),
+                Err(_) => Err(ConnectError::Timeout {
+                    backend: self.url.clone(),
+                    after: timeout,
+                }),
+            };
+        if let Err(error) = &result {
+            // A certificate problem is the operator's to fix: say which and why.
+            tracing::warn!(%error, "backend TLS handshake failed");
         }
         result
     }
@@ -174,30 +233,36 @@ mod tests {
 
     #[test]
     fn urls() {
-        let backend = Backend::parse("ws://127.0.0.1:9001/base/", "ws", 80).expect("valid");
+        let backend = Backend::parse("ws://127.0.0.1:9001/base/", WEBSOCKET).expect("valid");
         assert_eq!(
             (backend.authority().as_str(), backend.path.as_str()),
             ("127.0.0.1:9001", "/base")
         );
-        let v6 = Backend::parse("ws://[::1]", "ws", 80).expect("valid");
+        assert!(!backend.tls);
+        let v6 = Backend::parse("ws://[::1]", WEBSOCKET).expect("valid");
         assert_eq!(v6.authority(), "[::1]:80");
+        let secure = Backend::parse("wss://example.com", WEBSOCKET).expect("valid");
         assert_eq!(
-            Backend::parse("http://a:1", "ws", 80).map(|_| ()),
+            (secure.authority().as_str(), secure.tls),
+            ("example.com:443", true)
+        );
+        assert_eq!(
+            Backend::parse("http://a:1", WEBSOCKET).map(|_| ()),
             Err(BackendUrlError::Scheme {
                 url: "http://a:1".into(),
-                expected: "ws"
+                expected: WEBSOCKET
             })
         );
         assert!(matches!(
-            Backend::parse("nonsense", "ws", 80),
+            Backend::parse("nonsense", WEBSOCKET),
             Err(BackendUrlError::Scheme { .. })
         ));
         assert!(matches!(
-            Backend::parse("ws://a b:1", "ws", 80),
+            Backend::parse("ws://a b:1", WEBSOCKET),
             Err(BackendUrlError::NotAUrl(_))
         ));
         assert!(matches!(
-            Backend::parse("ws://a:1/?x=1", "ws", 80),
+            Backend::parse("ws://a:1/?x=1", WEBSOCKET),
             Err(BackendUrlError::Query(_))
         ));
     }
@@ -207,7 +272,7 @@ mod tests {
         let pool = BackendPool::new(
             ["ws://a:1", "ws://b:1", "ws://c:1"]
                 .iter()
-                .map(|u| Backend::parse(u, "ws", 80).expect("valid"))
+                .map(|u| Backend::parse(u, WEBSOCKET).expect("valid"))
                 .collect(),
         );
         let firsts: Vec<&str> = (0..3).map(|_| pool.order()[0].url.as_str()).collect();

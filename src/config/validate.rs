@@ -12,13 +12,15 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::{
-    parse_duration, parse_size, Diagnostic, RawConfig, RawRoute, RawServer, RawStatic, RawWebSocket,
+    parse_duration, parse_size, Diagnostic, RawConfig, RawListener, RawRoute, RawServer, RawStatic,
+    RawTls, RawWebSocket, Severity,
 };
 use crate::request_path;
 use crate::router::{HostMatch, Route, Router};
-use crate::snapshot::{self, Content, Limits, Snapshot};
+use crate::snapshot::{self, Content, Limits, Listener, Snapshot};
 use crate::static_files::{CacheBudget, StaticDir};
-use crate::upstream::{Backend, BackendPool, BackendUrlError};
+use crate::tls::{self, certs, CertError, ServerTls, SniResolver, Which};
+use crate::upstream::{self, Backend, BackendPool, BackendUrlError};
 use crate::websocket::{Policy, WebSocketRoute};
 
 /// The admin listener's address when `[admin]` is absent.
@@ -95,6 +97,43 @@ pub enum ConfigError {
     BadIndex(String),
     #[error("cache_control `{0}` is not a valid header value")]
     BadCacheControl(String),
+    #[error(transparent)]
+    Certificate(CertError),
+    #[error("tls needs a certificate: write `tls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}` or `tls = {{ certificates = [{{ cert = \"a.pem\", key = \"a-key.pem\" }}] }}`")]
+    TlsNoCertificate,
+    #[error("write either `cert` and `key`, or `certificates = [...]`, not both")]
+    TlsBothForms,
+    #[error("`cert` needs its `key` next to it")]
+    CertWithoutKey,
+    #[error("`key` needs its `cert` next to it")]
+    KeyWithoutCert,
+    #[error("certificate `{given}` expired on {when}; clients will refuse it")]
+    CertificateExpired { given: String, when: String },
+    #[error("certificate `{given}` covers `{name}`, which `{other}` already covers on this listener; SNI could not tell them apart")]
+    OverlappingName {
+        given: String,
+        name: String,
+        other: String,
+    },
+    #[error("certificate `{given}` covers `{name}`, which listener {listener} serves with `{other}`; clients would see a different certificate on each port")]
+    NameOnOtherListener {
+        given: String,
+        name: String,
+        listener: SocketAddr,
+        other: String,
+    },
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
+    #[error("redirect_https is for plaintext listeners; this listener already terminates TLS")]
+    RedirectOnTls,
+    #[error("https_port only applies with redirect_https = true")]
+    HttpsPortWithoutRedirect,
+    #[error("https_port must be between 1 and 65535")]
+    BadPort,
+    #[error("backend_ca is set but no backend uses wss://")]
+    CaWithoutTls,
+    #[error("no CA certificates found on this machine to verify wss:// backends; set `backend_ca = \"ca.pem\"`")]
+    NoPlatformRoots,
 }
 
 /// Collects diagnostics while checks run, so every check gets its say.
@@ -104,9 +143,14 @@ struct Checker {
 
 impl Checker {
     fn error(&mut self, span: Range<usize>, error: ConfigError) {
+        self.errors.push(Diagnostic::error(Some(span), error));
+    }
+
+    fn warn(&mut self, span: Range<usize>, error: ConfigError) {
         self.errors.push(Diagnostic {
             span: Some(span),
             error,
+            severity: Severity::Warning,
         });
     }
 
@@ -138,15 +182,20 @@ impl Checker {
     }
 }
 
-/// Checks a parsed config and compiles it into a snapshot.
-pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Snapshot, Vec<Diagnostic>> {
+/// Checks a parsed config and compiles it into a snapshot. On success the
+/// diagnostics returned are warnings; on failure they include them.
+pub fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+) -> Result<(Snapshot, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut check = Checker { errors: Vec::new() };
-    let listeners = listeners(&mut check, &raw);
+    let listeners = listeners(&mut check, &raw, base_dir);
     let admin = match &raw.admin {
         Some(admin) => {
             let bind = &admin.get_ref().bind;
             let addr = check.address(bind);
-            if let Some(addr) = addr.filter(|a| a.port() != 0 && listeners.contains(a)) {
+            let public = |a: &SocketAddr| listeners.iter().any(|l| l.bind == *a);
+            if let Some(addr) = addr.filter(|a| a.port() != 0 && public(a)) {
                 check.error(bind.span(), ConfigError::AdminIsPublic(addr));
             }
             addr
@@ -155,37 +204,178 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Snapshot, Vec<Diagnos
     };
     let (limits, budget) = server_settings(&mut check, &raw.server);
     let routes = routes(&mut check, raw.routes, base_dir, &budget);
+    let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
     match admin {
-        Some(admin) if check.errors.is_empty() => Ok(Snapshot {
-            listeners,
-            admin,
-            limits,
-            router: Router::new(routes),
-        }),
+        Some(admin) if !failed => Ok((
+            Snapshot {
+                listeners,
+                admin,
+                limits,
+                router: Router::new(routes),
+            },
+            check.errors,
+        )),
         _ => Err(check.errors),
     }
 }
 
-fn listeners(check: &mut Checker, raw: &RawConfig) -> Vec<SocketAddr> {
+/// Which certificate file serves a name on a listener, for the cross-listener check.
+type NameOwners = HashMap<String, (SocketAddr, String)>;
+
+fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -> Vec<Listener> {
     if raw.listeners.is_empty() {
-        check.errors.push(Diagnostic {
-            span: None,
-            error: ConfigError::NoListeners,
-        });
+        check
+            .errors
+            .push(Diagnostic::error(None, ConfigError::NoListeners));
     }
-    let mut seen = Vec::new();
+    let mut compiled: Vec<Listener> = Vec::new();
+    let mut names_elsewhere = NameOwners::new();
     for listener in &raw.listeners {
-        let Some(addr) = check.address(&listener.bind) else {
-            continue;
-        };
+        let addr = check.address(&listener.bind);
         // Port 0 asks the OS for a fresh port each time, so it never collides.
-        if addr.port() != 0 && seen.contains(&addr) {
+        let taken = addr.filter(|a| a.port() != 0 && compiled.iter().any(|l| l.bind == *a));
+        if let Some(addr) = taken {
             check.error(listener.bind.span(), ConfigError::DuplicateListener(addr));
-        } else {
-            seen.push(addr);
+        }
+        let bind = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = listener
+            .tls
+            .as_ref()
+            .and_then(|tls| server_tls(check, tls, base_dir, bind, &mut names_elsewhere));
+        let redirect_https = redirect_https(check, listener);
+        if addr.is_some() && taken.is_none() {
+            compiled.push(Listener {
+                bind,
+                tls,
+                redirect_https,
+            });
         }
     }
-    seen
+    compiled
+}
+
+/// The `https://` port a plaintext listener redirects to, if it does.
+fn redirect_https(check: &mut Checker, listener: &RawListener) -> Option<u16> {
+    let enabled = listener.redirect_https.as_ref().filter(|on| *on.get_ref());
+    let Some(enabled) = enabled else {
+        if let Some(port) = &listener.https_port {
+            check.error(port.span(), ConfigError::HttpsPortWithoutRedirect);
+        }
+        return None;
+    };
+    if listener.tls.is_some() {
+        check.error(enabled.span(), ConfigError::RedirectOnTls);
+    }
+    let Some(port) = &listener.https_port else {
+        return Some(443);
+    };
+    match u16::try_from(*port.get_ref()) {
+        Ok(port) if port > 0 => Some(port),
+        _ => {
+            check.error(port.span(), ConfigError::BadPort);
+            Some(443)
+        }
+    }
+}
+
+/// Loads a listener's certificates and builds its TLS settings; every file
+/// problem is reported at the `cert` or `key` value it concerns.
+fn server_tls(
+    check: &mut Checker,
+    raw: &Spanned<RawTls>,
+    base_dir: &Path,
+    bind: SocketAddr,
+    names_elsewhere: &mut NameOwners,
+) -> Option<Arc<ServerTls>> {
+    let tls = raw.get_ref();
+    let mut pairs = Vec::new();
+    match (&tls.cert, &tls.key, &tls.certificates) {
+        (Some(cert), Some(key), None) => pairs.push((cert, key)),
+        (None, None, Some(list)) if list.get_ref().is_empty() => {
+            check.error(list.span(), ConfigError::TlsNoCertificate);
+        }
+        (None, None, Some(list)) => pairs.extend(
+            list.get_ref()
+                .iter()
+                .map(|pair| (&pair.get_ref().cert, &pair.get_ref().key)),
+        ),
+        (_, _, Some(list)) => check.error(list.span(), ConfigError::TlsBothForms),
+        (Some(cert), None, None) => check.error(cert.span(), ConfigError::CertWithoutKey),
+        (None, Some(key), None) => check.error(key.span(), ConfigError::KeyWithoutCert),
+        (None, None, None) => check.error(raw.span(), ConfigError::TlsNoCertificate),
+    }
+    let handshake_timeout = check.duration(&tls.handshake_timeout, tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    let provider = tls::provider();
+    let mut resolver: Option<SniResolver> = None;
+    // Which certificate (by its position in `pairs`) took each name on this listener.
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    let mut complete = true;
+    for (index, (cert, key)) in pairs.iter().enumerate() {
+        let loaded = match certs::load(base_dir, cert.get_ref(), key.get_ref(), &provider) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                for (which, error) in errors {
+                    let span = match which {
+                        Which::Cert => cert.span(),
+                        Which::Key => key.span(),
+                    };
+                    check.error(span, ConfigError::Certificate(error));
+                }
+                complete = false;
+                continue;
+            }
+        };
+        let given = cert.get_ref();
+        if certs::has_expired(loaded.not_after) {
+            let when = certs::format_time(loaded.not_after);
+            let error = ConfigError::CertificateExpired {
+                given: given.clone(),
+                when,
+            };
+            check.warn(cert.span(), error);
+        }
+        let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(&loaded.key)));
+        for name in &loaded.names {
+            match owners.get(name) {
+                Some(&owner) if owner != index => {
+                    let error = ConfigError::OverlappingName {
+                        given: given.clone(),
+                        name: name.clone(),
+                        other: pairs[owner].0.get_ref().clone(),
+                    };
+                    check.error(cert.span(), error);
+                }
+                Some(_) => {}
+                None => {
+                    resolver.add(name, &loaded.key);
+                    owners.insert(name.clone(), index);
+                }
+            }
+            match names_elsewhere.get(name) {
+                Some((listener, other)) if *listener != bind && other != given => {
+                    let error = ConfigError::NameOnOtherListener {
+                        given: given.clone(),
+                        name: name.clone(),
+                        listener: *listener,
+                        other: other.clone(),
+                    };
+                    check.warn(cert.span(), error);
+                }
+                Some(_) => {}
+                None => {
+                    names_elsewhere.insert(name.clone(), (bind, given.clone()));
+                }
+            }
+        }
+    }
+    let resolver = resolver.filter(|_| complete)?;
+    match ServerTls::new(resolver, handshake_timeout) {
+        Ok(server) => Some(Arc::new(server)),
+        Err(error) => {
+            check.error(raw.span(), ConfigError::TlsSetup(error.to_string()));
+            None
+        }
+    }
 }
 
 fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBudget>) {
@@ -264,7 +454,7 @@ fn routes(
         let websocket = raw
             .websocket
             .as_ref()
-            .map(|ws| Arc::new(websocket(check, ws)));
+            .map(|ws| Arc::new(websocket(check, ws, base_dir)));
         if raw.static_files.is_none() && raw.websocket.is_none() {
             check.error(span, ConfigError::NoAction(name.clone()));
         }
@@ -329,11 +519,11 @@ const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
 const WS_PING_TIMEOUT: Duration = Duration::from_secs(10);
 const WS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>) -> WebSocketRoute {
+fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -> WebSocketRoute {
     let raw = ws.get_ref();
     let mut backends = Vec::new();
     for url in raw.backends.get_ref() {
-        match Backend::parse(url.get_ref(), "ws", 80) {
+        match Backend::parse(url.get_ref(), upstream::WEBSOCKET) {
             Ok(backend) => backends.push(backend),
             Err(error) => check.error(url.span(), ConfigError::Backend(error)),
         }
@@ -341,6 +531,8 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>) -> WebSocketRoute 
     if raw.backends.get_ref().is_empty() {
         check.error(raw.backends.span(), ConfigError::NoBackends);
     }
+    let any_tls = backends.iter().any(|backend| backend.tls);
+    let backend_tls = backend_tls(check, raw, any_tls, base_dir);
     let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
     WebSocketRoute {
         backends: BackendPool::new(backends),
@@ -355,6 +547,51 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>) -> WebSocketRoute 
         },
         connect_timeout: check.duration(&raw.connect_timeout, WS_CONNECT_TIMEOUT),
         strip_prefix: raw.strip_prefix,
+        backend_tls,
+    }
+}
+
+/// How a route's `wss://` backends are verified: against `backend_ca` if
+/// set, else against the platform's roots.
+fn backend_tls(
+    check: &mut Checker,
+    raw: &RawWebSocket,
+    any_tls: bool,
+    base_dir: &Path,
+) -> Option<Arc<rustls::ClientConfig>> {
+    let roots = match &raw.backend_ca {
+        Some(ca) => {
+            if !any_tls {
+                check.warn(ca.span(), ConfigError::CaWithoutTls);
+            }
+            let loaded = certs::read(base_dir, ca.get_ref(), "CA")
+                .and_then(|bytes| tls::load_ca(&bytes, ca.get_ref()));
+            match loaded {
+                Ok(roots) => roots,
+                Err(error) => {
+                    check.error(ca.span(), ConfigError::Certificate(error));
+                    return None;
+                }
+            }
+        }
+        None if any_tls => {
+            let (roots, count) = tls::platform_roots();
+            if *count == 0 {
+                check.warn(raw.backends.span(), ConfigError::NoPlatformRoots);
+            }
+            roots.clone()
+        }
+        None => return None,
+    };
+    match tls::backend_client_config(roots) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            check.error(
+                raw.backends.span(),
+                ConfigError::TlsSetup(error.to_string()),
+            );
+            None
+        }
     }
 }
 
@@ -420,8 +657,9 @@ mod tests {
     /// Validates `text` with `base` as the config's directory; returns the messages.
     fn errors_in(text: &str, base: &Path) -> Vec<String> {
         let (raw, mut errors) = parse(text);
-        if let Err(more) = validate(raw, base) {
-            errors.extend(more);
+        match validate(raw, base) {
+            Ok((_, warnings)) => errors.extend(warnings),
+            Err(more) => errors.extend(more),
         }
         errors.iter().map(|d| d.error.to_string()).collect()
     }
@@ -556,7 +794,7 @@ mod tests {
         let message = single_error(
             "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"http://a:1\"] }\n",
         );
-        assert_eq!(message, "backend `http://a:1` must use ws://");
+        assert_eq!(message, "backend `http://a:1` must use ws:// or wss://");
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], ping_interval = \"soon\" }\n");
         assert_eq!(message, "`soon` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")");
         let message = single_error(

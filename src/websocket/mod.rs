@@ -4,6 +4,7 @@
 pub mod frame;
 pub mod handshake;
 pub mod relay;
+mod transport;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct WebSocketRoute {
     pub policy: Policy,
     pub connect_timeout: Duration,
     pub strip_prefix: bool,
+    /// How `wss://` backends are verified: the route's `backend_ca`, or the
+    /// platform's roots. `None` when the route has no `wss://` backend.
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What an upgrade needs from the connection and the server.
@@ -135,7 +139,8 @@ pub async fn upgrade<B>(
     Response::from_parts(parts, Body::empty())
 }
 
-/// The plain TCP socket under an upgraded connection, with any bytes read past the handshake.
+/// The TCP socket under an upgraded connection, the TLS session over it if
+/// there is one, and any bytes read past the handshake.
 fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<Peer> {
     let upgraded = match upgraded {
         Ok(upgraded) => upgraded,
@@ -144,13 +149,39 @@ fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<P
             return None;
         }
     };
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Some(Peer {
-            stream: parts.io.into_inner(),
-            leftover: parts.read_buf,
-        }),
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            return Some(Peer {
+                stream: parts.io.into_inner(),
+                tls: None,
+                leftover: parts.read_buf,
+            })
+        }
+        Err(upgraded) => upgraded,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
+    {
+        Ok(parts) => {
+            let (stream, tls) = parts.io.into_inner().into_inner();
+            return Some(Peer {
+                stream,
+                tls: Some(Box::new(tls.into())),
+                leftover: parts.read_buf,
+            });
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let (stream, tls) = parts.io.into_inner().into_inner();
+            Some(Peer {
+                stream,
+                tls: Some(Box::new(tls.into())),
+                leftover: parts.read_buf,
+            })
+        }
         Err(_) => {
-            tracing::warn!(side, "upgraded connection is not a plain TCP socket");
+            tracing::warn!(side, "upgraded connection is neither TCP nor TLS over TCP");
             None
         }
     }
@@ -174,16 +205,25 @@ async fn handshake_with_backends<'r, B>(
 ) -> Result<(Response<hyper::body::Incoming>, &'r Backend), UpstreamError> {
     let mut last_error = UpstreamError::Connect(ConnectError::NoBackends);
     for backend in route.backends.order() {
-        let stream = match backend.connect(route.connect_timeout).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                last_error = error.into();
-                continue;
-            }
-        };
         let request = backend_request(req, backend, route, cx);
-        match ask(stream, request, backend, route.connect_timeout).await {
+        let within = route.connect_timeout;
+        let answer = match (&route.backend_tls, backend.tls) {
+            (Some(config), true) => match backend.connect_tls(within, config).await {
+                Ok(stream) => ask(stream, request, backend, within).await,
+                Err(error) => Err(error.into()),
+            },
+            (None, true) => Err(UpstreamError::Connect(ConnectError::Tls {
+                backend: backend.url.clone(),
+                source: std::io::Error::other("the route has no TLS settings for wss://"),
+            })),
+            (_, false) => match backend.connect(within).await {
+                Ok(stream) => ask(stream, request, backend, within).await,
+                Err(error) => Err(error.into()),
+            },
+        };
+        match answer {
             Ok(answer) => return Ok((answer, backend)),
+            Err(UpstreamError::Connect(error)) => last_error = error.into(),
             Err(error) => {
                 tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
                 last_error = error;
@@ -221,7 +261,8 @@ fn backend_request<B>(
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    forwarding::add_forwarded(&mut headers, cx.client.addr, "http", host.as_deref());
+    let scheme = cx.client.scheme();
+    forwarding::add_forwarded(&mut headers, cx.client.addr, scheme, host.as_deref());
     handshake::set_upgrade_headers(&mut headers);
     if !headers.contains_key(http::header::HOST) {
         if let Ok(authority) = HeaderValue::from_str(&backend.authority()) {
@@ -239,12 +280,15 @@ fn backend_request<B>(
 }
 
 /// Sends the handshake on a fresh connection and waits (bounded) for the answer.
-async fn ask(
-    stream: TcpStream,
+async fn ask<S>(
+    stream: S,
     request: Request<Empty<Bytes>>,
     backend: &Backend,
     within: Duration,
-) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+) -> Result<Response<hyper::body::Incoming>, UpstreamError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handshake_error = |source| UpstreamError::Handshake {
         backend: backend.url.clone(),
         source,

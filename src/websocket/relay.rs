@@ -13,12 +13,13 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWriteExt, Interest};
+use rustls::Connection;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
+use super::transport::{self, Transport};
 use crate::buffer_pool;
 
 /// How long the gateway waits for the far end of a closing handshake.
@@ -27,10 +28,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The gateway's pings carry an 8-byte counter, so their pongs can be recognised.
 const PING_PAYLOAD_LEN: u64 = 8;
 
-/// One end of a session: its socket and any bytes read past the handshake.
+/// One end of a session: its socket, the TLS session over it if that side
+/// speaks TLS, and any (decrypted) bytes read past the handshake.
 #[derive(Debug)]
 pub struct Peer {
     pub stream: TcpStream,
+    pub tls: Option<Box<Connection>>,
     pub leftover: Bytes,
 }
 
@@ -131,8 +134,10 @@ impl Pump {
         self.out.is_empty() && !self.source_done
     }
 
-    fn wants_write(&self) -> bool {
-        !self.out.is_empty() && !self.destination_failed
+    /// Whether bytes wait for the destination: queued frames, or ciphertext
+    /// its TLS layer could not write yet.
+    fn wants_write(&self, destination: &Transport) -> bool {
+        !self.destination_failed && (!self.out.is_empty() || destination.has_pending_output())
     }
 
     /// Whether the bytes forwarded so far end at a frame boundary: partial
@@ -296,23 +301,29 @@ impl Pump {
     }
 
     /// Writes queued bytes until the socket would block.
-    fn flush(&mut self, destination: &TcpStream) {
-        while let Some(front) = self.out.front_mut() {
-            match destination.try_write(front) {
+    fn flush(&mut self, stream: &TcpStream, destination: &mut Transport) {
+        let result = loop {
+            let Some(front) = self.out.front_mut() else {
+                break destination.flush(stream);
+            };
+            match destination.write(stream, front) {
+                Ok(0) => break Ok(()),
                 Ok(written) => {
                     front.advance(written);
                     if front.is_empty() {
                         self.out.pop_front();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "websocket peer stopped reading");
-                    self.destination_failed = true;
-                    self.out.clear();
-                    return;
-                }
+                Err(e) => break Err(e),
             }
+        };
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                tracing::debug!(error = %e, "websocket peer stopped reading");
+                self.destination_failed = true;
+                self.out.clear();
+            }
+            _ => {}
         }
     }
 }
@@ -333,6 +344,8 @@ struct Session {
     policy: Policy,
     to_backend: Pump,
     to_client: Pump,
+    client_io: Transport,
+    backend_io: Transport,
     pinger: Pinger,
     last_activity: Instant,
     close_by: Option<Instant>,
@@ -351,8 +364,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> SessionStats {
     let now = Instant::now();
+    let Peer {
+        stream: mut client,
+        tls: client_tls,
+        leftover: from_client,
+    } = client;
+    let Peer {
+        stream: mut backend,
+        tls: backend_tls,
+        leftover: from_backend,
+    } = backend;
     let mut session = Session {
         policy,
+        client_io: Transport::new(client_tls),
+        backend_io: Transport::new(backend_tls),
         to_backend: Pump::new(Rules {
             masked: true,
             allowed_rsv,
@@ -373,14 +398,6 @@ pub async fn run(
         close_by: None,
         stats: SessionStats::default(),
     };
-    let Peer {
-        stream: client,
-        leftover: from_client,
-    } = client;
-    let Peer {
-        stream: backend,
-        leftover: from_backend,
-    } = backend;
     // The leftovers share hyper's read buffers: scan them, then let them go
     // here, or an idle session would keep two of those buffers alive.
     for (side, leftover) in [(Side::Client, from_client), (Side::Backend, from_backend)] {
@@ -400,20 +417,22 @@ pub async fn run(
             timer.as_mut().reset(deadline);
             armed = Some(deadline);
         }
+        let client_buffered = session.client_io.is_buffered();
+        let backend_buffered = session.backend_io.is_buffered();
         tokio::select! {
-            ready = client.readable(), if session.to_backend.wants_read() => {
+            ready = transport::readable(&client, client_buffered), if session.to_backend.wants_read() => {
                 session.read(Side::Client, &client, ready);
                 // Writing at once usually succeeds and saves a trip through the loop.
                 session.written(Side::Backend, &backend, Ok(()));
             }
-            ready = backend.readable(), if session.to_client.wants_read() => {
+            ready = transport::readable(&backend, backend_buffered), if session.to_client.wants_read() => {
                 session.read(Side::Backend, &backend, ready);
                 session.written(Side::Client, &client, Ok(()));
             }
-            ready = backend.writable(), if session.to_backend.wants_write() => {
+            ready = backend.writable(), if session.to_backend.wants_write(&session.backend_io) => {
                 session.written(Side::Backend, &backend, ready);
             }
-            ready = client.writable(), if session.to_client.wants_write() => {
+            ready = client.writable(), if session.to_client.wants_write(&session.client_io) => {
                 session.written(Side::Client, &client, ready);
             }
             () = &mut timer, if deadline.is_some() => {
@@ -430,9 +449,10 @@ pub async fn run(
             else => break,
         }
     }
-    for mut stream in [client, backend] {
-        let _ = stream.shutdown().await;
-    }
+    tokio::join!(
+        session.client_io.close(&mut client),
+        session.backend_io.close(&mut backend)
+    );
     session.stats.client_to_backend = session.to_backend.traffic;
     session.stats.backend_to_client = session.to_client.traffic;
     session.stats
@@ -455,22 +475,13 @@ impl Session {
             return self.source_gone(side);
         }
         let mut buffer = buffer_pool::take();
-        let mut read = 0;
-        // A read that leaves room in the buffer drained the socket: report
-        // "would block" to tokio so it clears the readiness now, instead of
-        // paying for a second read that would only say so. Edge-triggered
-        // epoll wakes the task again when more bytes arrive, and a closed
-        // socket stays readable.
-        let outcome = stream.try_io(Interest::READABLE, || {
-            read = stream.try_read_buf(&mut buffer)?;
-            if read > 0 && buffer.len() < buffer.capacity() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match outcome {
-            _ if read > 0 => self.received(side, buffer_pool::freeze(buffer)),
-            Ok(()) => {
+        let source = match side {
+            Side::Client => &mut self.client_io,
+            Side::Backend => &mut self.backend_io,
+        };
+        match source.read(stream, &mut buffer) {
+            Ok(read) if read > 0 => self.received(side, buffer_pool::freeze(buffer)),
+            Ok(_) => {
                 buffer_pool::give_back(buffer);
                 self.source_gone(side);
             }
@@ -532,19 +543,19 @@ impl Session {
     }
 
     fn written(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>) {
-        let pump = match side {
-            Side::Backend => &mut self.to_backend,
-            Side::Client => &mut self.to_client,
+        let (pump, destination) = match side {
+            Side::Backend => (&mut self.to_backend, &mut self.backend_io),
+            Side::Client => (&mut self.to_client, &mut self.client_io),
         };
         if ready.is_err() {
             pump.destination_failed = true;
             pump.out.clear();
             return;
         }
-        if !pump.wants_write() {
+        if !pump.wants_write(destination) {
             return;
         }
-        pump.flush(stream);
+        pump.flush(stream, destination);
         if pump.out.is_empty() {
             self.last_activity = Instant::now();
         }

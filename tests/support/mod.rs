@@ -58,9 +58,9 @@ impl TestServer {
     /// listener sections are added) loaded from a real file.
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestServer {
         let path = write_file(dir.path(), "wsgate.toml", format!("{LISTENERS}{config}"));
-        let snapshot =
+        let loaded =
             wsgate::config::load(&path).unwrap_or_else(|d| panic!("config rejected:\n{d}"));
-        Self::start_snapshot(dir, snapshot).await
+        Self::start_snapshot(dir, loaded.snapshot).await
     }
 
     /// Starts the server with an already built snapshot.

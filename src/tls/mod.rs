@@ -1,0 +1,123 @@
+//! TLS with rustls and the aws-lc-rs provider: termination on listeners
+//! (SNI, ALPN `h2`/`http/1.1`, a handshake deadline) and verified TLS to
+//! `wss://` backends.
+
+pub mod certs;
+mod sni;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+pub use certs::{CertError, LoadedCertificate, Which};
+pub use sni::SniResolver;
+
+/// How long a client has to finish the TLS handshake when the config does not say.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS 1.2 and 1.3; older versions are refused during the handshake.
+static VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The one crypto provider, passed explicitly: with two compiled in,
+/// rustls' implicit `builder()` would panic.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
+}
+
+/// A TLS listener's settings, part of the config snapshot so a reload can
+/// replace certificates without touching the socket.
+#[derive(Debug)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    pub handshake_timeout: Duration,
+}
+
+/// Why a client's TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Failed(#[from] std::io::Error),
+    #[error("TLS handshake not finished within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ServerTls {
+    /// Serves the certificates in `resolver`, offering `h2` then `http/1.1`.
+    pub fn new(
+        resolver: SniResolver,
+        handshake_timeout: Duration,
+    ) -> Result<ServerTls, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            config: Arc::new(config),
+            handshake_timeout,
+        })
+    }
+
+    /// Runs the server side of the handshake on an accepted connection.
+    pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, HandshakeError> {
+        let acceptor = TlsAcceptor::from(Arc::clone(&self.config));
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(HandshakeError::Timeout(self.handshake_timeout)),
+        }
+    }
+}
+
+/// Client settings for `wss://` backends that trust `roots`; the backend
+/// handshake is HTTP/1.1, so only that is offered.
+pub fn backend_client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The platform's CA roots (read once per process) and how many were usable.
+pub fn platform_roots() -> &'static (RootCertStore, usize) {
+    static ROOTS: OnceLock<(RootCertStore, usize)> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "cannot read some of the platform's CA certificates");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        (roots, added)
+    })
+}
+
+/// A route's `backend_ca` file: the CA certificates its backends are verified against.
+pub fn load_ca(bytes: &[u8], given: &str) -> Result<RootCertStore, CertError> {
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_slice_iter(bytes).collect();
+    let certs = certs.map_err(|e| CertError::BadPem {
+        given: given.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate(given.to_owned()));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| CertError::BadCertificate {
+            given: given.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}

@@ -1,0 +1,196 @@
+//! Non-blocking byte I/O for one side of a relayed session: straight on the
+//! socket, or through the TLS session that the handshake ran on. Both work
+//! on tokio's readiness API, so the relay's single loop drives either.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use rustls::Connection;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+/// How long a finished session may spend sending its TLS `close_notify`.
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The TLS layer (if any) over one side's socket.
+#[derive(Debug, Default)]
+pub struct Transport {
+    tls: Option<Box<Connection>>,
+    /// Decrypted bytes (or the peer's `close_notify`) wait inside the TLS
+    /// session: a read can make progress without the socket being readable.
+    buffered: bool,
+}
+
+impl Transport {
+    pub fn new(tls: Option<Box<Connection>>) -> Transport {
+        Transport {
+            buffered: tls.is_some(),
+            tls,
+        }
+    }
+
+    /// Whether a read can make progress without waiting for the socket.
+    pub fn is_buffered(&self) -> bool {
+        self.buffered
+    }
+
+    /// Whether encrypted bytes are waiting for the socket.
+    pub fn has_pending_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// Reads into `buffer`'s spare capacity. `Ok(0)` is the end of the
+    /// stream; `WouldBlock` means wait for readiness.
+    pub fn read(&mut self, stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+        match &mut self.tls {
+            None => read_plain(stream, buffer),
+            Some(tls) => {
+                let result = read_tls(tls, stream, buffer);
+                self.buffered = tls.process_new_packets().is_ok_and(|state| {
+                    state.plaintext_bytes_to_read() > 0 || state.peer_has_closed()
+                });
+                // Reading may have produced bytes to send (alerts, key updates).
+                if tls.wants_write() {
+                    let _ = flush_tls(tls, stream);
+                }
+                result
+            }
+        }
+    }
+
+    /// Writes some of `bytes`; returns how many were taken (and, over TLS,
+    /// encrypted: they go out with later writes or `flush` if the socket is full).
+    pub fn write(&mut self, stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return stream.try_write(bytes);
+        };
+        // Send what is already encrypted first, so the session buffers at
+        // most one chunk of ciphertext.
+        flush_tls(tls, stream)?;
+        let taken = tls.writer().write(bytes)?;
+        match flush_tls(tls, stream) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(taken),
+        }
+    }
+
+    /// Writes encrypted bytes still waiting; `WouldBlock` if the socket is full.
+    pub fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        match &mut self.tls {
+            Some(tls) => flush_tls(tls, stream),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the stream: TLS `close_notify` (bounded in time), then a TCP shutdown.
+    pub async fn close(&mut self, stream: &mut TcpStream) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let sent = async {
+                loop {
+                    match flush_tls(tls, stream) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if stream.writable().await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, sent).await;
+        }
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Resolves when a read may make progress: at once if `buffered` (see
+/// [`Transport::is_buffered`]), else when the socket is readable.
+pub async fn readable(stream: &TcpStream, buffered: bool) -> io::Result<()> {
+    if buffered {
+        return Ok(());
+    }
+    stream.readable().await
+}
+
+/// One read from the socket. A read that leaves room in the buffer drained
+/// the socket: report "would block" to tokio so it clears the readiness now,
+/// instead of paying for a second read that would only say so. Edge-triggered
+/// epoll wakes the task again when more bytes arrive, and a closed socket
+/// stays readable.
+fn read_plain(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    let mut read = 0;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        read = stream.try_read_buf(buffer)?;
+        if read > 0 && buffer.len() < buffer.capacity() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match outcome {
+        _ if read > 0 => Ok(read),
+        Ok(()) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decrypted bytes already buffered, else one read of ciphertext and what
+/// it decrypts to. Only as many bytes of `buffer` are initialised as are read.
+fn read_tls(tls: &mut Connection, stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        let state = match tls.process_new_packets() {
+            Ok(state) => state,
+            Err(error) => {
+                // rustls has queued an alert that tells the peer why.
+                let _ = flush_tls(tls, stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            }
+        };
+        let available = state.plaintext_bytes_to_read();
+        if available > 0 {
+            let filled = buffer.len();
+            let take = available.min(buffer.capacity() - filled);
+            buffer.resize(filled + take, 0);
+            let read = tls.reader().read(&mut buffer[filled..])?;
+            buffer.truncate(filled + read);
+            return Ok(read);
+        }
+        if state.peer_has_closed() {
+            return Ok(0);
+        }
+        // A TCP end without close_notify ends the stream all the same: the
+        // WebSocket layer above tells a clean close from a vanished peer.
+        if tls.read_tls(&mut SocketIo(stream))? == 0 {
+            return Ok(0);
+        }
+    }
+}
+
+fn flush_tls(tls: &mut Connection, stream: &TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        if tls.write_tls(&mut SocketIo(stream))? == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
+}
+
+/// `std::io` over a tokio socket's non-blocking calls, for rustls; an empty
+/// socket is `WouldBlock`, which also clears tokio's readiness flag.
+struct SocketIo<'a>(&'a TcpStream);
+
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
