@@ -3,6 +3,7 @@
 //! requests no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;
@@ -26,7 +27,10 @@ use wsgate::snapshot::Snapshot;
 
 /// A running server with its own temporary directory.
 pub struct TestServer {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in the config's order.
+    pub addrs: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub gateway: Arc<Gateway>,
@@ -57,7 +61,13 @@ impl TestServer {
     /// Starts the server on `dir` with `config` (routes and settings; the
     /// listener sections are added) loaded from a real file.
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestServer {
-        let path = write_file(dir.path(), "wsgate.toml", format!("{LISTENERS}{config}"));
+        Self::start_whole(dir, &format!("{LISTENERS}{config}")).await
+    }
+
+    /// Starts the server on `dir` with `config` as the whole file. Each
+    /// listener gets a fresh port on 127.0.0.1 whatever its `bind` says.
+    pub async fn start_whole(dir: tempfile::TempDir, config: &str) -> TestServer {
+        let path = write_file(dir.path(), "wsgate.toml", config);
         let loaded =
             wsgate::config::load(&path).unwrap_or_else(|d| panic!("config rejected:\n{d}"));
         Self::start_snapshot(dir, loaded.snapshot).await
@@ -65,14 +75,20 @@ impl TestServer {
 
     /// Starts the server with an already built snapshot.
     pub async fn start_snapshot(dir: tempfile::TempDir, snapshot: Snapshot) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut listeners = Vec::new();
+        for _ in &snapshot.listeners {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr"))
+            .collect();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let addr = listener.local_addr().expect("local addr");
         let admin = admin_listener.local_addr().expect("admin addr");
         let gateway = Gateway::new(snapshot);
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(wsgate::server::run(
-            vec![listener],
+            listeners,
             admin_listener,
             Arc::clone(&gateway),
             async move {
@@ -80,7 +96,8 @@ impl TestServer {
             },
         ));
         TestServer {
-            addr,
+            addr: addrs[0],
+            addrs,
             admin,
             dir,
             gateway,

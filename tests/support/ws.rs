@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request as WsRequest, Response as WsResponse,
 };
@@ -48,6 +49,11 @@ pub struct RecordingBackend {
 
 impl RecordingBackend {
     pub async fn start(behaviour: Behaviour) -> RecordingBackend {
+        Self::start_with(behaviour, None).await
+    }
+
+    /// A backend that speaks TLS (a `wss://` backend) when given an acceptor.
+    pub async fn start_with(behaviour: Behaviour, tls: Option<TlsAcceptor>) -> RecordingBackend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -55,7 +61,18 @@ impl RecordingBackend {
         let (report, seen) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, behaviour, report.clone()));
+                let report = report.clone();
+                match &tls {
+                    None => drop(tokio::spawn(session(stream, behaviour, report))),
+                    Some(acceptor) => {
+                        let accepting = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            if let Ok(stream) = accepting.await {
+                                session(stream, behaviour, report).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         RecordingBackend { addr, seen }
@@ -81,7 +98,10 @@ impl RecordingBackend {
     }
 }
 
-async fn session(stream: TcpStream, behaviour: Behaviour, report: mpsc::UnboundedSender<Seen>) {
+async fn session<S>(stream: S, behaviour: Behaviour, report: mpsc::UnboundedSender<Seen>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let handshake_report = report.clone();
     #[allow(clippy::result_large_err)] // tungstenite's callback signature
     let callback = move |request: &WsRequest, response: WsResponse| {
@@ -142,7 +162,10 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Client {
 }
 
 /// The next message that is not a ping or pong, within a generous bound.
-pub async fn receive(client: &mut Client) -> Message {
+pub async fn receive<S>(client: &mut WebSocketStream<S>) -> Message
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), client.next())
             .await
