@@ -271,3 +271,80 @@ async fn echo_server_echoes() {
         Message::text("ping pong")
     );
 }
+
+/// Runs the `openssl` command line in `dir`: keys made the way operators make them.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+#[test]
+fn check_takes_sec1_and_pkcs1_keys_and_points_at_a_mismatched_one() {
+    let dir = test_dir();
+    let path = dir.path();
+    openssl(
+        path,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec-key.pem",
+        ],
+    );
+    openssl(
+        path,
+        &["genrsa", "-traditional", "-out", "rsa-key.pem", "2048"],
+    );
+    for (stem, name) in [("ec", "ec.test"), ("rsa", "rsa.test")] {
+        let key = format!("{stem}-key.pem");
+        let san = format!("subjectAltName=DNS:{name}");
+        let subject = format!("/CN={name}");
+        let cert = format!("{stem}.pem");
+        openssl(
+            path,
+            &[
+                "req", "-new", "-x509", "-key", &key, "-subj", &subject, "-addext", &san, "-days",
+                "30", "-out", &cert,
+            ],
+        );
+    }
+    let read = |name: &str| std::fs::read_to_string(path.join(name)).expect("read key");
+    assert!(read("ec-key.pem").contains("BEGIN EC PRIVATE KEY"));
+    assert!(read("rsa-key.pem").contains("BEGIN RSA PRIVATE KEY"));
+    std::fs::create_dir(path.join("public")).expect("mkdir");
+    let routes = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
+
+    let good = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:8443\"\n\
+         tls = {{ certificates = [ {{ cert = \"ec.pem\", key = \"ec-key.pem\" }}, {{ cert = \"rsa.pem\", key = \"rsa-key.pem\" }} ] }}\n{routes}"
+    );
+    let file = write_file(path, "good.toml", good);
+    let output = wsgate(&["check", file.to_str().expect("utf-8 path")]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("127.0.0.1:8443  tls"));
+
+    let tls_line = "tls = { cert = \"ec.pem\", key = \"rsa-key.pem\" }";
+    let bad = format!("[[listeners]]\nbind = \"127.0.0.1:8443\"\n{tls_line}\n{routes}");
+    let file = write_file(path, "bad.toml", bad);
+    let file = file.to_str().expect("utf-8 path");
+    let output = wsgate(&["check", file]);
+    assert_eq!(output.status.code(), Some(1));
+    let column = tls_line.find("\"rsa-key.pem\"").expect("key value") + 1;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("{file}:3:{column}: key `rsa-key.pem` does not belong to certificate `ec.pem`\n")
+    );
+}

@@ -837,4 +837,148 @@ mod tests {
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", cache_control = \"a\\nb\" }\n");
         assert_eq!(message, "cache_control `a\nb` is not a valid header value");
     }
+
+    /// A self-signed certificate for `names`, valid until January of `until_year`.
+    fn write_cert(dir: &Path, stem: &str, names: &[&str], until_year: i32) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
+        std::fs::write(dir.join(format!("{stem}-key.pem")), key.serialize_pem())
+            .expect("write key");
+    }
+
+    /// Messages for a config with one TLS listener carrying `tls`, in a
+    /// directory holding certificates `a` (a.example.com), `b` (b.example.com),
+    /// `ab` (both names) and `old` (expired).
+    fn tls_messages(listeners: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "a", &["a.example.com"], 4000);
+        write_cert(dir.path(), "b", &["b.example.com"], 4000);
+        write_cert(dir.path(), "ab", &["a.example.com", "b.example.com"], 4000);
+        write_cert(dir.path(), "old", &["old.example.com"], 2020);
+        errors_in(listeners, dir.path())
+    }
+
+    fn tls_listener(tls: &str) -> String {
+        format!("[[listeners]]\nbind = \"127.0.0.1:8443\"\ntls = {tls}\n")
+    }
+
+    #[test]
+    fn certificate_files_are_read_and_must_hold_what_they_claim() {
+        let pair = |cert: &str, key: &str| {
+            tls_messages(&tls_listener(&format!(
+                "{{ cert = \"{cert}\", key = \"{key}\" }}"
+            )))
+        };
+        assert!(pair("a.pem", "a-key.pem").is_empty());
+        let missing = pair("nope.pem", "a-key.pem");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("cannot read certificate file `nope.pem` (")
+                && missing[0].contains("No such file"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            pair("a-key.pem", "a-key.pem"),
+            ["`a-key.pem` holds no PEM certificate (expected a -----BEGIN CERTIFICATE----- block)"]
+        );
+        assert_eq!(
+            pair("a.pem", "a.pem"),
+            ["`a.pem` holds no private key (expected PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)"]
+        );
+        assert_eq!(
+            pair("a.pem", "b-key.pem"),
+            ["key `b-key.pem` does not belong to certificate `a.pem`"]
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_is_a_warning() {
+        let messages = tls_messages(&tls_listener(
+            "{ cert = \"old.pem\", key = \"old-key.pem\" }",
+        ));
+        assert_eq!(
+            messages,
+            ["certificate `old.pem` expired on Wed, 01 Jan 2020 00:00:00 GMT; clients will refuse it"]
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "old", &["old.example.com"], 2020);
+        let (raw, _) = parse(&tls_listener(
+            "{ cert = \"old.pem\", key = \"old-key.pem\" }",
+        ));
+        let (_, warnings) = validate(raw, dir.path()).expect("an expired certificate still loads");
+        assert_eq!(warnings[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn certificate_names_must_not_overlap_on_a_listener() {
+        let messages = tls_messages(&tls_listener(
+            "{ certificates = [ { cert = \"a.pem\", key = \"a-key.pem\" }, { cert = \"ab.pem\", key = \"ab-key.pem\" } ] }",
+        ));
+        assert_eq!(
+            messages,
+            ["certificate `ab.pem` covers `a.example.com`, which `a.pem` already covers on this listener; SNI could not tell them apart"]
+        );
+        let other_listener = format!(
+            "{}[[listeners]]\nbind = \"127.0.0.1:9443\"\ntls = {{ cert = \"ab.pem\", key = \"ab-key.pem\" }}\n",
+            tls_listener("{ cert = \"a.pem\", key = \"a-key.pem\" }")
+        );
+        assert_eq!(
+            tls_messages(&other_listener),
+            ["certificate `ab.pem` covers `a.example.com`, which listener 127.0.0.1:8443 serves with `a.pem`; clients would see a different certificate on each port"]
+        );
+    }
+
+    #[test]
+    fn tls_tables_need_one_complete_form() {
+        assert_eq!(
+            tls_messages(&tls_listener("{ cert = \"a.pem\" }")),
+            ["`cert` needs its `key` next to it"]
+        );
+        assert_eq!(
+            tls_messages(&tls_listener("{ certificates = [] }")),
+            ["tls needs a certificate: write `tls = { cert = \"site.pem\", key = \"site-key.pem\" }` or `tls = { certificates = [{ cert = \"a.pem\", key = \"a-key.pem\" }] }`"]
+        );
+        assert_eq!(
+            tls_messages(&tls_listener(
+                "{ cert = \"a.pem\", key = \"a-key.pem\", certificates = [{ cert = \"b.pem\", key = \"b-key.pem\" }] }"
+            )),
+            ["write either `cert` and `key`, or `certificates = [...]`, not both"]
+        );
+        assert_eq!(
+            tls_messages(&format!(
+                "{}redirect_https = true\n",
+                tls_listener("{ cert = \"a.pem\", key = \"a-key.pem\" }")
+            )),
+            ["redirect_https is for plaintext listeners; this listener already terminates TLS"]
+        );
+        assert_eq!(
+            tls_messages("[[listeners]]\nbind = \"127.0.0.1:80\"\nhttps_port = 443\n"),
+            ["https_port only applies with redirect_https = true"]
+        );
+        assert_eq!(
+            tls_messages("[[listeners]]\nbind = \"127.0.0.1:80\"\nredirect_https = true\nhttps_port = 70000\n"),
+            ["https_port must be between 1 and 65535"]
+        );
+    }
+
+    #[test]
+    fn backend_ca_is_read_and_checked() {
+        let message = single_error(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"wss://a:1\"], backend_ca = \"file.txt\" }\n",
+        );
+        assert_eq!(
+            message,
+            "`file.txt` holds no PEM certificate (expected a -----BEGIN CERTIFICATE----- block)"
+        );
+        let (_dir, messages) = with_site(
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], backend_ca = \"missing.pem\" }\n",
+        );
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages.contains(&"backend_ca is set but no backend uses wss://".to_owned()));
+    }
 }
