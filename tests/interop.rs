@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use futures_util::SinkExt;
+use support::tls::TestCa;
 use support::ws::{connect, receive};
 use support::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -70,11 +71,22 @@ struct NodeEcho {
 
 impl NodeEcho {
     fn start(deflate: bool) -> NodeEcho {
+        Self::start_with(deflate, None)
+    }
+
+    /// With `tls`, the directory holding `backend.pem` and `backend-key.pem`: a wss:// server.
+    fn start_with(deflate: bool, tls: Option<&Path>) -> NodeEcho {
         python();
         let mut command = Command::new("node");
         command.arg(interop_dir().join("echo-server.js")).arg("0");
         if deflate {
             command.arg("--deflate");
+        }
+        if let Some(dir) = tls {
+            command
+                .arg("--tls")
+                .arg(dir.join("backend.pem"))
+                .arg(dir.join("backend-key.pem"));
         }
         let mut child = command.stdout(Stdio::piped()).spawn().expect("start node");
         let stdout = child.stdout.take().expect("node stdout");
@@ -142,6 +154,33 @@ async fn permessage_deflate_is_negotiated_end_to_end() {
         .expect("client thread");
 }
 
+/// wss:// on both sides: Python's client verifies the gateway against the
+/// test CA, and the gateway verifies Node's https server against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_over_wss_through_the_gateway_to_node_ws_over_wss() {
+    let ca = TestCa::new();
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    ca.leaf(&["127.0.0.1"]).write(dir.path(), "backend");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write CA");
+    let node = NodeEcho::start_with(false, Some(dir.path()));
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"echo\"\npath = \"/\"\n\
+         websocket = {{ backends = [\"wss://127.0.0.1:{}\"], backend_ca = \"ca.pem\", max_message_size = \"2MiB\" }}\n",
+        node.port
+    );
+    let ca_file = dir.path().join("ca.pem");
+    let server = TestServer::start_whole(dir, &config).await;
+    let url = format!("wss://localhost:{}/chat", server.addr.port());
+    tokio::task::spawn_blocking(move || {
+        python_client(&url, &["--ca", ca_file.to_str().expect("utf-8 path")])
+    })
+    .await
+    .expect("client thread");
+}
+
 #[tokio::test]
 async fn tungstenite_through_the_gateway_to_node_ws() {
     let node = NodeEcho::start(false);
@@ -175,6 +214,22 @@ async fn tungstenite_through_the_gateway_to_node_ws() {
 /// Node's `ws` directly and through the gateway: every verdict must match.
 #[test]
 fn autobahn_cases_get_the_same_verdict_through_the_gateway() {
+    autobahn(&[]);
+}
+
+/// The same cases through the gateway's wss:// listener (kosoku reaches it
+/// through run.py's relay, which verifies the gateway against the test CA).
+#[test]
+fn autobahn_cases_get_the_same_verdict_through_the_gateway_over_tls() {
+    let ca = TestCa::new();
+    let certs = test_dir();
+    ca.leaf(&["localhost"]).write(certs.path(), "site");
+    std::fs::write(certs.path().join("ca.pem"), &ca.pem).expect("write CA");
+    let dir = certs.path().to_str().expect("utf-8 path");
+    autobahn(&["--tls-dir", dir]);
+}
+
+fn autobahn(extra: &[&str]) {
     let logs = test_dir();
     let output = Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/autobahn/run.py"))
@@ -183,8 +238,9 @@ fn autobahn_cases_get_the_same_verdict_through_the_gateway() {
             env!("CARGO_BIN_EXE_wsgate"),
             "--rust-log",
             "info",
-            "--log-dir",
         ])
+        .args(extra)
+        .arg("--log-dir")
         .arg(logs.path())
         .output()
         .expect("run the Autobahn comparison");

@@ -22,13 +22,16 @@ import asyncio
 import fnmatch
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -82,6 +85,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rust-log", default="debug", help="RUST_LOG for wsgate (default: debug)"
+    )
+    parser.add_argument(
+        "--tls-dir",
+        help="run the gateway with TLS: DIR holds site.pem and site-key.pem (for "
+        "localhost) and ca.pem; kosoku, which speaks only ws://, reaches the "
+        "wss:// listener through a local relay that verifies against ca.pem",
     )
     parser.add_argument(
         "--log-dir",
@@ -214,6 +223,47 @@ def start_backend(children: Children, args, deflate: bool, log_dir: Path) -> int
     return int(wait_for_line(proc, log, r"^listening (\d+)$", "echo server").group(1))
 
 
+def start_tls_relay(gateway_port: int, ca_file: Path) -> int:
+    """A plain TCP port whose connections are carried over verified TLS to the
+    gateway, in a thread of its own; returns the port."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols(["http/1.1"])
+    ready: "queue.Queue[int]" = queue.Queue()
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            # TLS has no half-close: the first side to finish ends both.
+            writer.close()
+
+    async def relay(client_reader, client_writer):
+        try:
+            gateway_reader, gateway_writer = await asyncio.open_connection(
+                "127.0.0.1", gateway_port, ssl=context, server_hostname="localhost"
+            )
+        except (ConnectionError, ssl.SSLError) as error:
+            print(f"TLS relay cannot reach the gateway: {error}", file=sys.stderr, flush=True)
+            client_writer.close()
+            return
+        await asyncio.gather(
+            pipe(client_reader, gateway_writer), pipe(gateway_reader, client_writer)
+        )
+
+    async def serve():
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        ready.put(server.sockets[0].getsockname()[1])
+        async with server:
+            await server.serve_forever()
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+    return ready.get(timeout=10)
+
+
 def start_gateway(children: Children, args, backend_port: int, log_dir: Path) -> int:
     env = dict(os.environ, RUST_LOG=args.rust_log, NO_COLOR="1")
     last_error: Exception | None = None
@@ -221,9 +271,14 @@ def start_gateway(children: Children, args, backend_port: int, log_dir: Path) ->
     for attempt in range(3):
         port, admin_port = free_port(), free_port()
         config = log_dir / "wsgate.toml"
+        tls = ""
+        if args.tls_dir:
+            tls_dir = Path(args.tls_dir).resolve()
+            tls = f'tls = {{ cert = "{tls_dir / "site.pem"}", key = "{tls_dir / "site-key.pem"}" }}'
         config.write_text(
             f"""[[listeners]]
 bind = "127.0.0.1:{port}"
+{tls}
 
 [admin]
 bind = "127.0.0.1:{admin_port}"
@@ -337,16 +392,20 @@ def main(argv: list[str]) -> int:
     try:
         backend_port = start_backend(children, args, deflate, log_dir)
         gateway_port = start_gateway(children, args, backend_port, log_dir)
+        gateway_url = f"ws://127.0.0.1:{gateway_port}/"
+        if args.tls_dir:
+            relay_port = start_tls_relay(gateway_port, Path(args.tls_dir) / "ca.pem")
+            gateway_url = f"ws://127.0.0.1:{relay_port}/"
         print(
             f"{len(case_ids)} cases; echo server 127.0.0.1:{backend_port}"
-            f"{' (permessage-deflate)' if deflate else ''}, wsgate 127.0.0.1:{gateway_port}; "
-            f"logs in {log_dir}",
+            f"{' (permessage-deflate)' if deflate else ''}, wsgate 127.0.0.1:{gateway_port}"
+            f"{' over TLS' if args.tls_dir else ''}; logs in {log_dir}",
             flush=True,
         )
         runs = {}
         for name, url in (
             ("direct", f"ws://127.0.0.1:{backend_port}"),
-            ("gateway", f"ws://127.0.0.1:{gateway_port}/"),
+            ("gateway", gateway_url),
         ):
             run_started = time.monotonic()
             try:

@@ -1,20 +1,32 @@
 """Drives a WebSocket echo service with Python's `websockets` library.
 
-Usage: client.py URL [--expect-deflate]
+Usage: client.py URL [--expect-deflate] [--ca CA.pem]
+
+With --ca, a wss:// URL is verified against that CA (and nothing else).
 
 Exits 0 when every check passes; prints what failed otherwise.
 """
 
 import asyncio
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
 
 SIZES = [0, 125, 126, 65535, 65536, 1 << 20]
 
+# The TLS context for wss:// URLs; set from --ca.
+TLS = None
+
+
+def open_ws(url, **options):
+    if TLS is not None:
+        options["ssl"] = TLS
+    return connect(url, **options)
+
 
 async def echo_sizes(url):
-    async with connect(url, max_size=None) as ws:
+    async with open_ws(url, max_size=None) as ws:
         for size in SIZES:
             text = "é" * (size // 2)
             await ws.send(text)
@@ -25,7 +37,7 @@ async def echo_sizes(url):
 
 
 async def fragments_ping_and_close(url):
-    async with connect(url, max_size=None) as ws:
+    async with open_ws(url, max_size=None) as ws:
         # "é" is split between the two fragments' UTF-8 bytes by sending str
         # fragments; websockets encodes each fragment separately, so split a
         # multi-byte character across binary fragments instead.
@@ -39,13 +51,13 @@ async def fragments_ping_and_close(url):
         await ws.close(code=4000, reason="client bye")
         # Node's ws answers a close with the same code: it went both ways.
         assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4000, f"close reply {ws.protocol.close_rcvd}"
-    async with connect(url) as ws:
+    async with open_ws(url) as ws:
         await ws.close(code=1000)
         assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000, f"close reply {ws.protocol.close_rcvd}"
 
 
 async def deflate(url):
-    async with connect(url, compression="deflate", max_size=None) as ws:
+    async with open_ws(url, compression="deflate", max_size=None) as ws:
         extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         assert "permessage-deflate" in extensions, f"negotiated extensions: {extensions!r}"
         text = "compressible " * 10000
@@ -55,7 +67,7 @@ async def deflate(url):
 
 async def concurrent(url, sessions=16):
     async def one(n):
-        async with connect(url) as ws:
+        async with open_ws(url) as ws:
             for i in range(20):
                 message = f"session {n} message {i}"
                 await ws.send(message)
@@ -64,7 +76,10 @@ async def concurrent(url, sessions=16):
 
 
 async def main():
+    global TLS
     url = sys.argv[1]
+    if "--ca" in sys.argv:
+        TLS = ssl.create_default_context(cafile=sys.argv[sys.argv.index("--ca") + 1])
     checks = [echo_sizes, fragments_ping_and_close, concurrent]
     if "--expect-deflate" in sys.argv:
         checks.append(deflate)
