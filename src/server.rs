@@ -29,6 +29,9 @@ use crate::tls::ServerTls;
 /// spins nor gives up while file descriptors are exhausted.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How often an idle HTTP/2 connection is pinged to see that the client is still there.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Connections the admin listener serves at once: enough for probes and
 /// scrapers, and separate from the public limit so it answers when that is full.
 const ADMIN_CONNECTIONS: usize = 64;
@@ -252,6 +255,9 @@ async fn serve_connection<H, F>(
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
+            // HTTP/2 has no request-head deadline between requests; pings
+            // find peers that vanished without closing.
+            .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
             .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX));
         // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
         let connection = builder.serve_connection(TokioIo::new(stream), service);
