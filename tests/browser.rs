@@ -1,0 +1,198 @@
+//! A real browser against the real server: Debian's headless Chromium,
+//! driven by playwright-core (tests/browser/check.mjs), loads a page over
+//! HTTP/2 and TLS and opens a `wss://` WebSocket through the gateway.
+//!
+//! Chromium verifies the gateway's certificate: the test CA is trusted the
+//! way a Linux user would trust it, in an NSS database under the browser's
+//! HOME, and no flag relaxes certificate checks. The gateway does not offer
+//! extended CONNECT (RFC 8441) on HTTP/2, so the browser has to open the
+//! WebSocket on a separate HTTP/1.1 connection; that fallback is part of
+//! what is tested.
+//!
+//! The first run installs Chromium, certutil and playwright-core with
+//! tests/browser/install.sh (apt-get and npm ci).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::tls::TestCa;
+use support::ws::{Behaviour, RecordingBackend, Seen};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Runs `command`, panicking with its output unless it succeeds.
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    output
+}
+
+/// Runs `work` on a blocking thread, so that the server on this runtime
+/// keeps serving; a panic in it fails the test with its own message.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// A HOME whose NSS database trusts the CA in `ca_pem` to identify TLS
+/// servers, as Chromium on Linux reads it.
+fn home_trusting(ca_pem: &str) -> tempfile::TempDir {
+    let home = test_dir();
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).expect("create the NSS database directory");
+    let ca_file = write_file(home.path(), "ca.pem", ca_pem);
+    let db = format!("sql:{}", nssdb.display());
+    run(Command::new("certutil").args(["-d", &db, "-N", "--empty-password"]));
+    run(Command::new("certutil")
+        .args(["-d", &db, "-A", "-t", "C,,", "-n", "wsgate-test-ca", "-i"])
+        .arg(ca_file));
+    home
+}
+
+/// The page: sends `messages` over `wss://` to the gateway and publishes
+/// what comes back as `window.result`.
+fn page(messages: &[String]) -> String {
+    let quoted: Vec<String> = messages.iter().map(|m| format!("\"{m}\"")).collect();
+    format!(
+        r#"<!doctype html>
+<meta charset="utf-8">
+<title>wsgate in a browser</title>
+<script>
+const sent = [{}];
+const echoes = [];
+const ws = new WebSocket("wss://" + location.host + "/ws");
+ws.onopen = () => sent.forEach((m) => ws.send(m));
+ws.onmessage = (e) => {{
+  echoes.push(e.data);
+  if (echoes.length === sent.length) {{
+    window.result = {{ echoes }};
+    ws.close(1000);
+  }}
+}};
+// Whichever comes first; a later close after success changes nothing.
+ws.onerror = () => {{ window.result ||= {{ error: "websocket error" }}; }};
+ws.onclose = (e) => {{ window.result ||= {{ error: `closed ${{e.code}} ${{e.reason}}` }}; }};
+</script>
+"#,
+        quoted.join(", ")
+    )
+}
+
+/// `text` cut short enough for an assertion message.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(400) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
+    // apt-get and npm take a while the first time; keep them off the runtime's threads.
+    blocking(|| {
+        let script = browser_dir().join("install.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            output.status.success(),
+            "installing Chromium, certutil and playwright-core with {} failed ({}); \
+             this test needs them and is not skipped without them\n--- stdout\n{}\n--- stderr\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    })
+    .await;
+
+    let ca = TestCa::new();
+    let ca_pem = ca.pem.clone();
+    let home = blocking(move || home_trusting(&ca_pem)).await;
+
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let messages: Vec<String> = vec![
+        "one".into(),
+        "two".into(),
+        "héllo ✓".into(),
+        // Larger than a TLS record and than one HTTP/2 or WebSocket read.
+        "0123456789abcdef".repeat(6400),
+    ];
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    write_file(dir.path(), "public/index.html", page(&messages));
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\n\
+         [[routes]]\nname = \"chat\"\npath = \"/ws\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_whole(dir, &config).await;
+
+    // The name the certificate is for, not the address: Chromium checks it.
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let home_path = home.path().to_owned();
+    let output = blocking(move || {
+        run(Command::new("node")
+            .arg(browser_dir().join("check.mjs"))
+            .arg(&url)
+            .arg(&home_path)
+            // Playwright's error call logs are for terminals; keep them plain.
+            .env("FORCE_COLOR", "0"))
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("check.mjs printed no JSON ({e}): {}", shorten(line)));
+    assert_eq!(
+        report["protocol"],
+        "h2",
+        "the page's nextHopProtocol; check.mjs said {}",
+        shorten(line)
+    );
+    assert_eq!(
+        report["websocketStatus"],
+        101,
+        "the WebSocket handshake's status (101 is HTTP/1.1); check.mjs said {}",
+        shorten(line)
+    );
+    assert!(
+        report["result"]["echoes"] == serde_json::json!(messages),
+        "the echoes the page received; check.mjs said {}",
+        shorten(line)
+    );
+
+    let Seen::Handshake(headers, target) = backend.next().await else {
+        panic!("expected the backend to see the handshake first");
+    };
+    assert_eq!(target, "/ws");
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    for sent in &messages {
+        let got = backend.next_message().await;
+        assert!(
+            got.as_ref() == Some(&Message::text(sent.as_str())),
+            "the backend got {} instead of {}",
+            shorten(&format!("{got:?}")),
+            shorten(sent)
+        );
+    }
+}
