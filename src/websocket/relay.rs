@@ -307,7 +307,8 @@ impl Pump {
                 break destination.flush(stream);
             };
             match destination.write(stream, front) {
-                Ok(0) => break Ok(()),
+                // Only an empty write takes nothing; never wait on it.
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     front.advance(written);
                     if front.is_empty() {
