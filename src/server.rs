@@ -138,7 +138,6 @@ pub async fn run(
 /// kernel's listen backlog. Limits and the listener's settings (entry
 /// `index` of the snapshot's listeners; `None` for admin) come from the
 /// snapshot current at accept time and hold for the connection's life.
-#[allow(clippy::too_many_arguments)]
 async fn accept_loop<H, F>(
     listener: TcpListener,
     index: Option<usize>,

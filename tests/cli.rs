@@ -348,3 +348,29 @@ fn check_takes_sec1_and_pkcs1_keys_and_points_at_a_mismatched_one() {
         format!("{file}:3:{column}: key `rsa-key.pem` does not belong to certificate `ec.pem`\n")
     );
 }
+
+#[test]
+fn check_warns_about_an_expired_certificate_and_still_passes() {
+    let dir = test_dir();
+    support::tls::TestCa::new()
+        .expired_leaf(&["old.test"])
+        .write(dir.path(), "old");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    let tls_line = "tls = { cert = \"old.pem\", key = \"old-key.pem\" }";
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:8443\"\n{tls_line}\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n"
+    );
+    let file = write_file(dir.path(), "old.toml", config);
+    let file = file.to_str().expect("utf-8 path");
+    let output = wsgate(&["check", file]);
+    assert!(output.status.success(), "{output:?}");
+    let column = tls_line.find("\"old.pem\"").expect("cert value") + 1;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "{file}:3:{column}: warning: certificate `old.pem` expired on Wed, 01 Jan 2020 00:00:00 GMT; clients will refuse it\n"
+        )
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("127.0.0.1:8443  tls"));
+}

@@ -143,12 +143,7 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
             .await
             .expect("response");
         assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let body = read_body(response).await;
         assert_eq!(&body[..], b"home");
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use http::{Request, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::tls::{self, TestCa};
 use support::ws::{self, Behaviour, RecordingBackend, Seen};
@@ -80,12 +80,7 @@ async fn https_get(
             .expect("http/1.1 response")
     };
     let version = response.version();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = read_body(response).await;
     (version, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -218,7 +213,7 @@ async fn plaintext_and_garbage_on_the_tls_port_disturb_nobody() {
     };
     let first = sender.send_request(hello()).await.expect("first response");
     assert_eq!(first.status(), 200);
-    first.into_body().collect().await.expect("body");
+    read_body(first).await;
 
     for bytes in [
         &b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],

@@ -134,7 +134,8 @@ fn pem_error(given: &str, error: pem::Error, missing: CertError) -> CertError {
     }
 }
 
-fn parse_chain(given: &str, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+/// The certificates in a PEM file, in order; at least one.
+pub fn parse_chain(given: &str, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let chain: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(bytes).collect();
     let chain =
         chain.map_err(|e| pem_error(given, e, CertError::NoCertificate(given.to_owned())))?;

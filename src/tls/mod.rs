@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -103,17 +101,8 @@ pub fn platform_roots() -> &'static (RootCertStore, usize) {
 
 /// A route's `backend_ca` file: the CA certificates its backends are verified against.
 pub fn load_ca(bytes: &[u8], given: &str) -> Result<RootCertStore, CertError> {
-    let certs: Result<Vec<CertificateDer<'static>>, _> =
-        CertificateDer::pem_slice_iter(bytes).collect();
-    let certs = certs.map_err(|e| CertError::BadPem {
-        given: given.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if certs.is_empty() {
-        return Err(CertError::NoCertificate(given.to_owned()));
-    }
     let mut roots = RootCertStore::empty();
-    for cert in certs {
+    for cert in certs::parse_chain(given, bytes)? {
         roots.add(cert).map_err(|e| CertError::BadCertificate {
             given: given.to_owned(),
             reason: e.to_string(),

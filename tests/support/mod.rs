@@ -156,6 +156,16 @@ pub async fn open(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Response<
     sender.send_request(request).await.expect("response")
 }
 
+/// Reads a response body to its end.
+pub async fn read_body(response: Response<Incoming>) -> Bytes {
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
 /// Sends one request on a new connection and reads the whole response.
 pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
     let (parts, body) = open(addr, request).await.into_parts();
