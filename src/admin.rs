@@ -1,14 +1,16 @@
-//! The operator's listener: `/healthz` and `/readyz` (and later `/metrics`).
+//! The operator's listener: `/healthz`, `/readyz` and `/metrics`. Never
+//! served on a public listener.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::gateway::Gateway;
-use crate::response;
+use crate::{metrics, response};
 
 /// Answers one request on the admin listener.
 pub async fn handle<B>(
@@ -24,6 +26,17 @@ pub async fn handle<B>(
         // Readiness: load balancers stop sending new work once draining starts.
         "/readyz" if gateway.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/metrics" => match gateway.metrics() {
+            Some(metrics) => {
+                let mut response = Response::new(Body::from(Bytes::from(metrics.encode())));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                response
+            }
+            None => response::status(StatusCode::NOT_FOUND),
+        },
         _ => response::status(StatusCode::NOT_FOUND),
     };
     Ok(response)

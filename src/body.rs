@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::buffer_pool;
+use crate::metrics::BodyMeter;
 
 /// A response body.
 #[derive(Debug)]
@@ -21,11 +22,18 @@ pub enum Body {
     File(FileBody),
     /// A backend's response body, streamed through.
     Upstream(hyper::body::Incoming),
+    /// Another body, its bytes and time counted for the route's metrics.
+    Metered(Box<(Body, BodyMeter)>),
 }
 
 impl Body {
     pub fn empty() -> Body {
         Body::Bytes(None)
+    }
+
+    /// This body, counted by `meter` as it is sent.
+    pub fn metered(self, meter: BodyMeter) -> Body {
+        Body::Metered(Box::new((self, meter)))
     }
 }
 
@@ -53,6 +61,14 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.take().map(Ok),
             Body::File(file) => file.next_chunk(),
             Body::Upstream(body) => return Pin::new(body).poll_frame(cx).map_err(io::Error::other),
+            Body::Metered(metered) => {
+                let (body, meter) = &mut **metered;
+                let poll = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &poll {
+                    meter.sent(frame.data_ref().map_or(0, Bytes::len));
+                }
+                return poll;
+            }
         };
         Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data)))
     }
@@ -62,6 +78,7 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.is_none(),
             Body::File(file) => file.remaining == 0,
             Body::Upstream(body) => body.is_end_stream(),
+            Body::Metered(metered) => metered.0.is_end_stream(),
         }
     }
 
@@ -72,6 +89,7 @@ impl http_body::Body for Body {
             }
             Body::File(file) => SizeHint::with_exact(file.remaining),
             Body::Upstream(body) => body.size_hint(),
+            Body::Metered(metered) => metered.0.size_hint(),
         }
     }
 }

@@ -126,7 +126,12 @@ pub fn summary(snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(out, "listener  {}  {kind}", listener.bind);
     }
-    let _ = writeln!(out, "admin     {}", snapshot.admin);
+    let metrics = if snapshot.metrics {
+        ""
+    } else {
+        "  metrics off"
+    };
+    let _ = writeln!(out, "admin     {}{metrics}", snapshot.admin);
     let _ = writeln!(
         out,
         "\n{:<16} {:<24} {:<20} ACTION",
@@ -168,7 +173,7 @@ fn demo() -> anyhow::Result<()> {
     let echo =
         std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo echo backend")?;
     let echo_addr = echo.local_addr()?;
-    println!("wsgate demo: open http://{bind}/ in a browser (health at http://{admin}/healthz)");
+    println!("wsgate demo: open http://{bind}/ in a browser (metrics at http://{admin}/metrics)");
     serve(demo::snapshot(bind, admin, echo_addr), Some(echo))
 }
 
@@ -206,7 +211,12 @@ fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Res
             listeners.push(listen(listener.bind).await?);
         }
         let admin = listen(snapshot.admin).await?;
-        tracing::info!(addr = %snapshot.admin, "admin listening (/healthz, /readyz)");
+        let endpoints = if snapshot.metrics {
+            "/healthz, /readyz, /metrics"
+        } else {
+            "/healthz, /readyz"
+        };
+        tracing::info!(addr = %snapshot.admin, endpoints, "admin listening");
         for route in snapshot.router.routes() {
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }

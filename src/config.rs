@@ -53,6 +53,8 @@ pub struct RawCertificate {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: Spanned<String>,
+    /// `false` turns off `/metrics` and the counting behind it.
+    pub metrics: Option<bool>,
 }
 
 /// `[server]`: process-wide limits and timeouts.

@@ -3,7 +3,7 @@
 //! gateway relays to an in-process echo backend.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
@@ -31,6 +31,7 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
         prefix: "/".to_owned(),
         content: Some(Content::Embedded(EmbeddedPage { html: PAGE })),
         websocket: None,
+        meters: OnceLock::new(),
     };
     let echo_backend = Backend::parse(&format!("ws://{echo}"), upstream::WEBSOCKET).ok();
     let echo = Route {
@@ -52,11 +53,14 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
             connect_timeout: Duration::from_secs(5),
             strip_prefix: false,
             backend_tls: None,
+            meters: OnceLock::new(),
         })),
+        meters: OnceLock::new(),
     };
     Snapshot {
         listeners: vec![Listener::plain(bind)],
         admin,
+        metrics: true,
         limits: Limits::default(),
         router: Router::new(vec![page, echo]),
     }

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, UPGRADE};
@@ -11,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
+use crate::metrics::Metrics;
 use crate::request_path;
 use crate::response;
-use crate::router::host_name;
+use crate::router::{host_name, Route};
 use crate::server::ClientConnection;
 use crate::snapshot::{Content, Snapshot};
 use crate::websocket::{self, handshake, UpgradeContext};
@@ -29,11 +31,21 @@ pub struct Gateway {
     sessions: TaskTracker,
     /// Cancelled to close every session with 1001 at a frame boundary.
     close_sessions: CancellationToken,
+    /// `None` when the config turned metrics off.
+    metrics: Option<Metrics>,
 }
 
 impl Gateway {
+    /// A gateway serving `snapshot`, with a metrics registry of its own
+    /// unless the snapshot turns metrics off.
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
+        let metrics = snapshot.metrics.then(|| {
+            let metrics = Metrics::new();
+            metrics.attach(&snapshot);
+            metrics
+        });
         Arc::new(Gateway {
+            metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             draining: AtomicBool::new(false),
             sessions: TaskTracker::new(),
@@ -52,6 +64,10 @@ impl Gateway {
         self.close_sessions.cancel();
     }
 
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
     /// The current config; callers keep it for the whole request or session.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
@@ -67,34 +83,57 @@ impl Gateway {
     }
 }
 
-/// Answers one request from `client` on a public listener.
+/// Answers one request from `client` on a public listener, and counts it
+/// under its route (or `unmatched`).
 pub async fn handle<B>(
     gateway: Arc<Gateway>,
     client: Arc<ClientConnection>,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
-    if let Some(port) = client.redirect_https {
-        return Ok(redirect_to_https(&req, port));
-    }
+    let started = Instant::now();
+    let method = req.method().clone();
     let snapshot = gateway.snapshot();
+    let (response, route) = respond(&gateway, &snapshot, client, req).await;
+    let meters = match route {
+        Some(route) => route.meters.get(),
+        None => gateway.metrics().map(Metrics::unmatched),
+    };
+    let Some(meters) = meters else {
+        return Ok(response);
+    };
+    meters.request(&method, response.status());
+    let meter = meters.body_meter(started);
+    Ok(response.map(|body| body.metered(meter)))
+}
+
+/// The response, and the route that gave it (`None`: no route matched).
+async fn respond<'s, B>(
+    gateway: &Gateway,
+    snapshot: &'s Snapshot,
+    client: Arc<ClientConnection>,
+    req: Request<B>,
+) -> (Response<Body>, Option<&'s Route>) {
+    if let Some(port) = client.redirect_https {
+        return (redirect_to_https(&req, port), None);
+    }
     let path = match request_path::normalize(req.uri().path()) {
         Ok(path) => path,
         Err(error) => {
             tracing::debug!(path = req.uri().path(), %error, "refused request path");
-            return Ok(response::status(StatusCode::BAD_REQUEST));
+            return (response::status(StatusCode::BAD_REQUEST), None);
         }
     };
     let host = match request_host(&req) {
         Ok(host) => host,
-        Err(()) => return Ok(response::status(StatusCode::BAD_REQUEST)),
+        Err(()) => return (response::status(StatusCode::BAD_REQUEST), None),
     };
     let Some(route) = snapshot.router.route(host, &path) else {
-        return Ok(response::status(StatusCode::NOT_FOUND));
+        return (response::status(StatusCode::NOT_FOUND), None);
     };
     let relative = route.strip_prefix(&path);
     if handshake::is_upgrade(req.headers()) {
         let Some(websocket) = &route.websocket else {
-            return Ok(response::status(StatusCode::NOT_FOUND));
+            return (response::status(StatusCode::NOT_FOUND), Some(route));
         };
         let relative_path = relative.to_owned();
         let cx = UpgradeContext {
@@ -104,7 +143,7 @@ pub async fn handle<B>(
             sessions: &gateway.sessions,
             shutdown: &gateway.close_sessions,
         };
-        return Ok(websocket::upgrade(req, websocket, cx).await);
+        return (websocket::upgrade(req, websocket, cx).await, Some(route));
     }
     let response = match &route.content {
         Some(Content::Static(dir)) => static_files::serve(&req, dir, &path, relative),
@@ -121,7 +160,7 @@ pub async fn handle<B>(
             response
         }
     };
-    Ok(response)
+    (response, Some(route))
 }
 
 /// 308 to the same host and target over `https://` on `port`. Upgrade

@@ -17,7 +17,8 @@
 //! websocket      handshake checks, backend handshake, frame parser, relay
 //! upstream       backend pools: round-robin, back-off, bounded connect
 //! forwarding     hop-by-hop headers, X-Forwarded-*, Forwarded
-//! admin          /healthz, /readyz
+//! metrics        Prometheus families; per-route, listener and backend handles
+//! admin          /healthz, /readyz, /metrics
 //! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
 //!
@@ -36,6 +37,7 @@ pub mod demo;
 pub mod echo;
 pub mod forwarding;
 pub mod gateway;
+pub mod metrics;
 pub mod request_path;
 pub mod response;
 pub mod router;

@@ -4,7 +4,9 @@
 //! by suffix length, then host-less; within each, longest path prefix first),
 //! so the first route that matches is the answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::metrics::HttpMeters;
 
 use crate::snapshot::Content;
 use crate::websocket::WebSocketRoute;
@@ -89,6 +91,8 @@ pub struct Route {
     pub content: Option<Content>,
     /// Where WebSocket upgrades go; `None`: upgrades get 404.
     pub websocket: Option<Arc<WebSocketRoute>>,
+    /// Set once, when the snapshot is attached to a running server's metrics.
+    pub meters: OnceLock<HttpMeters>,
 }
 
 impl Route {
@@ -166,6 +170,7 @@ mod tests {
             prefix: prefix.to_owned(),
             content: None,
             websocket: None,
+            meters: OnceLock::new(),
         }
     }
 

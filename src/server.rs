@@ -22,8 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::body::Body;
 use crate::gateway::{self, Gateway};
+use crate::metrics::{Active, ListenerMeters, TlsResult};
 use crate::snapshot::Limits;
-use crate::tls::ServerTls;
+use crate::tls::{HandshakeError, ServerTls};
 
 /// Longest pause after an accept error such as EMFILE, so the loop neither
 /// spins nor gives up while file descriptors are exhausted.
@@ -46,7 +47,11 @@ pub struct ClientConnection {
     pub tls: bool,
     /// Set on a plaintext listener that sends everyone to `https://` on this port.
     pub redirect_https: Option<u16>,
+    /// The listener's series; `None` on the admin listener or with metrics off.
+    meters: Option<ListenerMeters>,
     _slot: OwnedSemaphorePermit,
+    /// Counts the connection in `wsgate_connections_active` while it lives.
+    _active: Option<Active>,
 }
 
 impl ClientConnection {
@@ -177,11 +182,14 @@ async fn accept_loop<H, F>(
                 let snapshot = gateway.snapshot();
                 let settings = index.and_then(|i| snapshot.listeners.get(i));
                 let tls = settings.and_then(|l| l.tls.clone());
+                let meters = settings.and_then(|l| l.meters.get());
                 let client = ClientConnection {
                     addr: peer,
                     tls: tls.is_some(),
                     redirect_https: settings.and_then(|l| l.redirect_https),
+                    meters: meters.cloned(),
                     _slot: slot,
+                    _active: meters.map(ListenerMeters::connection_opened),
                 };
                 let connection = serve_connection(
                     stream,
@@ -233,6 +241,7 @@ async fn serve_connection<H, F>(
 {
     let client = Arc::new(client);
     let peer = client.addr;
+    let meters = client.meters.clone();
     let service = service_fn(move |req| handler(Arc::clone(&client), req));
     let Some(tls) = tls else {
         return serve_http1(TokioIo::new(stream), service, limits, stop).await;
@@ -241,9 +250,21 @@ async fn serve_connection<H, F>(
         accepted = tls.accept(stream) => accepted,
         () = stop.cancelled() => return,
     };
+    let count = |result| {
+        if let Some(meters) = &meters {
+            meters.handshake(result);
+        }
+    };
     let stream = match accepted {
-        Ok(stream) => stream,
+        Ok(stream) => {
+            count(TlsResult::Ok);
+            stream
+        }
         Err(error) => {
+            count(match error {
+                HandshakeError::Timeout(_) => TlsResult::Timeout,
+                HandshakeError::Failed(_) => TlsResult::Error,
+            });
             // Scanners, plaintext HTTP on the TLS port, clients that give up:
             // nothing an operator must act on.
             tracing::debug!(%peer, %error, "TLS handshake failed");

@@ -3,8 +3,10 @@
 //! keeps the one it started with.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::metrics::ListenerMeters;
 
 use crate::router::Router;
 use crate::static_files::StaticDir;
@@ -30,6 +32,8 @@ pub const DEFAULT_FILE_CACHE_MAX_FILE: u64 = 64 * 1024;
 pub struct Snapshot {
     pub listeners: Vec<Listener>,
     pub admin: SocketAddr,
+    /// Whether the admin listener serves `/metrics` and the data path counts.
+    pub metrics: bool,
     pub limits: Limits,
     pub router: Router,
 }
@@ -43,6 +47,8 @@ pub struct Listener {
     /// On a plaintext listener: answer every request with a 308 to the
     /// `https://` URL, on this port.
     pub redirect_https: Option<u16>,
+    /// Set once, when the snapshot is attached to a running server's metrics.
+    pub meters: OnceLock<ListenerMeters>,
 }
 
 impl Listener {
@@ -52,6 +58,7 @@ impl Listener {
             bind,
             tls: None,
             redirect_https: None,
+            meters: OnceLock::new(),
         }
     }
 }

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::metrics::{BackendMeters, UpstreamErrorKind};
+
 /// How long a backend that refused a connection is tried only as a last resort.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(3);
 
@@ -48,6 +50,17 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// The `kind` label of `wsgate_upstream_errors_total`.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            ConnectError::NoBackends | ConnectError::Refused { .. } => UpstreamErrorKind::Connect,
+            ConnectError::Timeout { .. } => UpstreamErrorKind::ConnectTimeout,
+            ConnectError::Tls { .. } => UpstreamErrorKind::Tls,
+        }
+    }
+}
+
 /// The URL schemes one kind of backend may use: plaintext, and over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schemes {
@@ -74,6 +87,8 @@ pub struct Backend {
     pub tls: bool,
     /// Milliseconds (on the process clock) until which the backend is avoided.
     avoid_until_ms: AtomicU64,
+    /// Set once, when the snapshot is attached to a running server's metrics.
+    pub meters: OnceLock<BackendMeters>,
 }
 
 impl Backend {
@@ -110,6 +125,7 @@ impl Backend {
             path: uri.path().trim_end_matches('/').to_owned(),
             tls,
             avoid_until_ms: AtomicU64::new(0),
+            meters: OnceLock::new(),
         })
     }
 
@@ -128,6 +144,19 @@ impl Backend {
 
     /// Opens a TCP connection within `timeout`; a refusal puts the backend in back-off.
     pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let started = Instant::now();
+        let stream = self.connect_tcp(timeout).await?;
+        self.connected(started);
+        Ok(stream)
+    }
+
+    fn connected(&self, started: Instant) {
+        if let Some(meters) = self.meters.get() {
+            meters.connected(started.elapsed());
+        }
+    }
+
+    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let result = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(stream)) => Ok(stream),
@@ -162,7 +191,8 @@ impl Backend {
         timeout: Duration,
         config: &Arc<ClientConfig>,
     ) -> Result<TlsStream<TcpStream>, ConnectError> {
-        let stream = self.connect(timeout).await?;
+        let started = Instant::now();
+        let stream = self.connect_tcp(timeout).await?;
         let tls_error = |source| ConnectError::Tls {
             backend: self.url.clone(),
             source,
@@ -179,9 +209,10 @@ impl Backend {
                     after: timeout,
                 }),
             };
-        if let Err(error) = &result {
+        match &result {
+            Ok(_) => self.connected(started),
             // A certificate problem is the operator's to fix: say which and why.
-            tracing::warn!(%error, "backend TLS handshake failed");
+            Err(error) => tracing::warn!(%error, "backend TLS handshake failed"),
         }
         result
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -202,6 +202,11 @@ pub fn validate(
         }
         None => DEFAULT_ADMIN_BIND.parse().ok(),
     };
+    let metrics = raw
+        .admin
+        .as_ref()
+        .and_then(|admin| admin.get_ref().metrics)
+        .unwrap_or(true);
     let (limits, budget) = server_settings(&mut check, &raw.server);
     let routes = routes(&mut check, raw.routes, base_dir, &budget);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
@@ -210,6 +215,7 @@ pub fn validate(
             Snapshot {
                 listeners,
                 admin,
+                metrics,
                 limits,
                 router: Router::new(routes),
             },
@@ -248,6 +254,7 @@ fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -> Vec<Liste
                 bind,
                 tls,
                 redirect_https,
+                meters: OnceLock::new(),
             });
         }
     }
@@ -477,6 +484,7 @@ fn routes(
             prefix,
             content,
             websocket,
+            meters: OnceLock::new(),
         });
     }
     compiled
@@ -548,6 +556,7 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
         connect_timeout: check.duration(&raw.connect_timeout, WS_CONNECT_TIMEOUT),
         strip_prefix: raw.strip_prefix,
         backend_tls,
+        meters: OnceLock::new(),
     }
 }
 

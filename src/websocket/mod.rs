@@ -7,8 +7,8 @@ pub mod relay;
 mod transport;
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
@@ -22,13 +22,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::forwarding;
+use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::request_path;
 use crate::response;
 use crate::server::ClientConnection;
 use crate::upstream::{Backend, BackendPool, ConnectError};
 use handshake::Refusal;
-use relay::Peer;
 pub use relay::Policy;
+use relay::{Closing, Initiator, Peer};
 
 /// A route's `websocket = { ... }` action, compiled.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct WebSocketRoute {
     /// How `wss://` backends are verified: the route's `backend_ca`, or the
     /// platform's roots. `None` when the route has no `wss://` backend.
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Set once, when the snapshot is attached to a running server's metrics.
+    pub meters: OnceLock<WsMeters>,
 }
 
 /// What an upgrade needs from the connection and the server.
@@ -78,14 +81,37 @@ enum UpstreamError {
     },
 }
 
+impl UpstreamError {
+    /// The `kind` label of `wsgate_upstream_errors_total`.
+    fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Connect(error) => error.kind(),
+            UpstreamError::Handshake { .. } => UpstreamErrorKind::Protocol,
+            UpstreamError::AnswerTimeout { .. } => UpstreamErrorKind::ResponseTimeout,
+            UpstreamError::BadAnswer { .. } => UpstreamErrorKind::InvalidResponse,
+        }
+    }
+}
+
 /// Handles an upgrade request on a route with a `websocket` action.
 pub async fn upgrade<B>(
     mut req: Request<B>,
     route: &Arc<WebSocketRoute>,
     cx: UpgradeContext<'_>,
 ) -> Response<Body> {
+    let meters = route.meters.get();
+    let count = |result| {
+        if let Some(meters) = meters {
+            meters.upgrade(result);
+        }
+    };
     if let Err(refusal) = handshake::check_client(&req, route) {
         tracing::debug!(route = cx.route_name, %refusal, "refused websocket handshake");
+        count(match refusal {
+            Refusal::Origin => UpgradeResult::OriginDenied,
+            Refusal::Subprotocol => UpgradeResult::SubprotocolDenied,
+            Refusal::NotGet | Refusal::Version | Refusal::Key => UpgradeResult::BadRequest,
+        });
         return refuse(refusal);
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -97,10 +123,12 @@ pub async fn upgrade<B>(
         Ok(answered) => answered,
         Err(error) => {
             tracing::warn!(route = cx.route_name, %error, "no backend took the websocket");
+            count(UpgradeResult::BackendUnavailable);
             return response::status(StatusCode::BAD_GATEWAY);
         }
     };
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        count(UpgradeResult::BackendRejected);
         // The backend's refusal (403, 404, 500…) is the client's answer.
         forwarding::strip_hop_by_hop(answer.headers_mut());
         return answer.map(Body::Upstream);
@@ -116,8 +144,13 @@ pub async fn upgrade<B>(
             reason,
         };
         tracing::warn!(route = cx.route_name, %error, "backend answered the handshake wrongly");
+        count(UpgradeResult::BackendInvalid);
+        if let Some(meters) = backend.meters.get() {
+            meters.failed(error.kind());
+        }
         return response::status(StatusCode::BAD_GATEWAY);
     }
+    count(UpgradeResult::Ok);
     let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(answer.headers()));
     let backend_upgrade = hyper::upgrade::on(&mut answer);
     let (mut parts, _empty) = answer.into_parts();
@@ -125,6 +158,8 @@ pub async fn upgrade<B>(
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
     let shutdown = cx.shutdown.clone();
+    // The session keeps the route it started on (and its series) to the end.
+    let route = Arc::clone(route);
     cx.sessions.spawn(async move {
         let (_in_progress, _client) = (in_progress, client);
         let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
@@ -133,7 +168,19 @@ pub async fn upgrade<B>(
         let Some(client) = take_socket(client_upgrade.await, "client") else {
             return;
         };
-        let stats = relay::run(client, backend, policy, allowed_rsv, shutdown).await;
+        let meters = route.meters.get();
+        let started = Instant::now();
+        let active = meters.map(WsMeters::session_started);
+        let tally = meters.map(WsMeters::session_tally);
+        let stats = relay::run(client, backend, policy, allowed_rsv, shutdown, tally).await;
+        drop(active);
+        if let Some(meters) = meters {
+            let closing = stats.closing.unwrap_or(Closing {
+                initiator: Initiator::Gateway,
+                code: None,
+            });
+            meters.session_ended(started.elapsed(), closing.initiator.as_str(), closing.code);
+        }
         tracing::debug!(route = %route_name, ?stats, "websocket session ended");
     });
     Response::from_parts(parts, Body::empty())
@@ -221,14 +268,18 @@ async fn handshake_with_backends<'r, B>(
                 Err(error) => Err(error.into()),
             },
         };
-        match answer {
+        let error = match answer {
             Ok(answer) => return Ok((answer, backend)),
-            Err(UpstreamError::Connect(error)) => last_error = error.into(),
-            Err(error) => {
-                tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
-                last_error = error;
-            }
+            Err(error) => error,
+        };
+        if let Some(meters) = backend.meters.get() {
+            meters.failed(error.kind());
         }
+        if !matches!(error, UpstreamError::Connect(_)) {
+            // Connect failures were logged where they happened.
+            tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
+        }
+        last_error = error;
     }
     Err(last_error)
 }

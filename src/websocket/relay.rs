@@ -13,6 +13,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use prometheus::Histogram;
 use rustls::Connection;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
 use super::transport::{self, Transport};
 use crate::buffer_pool;
+use crate::metrics::{DirectionTally, SessionTally};
 
 /// How long the gateway waits for the far end of a closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +64,19 @@ pub enum Initiator {
     Gateway,
 }
 
-/// The first close of a session: who, and the code (`None`: no close frame, 1006).
+impl Initiator {
+    /// The `initiator` label of `wsgate_ws_closes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Initiator::Client => "client",
+            Initiator::Backend => "backend",
+            Initiator::Gateway => "gateway",
+        }
+    }
+}
+
+/// The first close of a session: who, and the code (`None`: no close frame,
+/// what the API calls 1006; a close frame without a code is 1005).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closing {
     pub initiator: Initiator,
@@ -99,6 +113,10 @@ struct Pump {
     parser: FrameParser,
     out: VecDeque<Bytes>,
     traffic: Traffic,
+    /// Payload bytes of the data message in progress, for its size.
+    message_len: u64,
+    /// The route's series this direction's traffic is added to.
+    tally: Option<DirectionTally>,
     /// Source bytes are dropped from here on: a close passed, or the gateway cut the stream.
     discarding: bool,
     /// Inside a frame that is not forwarded (a pong answering the gateway's ping).
@@ -114,11 +132,13 @@ struct Pump {
 }
 
 impl Pump {
-    fn new(rules: Rules) -> Pump {
+    fn new(rules: Rules, tally: Option<DirectionTally>) -> Pump {
         Pump {
             parser: FrameParser::new(rules),
             out: VecDeque::new(),
             traffic: Traffic::default(),
+            message_len: 0,
+            tally,
             discarding: false,
             skipping: false,
             inject: None,
@@ -235,7 +255,14 @@ impl Pump {
                     header_start = Some(offset);
                     if !header.opcode.is_control() {
                         self.traffic.payload_bytes += header.payload_len;
-                        self.traffic.messages += u64::from(header.fin);
+                        self.message_len += header.payload_len;
+                        if header.fin {
+                            self.traffic.messages += 1;
+                            if let Some(tally) = &self.tally {
+                                tally.message(self.message_len);
+                            }
+                            self.message_len = 0;
+                        }
                     }
                     let close = control.as_ref().filter(|c| c.opcode == OpCode::Close);
                     if let Some(close) = close {
@@ -300,6 +327,18 @@ impl Pump {
         scan
     }
 
+    /// Adds what this direction counted since the last flush to the route's series.
+    fn flush_tally(&mut self) {
+        if let Some(tally) = &mut self.tally {
+            let Traffic {
+                frames,
+                messages,
+                payload_bytes,
+            } = self.traffic;
+            tally.flush(frames, messages, payload_bytes);
+        }
+    }
+
     /// Writes queued bytes until the socket would block.
     fn flush(&mut self, stream: &TcpStream, destination: &mut Transport) {
         let result = loop {
@@ -351,19 +390,30 @@ struct Session {
     last_activity: Instant,
     close_by: Option<Instant>,
     stats: SessionStats,
+    /// The route's ping round-trip series.
+    ping_rtt: Option<Histogram>,
 }
 
 /// Relays a session until both closing handshakes are done, a peer vanishes,
 /// a limit trips, or `shutdown` asks for a close 1001 on both sides.
 /// `allowed_rsv`: the RSV bits the negotiated extensions use (RSV1 for
-/// permessage-deflate).
+/// permessage-deflate). `tally`: where the route's live counts go, if anywhere.
 pub async fn run(
     client: Peer,
     backend: Peer,
     policy: Policy,
     allowed_rsv: u8,
     shutdown: CancellationToken,
+    tally: Option<SessionTally>,
 ) -> SessionStats {
+    let (to_backend, to_client, ping_rtt) = match tally {
+        Some(tally) => (
+            Some(tally.to_backend),
+            Some(tally.to_client),
+            Some(tally.ping_rtt),
+        ),
+        None => (None, None, None),
+    };
     let now = Instant::now();
     let Peer {
         stream: mut client,
@@ -379,16 +429,22 @@ pub async fn run(
         policy,
         client_io: Transport::new(client_tls),
         backend_io: Transport::new(backend_tls),
-        to_backend: Pump::new(Rules {
-            masked: true,
-            allowed_rsv,
-            max_message_size: policy.max_message_size,
-        }),
-        to_client: Pump::new(Rules {
-            masked: false,
-            allowed_rsv,
-            max_message_size: u64::MAX,
-        }),
+        to_backend: Pump::new(
+            Rules {
+                masked: true,
+                allowed_rsv,
+                max_message_size: policy.max_message_size,
+            },
+            to_backend,
+        ),
+        to_client: Pump::new(
+            Rules {
+                masked: false,
+                allowed_rsv,
+                max_message_size: u64::MAX,
+            },
+            to_client,
+        ),
         pinger: Pinger {
             last_client_data: now,
             alive_by: None,
@@ -398,6 +454,7 @@ pub async fn run(
         last_activity: now,
         close_by: None,
         stats: SessionStats::default(),
+        ping_rtt,
     };
     // The leftovers share hyper's read buffers: scan them, then let them go
     // here, or an idle session would keep two of those buffers alive.
@@ -508,16 +565,23 @@ impl Session {
         }
         let pump = self.pump(side);
         let scan = pump.scan(chunk, our_ping);
+        // Per read batch, so open sessions show their traffic as it happens.
+        pump.flush_tally();
         if pump.destination_failed {
             // Nobody to deliver to; keep reading so the source's close is seen.
             pump.out.clear();
         }
         if let (Some(_), Some((sent_at, _))) = (scan.pong, self.pinger.awaiting) {
-            self.stats.ping_rtt = Some(now - sent_at);
+            let rtt = now - sent_at;
+            self.stats.ping_rtt = Some(rtt);
+            if let Some(series) = &self.ping_rtt {
+                series.observe(rtt.as_secs_f64());
+            }
             self.pinger.awaiting = None;
         }
         if let Some(code) = scan.close {
-            self.record_close(initiator(side), code);
+            // RFC 6455 §7.1.5: a close frame without a code reports 1005.
+            self.record_close(initiator(side), Some(code.unwrap_or(1005)));
             self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
         }
         if let Some(violation) = scan.violation {

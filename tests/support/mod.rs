@@ -3,6 +3,7 @@
 //! requests no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod tls;
 pub mod ws;
 

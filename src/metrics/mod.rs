@@ -1,0 +1,349 @@
+//! Prometheus metrics on a registry the server owns. The families live here;
+//! the handles the data path bumps (per route, listener and backend) are
+//! resolved once, when a snapshot is attached, and stored in the snapshot, so
+//! no request or message looks up a label.
+
+mod handles;
+
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::snapshot::Snapshot;
+
+pub use handles::{
+    Active, BackendMeters, BodyMeter, Direction, DirectionTally, HttpMeters, ListenerMeters,
+    SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
+};
+
+/// What `/metrics` answers with (Prometheus text exposition format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `route` label of requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Buckets, in seconds, for HTTP responses: static files answer in tens of
+/// microseconds, proxied pages in milliseconds to seconds.
+const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets, in bytes, for WebSocket messages: powers of four from 16 B to
+/// 16 MiB, around the 1 MiB default `max_message_size`.
+const MESSAGE_SIZE_BUCKETS: &[f64] = &[
+    16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+/// Buckets, in seconds, for WebSocket sessions: from a page view to a day.
+const SESSION_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
+];
+/// Buckets, in seconds, for round trips and connects: loopback to a
+/// struggling mobile client, up to the default 10 s ping timeout.
+const ROUND_TRIP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every wsgate metric family, registered on one registry.
+pub struct Metrics {
+    registry: Registry,
+    families: Families,
+    /// HTTP handles for requests that matched no route.
+    unmatched: HttpMeters,
+}
+
+/// The families the handles are resolved from.
+#[derive(Clone)]
+pub(crate) struct Families {
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_response_bytes: IntCounterVec,
+    pub ws_upgrades: IntCounterVec,
+    pub ws_active: IntGaugeVec,
+    pub ws_messages: IntCounterVec,
+    pub ws_frames: IntCounterVec,
+    pub ws_payload_bytes: IntCounterVec,
+    pub ws_message_size: HistogramVec,
+    pub ws_closes: IntCounterVec,
+    pub ws_session_duration: HistogramVec,
+    pub ws_ping_rtt: HistogramVec,
+    pub upstream_connect: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub connections_active: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family, `wsgate_build_info` and the process collector.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let families = Families {
+            http_requests: counters(
+                &registry,
+                "wsgate_http_requests_total",
+                "HTTP requests answered on public listeners, by route, method and status code.",
+                &["route", "method", "code"],
+            ),
+            http_duration: histograms(
+                &registry,
+                "wsgate_http_request_duration_seconds",
+                "Time from the request head to the last byte of the response body.",
+                &["route"],
+                HTTP_DURATION_BUCKETS,
+            ),
+            http_response_bytes: counters(
+                &registry,
+                "wsgate_http_response_bytes_total",
+                "HTTP response body bytes sent.",
+                &["route"],
+            ),
+            ws_upgrades: counters(
+                &registry,
+                "wsgate_ws_upgrades_total",
+                "WebSocket upgrade requests, by outcome.",
+                &["route", "result"],
+            ),
+            ws_active: gauges(
+                &registry,
+                "wsgate_ws_connections_active",
+                "WebSocket sessions being relayed.",
+                &["route"],
+            ),
+            ws_messages: counters(
+                &registry,
+                "wsgate_ws_messages_total",
+                "WebSocket data messages relayed (a fragmented message counts once).",
+                &["route", "direction"],
+            ),
+            ws_frames: counters(
+                &registry,
+                "wsgate_ws_frames_total",
+                "WebSocket frames relayed, control frames included.",
+                &["route", "direction"],
+            ),
+            ws_payload_bytes: counters(
+                &registry,
+                "wsgate_ws_payload_bytes_total",
+                "WebSocket data frame payload bytes relayed.",
+                &["route", "direction"],
+            ),
+            ws_message_size: histograms(
+                &registry,
+                "wsgate_ws_message_size_bytes",
+                "Payload size of relayed WebSocket data messages.",
+                &["route", "direction"],
+                MESSAGE_SIZE_BUCKETS,
+            ),
+            ws_closes: counters(
+                &registry,
+                "wsgate_ws_closes_total",
+                "WebSocket sessions ended, by who began the close and its code (none: no close frame).",
+                &["route", "initiator", "code"],
+            ),
+            ws_session_duration: histograms(
+                &registry,
+                "wsgate_ws_session_duration_seconds",
+                "How long WebSocket sessions lasted.",
+                &["route"],
+                SESSION_DURATION_BUCKETS,
+            ),
+            ws_ping_rtt: histograms(
+                &registry,
+                "wsgate_ws_ping_rtt_seconds",
+                "Round trip of the gateway's pings to WebSocket clients.",
+                &["route"],
+                ROUND_TRIP_BUCKETS,
+            ),
+            upstream_connect: histograms(
+                &registry,
+                "wsgate_upstream_connect_duration_seconds",
+                "Time to connect to a backend (TCP, plus TLS for wss:// and https://).",
+                &["route", "backend"],
+                ROUND_TRIP_BUCKETS,
+            ),
+            upstream_errors: counters(
+                &registry,
+                "wsgate_upstream_errors_total",
+                "Failed attempts to use a backend, by kind.",
+                &["route", "backend", "kind"],
+            ),
+            tls_handshakes: counters(
+                &registry,
+                "wsgate_tls_handshakes_total",
+                "TLS handshakes with clients, by listener and result.",
+                &["listener", "result"],
+            ),
+            connections_active: gauges(
+                &registry,
+                "wsgate_connections_active",
+                "Client connections open, WebSocket sessions included.",
+                &["listener"],
+            ),
+            config_reloads: counters(
+                &registry,
+                "wsgate_config_reloads_total",
+                "Config reloads, by result.",
+                &["result"],
+            ),
+        };
+        for result in ["success", "failure"] {
+            families.config_reloads.with_label_values(&[result]);
+        }
+        let build_info = gauges(
+            &registry,
+            "wsgate_build_info",
+            "Always 1; the version label says which wsgate is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        register(
+            &registry,
+            prometheus::process_collector::ProcessCollector::for_self(),
+        );
+        let unmatched = HttpMeters::new(&families, UNMATCHED);
+        Metrics {
+            registry,
+            families,
+            unmatched,
+        }
+    }
+
+    /// Resolves and stores the handles of every route, listener and backend
+    /// of `snapshot`. Call once per snapshot, before it serves traffic.
+    pub fn attach(&self, snapshot: &Snapshot) {
+        for listener in &snapshot.listeners {
+            let meters = ListenerMeters::new(&self.families, &listener.bind.to_string());
+            let _ = listener.meters.set(meters);
+        }
+        for route in snapshot.router.routes() {
+            let _ = route
+                .meters
+                .set(HttpMeters::new(&self.families, &route.name));
+            if let Some(websocket) = &route.websocket {
+                let _ = websocket
+                    .meters
+                    .set(WsMeters::new(&self.families, &route.name));
+                for backend in websocket.backends.backends() {
+                    let meters = BackendMeters::new(&self.families, &route.name, &backend.url);
+                    let _ = backend.meters.set(meters);
+                }
+            }
+        }
+    }
+
+    /// The handles for requests that matched no route.
+    pub fn unmatched(&self) -> &HttpMeters {
+        &self.unmatched
+    }
+
+    /// Counts a config reload.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.families
+            .config_reloads
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// Drops every series labelled with `route`, for a route a reload removed.
+    pub fn remove_route(&self, route: &str) {
+        let f = &self.families;
+        remove_matching(&f.http_requests, "route", route);
+        remove_matching(&f.http_duration, "route", route);
+        remove_matching(&f.http_response_bytes, "route", route);
+        remove_matching(&f.ws_upgrades, "route", route);
+        remove_matching(&f.ws_active, "route", route);
+        remove_matching(&f.ws_messages, "route", route);
+        remove_matching(&f.ws_frames, "route", route);
+        remove_matching(&f.ws_payload_bytes, "route", route);
+        remove_matching(&f.ws_message_size, "route", route);
+        remove_matching(&f.ws_closes, "route", route);
+        remove_matching(&f.ws_session_duration, "route", route);
+        remove_matching(&f.ws_ping_rtt, "route", route);
+        remove_matching(&f.upstream_connect, "route", route);
+        remove_matching(&f.upstream_errors, "route", route);
+    }
+
+    /// Everything, in the text exposition format.
+    pub fn encode(&self) -> String {
+        let families = self.registry.gather();
+        TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|error| format!("# encoding metrics failed: {error}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Removes every child of `family` whose `label` equals `value`. The
+/// prometheus crate removes by complete label sets only, so the children are
+/// read back from a collection.
+fn remove_matching<T: MetricVecBuilder>(family: &MetricVec<T>, label: &str, value: &str) {
+    for collected in family.collect() {
+        for metric in collected.get_metric() {
+            let labels = metric.get_label();
+            if !labels
+                .iter()
+                .any(|pair| pair.name() == label && pair.value() == value)
+            {
+                continue;
+            }
+            let map: HashMap<&str, &str> = labels
+                .iter()
+                .map(|pair| (pair.name(), pair.value()))
+                .collect();
+            let _ = family.remove(&map);
+        }
+    }
+}
+
+// The names, help texts, label names and buckets below are literals of this
+// module, checked by its tests; registering them cannot fail at run time.
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, family.clone());
+    family
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let family = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, family.clone());
+    family
+}
+
+fn histograms(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let family = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, family.clone());
+    family
+}
+
+fn register(registry: &Registry, collector: impl Collector + 'static) {
+    registry
+        .register(Box::new(collector))
+        .unwrap_or_else(|e| panic!("registering a metric family: {e}"));
+}
