@@ -347,3 +347,151 @@ fn register(registry: &Registry, collector: impl Collector + 'static) {
         .register(Box::new(collector))
         .unwrap_or_else(|e| panic!("registering a metric family: {e}"));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http::{Method, StatusCode};
+
+    use super::*;
+
+    fn lines_with<'t>(text: &'t str, needle: &str) -> Vec<&'t str> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && line.contains(needle))
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_registry_has_build_info_reloads_and_process_series() {
+        let text = Metrics::new().encode();
+        let version = format!(
+            "wsgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        assert!(text.contains("wsgate_config_reloads_total{result=\"failure\"} 0"));
+        assert!(text.contains("wsgate_config_reloads_total{result=\"success\"} 0"));
+        assert!(text.contains("process_open_fds "));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label_and_odd_codes_still_count() {
+        let metrics = Metrics::new();
+        let http = HttpMeters::new(&metrics.families, "api");
+        let brew = Method::from_bytes(b"BREW").expect("extension method");
+        http.request(&brew, StatusCode::OK);
+        http.request(
+            &Method::from_bytes(b"SPILL").expect("method"),
+            StatusCode::OK,
+        );
+        http.request(&Method::GET, StatusCode::from_u16(799).expect("code"));
+        http.request(&Method::GET, StatusCode::from_u16(799).expect("code"));
+        let text = metrics.encode();
+        assert_eq!(
+            lines_with(&text, "method=\"other\""),
+            ["wsgate_http_requests_total{code=\"200\",method=\"other\",route=\"api\"} 2"]
+        );
+        assert_eq!(
+            lines_with(&text, "code=\"799\""),
+            ["wsgate_http_requests_total{code=\"799\",method=\"GET\",route=\"api\"} 2"]
+        );
+        assert!(!text.contains("BREW"));
+    }
+
+    #[test]
+    fn a_body_meter_adds_bytes_and_duration_when_dropped() {
+        let metrics = Metrics::new();
+        let http = HttpMeters::new(&metrics.families, "site");
+        let mut meter = http.body_meter(Instant::now() - Duration::from_millis(3));
+        meter.sent(100);
+        meter.sent(23);
+        assert!(metrics
+            .encode()
+            .contains("wsgate_http_response_bytes_total{route=\"site\"} 0"));
+        drop(meter);
+        let text = metrics.encode();
+        assert!(text.contains("wsgate_http_response_bytes_total{route=\"site\"} 123"));
+        assert!(text.contains("wsgate_http_request_duration_seconds_count{route=\"site\"} 1"));
+        // 3 ms lands above the 2.5 ms bucket.
+        assert!(text.contains(
+            "wsgate_http_request_duration_seconds_bucket{route=\"site\",le=\"0.0025\"} 0"
+        ));
+    }
+
+    #[test]
+    fn session_tallies_flush_differences_and_message_sizes() {
+        let metrics = Metrics::new();
+        let ws = WsMeters::new(&metrics.families, "chat");
+        let mut tally = ws.session_tally();
+        tally.to_backend.message(10);
+        tally.to_backend.message(5000);
+        tally.to_backend.flush(3, 2, 5010);
+        // Unchanged totals add nothing; larger ones add the difference.
+        tally.to_backend.flush(3, 2, 5010);
+        tally.to_backend.flush(4, 2, 5010);
+        let text = metrics.encode();
+        let c2b = "direction=\"client_to_backend\",route=\"chat\"";
+        assert!(
+            text.contains(&format!("wsgate_ws_frames_total{{{c2b}}} 4")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("wsgate_ws_messages_total{{{c2b}}} 2")));
+        assert!(text.contains(&format!("wsgate_ws_payload_bytes_total{{{c2b}}} 5010")));
+        assert!(text.contains(&format!("wsgate_ws_message_size_bytes_count{{{c2b}}} 2")));
+        assert!(text.contains(&format!(
+            "wsgate_ws_message_size_bytes_bucket{{{c2b},le=\"4096\"}} 1"
+        )));
+        ws.session_ended(Duration::from_secs(2), "client", None);
+        ws.session_ended(Duration::from_secs(2), "backend", Some(4000));
+        let text = metrics.encode();
+        assert!(text.contains(
+            "wsgate_ws_closes_total{code=\"none\",initiator=\"client\",route=\"chat\"} 1"
+        ));
+        assert!(text.contains(
+            "wsgate_ws_closes_total{code=\"4000\",initiator=\"backend\",route=\"chat\"} 1"
+        ));
+    }
+
+    #[test]
+    fn removing_a_route_drops_its_series_only() {
+        let metrics = Metrics::new();
+        for route in ["gone", "kept"] {
+            HttpMeters::new(&metrics.families, route).request(&Method::GET, StatusCode::OK);
+            let ws = WsMeters::new(&metrics.families, route);
+            ws.session_ended(Duration::from_secs(1), "client", Some(1000));
+            BackendMeters::new(&metrics.families, route, "ws://b:1")
+                .failed(UpstreamErrorKind::Connect);
+        }
+        metrics.remove_route("gone");
+        let text = metrics.encode();
+        assert!(!text.contains("route=\"gone\""), "{text}");
+        assert!(text
+            .contains("wsgate_http_requests_total{code=\"200\",method=\"GET\",route=\"kept\"} 1"));
+        assert!(text.contains(
+            "wsgate_ws_closes_total{code=\"1000\",initiator=\"client\",route=\"kept\"} 1"
+        ));
+        assert!(text.contains("backend=\"ws://b:1\",kind=\"connect\",route=\"kept\"} 1"));
+    }
+
+    #[test]
+    fn active_guards_count_while_they_live() {
+        let metrics = Metrics::new();
+        let listener = ListenerMeters::new(&metrics.families, "0.0.0.0:443");
+        let first = listener.connection_opened();
+        let second = listener.connection_opened();
+        listener.handshake(TlsResult::Timeout);
+        assert!(metrics
+            .encode()
+            .contains("wsgate_connections_active{listener=\"0.0.0.0:443\"} 2"));
+        drop((first, second));
+        let text = metrics.encode();
+        assert!(text.contains("wsgate_connections_active{listener=\"0.0.0.0:443\"} 0"));
+        assert!(text.contains(
+            "wsgate_tls_handshakes_total{listener=\"0.0.0.0:443\",result=\"timeout\"} 1"
+        ));
+        assert!(
+            text.contains("wsgate_tls_handshakes_total{listener=\"0.0.0.0:443\",result=\"ok\"} 0")
+        );
+    }
+}
