@@ -33,6 +33,10 @@
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
 #   NGINX_WORKERS [2]
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
+#   REFERENCE [nginx]  the second server: `nginx`, or `metrics-off` for a
+#                    second wsgate with `[admin] metrics = false`, which
+#                    measures what the metrics cost (the nginx reference
+#                    points and targets printed then do not apply)
 #
 # Installs nginx-light from Debian packages when missing (needs root).
 set -euo pipefail
@@ -49,6 +53,7 @@ BULK_WINDOW=${BULK_WINDOW:-4}
 HS_CONNECTIONS=${HS_CONNECTIONS:-50}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
+REFERENCE=${REFERENCE:-nginx}
 
 # shellcheck source=common.sh source-path=SCRIPTDIR
 source "$REPO/bench/common.sh"
@@ -82,22 +87,33 @@ raise_fd_limit() {
 
 pick_ports() {
     local ports
-    mapfile -t ports < <(python3 "$HELPER" ports 4)
+    mapfile -t ports < <(python3 "$HELPER" ports 5)
     BACKEND_PORT=${ports[0]}
     WSGATE_PORT=${ports[1]}
     ADMIN_PORT=${ports[2]}
+    # The reference server listens here, nginx or the second wsgate.
     NGINX_PORT=${ports[3]}
+    REF_ADMIN_PORT=${ports[4]}
 }
 
+# wsgate.toml for the gateway under test; wsgate-metrics-off.toml for the
+# metrics-off reference on the reference port.
 write_wsgate_config() {
+    wsgate_config "$WSGATE_PORT" "$ADMIN_PORT" true >"$TMP/wsgate.toml"
+    wsgate_config "$NGINX_PORT" "$REF_ADMIN_PORT" false >"$TMP/wsgate-metrics-off.toml"
+}
+
+wsgate_config() {
+    local port=$1 admin=$2 metrics=$3
     # ping_interval 0s: the gateway must not inject pings into the
     # measurements (nginx sends none either).
-    cat >"$TMP/wsgate.toml" <<EOF
+    cat <<EOF
 [[listeners]]
-bind = "127.0.0.1:$WSGATE_PORT"
+bind = "127.0.0.1:$port"
 
 [admin]
-bind = "127.0.0.1:$ADMIN_PORT"
+bind = "127.0.0.1:$admin"
+metrics = $metrics
 
 [[routes]]
 name = "ws"
@@ -160,6 +176,25 @@ start_backend() {
     wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend.log"
 }
 
+# Starts wsgate and the reference server; sets REF_NAME and REF_PID.
+start_gateways() {
+    if [[ "$REFERENCE" == nginx ]]; then
+        start_wsgate_and_nginx
+        REF_NAME=nginx
+        REF_PID=$NGINX_PID
+        return
+    fi
+    "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
+    WSGATE_PID=$!
+    "$WSGATE_BIN" --config "$TMP/wsgate-metrics-off.toml" >>"$TMP/wsgate-metrics-off.log" 2>&1 &
+    # Stopped and cleaned up through the same variable as nginx.
+    NGINX_PID=$!
+    wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
+    wait_ready metrics-off "$NGINX_PID" "$NGINX_PORT" "$TMP/wsgate-metrics-off.log"
+    REF_NAME="metrics-off"
+    REF_PID=$NGINX_PID
+}
+
 stop_gateways() {
     stop_tree "$WSGATE_PID"
     stop_tree "$NGINX_PID"
@@ -173,6 +208,10 @@ main() {
     trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "$BACKEND_PID"' EXIT
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
+    case "$REFERENCE" in
+    nginx | metrics-off) ;;
+    *) die "REFERENCE must be nginx or metrics-off, not $REFERENCE" ;;
+    esac
     # shellcheck disable=SC2119  # nothing beyond what both scripts need
     install_missing_tools
     build
@@ -196,20 +235,20 @@ main() {
     # reused by the new sessions and hide their cost.
     local round
     for ((round = 1; round <= ROUNDS; round++)); do
-        log "idle sessions, round $round/$ROUNDS: fresh wsgate and nginx"
-        start_wsgate_and_nginx
+        log "idle sessions, round $round/$ROUNDS: fresh wsgate and $REFERENCE"
+        start_gateways
         helper idle "${common[@]}" --round "$round" \
             --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
-            --server "nginx:$NGINX_PORT:$NGINX_PID" \
+            --server "$REF_NAME:$NGINX_PORT:$REF_PID" \
             --connections "$IDLE_CONNECTIONS"
         stop_gateways
     done
 
     log "throughput rounds"
-    start_wsgate_and_nginx
+    start_gateways
     helper run "${common[@]}" \
         --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
-        --server "nginx:$NGINX_PORT:$NGINX_PID" \
+        --server "$REF_NAME:$NGINX_PORT:$REF_PID" \
         --rounds "$ROUNDS" --duration "$DURATION" \
         --echo-connections "$ECHO_CONNECTIONS" \
         --bulk-count "$BULK_COUNT" --bulk-window "$BULK_WINDOW" \
