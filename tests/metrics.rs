@@ -470,3 +470,94 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Every metric name `file` mentions (the dashboard's queries, the alerting
+/// rules' expressions) is one a gateway exposes after traffic of every kind.
+#[tokio::test]
+async fn the_dashboard_and_alerts_use_metric_names_that_exist() {
+    let ca = TestCa::new();
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    write_file(dir.path(), "public/index.html", "hi");
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
+         [[listeners]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_whole(dir, &config).await;
+    drop(test_tls::connect(server.addrs[1], "localhost", ca.client_config(&[])).await);
+    assert_eq!(get(server.addr, "/").await.status, 200);
+    let mut client = ws::connect(server.addr, "/chat").await;
+    client.send(Message::text("hi")).await.expect("send");
+    ws::receive(&mut client).await;
+    let _ = client.close(None).await;
+    let scrape = scrape_until(server.admin, |m| {
+        m.get(
+            "wsgate_ws_session_duration_seconds_count",
+            &[("route", "chat")],
+        ) == Some(1.0)
+    })
+    .await;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "deploy/grafana/wsgate-dashboard.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read deploy file");
+        let names = metric_names(&text);
+        assert!(names.len() >= 5, "{file} names too few metrics: {names:?}");
+        for name in names {
+            // A histogram's own name is fine too (its samples are `_count`…).
+            let histogram = format!("{name}_count");
+            assert!(
+                scrape.has_sample(&name) || scrape.has_sample(&histogram),
+                "{file} uses {name}, which the gateway does not expose"
+            );
+        }
+    }
+}
+
+/// `wsgate_…` and `process_…` identifiers in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["wsgate_", "process_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let preceded = text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            if preceded {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn deploy_prometheus_files_pass_promtool() {
+    prometheus_bin("promtool");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/check.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run deploy/prometheus/check.sh");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -293,7 +293,8 @@ impl DirectionTally {
 #[derive(Clone)]
 pub struct ListenerMeters {
     active: IntGauge,
-    handshakes: [IntCounter; TlsResult::ALL.len()],
+    /// `None` on a plaintext listener, which has no handshake series.
+    handshakes: Option<[IntCounter; TlsResult::ALL.len()]>,
 }
 
 /// How a TLS handshake with a client ended.
@@ -317,13 +318,15 @@ impl TlsResult {
 }
 
 impl ListenerMeters {
-    pub(crate) fn new(families: &Families, listener: &str) -> ListenerMeters {
+    pub(crate) fn new(families: &Families, listener: &str, tls: bool) -> ListenerMeters {
         ListenerMeters {
             active: families.connections_active.with_label_values(&[listener]),
-            handshakes: TlsResult::ALL.map(|result| {
-                families
-                    .tls_handshakes
-                    .with_label_values(&[listener, result.as_str()])
+            handshakes: tls.then(|| {
+                TlsResult::ALL.map(|result| {
+                    families
+                        .tls_handshakes
+                        .with_label_values(&[listener, result.as_str()])
+                })
             }),
         }
     }
@@ -334,7 +337,9 @@ impl ListenerMeters {
     }
 
     pub fn handshake(&self, result: TlsResult) {
-        self.handshakes[result as usize].inc();
+        if let Some(handshakes) = &self.handshakes {
+            handshakes[result as usize].inc();
+        }
     }
 }
 

@@ -223,7 +223,8 @@ impl Metrics {
     /// of `snapshot`. Call once per snapshot, before it serves traffic.
     pub fn attach(&self, snapshot: &Snapshot) {
         for listener in &snapshot.listeners {
-            let meters = ListenerMeters::new(&self.families, &listener.bind.to_string());
+            let bind = listener.bind.to_string();
+            let meters = ListenerMeters::new(&self.families, &bind, listener.tls.is_some());
             let _ = listener.meters.set(meters);
         }
         for route in snapshot.router.routes() {
@@ -477,7 +478,9 @@ mod tests {
     #[test]
     fn active_guards_count_while_they_live() {
         let metrics = Metrics::new();
-        let listener = ListenerMeters::new(&metrics.families, "0.0.0.0:443");
+        let listener = ListenerMeters::new(&metrics.families, "0.0.0.0:443", true);
+        let plain = ListenerMeters::new(&metrics.families, "0.0.0.0:80", false);
+        plain.handshake(TlsResult::Ok);
         let first = listener.connection_opened();
         let second = listener.connection_opened();
         listener.handshake(TlsResult::Timeout);
@@ -493,5 +496,6 @@ mod tests {
         assert!(
             text.contains("wsgate_tls_handshakes_total{listener=\"0.0.0.0:443\",result=\"ok\"} 0")
         );
+        assert!(!text.contains("wsgate_tls_handshakes_total{listener=\"0.0.0.0:80\""));
     }
 }

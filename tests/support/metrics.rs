@@ -41,6 +41,12 @@ impl Scrape {
             .unwrap_or_else(|| panic!("no {name} sample with {labels:?} in:\n{}", self.text))
     }
 
+    /// Whether any sample is named `name` (a histogram's samples are named
+    /// `…_bucket`, `…_sum` and `…_count`).
+    pub fn has_sample(&self, name: &str) -> bool {
+        self.samples.iter().any(|(sample, _, _)| sample == name)
+    }
+
     /// Whether any sample carries `label="value"`.
     pub fn mentions(&self, label: &str, value: &str) -> bool {
         self.samples
