@@ -388,6 +388,17 @@ async fn a_client_that_does_not_answer_pings_is_closed_as_dead() {
         panic!("backend close")
     };
     assert_eq!(u16::from(frame.code), 1001);
+    // Counted as a dead peer: closed by the gateway, no close frame.
+    let dead = [
+        ("route", "chat"),
+        ("initiator", "gateway"),
+        ("code", "none"),
+    ];
+    eventually(Duration::from_secs(10), || async {
+        let metrics = support::metrics::scrape(server.admin).await;
+        (metrics.get("wsgate_ws_closes_total", &dead) == Some(1.0)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

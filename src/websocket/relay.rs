@@ -718,9 +718,10 @@ impl Session {
         if self.pinger.alive_by.is_some_and(|by| now >= by) {
             tracing::debug!("client did not answer the gateway's ping");
             self.pinger.alive_by = None;
-            // Recorded first, so the session counts as closed by the gateway;
-            // then treated like a client that vanished (1001 to the backend).
-            self.record_close(Initiator::Gateway, Some(1001));
+            // Recorded first, so the session counts as closed by the gateway
+            // with no close frame (a dead peer, unlike an idle timeout's
+            // 1001); then treated like a client that vanished (1001 to the backend).
+            self.record_close(Initiator::Gateway, None);
             self.source_gone(Side::Client);
             return false;
         }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Checks the monitoring files under deploy/: the Prometheus config (and the
+# rule file it loads), the alerting rules and their unit tests, and that the
+# Grafana dashboard is valid JSON. Runs from any directory; installs
+# promtool (Debian's prometheus package) first if it is missing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/../.." && pwd)"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    "${repo}/tests/prometheus/install.sh"
+fi
+
+# `check config` also checks the rule files prometheus.yml lists; the rules
+# are checked on their own too, so an error names the right file.
+promtool check config "${here}/prometheus.yml"
+promtool check rules "${here}/alerts.yml"
+# rule_files in the test file are resolved from its own directory.
+promtool test rules "${here}/alerts_test.yml"
+
+dashboard="${repo}/deploy/grafana/wsgate-dashboard.json"
+python3 -m json.tool "${dashboard}" >/dev/null
+echo "SUCCESS: ${dashboard} is valid JSON"
