@@ -160,8 +160,8 @@ pub async fn upgrade<B>(
     let shutdown = cx.shutdown.clone();
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
-    cx.sessions.spawn(async move {
-        let (_in_progress, _client) = (in_progress, client);
+    let session = async move {
+        let _client = client;
         let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
             return;
         };
@@ -182,7 +182,10 @@ pub async fn upgrade<B>(
             meters.session_ended(started.elapsed(), closing.initiator.as_str(), closing.code);
         }
         tracing::debug!(route = %route_name, ?stats, "websocket session ended");
-    });
+    };
+    cx.sessions.spawn(session);
+    // The spawned session is tracked now; the token would count it twice.
+    drop(in_progress);
     Response::from_parts(parts, Body::empty())
 }
 
