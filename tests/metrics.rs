@@ -291,14 +291,7 @@ async fn websocket_messages_are_counted_exactly_while_the_session_is_open() {
 #[tokio::test]
 async fn tls_handshakes_are_counted_per_listener() {
     let ca = TestCa::new();
-    let dir = test_dir();
-    ca.leaf(&["localhost"]).write(dir.path(), "site");
-    write_file(dir.path(), "public/index.html", "hi");
-    let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
-        tls = { cert = \"site.pem\", key = \"site-key.pem\", handshake_timeout = \"300ms\" }\n\
-        [admin]\nbind = \"127.0.0.1:0\"\n\
-        [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
-    let server = TestServer::start_whole(dir, config).await;
+    let server = test_tls::site_with_short_handshake(&ca).await;
     let stream = test_tls::connect(server.addr, "localhost", ca.client_config(&[])).await;
     drop(stream);
     let mut garbage = tokio::net::TcpStream::connect(server.addr)

@@ -237,14 +237,7 @@ async fn plaintext_and_garbage_on_the_tls_port_disturb_nobody() {
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_is_cut_off() {
     let ca = TestCa::new();
-    let dir = test_dir();
-    ca.leaf(&["localhost"]).write(dir.path(), "site");
-    write_file(dir.path(), "public/index.html", "hi");
-    let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
-        tls = { cert = \"site.pem\", key = \"site-key.pem\", handshake_timeout = \"300ms\" }\n\
-        [admin]\nbind = \"127.0.0.1:0\"\n\
-        [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
-    let server = TestServer::start_whole(dir, config).await;
+    let server = tls::site_with_short_handshake(&ca).await;
     let started = Instant::now();
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");
     let answer = read_until_closed(&mut silent).await;

@@ -124,3 +124,16 @@ pub async fn connect(
         .await
         .expect("TLS handshake with the gateway")
 }
+
+/// A gateway with one TLS listener (a `localhost` certificate from `ca`, a
+/// 300 ms `handshake_timeout`) serving a one-page static site.
+pub async fn site_with_short_handshake(ca: &TestCa) -> super::TestServer {
+    let dir = super::test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    super::write_file(dir.path(), "public/index.html", "hi");
+    let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
+        tls = { cert = \"site.pem\", key = \"site-key.pem\", handshake_timeout = \"300ms\" }\n\
+        [admin]\nbind = \"127.0.0.1:0\"\n\
+        [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
+    super::TestServer::start_whole(dir, config).await
+}
