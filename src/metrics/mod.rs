@@ -248,15 +248,6 @@ impl Metrics {
         &self.unmatched
     }
 
-    /// Counts a config reload.
-    pub fn reloaded(&self, ok: bool) {
-        let result = if ok { "success" } else { "failure" };
-        self.families
-            .config_reloads
-            .with_label_values(&[result])
-            .inc();
-    }
-
     /// Drops every series labelled with `route`, for a route a reload removed.
     pub fn remove_route(&self, route: &str) {
         let f = &self.families;

@@ -46,13 +46,6 @@ impl Scrape {
     pub fn has_sample(&self, name: &str) -> bool {
         self.samples.iter().any(|(sample, _, _)| sample == name)
     }
-
-    /// Whether any sample carries `label="value"`.
-    pub fn mentions(&self, label: &str, value: &str) -> bool {
-        self.samples
-            .iter()
-            .any(|(_, labels, _)| labels.iter().any(|(k, v)| k == label && v == value))
-    }
 }
 
 /// GETs `/metrics` from the admin listener at `admin`.
