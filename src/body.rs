@@ -12,6 +12,7 @@ use http_body::{Frame, SizeHint};
 
 use crate::buffer_pool;
 use crate::metrics::BodyMeter;
+use crate::proxy::ProxiedBody;
 
 /// A response body.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub enum Body {
     File(FileBody),
     /// A backend's response body, streamed through.
     Upstream(hyper::body::Incoming),
+    /// A proxied response body, counted against its backend until it ends.
+    Proxied(ProxiedBody),
     /// Another body, its bytes and time counted for the route's metrics.
     Metered(Box<(Body, BodyMeter)>),
 }
@@ -61,6 +64,7 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.take().map(Ok),
             Body::File(file) => file.next_chunk(),
             Body::Upstream(body) => return Pin::new(body).poll_frame(cx).map_err(io::Error::other),
+            Body::Proxied(body) => return body.poll_frame(cx),
             Body::Metered(metered) => {
                 let (body, meter) = &mut **metered;
                 let poll = Pin::new(body).poll_frame(cx);
@@ -78,6 +82,7 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.is_none(),
             Body::File(file) => file.remaining == 0,
             Body::Upstream(body) => body.is_end_stream(),
+            Body::Proxied(body) => body.is_end_stream(),
             Body::Metered(metered) => metered.0.is_end_stream(),
         }
     }
@@ -89,6 +94,7 @@ impl http_body::Body for Body {
             }
             Body::File(file) => SizeHint::with_exact(file.remaining),
             Body::Upstream(body) => body.size_hint(),
+            Body::Proxied(body) => body.size_hint(),
             Body::Metered(metered) => metered.0.size_hint(),
         }
     }

@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::gateway::Gateway;
 use crate::snapshot::{Content, Snapshot};
+use crate::upstream::{BackendPool, Balance, HashKey};
 use crate::{config, demo, echo, server};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
@@ -142,16 +143,11 @@ pub fn summary(snapshot: &Snapshot) -> String {
         match &route.content {
             Some(Content::Static(dir)) => actions.push(format!("static {}", dir.root().display())),
             Some(Content::Embedded(_)) => actions.push("embedded page".to_owned()),
+            Some(Content::Proxy(proxy)) => actions.push(pool_summary("proxy", &proxy.backends)),
             None => {}
         }
         if let Some(websocket) = &route.websocket {
-            let backends: Vec<&str> = websocket
-                .backends
-                .backends()
-                .iter()
-                .map(|b| b.url.as_str())
-                .collect();
-            actions.push(format!("websocket {}", backends.join(" ")));
+            actions.push(pool_summary("websocket", &websocket.backends));
         }
         let action = actions.join("; ");
         let _ = writeln!(
@@ -163,6 +159,27 @@ pub fn summary(snapshot: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// `proxy http://a:1 http://b:1 (hash cookie:sid, health /healthz)`.
+fn pool_summary(action: &str, pool: &BackendPool) -> String {
+    let backends: Vec<&str> = pool.backends().iter().map(|b| b.url.as_str()).collect();
+    let mut notes = Vec::new();
+    match &pool.balance {
+        Balance::RoundRobin => {}
+        Balance::LeastConnections => notes.push("least_connections".to_owned()),
+        Balance::Hash(HashKey::Cookie(name)) => notes.push(format!("hash cookie:{name}")),
+        Balance::Hash(HashKey::Header(name)) => notes.push(format!("hash header:{name}")),
+        Balance::Hash(HashKey::ClientIp) => notes.push("hash client_ip".to_owned()),
+    }
+    if let Some(check) = &pool.health_check {
+        notes.push(format!("health {}", check.path));
+    }
+    let mut summary = format!("{action} {}", backends.join(" "));
+    if !notes.is_empty() {
+        summary.push_str(&format!(" ({})", notes.join(", ")));
+    }
+    summary
 }
 
 fn demo() -> anyhow::Result<()> {

@@ -79,6 +79,7 @@ pub struct RawRoute {
     #[serde(rename = "static")]
     pub static_files: Option<Spanned<RawStatic>>,
     pub websocket: Option<Spanned<RawWebSocket>>,
+    pub proxy: Option<Spanned<RawProxy>>,
 }
 
 /// `websocket = { ... }` on a route.
@@ -100,6 +101,37 @@ pub struct RawWebSocket {
     #[serde(default)]
     pub strip_prefix: bool,
     pub backend_ca: Option<Spanned<String>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+/// `proxy = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub backends: Spanned<Vec<Spanned<String>>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub preserve_host: Option<bool>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub backend_ca: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+/// `health_check = { ... }` on a `proxy` or `websocket` action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub unhealthy_after: Option<Spanned<i64>>,
+    pub healthy_after: Option<Spanned<i64>>,
 }
 
 /// `static = { ... }` on a route.
@@ -116,6 +148,7 @@ pub struct RawStatic {
 /// Everything the file says, section by section.
 #[derive(Debug, Default)]
 pub struct RawConfig {
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     pub listeners: Vec<RawListener>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
@@ -257,6 +290,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
             "routes" => raw.routes = entries(value, &mut errors),
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
+            "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),
             other => errors.push(Diagnostic::error(
                 Some(key.span()),
                 ConfigError::UnknownSection(other.to_owned()),
@@ -328,7 +362,7 @@ mod tests {
         let (_, errors) = parse("[rutes]\n");
         assert_eq!(
             errors[0].error.to_string(),
-            "unknown section `rutes`; expected `listeners`, `admin`, `server` or `routes`"
+            "unknown section `rutes`; expected `trusted_proxies`, `listeners`, `admin`, `server` or `routes`"
         );
         assert_eq!(errors[0].span, Some(1..6));
     }

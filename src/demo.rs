@@ -10,6 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
+use crate::forwarding::TrustedProxies;
 use crate::response;
 use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{Content, EmbeddedPage, Limits, Listener, Snapshot};
@@ -40,7 +41,10 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
         prefix: "/echo".to_owned(),
         content: None,
         websocket: Some(Arc::new(WebSocketRoute {
-            backends: BackendPool::new(echo_backend.into_iter().collect()),
+            backends: Arc::new(BackendPool::new(
+                echo_backend.into_iter().collect(),
+                Duration::from_secs(5),
+            )),
             origins: Vec::new(),
             require_origin: false,
             subprotocols: Vec::new(),
@@ -50,9 +54,7 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
                 ping_timeout: Duration::from_secs(10),
                 idle_timeout: None,
             },
-            connect_timeout: Duration::from_secs(5),
             strip_prefix: false,
-            backend_tls: None,
             meters: OnceLock::new(),
         })),
         meters: OnceLock::new(),
@@ -62,6 +64,7 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
         admin,
         metrics: true,
         limits: Limits::default(),
+        trusted_proxies: TrustedProxies::default(),
         router: Router::new(vec![page, echo]),
     }
 }

@@ -1,14 +1,89 @@
-//! What a proxy changes in the headers it forwards.
+//! What a proxy changes in the requests it forwards: the target, the
+//! hop-by-hop headers, `Host`, and the forwarding headers. The HTTP proxy
+//! and the WebSocket handshake share all of it.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+use crate::request_path;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Who a request came from, as the forwarding headers tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub client: SocketAddr,
+    /// `http` or `https`: how the client reached the gateway.
+    pub scheme: &'static str,
+    pub trusted: &'a TrustedProxies,
+}
+
+/// The request target at a backend: the backend URL's path, the client's
+/// path (below the route's prefix when the route strips it), and the query.
+/// The raw path goes on unchanged; a stripped one is re-encoded so the
+/// backend decodes exactly what the router saw, once.
+pub fn backend_target(
+    backend_path: &str,
+    uri: &Uri,
+    relative_path: &str,
+    strip_prefix: bool,
+) -> String {
+    let path = if strip_prefix {
+        request_path::encode(relative_path)
+    } else {
+        Cow::Borrowed(uri.path())
+    };
+    let path = if path.is_empty() { "/" } else { &path };
+    match uri.query() {
+        Some(query) => format!("{backend_path}{path}?{query}"),
+        None => format!("{backend_path}{path}"),
+    }
+}
+
+/// The headers a backend gets with a client's request (RFC 9110 §7.6):
+/// hop-by-hop fields removed, forwarding fields added, and `Host` the one
+/// the client asked for (`preserve_host`) or the backend's own authority.
+pub fn backend_headers(
+    request: &HeaderMap,
+    uri: &Uri,
+    origin: &Origin<'_>,
+    preserve_host: bool,
+    backend_authority: &str,
+) -> HeaderMap {
+    let mut headers = request.clone();
+    strip_hop_by_hop(&mut headers);
+    // RFC 9112 §3.2.2: with an absolute-form target (and in HTTP/2), its
+    // authority is the host the request was routed on, whatever `Host` says.
+    if let Some(authority) = uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    add_forwarded(
+        &mut headers,
+        origin.client,
+        origin.scheme,
+        host.as_deref(),
+        origin.trusted,
+    );
+    if !preserve_host || !headers.contains_key(header::HOST) {
+        if let Ok(authority) = HeaderValue::from_str(backend_authority) {
+            headers.insert(header::HOST, authority);
+        }
+    }
+    headers
+}
 
 /// Removes hop-by-hop headers before a message is forwarded.
 ///
@@ -49,33 +124,163 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `X-Forwarded-For` (appended to any the client sent), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `Forwarded` (RFC 7239).
+/// `trusted_proxies`: the networks whose `X-Forwarded-*` and `Forwarded`
+/// headers are believed. A request from anywhere else has them replaced, so
+/// a client cannot claim another address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    networks: Vec<Network>,
+}
+
+/// An address block, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl Network {
+    /// Parses `ADDR/LEN` or a bare address; `None` when it is neither, or
+    /// the address has bits set past the prefix (a likely typo).
+    pub fn parse(text: &str) -> Option<Network> {
+        let (addr, prefix_len) = match text.split_once('/') {
+            Some((addr, len)) => (addr.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?),
+            None => {
+                let addr = text.parse::<IpAddr>().ok()?;
+                (addr, if addr.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let network = Network { addr, prefix_len };
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix_len <= bits && network.masked(addr) == bits_of(addr)).then_some(network)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                self.masked(ip.to_canonical()) == self.masked(self.addr)
+            }
+            _ => false,
+        }
+    }
+
+    fn masked(&self, ip: IpAddr) -> u128 {
+        let (bits, width) = match ip {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        };
+        let host_bits = width - u32::from(self.prefix_len.min(width as u8));
+        if host_bits >= 128 {
+            0
+        } else {
+            bits >> host_bits << host_bits
+        }
+    }
+}
+
+fn bits_of(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<Network>) -> TrustedProxies {
+        TrustedProxies { networks }
+    }
+
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|network| network.contains(ip))
+    }
+
+    /// The client's address: the peer, or when the peer is a trusted proxy,
+    /// the right-most `X-Forwarded-For` entry that is not a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.trusts(client) {
+            return client;
+        }
+        let chain: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .collect();
+        for entry in chain.iter().rev() {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => client = ip.to_canonical(),
+                Err(_) => break,
+            }
+            if !self.trusts(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// `Forwarded` (RFC 7239). From a trusted proxy, the chain it sent is
+/// extended and the protocol and host it reported are kept; from anyone
+/// else, whatever they sent is replaced.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: SocketAddr,
     proto: &'static str,
     host: Option<&str>,
+    trusted: &TrustedProxies,
 ) {
-    let ip = client.ip();
-    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip.to_string(),
+    let ip = client.ip().to_canonical();
+    let from_trusted = trusted.trusts(ip);
+    if !from_trusted {
+        for name in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            header::FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
+    let earlier: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let chain = if earlier.is_empty() {
+        ip.to_string()
+    } else {
+        format!("{}, {ip}", earlier.join(", "))
     };
     insert(headers, X_FORWARDED_FOR, chain);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
     // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
     let node = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
-    let mut forwarded = format!("for={node};proto={proto}");
+    let mut element = format!("for={node};proto={proto}");
     // Only a plain host name or address is copied into the quoted-string:
     // anything else could close the quotes and forge another element.
     if let Some(host) = host.filter(|h| is_plain_host(h)) {
-        insert(headers, X_FORWARDED_HOST, host.to_owned());
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            insert(headers, X_FORWARDED_HOST, host.to_owned());
+        }
+        element.push_str(&format!(";host=\"{host}\""));
     }
+    let earlier: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = if earlier.is_empty() {
+        element
+    } else {
+        format!("{}, {element}", earlier.join(", "))
+    };
     insert(headers, header::FORWARDED, forwarded);
 }
 
@@ -97,6 +302,21 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets() {
+        let uri: Uri = "/chat/room%20a?x=1".parse().expect("uri");
+        assert_eq!(
+            backend_target("", &uri, "/room a", false),
+            "/chat/room%20a?x=1"
+        );
+        assert_eq!(
+            backend_target("/base", &uri, "/room a", true),
+            "/base/room%20a?x=1"
+        );
+        let bare: Uri = "/chat".parse().expect("uri");
+        assert_eq!(backend_target("/base", &bare, "", true), "/base/");
+    }
 
     #[test]
     fn connection_options_and_standard_hop_by_hop_fields_are_removed() {
@@ -126,9 +346,99 @@ mod tests {
             client,
             "http",
             Some("x\", for=6.6.6.6;host=\"a"),
+            &TrustedProxies::default(),
         );
         assert_eq!(headers["forwarded"], "for=192.0.2.1;proto=http");
         assert!(headers.get("x-forwarded-host").is_none());
+    }
+
+    fn trusted(networks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            networks
+                .iter()
+                .map(|n| Network::parse(n).expect(n))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_extended() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("for=203.0.113.7;proto=https"),
+        );
+        add_forwarded(
+            &mut headers,
+            "[::1]:5000".parse().expect("addr"),
+            "http",
+            Some("chat.example.com"),
+            &trusted(&["::1"]),
+        );
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, ::1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "chat.example.com");
+        assert_eq!(
+            headers["forwarded"],
+            "for=203.0.113.7;proto=https, for=\"[::1]\";proto=http;host=\"chat.example.com\""
+        );
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_forge_its_address() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        let client = "192.0.2.9:1000".parse().expect("addr");
+        add_forwarded(
+            &mut headers,
+            client,
+            "http",
+            None,
+            &trusted(&["10.0.0.0/8"]),
+        );
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["forwarded"], "for=192.0.2.9;proto=http");
+    }
+
+    #[test]
+    fn the_client_address_is_found_behind_trusted_proxies() {
+        let proxies = trusted(&["10.0.0.0/8", "fd00::/8"]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 198.51.100.4, 10.1.2.3"),
+        );
+        let lb: IpAddr = "10.9.9.9".parse().expect("ip");
+        assert_eq!(proxies.client_ip(lb, &headers).to_string(), "198.51.100.4");
+        let outsider: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(proxies.client_ip(outsider, &headers), outsider);
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert!(proxies.trusts(mapped));
+        assert!(proxies.trusts("fd12::1".parse().expect("ip")));
+        assert!(!proxies.trusts("fe80::1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn networks_parse_strictly() {
+        assert!(Network::parse("10.0.0.0/8").is_some());
+        assert!(Network::parse("0.0.0.0/0").is_some());
+        assert!(Network::parse("::/0").is_some());
+        assert!(Network::parse("192.0.2.1").is_some());
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "ten/8",
+            "::1/129",
+            "",
+        ] {
+            assert_eq!(Network::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -140,6 +450,7 @@ mod tests {
             "[::1]:5000".parse().expect("addr"),
             "http",
             Some("chat.example.com"),
+            &trusted(&["::1"]),
         );
         assert_eq!(headers["x-forwarded-for"], "203.0.113.7, ::1");
         assert_eq!(headers["x-forwarded-proto"], "http");

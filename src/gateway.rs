@@ -8,16 +8,19 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::metrics::Metrics;
+use crate::proxy::{self, ForwardContext};
 use crate::request_path;
 use crate::response;
 use crate::router::{host_name, Route};
 use crate::server::ClientConnection;
 use crate::snapshot::{Content, Snapshot};
+use crate::upstream::health;
 use crate::websocket::{self, handshake, UpgradeContext};
 use crate::{demo, static_files};
 
@@ -44,6 +47,7 @@ impl Gateway {
             metrics.attach(&snapshot);
             metrics
         });
+        start_health_checks(&snapshot);
         Arc::new(Gateway {
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -83,12 +87,29 @@ impl Gateway {
     }
 }
 
+/// Starts the active health checks of every pool in `snapshot`; each stops
+/// when its pool is dropped. Without a runtime (a snapshot built outside
+/// one, as some tests do) there is nothing to run them on.
+fn start_health_checks(snapshot: &Snapshot) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    for route in snapshot.router.routes() {
+        if let Some(websocket) = &route.websocket {
+            health::spawn_checks(&websocket.backends, &route.name);
+        }
+        if let Some(Content::Proxy(proxy)) = &route.content {
+            health::spawn_checks(&proxy.backends, &route.name);
+        }
+    }
+}
+
 /// Answers one request from `client` on a public listener, and counts it
 /// under its route (or `unmatched`).
-pub async fn handle<B>(
+pub async fn handle(
     gateway: Arc<Gateway>,
     client: Arc<ClientConnection>,
-    req: Request<B>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -107,11 +128,11 @@ pub async fn handle<B>(
 }
 
 /// The response, and the route that gave it (`None`: no route matched).
-async fn respond<'s, B>(
+async fn respond<'s>(
     gateway: &Gateway,
     snapshot: &'s Snapshot,
     client: Arc<ClientConnection>,
-    req: Request<B>,
+    req: Request<Incoming>,
 ) -> (Response<Body>, Option<&'s Route>) {
     if let Some(port) = client.redirect_https {
         return (redirect_to_https(&req, port), None);
@@ -142,12 +163,23 @@ async fn respond<'s, B>(
             relative_path: &relative_path,
             sessions: &gateway.sessions,
             shutdown: &gateway.close_sessions,
+            trusted: &snapshot.trusted_proxies,
         };
         return (websocket::upgrade(req, websocket, cx).await, Some(route));
     }
     let response = match &route.content {
         Some(Content::Static(dir)) => static_files::serve(&req, dir, &path, relative),
         Some(Content::Embedded(page)) => demo::serve_page(&req, page, relative),
+        Some(Content::Proxy(proxy)) => {
+            let relative_path = relative.to_owned();
+            let cx = ForwardContext {
+                route_name: &route.name,
+                client: &client,
+                relative_path: &relative_path,
+                trusted: &snapshot.trusted_proxies,
+            };
+            proxy::forward(req, proxy, cx).await
+        }
         // A WebSocket-only route (RFC 9110 §15.5.22: say which protocol to upgrade to).
         None => {
             let mut response = response::status(StatusCode::UPGRADE_REQUIRED);

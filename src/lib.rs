@@ -11,12 +11,15 @@
 //! request_path   percent-decoding and dot-segment resolution; traversal → 400
 //! router         (host, longest path prefix) → Route; pure
 //! static_files   lookup below a root, small-file cache, conditional and range requests
-//! body           the response body: bytes or a streamed file
+//! body           the response body: bytes, a streamed file, or a backend's body
 //! buffer_pool    reusable 64 KiB I/O buffers
 //! response       error, redirect and refusal responses
 //! websocket      handshake checks, backend handshake, frame parser, relay
-//! upstream       backend pools: round-robin, back-off, bounded connect
-//! forwarding     hop-by-hop headers, X-Forwarded-*, Forwarded
+//! proxy          HTTP reverse proxy: pooled client per backend, retries, 502/504
+//! upstream       backend pools: balance (round-robin, least connections,
+//!                consistent hash), passive and active health, bounded connect
+//! forwarding     request target, hop-by-hop headers, Host, X-Forwarded-*,
+//!                Forwarded, trusted proxies
 //! metrics        Prometheus families; per-route, listener and backend handles
 //! admin          /healthz, /readyz, /metrics
 //! demo, echo     the built-in demo page and WebSocket echo backend
@@ -26,7 +29,8 @@
 //! which loads the current `Snapshot` once, normalises the path, asks the
 //! `Router` for a `Route` and runs its action: an upgrade goes to
 //! `websocket::upgrade` (backend handshake, then `relay::run` on both raw
-//! sockets), anything else to the route's content.
+//! sockets), anything else to the route's content (static files, or
+//! `proxy::forward` to a backend).
 
 pub mod admin;
 pub mod body;
@@ -38,6 +42,7 @@ pub mod echo;
 pub mod forwarding;
 pub mod gateway;
 pub mod metrics;
+pub mod proxy;
 pub mod request_path;
 pub mod response;
 pub mod router;

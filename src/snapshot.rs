@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::forwarding::TrustedProxies;
 use crate::metrics::ListenerMeters;
+use crate::proxy::ProxyRoute;
 
 use crate::router::Router;
 use crate::static_files::StaticDir;
@@ -35,6 +37,8 @@ pub struct Snapshot {
     /// Whether the admin listener serves `/metrics` and the data path counts.
     pub metrics: bool,
     pub limits: Limits,
+    /// Whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     pub router: Router,
 }
 
@@ -90,6 +94,8 @@ pub enum Content {
     Static(StaticDir),
     /// A page compiled into the binary (the demo).
     Embedded(EmbeddedPage),
+    /// Backends that the request is proxied to.
+    Proxy(ProxyRoute),
 }
 
 /// A single page compiled into the binary, served at its route's prefix.

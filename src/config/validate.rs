@@ -1,6 +1,8 @@
 //! Raw config → [`Snapshot`]. Every check reports at the span of the value it
 //! is about, and all checks run, so one pass shows every mistake.
 
+mod pools;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -20,7 +22,7 @@ use crate::router::{HostMatch, Route, Router};
 use crate::snapshot::{self, Content, Limits, Listener, Snapshot};
 use crate::static_files::{CacheBudget, StaticDir};
 use crate::tls::{self, certs, CertError, ServerTls, SniResolver, Which};
-use crate::upstream::{self, Backend, BackendPool, BackendUrlError};
+use crate::upstream::{self, BackendUrlError};
 use crate::websocket::{Policy, WebSocketRoute};
 
 /// The admin listener's address when `[admin]` is absent.
@@ -39,7 +41,7 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Toml(String),
-    #[error("unknown section `{0}`; expected `listeners`, `admin`, `server` or `routes`")]
+    #[error("unknown section `{0}`; expected `trusted_proxies`, `listeners`, `admin`, `server` or `routes`")]
     UnknownSection(String),
     #[error("expected an array of tables, written as [[listeners]] or [[routes]]")]
     NotAnArrayOfTables,
@@ -77,8 +79,12 @@ pub enum ConfigError {
     PathNotNormal { given: String, normal: String },
     #[error("route `{name}` has the same host and path as route `{other}`; one of them could never match")]
     DuplicateRoute { name: String, other: String },
-    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
+    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`, `proxy = {{ backends = [\"http://127.0.0.1:3000\"] }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
     NoAction(String),
+    #[error(
+        "route `{0}` has both `static` and `proxy`; plain requests can go to only one of them"
+    )]
+    StaticAndProxy(String),
     #[error("static root `{given}` does not exist (looked for {})", resolved.display())]
     RootMissing { given: String, resolved: PathBuf },
     #[error("static root `{given}` is not a directory ({})", resolved.display())]
@@ -91,8 +97,24 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Backend(BackendUrlError),
-    #[error("a websocket action needs at least one backend")]
-    NoBackends,
+    #[error("a {0} action needs at least one backend")]
+    NoBackends(&'static str),
+    #[error("`{0}` is not a balance; write \"round_robin\", \"least_connections\" or \"hash\"")]
+    BadBalance(String),
+    #[error("`{0}` is not a hash key; write \"cookie:NAME\", \"header:NAME\" or \"client_ip\"")]
+    BadHashKey(String),
+    #[error("hash_key only applies with balance = \"hash\"")]
+    HashKeyWithoutHash,
+    #[error("health check path `{0}` must start with '/'")]
+    BadHealthPath(String),
+    #[error("{0} must be at least 1")]
+    TooSmall(&'static str),
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    #[error("retries must be 0 or more")]
+    NegativeRetries,
+    #[error("`{0}` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")]
+    BadNetwork(String),
     #[error("index `{0}` must be a plain file name, without '/'")]
     BadIndex(String),
     #[error("cache_control `{0}` is not a valid header value")]
@@ -130,9 +152,9 @@ pub enum ConfigError {
     HttpsPortWithoutRedirect,
     #[error("https_port must be between 1 and 65535")]
     BadPort,
-    #[error("backend_ca is set but no backend uses wss://")]
+    #[error("backend_ca is set but no backend uses TLS (wss:// or https://)")]
     CaWithoutTls,
-    #[error("no CA certificates found on this machine to verify wss:// backends; set `backend_ca = \"ca.pem\"`")]
+    #[error("no CA certificates found on this machine to verify wss:// or https:// backends; set `backend_ca = \"ca.pem\"`")]
     NoPlatformRoots,
 }
 
@@ -208,6 +230,7 @@ pub fn validate(
         .and_then(|admin| admin.get_ref().metrics)
         .unwrap_or(true);
     let (limits, budget) = server_settings(&mut check, &raw.server);
+    let trusted_proxies = pools::trusted_proxies(&mut check, &raw.trusted_proxies);
     let routes = routes(&mut check, raw.routes, base_dir, &budget);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
     match admin {
@@ -217,6 +240,7 @@ pub fn validate(
                 admin,
                 metrics,
                 limits,
+                trusted_proxies,
                 router: Router::new(routes),
             },
             check.errors,
@@ -454,15 +478,23 @@ fn routes(
             }),
         };
         let prefix = route_prefix(check, &raw.path);
-        let content = raw
+        let static_files = raw
             .static_files
             .as_ref()
             .and_then(|files| static_dir(check, files, base_dir, budget).map(Content::Static));
+        let proxy = raw
+            .proxy
+            .as_ref()
+            .map(|proxy| Content::Proxy(pools::proxy(check, proxy, base_dir)));
+        if let (Some(_), Some(proxy)) = (&raw.static_files, &raw.proxy) {
+            check.error(proxy.span(), ConfigError::StaticAndProxy(name.clone()));
+        }
+        let content = static_files.or(proxy);
         let websocket = raw
             .websocket
             .as_ref()
             .map(|ws| Arc::new(websocket(check, ws, base_dir)));
-        if raw.static_files.is_none() && raw.websocket.is_none() {
+        if raw.static_files.is_none() && raw.websocket.is_none() && raw.proxy.is_none() {
             check.error(span, ConfigError::NoAction(name.clone()));
         }
         let (Some(host), Some(prefix)) = (host, prefix) else {
@@ -525,25 +557,22 @@ fn without_trailing_slash(path: &str) -> &str {
 const WS_MAX_MESSAGE_SIZE: u64 = 1 << 20;
 const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
 const WS_PING_TIMEOUT: Duration = Duration::from_secs(10);
-const WS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -> WebSocketRoute {
     let raw = ws.get_ref();
-    let mut backends = Vec::new();
-    for url in raw.backends.get_ref() {
-        match Backend::parse(url.get_ref(), upstream::WEBSOCKET) {
-            Ok(backend) => backends.push(backend),
-            Err(error) => check.error(url.span(), ConfigError::Backend(error)),
-        }
-    }
-    if raw.backends.get_ref().is_empty() {
-        check.error(raw.backends.span(), ConfigError::NoBackends);
-    }
-    let any_tls = backends.iter().any(|backend| backend.tls);
-    let backend_tls = backend_tls(check, raw, any_tls, base_dir);
+    let keys = pools::PoolKeys {
+        action: "websocket",
+        schemes: upstream::WEBSOCKET,
+        backends: &raw.backends,
+        balance: &raw.balance,
+        hash_key: &raw.hash_key,
+        connect_timeout: &raw.connect_timeout,
+        backend_ca: &raw.backend_ca,
+        health_check: &raw.health_check,
+    };
     let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
     WebSocketRoute {
-        backends: BackendPool::new(backends),
+        backends: Arc::new(pools::pool(check, keys, base_dir)),
         origins: raw.origins.clone(),
         require_origin: raw.require_origin,
         subprotocols: raw.subprotocols.clone(),
@@ -553,54 +582,8 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
             ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
             idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
         },
-        connect_timeout: check.duration(&raw.connect_timeout, WS_CONNECT_TIMEOUT),
         strip_prefix: raw.strip_prefix,
-        backend_tls,
         meters: OnceLock::new(),
-    }
-}
-
-/// How a route's `wss://` backends are verified: against `backend_ca` if
-/// set, else against the platform's roots.
-fn backend_tls(
-    check: &mut Checker,
-    raw: &RawWebSocket,
-    any_tls: bool,
-    base_dir: &Path,
-) -> Option<Arc<rustls::ClientConfig>> {
-    let roots = match &raw.backend_ca {
-        Some(ca) => {
-            if !any_tls {
-                check.warn(ca.span(), ConfigError::CaWithoutTls);
-            }
-            let loaded = certs::read(base_dir, ca.get_ref(), "CA")
-                .and_then(|bytes| tls::load_ca(&bytes, ca.get_ref()));
-            match loaded {
-                Ok(roots) => roots,
-                Err(error) => {
-                    check.error(ca.span(), ConfigError::Certificate(error));
-                    return None;
-                }
-            }
-        }
-        None if any_tls => {
-            let (roots, count) = tls::platform_roots();
-            if *count == 0 {
-                check.warn(raw.backends.span(), ConfigError::NoPlatformRoots);
-            }
-            roots.clone()
-        }
-        None => return None,
-    };
-    match tls::backend_client_config(roots) {
-        Ok(config) => Some(config),
-        Err(error) => {
-            check.error(
-                raw.backends.span(),
-                ConfigError::TlsSetup(error.to_string()),
-            );
-            None
-        }
     }
 }
 
@@ -817,7 +800,79 @@ mod tests {
         let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
         assert_eq!(
             message,
-            "route `a` has no action; add `static = { root = \"public\" }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
+            "route `a` has no action; add `static = { root = \"public\" }`, `proxy = { backends = [\"http://127.0.0.1:3000\"] }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
+        );
+    }
+
+    #[test]
+    fn proxy_pools_are_checked() {
+        let route = |action: &str| format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{action}\n");
+        let cases = [
+            ("proxy = { backends = [] }", "a proxy action needs at least one backend"),
+            (
+                "proxy = { backends = [\"ws://a:1\"] }",
+                "backend `ws://a:1` must use http:// or https://",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], balance = \"random\" }",
+                "`random` is not a balance; write \"round_robin\", \"least_connections\" or \"hash\"",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], balance = \"hash\", hash_key = \"cookie\" }",
+                "`cookie` is not a hash key; write \"cookie:NAME\", \"header:NAME\" or \"client_ip\"",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], hash_key = \"client_ip\" }",
+                "hash_key only applies with balance = \"hash\"",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], retries = -1 }",
+                "retries must be 0 or more",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], response_timeout = \"0s\" }",
+                "response_timeout must be longer than zero",
+            ),
+            (
+                "websocket = { backends = [\"ws://a:1\"], health_check = { path = \"healthz\" } }",
+                "health check path `healthz` must start with '/'",
+            ),
+            (
+                "websocket = { backends = [\"ws://a:1\"], health_check = { path = \"/h\", interval = \"0ms\" } }",
+                "interval must be longer than zero",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], health_check = { path = \"/h\", unhealthy_after = 0 } }",
+                "unhealthy_after must be at least 1",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"], health_check = { path = \"/h\", every = \"1s\" } }",
+                "unknown field `every`",
+            ),
+            (
+                "proxy = { backends = [\"http://a:1\"] }\nstatic = { root = \"public\" }",
+                "route `a` has both `static` and `proxy`; plain requests can go to only one of them",
+            ),
+        ];
+        for (action, expected) in cases {
+            let message = single_error(&route(action));
+            assert!(message.starts_with(expected), "{action}: {message}");
+        }
+        let good = route(
+            "proxy = { backends = [\"http://a:1\", \"https://b\"], balance = \"hash\", hash_key = \"header:x-user\", retries = 0, preserve_host = false, health_check = { path = \"/healthz?full=1\", interval = \"1s\", timeout = \"500ms\", unhealthy_after = 3, healthy_after = 1 } }\nwebsocket = { backends = [\"ws://a:1\"], balance = \"least_connections\" }",
+        );
+        assert_eq!(with_site(&good).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_networks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"::1\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = {{ backends = [\"http://a:1\"] }}\n"
+        );
+        assert_eq!(
+            errors_in(&text, dir.path()),
+            ["`10.0.0.1/8` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""]
         );
     }
 
@@ -988,6 +1043,8 @@ mod tests {
             "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], backend_ca = \"missing.pem\" }\n",
         );
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert!(messages.contains(&"backend_ca is set but no backend uses wss://".to_owned()));
+        assert!(messages.contains(
+            &"backend_ca is set but no backend uses TLS (wss:// or https://)".to_owned()
+        ));
     }
 }

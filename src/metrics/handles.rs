@@ -357,16 +357,21 @@ pub enum UpstreamErrorKind {
     ResponseTimeout,
     /// An answer the gateway cannot use (a 101 that is not WebSocket's).
     InvalidResponse,
+    /// The backend broke off a response body; the client connection was closed.
+    Aborted,
+    /// Every backend of the route failed its health checks (`backend="none"`).
+    NoHealthyBackend,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 6] = [
+    const ALL: [UpstreamErrorKind; 7] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::ConnectTimeout,
         UpstreamErrorKind::Tls,
         UpstreamErrorKind::Protocol,
         UpstreamErrorKind::ResponseTimeout,
         UpstreamErrorKind::InvalidResponse,
+        UpstreamErrorKind::Aborted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -377,6 +382,8 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Protocol => "protocol",
             UpstreamErrorKind::ResponseTimeout => "response_timeout",
             UpstreamErrorKind::InvalidResponse => "invalid_response",
+            UpstreamErrorKind::Aborted => "aborted",
+            UpstreamErrorKind::NoHealthyBackend => "no_healthy_backend",
         }
     }
 }
@@ -384,7 +391,9 @@ impl UpstreamErrorKind {
 /// One backend's series on one route.
 pub struct BackendMeters {
     connect: Histogram,
+    /// Every kind but `NoHealthyBackend`, which is counted per pool.
     errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    healthy: IntGauge,
 }
 
 impl BackendMeters {
@@ -398,7 +407,14 @@ impl BackendMeters {
                     .upstream_errors
                     .with_label_values(&[route, backend, kind.as_str()])
             }),
+            healthy: families
+                .upstream_healthy
+                .with_label_values(&[route, backend]),
         }
+    }
+
+    pub fn healthy(&self, healthy: bool) {
+        self.healthy.set(i64::from(healthy));
     }
 
     pub fn connected(&self, took: Duration) {
@@ -406,7 +422,10 @@ impl BackendMeters {
     }
 
     pub fn failed(&self, kind: UpstreamErrorKind) {
-        self.errors[kind as usize].inc();
+        match self.errors.get(kind as usize) {
+            Some(counter) => counter.inc(),
+            None => tracing::debug!(?kind, "not a per-backend error kind"),
+        }
     }
 }
 

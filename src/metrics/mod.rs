@@ -12,7 +12,8 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Content, Snapshot};
+use crate::upstream::BackendPool;
 
 pub use handles::{
     Active, BackendMeters, BodyMeter, Direction, DirectionTally, HttpMeters, ListenerMeters,
@@ -71,6 +72,7 @@ pub(crate) struct Families {
     pub ws_ping_rtt: HistogramVec,
     pub upstream_connect: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub connections_active: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -176,6 +178,12 @@ impl Metrics {
                 "Failed attempts to use a backend, by kind.",
                 &["route", "backend", "kind"],
             ),
+            upstream_healthy: gauges(
+                &registry,
+                "wsgate_upstream_healthy",
+                "1 while a backend gets traffic; 0 after failed health checks or connects.",
+                &["route", "backend"],
+            ),
             tls_handshakes: counters(
                 &registry,
                 "wsgate_tls_handshakes_total",
@@ -235,12 +243,26 @@ impl Metrics {
                 let _ = websocket
                     .meters
                     .set(WsMeters::new(&self.families, &route.name));
-                for backend in websocket.backends.backends() {
-                    let meters = BackendMeters::new(&self.families, &route.name, &backend.url);
-                    let _ = backend.meters.set(meters);
-                }
+                self.attach_pool(&websocket.backends, &route.name);
+            }
+            if let Some(Content::Proxy(proxy)) = &route.content {
+                self.attach_pool(&proxy.backends, &route.name);
             }
         }
+    }
+
+    fn attach_pool(&self, pool: &BackendPool, route: &str) {
+        for backend in pool.backends() {
+            let meters = BackendMeters::new(&self.families, route, &backend.url);
+            meters.healthy(backend.health.is_healthy());
+            let _ = backend.meters.set(meters);
+        }
+        let no_healthy_backend = self.families.upstream_errors.with_label_values(&[
+            route,
+            "none",
+            UpstreamErrorKind::NoHealthyBackend.as_str(),
+        ]);
+        let _ = pool.no_healthy_backend.set(no_healthy_backend);
     }
 
     /// The handles for requests that matched no route.
@@ -265,6 +287,7 @@ impl Metrics {
         remove_matching(&f.ws_ping_rtt, "route", route);
         remove_matching(&f.upstream_connect, "route", route);
         remove_matching(&f.upstream_errors, "route", route);
+        remove_matching(&f.upstream_healthy, "route", route);
     }
 
     /// Everything, in the text exposition format.

@@ -115,16 +115,6 @@ pub fn check_backend_answer(
     }
 }
 
-/// The request line's target at the backend: its path prefix, the client's
-/// path (without the route's prefix if the route strips it), and the query.
-pub fn backend_target(backend_path: &str, path: &str, query: Option<&str>) -> String {
-    let path = if path.is_empty() { "/" } else { path };
-    match query {
-        Some(query) => format!("{backend_path}{path}?{query}"),
-        None => format!("{backend_path}{path}"),
-    }
-}
-
 /// Restores the upgrade headers after the hop-by-hop ones were stripped.
 pub fn set_upgrade_headers(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -200,11 +190,5 @@ mod tests {
         );
         assert_eq!(negotiated_rsv(&answer), 0b100);
         assert_eq!(negotiated_rsv(&HeaderMap::new()), 0);
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(backend_target("", "/chat", Some("a=1")), "/chat?a=1");
-        assert_eq!(backend_target("/base", "", None), "/base/");
     }
 }

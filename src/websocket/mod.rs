@@ -6,7 +6,6 @@ pub mod handshake;
 pub mod relay;
 mod transport;
 
-use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
-use crate::forwarding;
+use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
-use crate::request_path;
 use crate::response;
 use crate::server::ClientConnection;
-use crate::upstream::{Backend, BackendPool, ConnectError};
+use crate::upstream::{Backend, BackendPool, ConnectError, UpstreamStream};
 use handshake::Refusal;
 pub use relay::Policy;
 use relay::{Closing, Initiator, Peer};
@@ -34,18 +32,14 @@ use relay::{Closing, Initiator, Peer};
 /// A route's `websocket = { ... }` action, compiled.
 #[derive(Debug)]
 pub struct WebSocketRoute {
-    pub backends: BackendPool,
+    pub backends: Arc<BackendPool>,
     /// Allowed `Origin` values; empty allows every origin.
     pub origins: Vec<String>,
     pub require_origin: bool,
     /// Subprotocols a client must offer one of; empty skips the check.
     pub subprotocols: Vec<String>,
     pub policy: Policy,
-    pub connect_timeout: Duration,
     pub strip_prefix: bool,
-    /// How `wss://` backends are verified: the route's `backend_ca`, or the
-    /// platform's roots. `None` when the route has no `wss://` backend.
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     /// Set once, when the snapshot is attached to a running server's metrics.
     pub meters: OnceLock<WsMeters>,
 }
@@ -59,6 +53,7 @@ pub struct UpgradeContext<'a> {
     pub relative_path: &'a str,
     pub sessions: &'a TaskTracker,
     pub shutdown: &'a CancellationToken,
+    pub trusted: &'a TrustedProxies,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -127,6 +122,8 @@ pub async fn upgrade<B>(
             return response::status(StatusCode::BAD_GATEWAY);
         }
     };
+    // Counts the session for `least_connections` until it ends.
+    let busy = backend.busy();
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         count(UpgradeResult::BackendRejected);
         // The backend's refusal (403, 404, 500…) is the client's answer.
@@ -145,9 +142,7 @@ pub async fn upgrade<B>(
         };
         tracing::warn!(route = cx.route_name, %error, "backend answered the handshake wrongly");
         count(UpgradeResult::BackendInvalid);
-        if let Some(meters) = backend.meters.get() {
-            meters.failed(error.kind());
-        }
+        backend.failed(error.kind());
         return response::status(StatusCode::BAD_GATEWAY);
     }
     count(UpgradeResult::Ok);
@@ -162,6 +157,7 @@ pub async fn upgrade<B>(
     let route = Arc::clone(route);
     let session = async move {
         let _client = client;
+        let _busy = busy;
         let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
             return;
         };
@@ -221,12 +217,18 @@ fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<P
         }
         Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<UpstreamStream>>() {
         Ok(parts) => {
-            let (stream, tls) = parts.io.into_inner().into_inner();
+            let (stream, tls) = match parts.io.into_inner() {
+                UpstreamStream::Plain(stream) => (stream, None),
+                UpstreamStream::Tls(tls) => {
+                    let (stream, session) = tls.into_inner();
+                    (stream, Some(Box::new(session.into())))
+                }
+            };
             Some(Peer {
                 stream,
-                tls: Some(Box::new(tls.into())),
+                tls,
                 leftover: parts.read_buf,
             })
         }
@@ -252,39 +254,32 @@ async fn handshake_with_backends<'r, B>(
     req: &Request<B>,
     route: &'r WebSocketRoute,
     cx: &UpgradeContext<'_>,
-) -> Result<(Response<hyper::body::Incoming>, &'r Backend), UpstreamError> {
-    let mut last_error = UpstreamError::Connect(ConnectError::NoBackends);
-    for backend in route.backends.order() {
+) -> Result<(Response<hyper::body::Incoming>, &'r Arc<Backend>), UpstreamError> {
+    let pool = &route.backends;
+    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
+    let order = pool.order(req.headers(), client_ip);
+    if order.is_empty() {
+        return Err(UpstreamError::Connect(pool.none_healthy()));
+    }
+    let mut last_error = None;
+    for backend in order {
         let request = backend_request(req, backend, route, cx);
-        let within = route.connect_timeout;
-        let answer = match (&route.backend_tls, backend.tls) {
-            (Some(config), true) => match backend.connect_tls(within, config).await {
-                Ok(stream) => ask(stream, request, backend, within).await,
-                Err(error) => Err(error.into()),
-            },
-            (None, true) => Err(UpstreamError::Connect(ConnectError::Tls {
-                backend: backend.url.clone(),
-                source: std::io::Error::other("the route has no TLS settings for wss://"),
-            })),
-            (_, false) => match backend.connect(within).await {
-                Ok(stream) => ask(stream, request, backend, within).await,
-                Err(error) => Err(error.into()),
-            },
+        let answer = match pool.connect(backend).await {
+            Ok(stream) => ask(stream, request, backend, pool.connect_timeout).await,
+            Err(error) => Err(error.into()),
         };
         let error = match answer {
             Ok(answer) => return Ok((answer, backend)),
             Err(error) => error,
         };
-        if let Some(meters) = backend.meters.get() {
-            meters.failed(error.kind());
-        }
+        // Connect failures were counted and logged where they happened.
         if !matches!(error, UpstreamError::Connect(_)) {
-            // Connect failures were logged where they happened.
+            backend.failed(error.kind());
             tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
         }
-        last_error = error;
+        last_error = Some(error);
     }
-    Err(last_error)
+    Err(last_error.unwrap_or(UpstreamError::Connect(ConnectError::NoHealthyBackend)))
 }
 
 /// The client's handshake as the backend gets it (RFC 9110 §7.6 forwarding rules).
@@ -294,37 +289,27 @@ fn backend_request<B>(
     route: &WebSocketRoute,
     cx: &UpgradeContext<'_>,
 ) -> Request<Empty<Bytes>> {
-    // The raw path goes on unchanged; a stripped one is re-encoded so the
-    // backend decodes exactly what the router saw, once.
-    let path = if route.strip_prefix {
-        request_path::encode(cx.relative_path)
-    } else {
-        Cow::Borrowed(req.uri().path())
+    let target = forwarding::backend_target(
+        &backend.path,
+        req.uri(),
+        cx.relative_path,
+        route.strip_prefix,
+    );
+    let origin = Origin {
+        client: cx.client.addr,
+        scheme: cx.client.scheme(),
+        trusted: cx.trusted,
     };
-    let target = handshake::backend_target(&backend.path, &path, req.uri().query());
-    let mut headers = req.headers().clone();
-    forwarding::strip_hop_by_hop(&mut headers);
-    // RFC 9112 §3.2.2: with an absolute-form target, its authority is the
-    // host (the one the request was routed on), whatever `Host` says.
-    if let Some(authority) = req.uri().authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(http::header::HOST, host);
-        }
-    }
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let scheme = cx.client.scheme();
-    forwarding::add_forwarded(&mut headers, cx.client.addr, scheme, host.as_deref());
+    let mut headers = forwarding::backend_headers(
+        req.headers(),
+        req.uri(),
+        &origin,
+        true,
+        &backend.authority(),
+    );
     handshake::set_upgrade_headers(&mut headers);
-    if !headers.contains_key(http::header::HOST) {
-        if let Ok(authority) = HeaderValue::from_str(&backend.authority()) {
-            headers.insert(http::header::HOST, authority);
-        }
-    }
     let mut request = Request::new(Empty::new());
-    // Cannot fail: the path is the request's own or encoded above, and the
+    // Cannot fail: the path is the request's own or encoded, and the
     // backend's path was parsed from its URL when the config was loaded.
     *request.uri_mut() = target
         .parse()
@@ -334,15 +319,12 @@ fn backend_request<B>(
 }
 
 /// Sends the handshake on a fresh connection and waits (bounded) for the answer.
-async fn ask<S>(
-    stream: S,
+async fn ask(
+    stream: UpstreamStream,
     request: Request<Empty<Bytes>>,
     backend: &Backend,
     within: Duration,
-) -> Result<Response<hyper::body::Incoming>, UpstreamError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
     let handshake_error = |source| UpstreamError::Handshake {
         backend: backend.url.clone(),
         source,

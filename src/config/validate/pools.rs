@@ -1,0 +1,230 @@
+//! Backend pools of `proxy` and `websocket` actions: backends, balance,
+//! health checks and TLS to backends; the `proxy` action; `trusted_proxies`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{Checker, ConfigError};
+use crate::config::{RawHealthCheck, RawProxy};
+use crate::forwarding::{Network, TrustedProxies};
+use crate::proxy::{ProxyRoute, ProxySettings};
+use crate::tls::{self, certs};
+use crate::upstream::{Backend, BackendPool, Balance, HashKey, HealthCheck, Schemes};
+
+/// Defaults of a `proxy` action and of `health_check` (documented in the README).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const RETRIES: u32 = 1;
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const HEALTH_THRESHOLD: u32 = 2;
+
+/// The keys a `proxy` and a `websocket` action share.
+pub(super) struct PoolKeys<'a> {
+    /// "proxy" or "websocket", for messages.
+    pub action: &'static str,
+    pub schemes: Schemes,
+    pub backends: &'a Spanned<Vec<Spanned<String>>>,
+    pub balance: &'a Option<Spanned<String>>,
+    pub hash_key: &'a Option<Spanned<String>>,
+    pub connect_timeout: &'a Option<Spanned<String>>,
+    pub backend_ca: &'a Option<Spanned<String>>,
+    pub health_check: &'a Option<Spanned<RawHealthCheck>>,
+}
+
+pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> BackendPool {
+    let mut backends = Vec::new();
+    for url in keys.backends.get_ref() {
+        match Backend::parse(url.get_ref(), keys.schemes) {
+            Ok(backend) => backends.push(backend),
+            Err(error) => check.error(url.span(), ConfigError::Backend(error)),
+        }
+    }
+    if keys.backends.get_ref().is_empty() {
+        check.error(keys.backends.span(), ConfigError::NoBackends(keys.action));
+    }
+    let any_tls = backends.iter().any(|backend| backend.tls);
+    let connect_timeout = positive(
+        check,
+        keys.connect_timeout,
+        CONNECT_TIMEOUT,
+        "connect_timeout",
+    );
+    let mut pool = BackendPool::new(backends, connect_timeout);
+    pool.balance = balance(check, keys.balance, keys.hash_key);
+    pool.tls = backend_tls(check, &keys, any_tls, base_dir);
+    pool.health_check = keys
+        .health_check
+        .as_ref()
+        .map(|raw| health_check(check, raw.get_ref()));
+    pool
+}
+
+pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Path) -> ProxyRoute {
+    let raw = raw.get_ref();
+    let keys = PoolKeys {
+        action: "proxy",
+        schemes: crate::upstream::HTTP,
+        backends: &raw.backends,
+        balance: &raw.balance,
+        hash_key: &raw.hash_key,
+        connect_timeout: &raw.connect_timeout,
+        backend_ca: &raw.backend_ca,
+        health_check: &raw.health_check,
+    };
+    let pool = pool(check, keys, base_dir);
+    let retries = match &raw.retries {
+        None => RETRIES,
+        Some(retries) => u32::try_from(*retries.get_ref()).unwrap_or_else(|_| {
+            check.error(retries.span(), ConfigError::NegativeRetries);
+            RETRIES
+        }),
+    };
+    let settings = ProxySettings {
+        response_timeout: positive(
+            check,
+            &raw.response_timeout,
+            RESPONSE_TIMEOUT,
+            "response_timeout",
+        ),
+        retries,
+        preserve_host: raw.preserve_host.unwrap_or(true),
+        strip_prefix: raw.strip_prefix,
+    };
+    ProxyRoute::new(Arc::new(pool), settings)
+}
+
+fn balance(
+    check: &mut Checker,
+    balance: &Option<Spanned<String>>,
+    hash_key: &Option<Spanned<String>>,
+) -> Balance {
+    let key = hash_key.as_ref().and_then(|key| {
+        HashKey::parse(key.get_ref()).or_else(|| {
+            check.error(key.span(), ConfigError::BadHashKey(key.get_ref().clone()));
+            None
+        })
+    });
+    let chosen = match balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+        None | Some(("round_robin", _)) => Balance::RoundRobin,
+        Some(("least_connections", _)) => Balance::LeastConnections,
+        Some(("hash", _)) => return Balance::Hash(key.unwrap_or(HashKey::ClientIp)),
+        Some((other, span)) => {
+            check.error(span, ConfigError::BadBalance(other.to_owned()));
+            Balance::RoundRobin
+        }
+    };
+    if let Some(key) = hash_key {
+        check.error(key.span(), ConfigError::HashKeyWithoutHash);
+    }
+    chosen
+}
+
+fn health_check(check: &mut Checker, raw: &RawHealthCheck) -> HealthCheck {
+    let path = raw.path.get_ref();
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        check.error(raw.path.span(), ConfigError::BadHealthPath(path.clone()));
+    }
+    HealthCheck {
+        path: path.clone(),
+        interval: positive(check, &raw.interval, HEALTH_INTERVAL, "interval"),
+        timeout: positive(check, &raw.timeout, HEALTH_TIMEOUT, "timeout"),
+        unhealthy_after: at_least_one(check, &raw.unhealthy_after, "unhealthy_after"),
+        healthy_after: at_least_one(check, &raw.healthy_after, "healthy_after"),
+    }
+}
+
+/// A duration that must not be zero (timers of zero length never fire or spin).
+fn positive(
+    check: &mut Checker,
+    text: &Option<Spanned<String>>,
+    default: Duration,
+    key: &'static str,
+) -> Duration {
+    let duration = check.duration(text, default);
+    match text {
+        Some(text) if duration.is_zero() => {
+            check.error(text.span(), ConfigError::ZeroDuration(key));
+            default
+        }
+        _ => duration,
+    }
+}
+
+fn at_least_one(check: &mut Checker, count: &Option<Spanned<i64>>, key: &'static str) -> u32 {
+    let Some(count) = count else {
+        return HEALTH_THRESHOLD;
+    };
+    match u32::try_from(*count.get_ref()) {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            check.error(count.span(), ConfigError::TooSmall(key));
+            HEALTH_THRESHOLD
+        }
+    }
+}
+
+/// How an action's TLS backends are verified: against `backend_ca` if set,
+/// else against the platform's roots.
+fn backend_tls(
+    check: &mut Checker,
+    keys: &PoolKeys<'_>,
+    any_tls: bool,
+    base_dir: &Path,
+) -> Option<Arc<rustls::ClientConfig>> {
+    let roots = match keys.backend_ca {
+        Some(ca) => {
+            if !any_tls {
+                check.warn(ca.span(), ConfigError::CaWithoutTls);
+            }
+            let loaded = certs::read(base_dir, ca.get_ref(), "CA")
+                .and_then(|bytes| tls::load_ca(&bytes, ca.get_ref()));
+            match loaded {
+                Ok(roots) => roots,
+                Err(error) => {
+                    check.error(ca.span(), ConfigError::Certificate(error));
+                    return None;
+                }
+            }
+        }
+        None if any_tls => {
+            let (roots, count) = tls::platform_roots();
+            if *count == 0 {
+                check.warn(keys.backends.span(), ConfigError::NoPlatformRoots);
+            }
+            roots.clone()
+        }
+        None => return None,
+    };
+    match tls::backend_client_config(roots) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            check.error(
+                keys.backends.span(),
+                ConfigError::TlsSetup(error.to_string()),
+            );
+            None
+        }
+    }
+}
+
+/// `trusted_proxies = [...]` at the top of the file.
+pub(super) fn trusted_proxies(
+    check: &mut Checker,
+    raw: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> TrustedProxies {
+    let networks = raw
+        .iter()
+        .flat_map(|list| list.get_ref())
+        .filter_map(|text| {
+            Network::parse(text.get_ref()).or_else(|| {
+                check.error(text.span(), ConfigError::BadNetwork(text.get_ref().clone()));
+                None
+            })
+        })
+        .collect();
+    TrustedProxies::new(networks)
+}

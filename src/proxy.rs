@@ -1,0 +1,344 @@
+//! The HTTP reverse proxy: a route's `proxy = { ... }` action. Requests and
+//! responses stream through hyper-util's pooled client, one client (and so
+//! one bounded set of idle keep-alive connections) per backend.
+//!
+//! Errors map here and only here: no backend to try or none reachable →
+//! 502, no response head within `response_timeout` → 504, a response body
+//! broken off → the client connection is closed, so a truncated body never
+//! looks complete.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::EXPECT;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::Body;
+use crate::forwarding::{self, Origin, TrustedProxies};
+use crate::metrics::UpstreamErrorKind;
+use crate::response;
+use crate::server::ClientConnection;
+use crate::upstream::{Backend, BackendPool, Busy, ConnectError, UpstreamStream};
+
+/// Idle keep-alive connections kept per backend.
+pub const MAX_IDLE_PER_BACKEND: usize = 64;
+/// How long an idle connection is kept. Below the 5 s keep-alive timeout of
+/// Node's `http` server, so the gateway drops it before the app does and
+/// does not send a request into a closing socket.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+type UpstreamClient = Client<Connector, RequestBody>;
+
+/// A route's `proxy = { ... }` action, compiled.
+#[derive(Debug)]
+pub struct ProxyRoute {
+    pub backends: Arc<BackendPool>,
+    /// One per backend, in the pool's order.
+    clients: Vec<UpstreamClient>,
+    /// For the response head, connect included.
+    pub response_timeout: Duration,
+    /// Further backends tried after a failure that allows it.
+    pub retries: u32,
+    /// Send the client's `Host`; otherwise the backend's own authority.
+    pub preserve_host: bool,
+    pub strip_prefix: bool,
+}
+
+/// `proxy = { ... }` settings other than the backends.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxySettings {
+    pub response_timeout: Duration,
+    pub retries: u32,
+    pub preserve_host: bool,
+    pub strip_prefix: bool,
+}
+
+impl ProxyRoute {
+    pub fn new(backends: Arc<BackendPool>, settings: ProxySettings) -> ProxyRoute {
+        let clients = backends
+            .backends()
+            .iter()
+            .map(|backend| {
+                let connector = Connector {
+                    pool: Arc::clone(&backends),
+                    backend: Arc::clone(backend),
+                };
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
+                    .build(connector)
+            })
+            .collect();
+        ProxyRoute {
+            backends,
+            clients,
+            response_timeout: settings.response_timeout,
+            retries: settings.retries,
+            preserve_host: settings.preserve_host,
+            strip_prefix: settings.strip_prefix,
+        }
+    }
+
+    fn client(&self, backend: &Arc<Backend>) -> Option<&UpstreamClient> {
+        let index = self
+            .backends
+            .backends()
+            .iter()
+            .position(|b| Arc::ptr_eq(b, backend))?;
+        self.clients.get(index)
+    }
+}
+
+/// What forwarding needs from the connection and the server.
+pub struct ForwardContext<'a> {
+    pub route_name: &'a str,
+    pub client: &'a ClientConnection,
+    /// The request path below the route's prefix, normalised.
+    pub relative_path: &'a str,
+    pub trusted: &'a TrustedProxies,
+}
+
+/// Sends the request to a backend and streams its response back.
+pub async fn forward(
+    req: Request<Incoming>,
+    route: &ProxyRoute,
+    cx: ForwardContext<'_>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let pool = &route.backends;
+    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), &parts.headers);
+    let order = pool.order(&parts.headers, client_ip);
+    if order.is_empty() {
+        let error = pool.none_healthy();
+        tracing::warn!(route = cx.route_name, %error, "proxy request refused");
+        return response::status(StatusCode::BAD_GATEWAY);
+    }
+    let origin = Origin {
+        client: cx.client.addr,
+        scheme: cx.client.scheme(),
+        trusted: cx.trusted,
+    };
+    let body = Arc::new(Mutex::new(Some(body)));
+    let attempts = order.len().min(route.retries as usize + 1);
+    for backend in order.into_iter().take(attempts) {
+        let Some(client) = route.client(backend) else {
+            continue;
+        };
+        let target = forwarding::backend_target(
+            &backend.path,
+            &parts.uri,
+            cx.relative_path,
+            route.strip_prefix,
+        );
+        let authority = backend.authority();
+        let mut headers = forwarding::backend_headers(
+            &parts.headers,
+            &parts.uri,
+            &origin,
+            route.preserve_host,
+            &authority,
+        );
+        // The client's expectation was met by the gateway: hyper answers
+        // 100 Continue when the proxy first reads the body.
+        headers.remove(EXPECT);
+        let uri = format!("http://{authority}{target}");
+        let mut request = Request::new(RequestBody::new(&body));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        let busy = backend.busy();
+        let sent = tokio::time::timeout(route.response_timeout, client.request(request)).await;
+        let error = match sent {
+            Ok(Ok(response)) => return proxied(response, busy),
+            Ok(Err(error)) => error,
+            Err(_) => {
+                backend.failed(UpstreamErrorKind::ResponseTimeout);
+                tracing::warn!(
+                    route = cx.route_name,
+                    backend = %backend.url,
+                    after = ?route.response_timeout,
+                    "backend gave no response in time"
+                );
+                return response::status(StatusCode::GATEWAY_TIMEOUT);
+            }
+        };
+        // Connect failures were counted and logged where they happened.
+        if !error.is_connect() {
+            backend.failed(UpstreamErrorKind::Protocol);
+            tracing::warn!(
+                route = cx.route_name,
+                backend = %backend.url,
+                error = %chain(&error),
+                "proxied request failed"
+            );
+        }
+        if !may_retry(&error, &parts.method, &body) {
+            break;
+        }
+    }
+    response::status(StatusCode::BAD_GATEWAY)
+}
+
+/// Another backend may get the request only when no byte of its body can
+/// have been sent (the body is still here), and either no connection was
+/// made at all or the method is idempotent (RFC 9110 §9.2.2): a POST that a
+/// backend may have seen is never sent twice.
+fn may_retry(
+    error: &hyper_util::client::legacy::Error,
+    method: &Method,
+    body: &Mutex<Option<Incoming>>,
+) -> bool {
+    let body_unsent = body.lock().is_ok_and(|body| body.is_some());
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    body_unsent && (error.is_connect() || idempotent)
+}
+
+fn proxied(response: Response<Incoming>, busy: Busy) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    forwarding::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::Proxied(ProxiedBody { body, busy }))
+}
+
+/// An error and its causes, for one log line.
+fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A backend's response body on its way to the client. Holds the backend's
+/// busy count until the last byte, and reports a body broken off.
+#[derive(Debug)]
+pub struct ProxiedBody {
+    body: Incoming,
+    busy: Busy,
+}
+
+impl ProxiedBody {
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                let backend = self.busy.backend();
+                backend.failed(UpstreamErrorKind::Aborted);
+                tracing::warn!(
+                    backend = %backend.url,
+                    %error,
+                    "backend broke off its response; closing the client connection"
+                );
+                Poll::Ready(Some(Err(io::Error::other(error))))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client's request body, lent to one attempt at a time. It stays in
+/// the shared slot until hyper first asks for a frame, so an attempt that
+/// failed before sending any of it leaves it for the next backend.
+pub struct RequestBody {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    taken: Option<Incoming>,
+}
+
+impl RequestBody {
+    fn new(slot: &Arc<Mutex<Option<Incoming>>>) -> RequestBody {
+        RequestBody {
+            slot: Arc::clone(slot),
+            taken: None,
+        }
+    }
+
+    fn peek<T>(&self, read: impl FnOnce(&Incoming) -> T, gone: T) -> T {
+        if let Some(body) = &self.taken {
+            return read(body);
+        }
+        match self.slot.lock() {
+            Ok(slot) => slot.as_ref().map_or(gone, read),
+            Err(_) => gone,
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.taken.is_none() {
+            this.taken = this.slot.lock().ok().and_then(|mut slot| slot.take());
+        }
+        match &mut this.taken {
+            Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            // Never sends an empty body in place of one already spent.
+            None => Poll::Ready(Some(Err("the request body was already sent".into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peek(http_body::Body::is_end_stream, false)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.peek(http_body::Body::size_hint, SizeHint::default())
+    }
+}
+
+/// Opens connections for one backend's pooled client, through the pool, so
+/// they are timed, counted and feed the backend's passive health.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pool: Arc<BackendPool>,
+    backend: Arc<Backend>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _destination: Uri) -> Self::Future {
+        let Connector { pool, backend } = self.clone();
+        Box::pin(async move { pool.connect(&backend).await.map(TokioIo::new) })
+    }
+}
