@@ -10,9 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::process::{Process, BIN};
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 
 fn wsgate(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run wsgate")
@@ -75,94 +74,6 @@ fn exit_codes() {
     let missing = wsgate(&["check", "/nonexistent/wsgate.toml"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config file"));
-}
-
-/// A wsgate process with its log captured.
-struct Process {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Process {
-    /// Runs `wsgate --config` on `config` through `sh -c` so a test can set limits first.
-    fn start(dir: &Path, config: &str, shell_prefix: &str) -> Process {
-        let path = write_file(dir, "wsgate.toml", format!("{LISTENERS}{config}"));
-        let script = format!("{shell_prefix} exec \"$0\" --config \"$1\"");
-        Process::spawn(Command::new("sh").args([
-            "-c",
-            &script,
-            BIN,
-            path.to_str().expect("utf-8 path"),
-        ]))
-    }
-
-    /// Runs `command` with its log (stderr) captured.
-    fn spawn(command: &mut Command) -> Process {
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn wsgate");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("log lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Process { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    /// The public listener's address, from the first "listening" log line.
-    async fn addr(&self) -> SocketAddr {
-        eventually(Duration::from_secs(10), || async {
-            let log = self.log();
-            let line = log.lines().find(|l| l.contains("listening addr="))?;
-            line.split("listening addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status();
-        assert!(status.expect("run kill").success());
-    }
-
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "wsgate did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn site(dir: &Path) -> &'static str {

@@ -3,7 +3,9 @@
 //! requests no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod metrics;
+pub mod process;
 pub mod tls;
 pub mod ws;
 

@@ -1,0 +1,71 @@
+//! Servers nobody here wrote, run as child processes on free loopback
+//! ports: each prints `listening PORT` once ready and is killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// A child process serving on 127.0.0.1.
+pub struct ChildServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl ChildServer {
+    /// Starts `command` and waits for its `listening PORT` line.
+    pub fn start(command: &mut Command) -> ChildServer {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("child stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the child's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output from {command:?}: {line:?}"));
+        ChildServer { child, port }
+    }
+
+    /// `http://127.0.0.1:PORT` with `scheme`.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (a backend going away).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion, failing the test if it fails.
+pub fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// `npm ci` in `dir` unless `dir/node_modules/marker` exists (once per test binary).
+pub fn npm_ci(dir: &Path, marker: &str) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if !dir.join("node_modules").join(marker).exists() {
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(dir));
+        }
+    });
+}
