@@ -14,7 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 
 /// A wsgate process with its log captured.
 pub struct Process {
-    child: Child,
+    pub child: Child,
     log: Arc<Mutex<String>>,
 }
 
