@@ -867,7 +867,7 @@ mod tests {
     #[test]
     fn trusted_proxies_must_be_networks() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"::1\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = {{ backends = [\"http://a:1\"] }}\n";
+        let text = "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"::1\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = { backends = [\"http://a:1\"] }\n";
         assert_eq!(
             errors_in(text, dir.path()),
             ["`10.0.0.1/8` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""]
