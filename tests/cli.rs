@@ -26,6 +26,10 @@ fn check_accepts_the_example_config_and_prints_the_routes() {
     );
     assert!(stdout.contains("listener  0.0.0.0:8080"), "{stdout}");
     assert!(stdout.contains("ROUTE"), "{stdout}");
+    assert!(
+        stdout.contains("proxy http://127.0.0.1:3000 http://127.0.0.1:3001 (least_connections, health /healthz)"),
+        "{stdout}"
+    );
 }
 
 #[test]

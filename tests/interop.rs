@@ -9,12 +9,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use futures_util::SinkExt;
+use support::apps::{npm_ci, run, ChildServer};
 use support::tls::TestCa;
 use support::ws::{connect, receive};
 use support::*;
@@ -31,11 +31,7 @@ fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let dir = interop_dir();
-        if !dir.join("node_modules/ws/package.json").exists() {
-            run(Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir));
-        }
+        npm_ci(&dir, "ws/package.json");
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
         let python = venv.join("bin/python");
         let installed = Command::new(&python)
@@ -56,26 +52,16 @@ fn python() -> &'static Path {
     })
 }
 
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-}
-
 /// Node's `ws` echo server on a free loopback port.
-struct NodeEcho {
-    child: Child,
-    port: u16,
-}
+struct NodeEcho;
 
 impl NodeEcho {
-    fn start(deflate: bool) -> NodeEcho {
+    fn start(deflate: bool) -> ChildServer {
         Self::start_with(deflate, None)
     }
 
     /// With `tls`, the directory holding `backend.pem` and `backend-key.pem`: a wss:// server.
-    fn start_with(deflate: bool, tls: Option<&Path>) -> NodeEcho {
+    fn start_with(deflate: bool, tls: Option<&Path>) -> ChildServer {
         python();
         let mut command = Command::new("node");
         command.arg(interop_dir().join("echo-server.js")).arg("0");
@@ -88,29 +74,11 @@ impl NodeEcho {
                 .arg(dir.join("backend.pem"))
                 .arg(dir.join("backend-key.pem"));
         }
-        let mut child = command.stdout(Stdio::piped()).spawn().expect("start node");
-        let stdout = child.stdout.take().expect("node stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read node's first line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected output from node: {line:?}"));
-        NodeEcho { child, port }
+        ChildServer::start(&mut command)
     }
 }
 
-impl Drop for NodeEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn gateway_to(node: &NodeEcho) -> TestServer {
+async fn gateway_to(node: &ChildServer) -> TestServer {
     let config = format!(
         "[[routes]]\nname = \"echo\"\npath = \"/\"\n\
          websocket = {{ backends = [\"ws://127.0.0.1:{}\"], max_message_size = \"2MiB\" }}\n",

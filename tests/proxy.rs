@@ -9,6 +9,8 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -157,6 +159,8 @@ async fn head_204_304_and_chunked_answers_pass_through() {
     let download = get(server.addr, "/download?bytes=300000").await;
     assert_eq!(download.status, 200);
     assert!(download.header("transfer-encoding").is_some());
+    // Node's hop-by-hop `Keep-Alive: timeout=5` stays between it and the gateway.
+    assert_eq!(download.header("keep-alive"), None);
     assert_eq!(download.body.as_ref(), pattern(0, 300_000));
 }
 
@@ -324,6 +328,61 @@ async fn a_dead_backend_fails_over_and_alone_gives_502() {
 
     let alone = gateway(&[dead_backend()], "").await;
     assert_eq!(get(alone.addr, "/whoami").await.status, 502);
+}
+
+/// A backend that reads each request and hangs up without answering, as a
+/// crashing app would; counts the connections it took.
+async fn hang_up_backend() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&taken);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+        }
+    });
+    (url, taken)
+}
+
+async fn requests_seen(app: &ChildServer) -> u64 {
+    let addr: SocketAddr = format!("127.0.0.1:{}", app.port).parse().expect("addr");
+    json(&get(addr, "/count").await)["requests"]
+        .as_u64()
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_post_the_backend_may_have_seen_is_never_sent_twice() {
+    let node = node_app("node");
+    let (crashing, taken) = hang_up_backend().await;
+    let backends = [crashing, node.url("http")];
+    // Round-robin starts with the first backend on a fresh gateway.
+    let posting = gateway(&backends, "").await;
+    let post = send_bytes(posting.addr, "POST", "/echo", b"pay once").await;
+    assert_eq!(post.status, 502);
+    assert_eq!(taken.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        requests_seen(&node).await,
+        1,
+        "only the /count request itself"
+    );
+    // The same failure on a GET moves on to the next backend.
+    let getting = gateway(&backends, "").await;
+    assert_eq!(get(getting.addr, "/whoami").await.status, 200);
+    assert_eq!(taken.load(Ordering::SeqCst), 2);
+    let metrics = scrape(getting.admin).await;
+    assert_eq!(
+        metrics.value(
+            "wsgate_upstream_errors_total",
+            &[("backend", backends[0].as_str()), ("kind", "protocol")]
+        ),
+        1.0
+    );
 }
 
 async fn send_bytes(addr: SocketAddr, method: &str, path: &str, body: &'static [u8]) -> Reply {

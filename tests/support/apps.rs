@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// A child process serving on 127.0.0.1.
 pub struct ChildServer {
@@ -58,14 +58,16 @@ pub fn run(command: &mut Command) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
-/// `npm ci` in `dir` unless `dir/node_modules/marker` exists (once per test binary).
+/// `npm ci` in `dir` unless `dir/node_modules/marker` exists. Tests running
+/// at once wait for one install rather than racing in one directory.
 pub fn npm_ci(dir: &Path, marker: &str) {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        if !dir.join("node_modules").join(marker).exists() {
-            run(Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(dir));
-        }
-    });
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !dir.join("node_modules").join(marker).exists() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir));
+    }
 }
