@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# What bench/static.sh and bench/websocket.sh share: sourced, not run.
+# What the bench/*.sh scripts share: sourced, not run.
 #
 # The sourcing script sets, before calling into here:
 #   REPO, HELPER         the repo root and its Python helper
@@ -17,6 +17,18 @@ HELPER_PID=""
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 log() { echo "==> $*"; }
+
+# --- test data ---------------------------------------------------------------
+
+# The files static.sh serves and proxy.sh's backend serves: 1k.bin, 1m.bin
+# and 100m.bin in $TMP/files.
+make_files() {
+    mkdir -p "$TMP/files"
+    # Random bytes, so no layer along the way can gain from compression.
+    head -c 1024 /dev/urandom >"$TMP/files/1k.bin"
+    head -c $((1024 * 1024)) /dev/urandom >"$TMP/files/1m.bin"
+    head -c $((100 * 1000 * 1000)) /dev/urandom >"$TMP/files/100m.bin"
+}
 
 # --- tools -----------------------------------------------------------------
 

@@ -48,13 +48,6 @@ BACKEND_PID=""
 READY_VERB=answer
 ready_check() { curl -sf -o /dev/null "http://127.0.0.1:$1/1k.bin"; }
 
-make_files() {
-    mkdir -p "$TMP/files"
-    head -c 1024 /dev/urandom >"$TMP/files/1k.bin"
-    head -c $((1024 * 1024)) /dev/urandom >"$TMP/files/1m.bin"
-    head -c $((100 * 1000 * 1000)) /dev/urandom >"$TMP/files/100m.bin"
-}
-
 pick_ports() {
     local ports
     mapfile -t ports < <(python3 "$HELPER" ports 4)

@@ -45,15 +45,7 @@ STOP_GRACE=5 # seconds stop_tree allows between TERM and KILL
 READY_VERB=answer
 ready_check() { curl -sf -o /dev/null "http://127.0.0.1:$1/1k.bin"; }
 
-# --- test data and configs -------------------------------------------------
-
-make_files() {
-    mkdir -p "$TMP/files"
-    # Random bytes, so no layer along the way can gain from compression.
-    head -c 1024 /dev/urandom >"$TMP/files/1k.bin"
-    head -c $((1024 * 1024)) /dev/urandom >"$TMP/files/1m.bin"
-    head -c $((100 * 1000 * 1000)) /dev/urandom >"$TMP/files/100m.bin"
-}
+# --- configs -------------------------------------------------------------
 
 pick_ports() {
     local ports
