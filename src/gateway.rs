@@ -40,7 +40,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway serving `snapshot`, with a metrics registry of its own
-    /// unless the snapshot turns metrics off.
+    /// unless the snapshot turns metrics off. Must be called inside a Tokio
+    /// runtime when a pool has `health_check` (the checks are spawned on it).
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
         let metrics = snapshot.metrics.then(|| {
             let metrics = Metrics::new();
@@ -88,12 +89,8 @@ impl Gateway {
 }
 
 /// Starts the active health checks of every pool in `snapshot`; each stops
-/// when its pool is dropped. Without a runtime (a snapshot built outside
-/// one, as some tests do) there is nothing to run them on.
+/// when its pool is dropped. Runs inside the server's runtime.
 fn start_health_checks(snapshot: &Snapshot) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
     for route in snapshot.router.routes() {
         if let Some(websocket) = &route.websocket {
             health::spawn_checks(&websocket.backends, &route.name);

@@ -152,10 +152,15 @@ pub async fn forward(
         // The client's expectation was met by the gateway: hyper answers
         // 100 Continue when the proxy first reads the body.
         headers.remove(EXPECT);
-        let uri = format!("http://{authority}{target}");
+        // The authority was parsed from the config and the target is the
+        // request's own (or encoded) path, so this holds; never guess a URI.
+        let Ok(uri) = format!("http://{authority}{target}").parse::<Uri>() else {
+            tracing::warn!(route = cx.route_name, %target, "cannot form the backend URI");
+            return response::status(StatusCode::BAD_GATEWAY);
+        };
         let mut request = Request::new(RequestBody::new(&body));
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
         let busy = backend.busy();
