@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 pub struct Process {
     pub child: Child,
     log: Arc<Mutex<String>>,
+    /// Reads stderr into `log` until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -42,14 +44,18 @@ impl Process {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = sink.lock().expect("log lock");
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        Process { child, log }
+        Process {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     pub fn log(&self) -> String {
@@ -82,6 +88,10 @@ impl Process {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                // The last log lines may still be in the pipe: read them all.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             assert!(
