@@ -45,20 +45,17 @@ pub struct ProxyRoute {
     pub backends: Arc<BackendPool>,
     /// One per backend, in the pool's order.
     clients: Vec<UpstreamClient>,
-    /// For the response head, connect included.
-    pub response_timeout: Duration,
-    /// Further backends tried after a failure that allows it.
-    pub retries: u32,
-    /// Send the client's `Host`; otherwise the backend's own authority.
-    pub preserve_host: bool,
-    pub strip_prefix: bool,
+    pub settings: ProxySettings,
 }
 
 /// `proxy = { ... }` settings other than the backends.
 #[derive(Debug, Clone, Copy)]
 pub struct ProxySettings {
+    /// For the response head, connect included.
     pub response_timeout: Duration,
+    /// Further backends tried after a failure that allows it.
     pub retries: u32,
+    /// Send the client's `Host`; otherwise the backend's own authority.
     pub preserve_host: bool,
     pub strip_prefix: bool,
 }
@@ -83,10 +80,7 @@ impl ProxyRoute {
         ProxyRoute {
             backends,
             clients,
-            response_timeout: settings.response_timeout,
-            retries: settings.retries,
-            preserve_host: settings.preserve_host,
-            strip_prefix: settings.strip_prefix,
+            settings,
         }
     }
 
@@ -117,6 +111,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let pool = &route.backends;
+    let settings = &route.settings;
     let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), &parts.headers);
     let order = pool.order(&parts.headers, client_ip);
     if order.is_empty() {
@@ -130,7 +125,7 @@ pub async fn forward(
         trusted: cx.trusted,
     };
     let body = Arc::new(Mutex::new(Some(body)));
-    let attempts = order.len().min(route.retries as usize + 1);
+    let attempts = order.len().min(settings.retries as usize + 1);
     for backend in order.into_iter().take(attempts) {
         let Some(client) = route.client(backend) else {
             continue;
@@ -139,15 +134,15 @@ pub async fn forward(
             &backend.path,
             &parts.uri,
             cx.relative_path,
-            route.strip_prefix,
+            settings.strip_prefix,
         );
         let authority = backend.authority();
         let mut headers = forwarding::backend_headers(
             &parts.headers,
             &parts.uri,
             &origin,
-            route.preserve_host,
-            &authority,
+            settings.preserve_host,
+            authority,
         );
         // The client's expectation was met by the gateway: hyper answers
         // 100 Continue when the proxy first reads the body.
@@ -164,7 +159,7 @@ pub async fn forward(
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
         let busy = backend.busy();
-        let sent = tokio::time::timeout(route.response_timeout, client.request(request)).await;
+        let sent = tokio::time::timeout(settings.response_timeout, client.request(request)).await;
         let error = match sent {
             Ok(Ok(response)) => return proxied(response, busy),
             Ok(Err(error)) => error,
@@ -173,7 +168,7 @@ pub async fn forward(
                 tracing::warn!(
                     route = cx.route_name,
                     backend = %backend.url,
-                    after = ?route.response_timeout,
+                    after = ?settings.response_timeout,
                     "backend gave no response in time"
                 );
                 return response::status(StatusCode::GATEWAY_TIMEOUT);

@@ -501,6 +501,36 @@ async fn health_checks_take_a_flapping_backend_out_and_back() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_sends_new_requests_past_a_busy_backend() {
+    let (a, b) = (node_app("a"), node_app("b"));
+    let server = gateway(
+        &[a.url("http"), b.url("http")],
+        ", balance = \"least_connections\"",
+    )
+    .await;
+    // Round-robin's first turn is `a`: hold a request there.
+    let addr = server.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500").await });
+    eventually(Duration::from_secs(5), || async {
+        (requests_seen(&a).await >= 2).then_some(())
+    })
+    .await;
+    for _ in 0..6 {
+        assert_eq!(served_by(server.addr, &[]).await, "b");
+    }
+    assert_eq!(slow.await.expect("slow request").status, 200);
+    // Idle again: both take turns.
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        names.push(served_by(server.addr, &[]).await);
+    }
+    assert!(
+        names.contains(&"a".into()) && names.contains(&"b".into()),
+        "{names:?}"
+    );
+}
+
 #[tokio::test]
 async fn websocket_backends_get_the_same_health_checks_and_hashing() {
     let (a, b) = (node_app("a"), node_app("b"));

@@ -95,6 +95,8 @@ pub struct Backend {
     pub url: String,
     host: String,
     port: u16,
+    /// `host:port` as a `Host` header carries it, formed once.
+    authority: String,
     /// A path prefix from the URL, without a trailing slash ("" for none).
     pub path: String,
     /// Whether the URL's scheme asks for TLS (`wss://`, `https://`).
@@ -139,9 +141,15 @@ impl Backend {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         Ok(Backend {
             url: url.to_owned(),
             hash_id: balance::stable_hash(format!("{host}:{port}").as_bytes()),
+            authority,
             host,
             port,
             path: uri.path().trim_end_matches('/').to_owned(),
@@ -153,12 +161,8 @@ impl Backend {
     }
 
     /// `host:port` as a `Host` header would carry it.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 
     /// Counts a request or session on this backend while the guard lives.
@@ -369,17 +373,14 @@ mod tests {
     fn backend_urls_are_parsed() {
         let backend = Backend::parse("ws://127.0.0.1:9001/base/", WEBSOCKET).expect("valid");
         assert_eq!(
-            (backend.authority().as_str(), backend.path.as_str()),
+            (backend.authority(), backend.path.as_str()),
             ("127.0.0.1:9001", "/base")
         );
         assert!(!backend.tls);
         let v6 = Backend::parse("ws://[::1]", WEBSOCKET).expect("valid");
         assert_eq!(v6.authority(), "[::1]:80");
         let secure = Backend::parse("wss://example.com", WEBSOCKET).expect("valid");
-        assert_eq!(
-            (secure.authority().as_str(), secure.tls),
-            ("example.com:443", true)
-        );
+        assert_eq!((secure.authority(), secure.tls), ("example.com:443", true));
         assert_eq!(
             Backend::parse("http://a:1", WEBSOCKET).map(|_| ()),
             Err(BackendUrlError::Scheme {

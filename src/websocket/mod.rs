@@ -300,13 +300,8 @@ fn backend_request<B>(
         scheme: cx.client.scheme(),
         trusted: cx.trusted,
     };
-    let mut headers = forwarding::backend_headers(
-        req.headers(),
-        req.uri(),
-        &origin,
-        true,
-        &backend.authority(),
-    );
+    let mut headers =
+        forwarding::backend_headers(req.headers(), req.uri(), &origin, true, backend.authority());
     handshake::set_upgrade_headers(&mut headers);
     let mut request = Request::new(Empty::new());
     // Cannot fail: the path is the request's own or encoded, and the
