@@ -1,5 +1,5 @@
-//! The operator's listener: `/healthz`, `/readyz` and `/metrics`. Never
-//! served on a public listener.
+//! The operator's listener: `/healthz`, `/readyz`, `/metrics` and
+//! `/config`. Never served on a public listener.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::gateway::Gateway;
+use crate::reload::diff::{RunningConfig, RunningRoute};
 use crate::{metrics, response};
 
 /// Answers one request on the admin listener.
@@ -37,9 +38,49 @@ pub async fn handle<B>(
             }
             None => response::status(StatusCode::NOT_FOUND),
         },
+        "/config" => {
+            let body = serde_json::to_vec_pretty(&running_config(&gateway)).unwrap_or_default();
+            let mut response = Response::new(Body::from(Bytes::from(body)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
         _ => response::status(StatusCode::NOT_FOUND),
     };
     Ok(response)
+}
+
+/// The running config's listeners and routes, each route with its table
+/// as the file wrote it and its live WebSocket sessions by backend: what
+/// `wsgate check --diff` compares a new file against.
+fn running_config(gateway: &Gateway) -> RunningConfig {
+    let snapshot = gateway.snapshot();
+    let counts = gateway.sessions().counts();
+    let routes = snapshot
+        .router
+        .routes()
+        .iter()
+        .map(|route| RunningRoute {
+            name: route.name.clone(),
+            host: route.host.to_string(),
+            path: route.prefix.clone(),
+            config: snapshot.route_sources.get(&route.name).cloned(),
+            sessions: counts
+                .iter()
+                .filter(|((name, _), _)| *name == route.name)
+                .map(|((_, backend), count)| (backend.clone(), *count))
+                .collect(),
+        })
+        .collect();
+    RunningConfig {
+        listeners: snapshot
+            .listeners
+            .iter()
+            .map(|l| l.bind.to_string())
+            .collect(),
+        routes,
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -2,21 +2,27 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::gateway::Gateway;
+use crate::reload::diff::RunningConfig;
+use crate::server::{self, Server};
 use crate::snapshot::{Content, Snapshot};
 use crate::upstream::{BackendPool, Balance, HashKey};
-use crate::{config, demo, echo, server};
+use crate::{config, demo, echo, reload};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
@@ -40,6 +46,12 @@ enum Command {
     Check {
         /// The config file to check.
         file: PathBuf,
+        /// Also compare it with the config a running wsgate serves (`GET
+        /// /config` on its admin listener; by default the file's
+        /// `admin.bind`): routes added, removed and changed, and how many
+        /// live sessions a reload would close.
+        #[arg(long, value_name = "ADMIN_ADDR", num_args = 0..=1, default_missing_value = "")]
+        diff: Option<String>,
     },
     /// Run a plain WebSocket echo backend, for smoke tests.
     EchoServer {
@@ -65,14 +77,14 @@ pub fn main() -> ExitCode {
     };
     init_logging();
     match (cli.command, cli.config) {
-        (Some(Command::Check { file }), _) => check(&file),
+        (Some(Command::Check { file, diff }), _) => check(&file, diff.as_deref()),
         (Some(Command::EchoServer { listen }), _) => exit_code(echo_server(listen)),
         (None, Some(path)) => match config::load(&path) {
             Ok(loaded) => {
                 for line in loaded.warnings.to_string().lines() {
                     tracing::warn!("{line}");
                 }
-                exit_code(serve(loaded.snapshot, None))
+                exit_code(serve(loaded.snapshot, Some(path), None))
             }
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
@@ -102,18 +114,84 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn check(file: &Path) -> ExitCode {
+fn check(file: &Path, diff: Option<&str>) -> ExitCode {
     match config::load(file) {
         Ok(loaded) => {
             eprint!("{}", loaded.warnings);
             print!("{}", summary(&loaded.snapshot));
-            ExitCode::SUCCESS
+            let Some(admin) = diff else {
+                return ExitCode::SUCCESS;
+            };
+            match running_config(admin, loaded.snapshot.admin) {
+                Ok((admin, running)) => {
+                    println!("\nchanges against the instance at {admin}:");
+                    print!("{}", reload::diff::describe(&loaded.snapshot, &running));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("wsgate: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(diagnostics) => {
             eprint!("{diagnostics}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Fetches `GET /config` from a running instance's admin listener: `given`,
+/// or when that is empty the checked file's `admin.bind` (a wildcard
+/// address is reached on loopback).
+fn running_config(given: &str, bind: SocketAddr) -> anyhow::Result<(SocketAddr, RunningConfig)> {
+    let admin = if given.is_empty() {
+        let ip = match bind.ip() {
+            ip if !ip.is_unspecified() => ip,
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        };
+        anyhow::ensure!(
+            bind.port() != 0,
+            "admin.bind has port 0; pass the running instance's admin address to --diff"
+        );
+        SocketAddr::new(ip, bind.port())
+    } else {
+        given
+            .parse()
+            .with_context(|| format!("--diff wants the admin address as IP:PORT, not `{given}`"))?
+    };
+    let body = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(get_config(admin))
+        .with_context(|| format!("cannot read the running config from http://{admin}/config"))?;
+    let running = serde_json::from_slice(&body)
+        .context("the running instance answered /config with something else than its config")?;
+    Ok((admin, running))
+}
+
+async fn get_config(admin: SocketAddr) -> anyhow::Result<Bytes> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/config")
+            .header(http::header::HOST, admin.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "answered {}",
+            response.status()
+        );
+        Ok(response.into_body().collect().await?.to_bytes())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .context("no answer within 10s")?
 }
 
 /// The listeners and routes of a snapshot, as `check` prints them.
@@ -191,7 +269,7 @@ fn demo() -> anyhow::Result<()> {
         std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo echo backend")?;
     let echo_addr = echo.local_addr()?;
     println!("wsgate demo: open http://{bind}/ in a browser (metrics at http://{admin}/metrics)");
-    serve(demo::snapshot(bind, admin, echo_addr), Some(echo))
+    serve(demo::snapshot(bind, admin, echo_addr), None, Some(echo))
 }
 
 fn echo_server(listen: SocketAddr) -> anyhow::Result<()> {
@@ -215,8 +293,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Runs the server on `snapshot`; `echo` is the demo's in-process echo backend.
-fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+/// Runs the server on `snapshot`, reloading it from `config` (when there is
+/// a file) on SIGHUP or a change; `echo` is the demo's in-process echo backend.
+fn serve(
+    snapshot: Snapshot,
+    config: Option<PathBuf>,
+    echo: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         if let Some(echo) = echo {
@@ -225,20 +308,27 @@ fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Res
         }
         let mut listeners = Vec::new();
         for listener in &snapshot.listeners {
-            listeners.push(listen(listener.bind).await?);
+            listeners.push(listen(listener.bind)?);
         }
-        let admin = listen(snapshot.admin).await?;
+        let admin = listen(snapshot.admin)?;
         let endpoints = if snapshot.metrics {
-            "/healthz, /readyz, /metrics"
+            "/healthz, /readyz, /metrics, /config"
         } else {
-            "/healthz, /readyz"
+            "/healthz, /readyz, /config"
         };
         tracing::info!(addr = %snapshot.admin, endpoints, "admin listening");
         for route in snapshot.router.routes() {
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }
         let shutdown = shutdown_signal()?;
-        server::run(listeners, admin, Gateway::new(snapshot), shutdown).await;
+        let gateway = Gateway::new(snapshot);
+        let server = Server::start(listeners, admin, Arc::clone(&gateway));
+        match config {
+            Some(path) => tokio::spawn(reload::run(path, Arc::clone(&server), gateway)),
+            None => tokio::spawn(reload::ignore_hangups()),
+        };
+        shutdown.await;
+        server.shutdown().await;
         tracing::info!("stopped");
         anyhow::Ok(())
     });
@@ -247,10 +337,8 @@ fn serve(snapshot: Snapshot, echo: Option<std::net::TcpListener>) -> anyhow::Res
     result
 }
 
-async fn listen(bind: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+fn listen(bind: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = server::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     Ok(listener)
 }

@@ -64,6 +64,9 @@ pub struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub shutdown_delay: Option<Spanned<String>>,
+    pub drain_spread: Option<Spanned<String>>,
+    pub reload_grace: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
     pub file_cache_size: Option<Spanned<String>>,
     pub file_cache_max_file: Option<Spanned<String>>,
@@ -153,6 +156,8 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
     pub routes: Vec<Spanned<RawRoute>>,
+    /// The `[[routes]]` entries as plain tables, kept for `GET /config`.
+    pub route_tables: Vec<toml::Table>,
 }
 
 /// One problem found in a config file, located by byte span.
@@ -275,6 +280,50 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     }
 }
 
+/// The files besides `path` itself that loading it reads: certificates,
+/// keys and CA bundles, as the config names them (relative to its
+/// directory). Empty when the file cannot be read or parsed.
+pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let (raw, _) = parse(&text);
+    let mut names: Vec<&str> = Vec::new();
+    for tls in raw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        let tls = tls.get_ref();
+        names.extend(
+            [&tls.cert, &tls.key]
+                .into_iter()
+                .flatten()
+                .map(|n| n.get_ref().as_str()),
+        );
+        for pair in tls.certificates.iter().flat_map(|c| c.get_ref()) {
+            names.extend(
+                [pair.get_ref().cert.get_ref(), pair.get_ref().key.get_ref()].map(String::as_str),
+            );
+        }
+    }
+    for route in &raw.routes {
+        let route = route.get_ref();
+        let websocket_ca = route
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.get_ref().backend_ca.as_ref());
+        let proxy_ca = route
+            .proxy
+            .as_ref()
+            .and_then(|p| p.get_ref().backend_ca.as_ref());
+        names.extend(
+            [websocket_ca, proxy_ca]
+                .into_iter()
+                .flatten()
+                .map(|n| n.get_ref().as_str()),
+        );
+    }
+    names.into_iter().map(|name| base_dir.join(name)).collect()
+}
+
 /// Parses TOML text into the raw sections, collecting every syntax and shape
 /// error. What did parse is returned too, so validation can still report on it.
 pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
@@ -287,7 +336,13 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
     for (key, value) in table.into_inner() {
         match key.get_ref().as_ref() {
             "listeners" => raw.listeners = entries(value, &mut errors),
-            "routes" => raw.routes = entries(value, &mut errors),
+            "routes" => {
+                // Shape errors are reported once, by `entries`.
+                raw.route_tables =
+                    Vec::<toml::Table>::deserialize(ValueDeserializer::from(value.clone()))
+                        .unwrap_or_default();
+                raw.routes = entries(value, &mut errors);
+            }
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
             "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),

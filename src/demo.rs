@@ -2,6 +2,7 @@
 //! the binary, whose browser code talks WebSocket to `/echo`, which the
 //! gateway relays to an in-process echo backend.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::body::Body;
 use crate::forwarding::TrustedProxies;
 use crate::response;
 use crate::router::{HostMatch, Route, Router};
-use crate::snapshot::{Content, EmbeddedPage, Limits, Listener, Snapshot};
+use crate::snapshot::{Content, Drain, EmbeddedPage, Limits, Listener, Snapshot};
 use crate::upstream::{self, Backend, BackendPool};
 use crate::websocket::{Policy, WebSocketRoute};
 
@@ -64,8 +65,10 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
         admin,
         metrics: true,
         limits: Limits::default(),
+        drain: Drain::default(),
         trusted_proxies: TrustedProxies::default(),
         router: Router::new(vec![page, echo]),
+        route_sources: BTreeMap::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -10,7 +10,6 @@ use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::metrics::Metrics;
@@ -19,6 +18,7 @@ use crate::request_path;
 use crate::response;
 use crate::router::{host_name, Route};
 use crate::server::ClientConnection;
+use crate::sessions::Sessions;
 use crate::snapshot::{Content, Snapshot};
 use crate::upstream::health;
 use crate::websocket::{self, handshake, UpgradeContext};
@@ -29,11 +29,9 @@ use crate::{demo, static_files};
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     draining: AtomicBool,
-    /// WebSocket sessions: hyper forgets a connection once it is upgraded,
-    /// so the drain waits on these itself.
-    sessions: TaskTracker,
-    /// Cancelled to close every session with 1001 at a frame boundary.
-    close_sessions: CancellationToken,
+    sessions: Arc<Sessions>,
+    /// Cancelled when the current snapshot is replaced: ends its health checks.
+    checks: Mutex<CancellationToken>,
     /// `None` when the config turned metrics off.
     metrics: Option<Metrics>,
 }
@@ -48,25 +46,20 @@ impl Gateway {
             metrics.attach(&snapshot);
             metrics
         });
-        start_health_checks(&snapshot);
+        let checks = CancellationToken::new();
+        start_health_checks(&snapshot, &checks);
         Arc::new(Gateway {
+            checks: Mutex::new(checks),
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             draining: AtomicBool::new(false),
-            sessions: TaskTracker::new(),
-            close_sessions: CancellationToken::new(),
+            sessions: Arc::default(),
         })
     }
 
     /// The WebSocket sessions in progress.
-    pub fn sessions(&self) -> &TaskTracker {
+    pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
-    }
-
-    /// Asks every WebSocket session to close (1001 to both sides).
-    pub fn close_sessions(&self) {
-        self.sessions.close();
-        self.close_sessions.cancel();
     }
 
     pub fn metrics(&self) -> Option<&Metrics> {
@@ -83,20 +76,31 @@ impl Gateway {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// Puts `next` in service: requests and upgrades from now on use it,
+    /// those under way keep the snapshot they started with. Its pools'
+    /// health checks start and the replaced snapshot's stop.
+    pub fn swap(&self, next: Arc<Snapshot>) {
+        let checks = CancellationToken::new();
+        start_health_checks(&next, &checks);
+        self.snapshot.store(next);
+        let replaced = std::mem::replace(
+            &mut *self.checks.lock().unwrap_or_else(PoisonError::into_inner),
+            checks,
+        );
+        replaced.cancel();
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 }
 
-/// Starts the active health checks of every pool in `snapshot`; each stops
-/// when its pool is dropped. Runs inside the server's runtime.
-fn start_health_checks(snapshot: &Snapshot) {
+/// Starts the active health checks of every pool in `snapshot`; they stop
+/// when `retired` is cancelled. Runs inside the server's runtime.
+fn start_health_checks(snapshot: &Snapshot, retired: &CancellationToken) {
     for route in snapshot.router.routes() {
-        if let Some(websocket) = &route.websocket {
-            health::spawn_checks(&websocket.backends, &route.name);
-        }
-        if let Some(Content::Proxy(proxy)) = &route.content {
-            health::spawn_checks(&proxy.backends, &route.name);
+        for pool in route.pools() {
+            health::spawn_checks(pool, &route.name, retired);
         }
     }
 }
@@ -153,13 +157,20 @@ async fn respond<'s>(
         let Some(websocket) = &route.websocket else {
             return (response::status(StatusCode::NOT_FOUND), Some(route));
         };
+        // A session opened now would be closed again at once; the client
+        // should reconnect to an instance that is staying.
+        if gateway.is_draining() {
+            return (
+                response::status(StatusCode::SERVICE_UNAVAILABLE),
+                Some(route),
+            );
+        }
         let relative_path = relative.to_owned();
         let cx = UpgradeContext {
             route_name: &route.name,
             client,
             relative_path: &relative_path,
             sessions: &gateway.sessions,
-            shutdown: &gateway.close_sessions,
             trusted: &snapshot.trusted_proxies,
         };
         return (websocket::upgrade(req, websocket, cx).await, Some(route));

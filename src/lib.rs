@@ -6,7 +6,8 @@
 //! cli            argv → run | check | demo
 //! config         TOML → raw serde types → validate → Snapshot (errors carry file:line:col)
 //! snapshot       the immutable running config: listeners, limits, router
-//! server         listeners, accept loop, one task per connection, graceful drain
+//! server         listeners (SO_REUSEPORT), accept loop, one task per
+//!                connection, graceful drain
 //! gateway        one request: snapshot → request_path → router → action
 //! request_path   percent-decoding and dot-segment resolution; traversal → 400
 //! router         (host, longest path prefix) → Route; pure
@@ -21,7 +22,10 @@
 //! forwarding     request target, hop-by-hop headers, Host, X-Forwarded-*,
 //!                Forwarded, trusted proxies
 //! metrics        Prometheus families; per-route, listener and backend handles
-//! admin          /healthz, /readyz, /metrics
+//! admin          /healthz, /readyz, /metrics, /config
+//! reload         SIGHUP and file watch → new snapshot → swap; listener diff,
+//!                1012 closes for sessions whose route or backend went away
+//! sessions       live WebSocket sessions: closes spread over time, drain
 //! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
 //!
@@ -43,10 +47,12 @@ pub mod forwarding;
 pub mod gateway;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod request_path;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod sessions;
 pub mod snapshot;
 pub mod static_files;
 pub mod tls;

@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::metrics::HttpMeters;
+use crate::upstream::BackendPool;
 
 use crate::snapshot::Content;
 use crate::websocket::WebSocketRoute;
@@ -96,6 +97,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// The backend pools of the route's actions: WebSocket first, then proxy.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<BackendPool>> {
+        let websocket = self.websocket.as_ref().map(|ws| &ws.backends);
+        let proxy = match &self.content {
+            Some(Content::Proxy(proxy)) => Some(&proxy.backends),
+            _ => None,
+        };
+        websocket.into_iter().chain(proxy)
+    }
+
     /// The part of `path` below this route's prefix, always starting with `/`
     /// unless it is empty (the request named the prefix itself, without slash).
     pub fn strip_prefix<'p>(&self, path: &'p str) -> &'p str {

@@ -6,8 +6,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::FutureExt as _;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -15,7 +20,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +29,7 @@ use crate::admin;
 use crate::body::Body;
 use crate::gateway::{self, Gateway};
 use crate::metrics::{Active, ListenerMeters, TlsResult};
-use crate::snapshot::Limits;
+use crate::snapshot::{Limits, Listener, Snapshot};
 use crate::tls::{HandshakeError, ServerTls};
 
 /// Longest pause after an accept error such as EMFILE, so the loop neither
@@ -49,9 +55,34 @@ pub struct ClientConnection {
     pub redirect_https: Option<u16>,
     /// The listener's series; `None` on the admin listener or with metrics off.
     meters: Option<ListenerMeters>,
+    first_request: FirstRequest,
     _slot: OwnedSemaphorePermit,
     /// Counts the connection in `wsgate_connections_active` while it lives.
     _active: Option<Active>,
+}
+
+/// Whether a connection has sent a request yet. A client that connected
+/// just before the server stopped has not, and closing its connection at
+/// once would fail the request it is about to send.
+#[derive(Debug, Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        if !self.seen.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        if !self.seen.load(Ordering::Acquire) {
+            notified.await;
+        }
+    }
 }
 
 impl ClientConnection {
@@ -65,154 +96,387 @@ impl ClientConnection {
     }
 }
 
+/// The listen backlog: connections the kernel completes while every
+/// connection slot is taken, or between two turns of the accept loop.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds `addr` the way every wsgate listener is bound: with `SO_REUSEPORT`,
+/// so a new wsgate can bind the same port while the old one drains (the
+/// kernel spreads new connections over both until the old one closes its
+/// socket), and `SO_REUSEADDR`, so a restart does not wait for `TIME_WAIT`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A public listener's identity across reloads: the address the config
+/// gives, and which of the listeners with that address it is (a config may
+/// ask for port 0 more than once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub bind: SocketAddr,
+    nth: usize,
+}
+
+impl ListenerKey {
+    /// The keys of `snapshot`'s listeners, in its order.
+    pub fn all(snapshot: &Snapshot) -> Vec<ListenerKey> {
+        let mut keys: Vec<ListenerKey> = Vec::new();
+        for listener in &snapshot.listeners {
+            let nth = keys.iter().filter(|k| k.bind == listener.bind).count();
+            keys.push(ListenerKey {
+                bind: listener.bind,
+                nth,
+            });
+        }
+        keys
+    }
+
+    fn settings(self, snapshot: &Snapshot) -> Option<&Listener> {
+        snapshot
+            .listeners
+            .iter()
+            .filter(|l| l.bind == self.bind)
+            .nth(self.nth)
+    }
+}
+
+/// A running server: its public listeners (which a reload may change), the
+/// admin listener, and the connections they accepted.
+pub struct Server {
+    gateway: Arc<Gateway>,
+    /// Shared by all public listeners; a reload does not resize it.
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    /// Cancelled when the server stops accepting; each listener's token is
+    /// a child, cancelled alone when a reload removes the listener.
+    stop: CancellationToken,
+    listeners: Mutex<Vec<Running>>,
+    admin_stop: CancellationToken,
+    admin_loop: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A public listener being served.
+struct Running {
+    key: ListenerKey,
+    local: SocketAddr,
+    stop: CancellationToken,
+    accept: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts serving: `listeners` are the snapshot's public listeners, bound,
+    /// in its order.
+    pub fn start(
+        listeners: Vec<TcpListener>,
+        admin: TcpListener,
+        gateway: Arc<Gateway>,
+    ) -> Arc<Server> {
+        let snapshot = gateway.snapshot();
+        let server = Arc::new(Server {
+            slots: Arc::new(Semaphore::new(snapshot.limits.max_connections)),
+            gateway: Arc::clone(&gateway),
+            connections: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            listeners: Mutex::new(Vec::new()),
+            admin_stop: CancellationToken::new(),
+            admin_loop: Mutex::new(None),
+        });
+        let keys = ListenerKey::all(&snapshot);
+        server.serve_listeners(keys.into_iter().zip(listeners).collect());
+        // The admin listener keeps answering /readyz with 503 during the
+        // drain; its connections are not waited for.
+        let admin_gateway = Arc::clone(&gateway);
+        let admin_handler = move |_client, req| admin::handle(Arc::clone(&admin_gateway), req);
+        let acceptor = Acceptor {
+            key: None,
+            slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+            gateway,
+            handler: admin_handler,
+            connections: TaskTracker::new(),
+            stop: server.admin_stop.clone(),
+        };
+        *lock(&server.admin_loop) = Some(tokio::spawn(acceptor.run(admin)));
+        server
+    }
+
+    fn serve_listeners(&self, bound: Vec<(ListenerKey, TcpListener)>) {
+        let mut running = lock(&self.listeners);
+        for (key, listener) in bound {
+            let local = listener.local_addr().unwrap_or(key.bind);
+            let stop = self.stop.child_token();
+            let gateway = Arc::clone(&self.gateway);
+            let handler = move |client, req| gateway::handle(Arc::clone(&gateway), client, req);
+            let acceptor = Acceptor {
+                key: Some(key),
+                slots: Arc::clone(&self.slots),
+                gateway: Arc::clone(&self.gateway),
+                handler,
+                connections: self.connections.clone(),
+                stop: stop.clone(),
+            };
+            let accept = tokio::spawn(acceptor.run(listener));
+            running.push(Running {
+                key,
+                local,
+                stop,
+                accept,
+            });
+        }
+    }
+
+    /// The addresses the public listeners are bound to, in the order of the
+    /// current snapshot's listeners.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let running = lock(&self.listeners);
+        let keys = ListenerKey::all(&self.gateway.snapshot());
+        keys.iter()
+            .filter_map(|key| running.iter().find(|r| r.key == *key).map(|r| r.local))
+            .collect()
+    }
+
+    /// Binds the listeners `next` has and the running server does not.
+    /// Nothing is served on them until `switch_listeners`; on an error the
+    /// ones bound so far are closed again.
+    pub fn bind_added(&self, next: &Snapshot) -> anyhow::Result<Vec<(ListenerKey, TcpListener)>> {
+        let running: Vec<ListenerKey> = lock(&self.listeners).iter().map(|r| r.key).collect();
+        let mut bound = Vec::new();
+        for key in ListenerKey::all(next) {
+            if !running.contains(&key) {
+                let listener =
+                    bind(key.bind).with_context(|| format!("cannot listen on {}", key.bind))?;
+                bound.push((key, listener));
+            }
+        }
+        Ok(bound)
+    }
+
+    /// After a reload swapped `next` in: serves the listeners `bind_added`
+    /// bound, and stops accepting on the ones `next` no longer has (their
+    /// connections finish the request in flight and close). Returns the
+    /// removed listeners' configured addresses.
+    pub fn switch_listeners(
+        &self,
+        next: &Snapshot,
+        added: Vec<(ListenerKey, TcpListener)>,
+    ) -> Vec<SocketAddr> {
+        let keys = ListenerKey::all(next);
+        let removed: Vec<Running> = {
+            let mut running = lock(&self.listeners);
+            let (kept, removed) = std::mem::take(&mut *running)
+                .into_iter()
+                .partition(|r| keys.contains(&r.key));
+            *running = kept;
+            removed
+        };
+        for listener in &added {
+            if let Ok(local) = listener.1.local_addr() {
+                tracing::info!(addr = %local, "listening");
+            }
+        }
+        self.serve_listeners(added);
+        removed
+            .into_iter()
+            .map(|r| {
+                tracing::info!(addr = %r.local, "listener removed by reload; draining its connections");
+                r.stop.cancel();
+                r.key.bind
+            })
+            .collect()
+    }
+
+    /// The graceful shutdown: `/readyz` turns 503 and new upgrades are
+    /// refused at once; after `shutdown_delay` the listeners stop accepting,
+    /// requests in flight finish, WebSocket sessions are closed with 1001
+    /// spread over `drain_spread`; returns when all that is done or when
+    /// `shutdown_timeout` (counted from now) has passed.
+    pub async fn shutdown(&self) {
+        let started = Instant::now();
+        let gateway = &self.gateway;
+        gateway.start_draining();
+        let drain = gateway.snapshot().drain;
+        let deadline = started + drain.shutdown_timeout;
+        if !drain.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?drain.shutdown_delay, "not ready; still accepting until the shutdown delay ends");
+            tokio::time::sleep(drain.shutdown_delay).await;
+        }
+        self.stop.cancel();
+        let running = std::mem::take(&mut *lock(&self.listeners));
+        for listener in running {
+            let _ = listener.accept.await;
+        }
+        self.connections.close();
+        let sessions = gateway.sessions();
+        let closing = sessions.close_all(drain.spread);
+        tracing::info!(
+            connections = self.connections.len(),
+            sessions = closing,
+            spread = ?drain.spread,
+            deadline = ?deadline.saturating_duration_since(Instant::now()),
+            "draining"
+        );
+        let drained = async { tokio::join!(self.connections.wait(), sessions.wait()) };
+        if tokio::time::timeout_at(deadline.into(), drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.connections.len(),
+                sessions = sessions.tasks(),
+                "drain deadline passed; closing the rest hard"
+            );
+        }
+        self.admin_stop.cancel();
+        let admin_loop = lock(&self.admin_loop).take();
+        if let Some(admin_loop) = admin_loop {
+            let _ = admin_loop.await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Serves the public listeners (in the order of the snapshot's `listeners`,
 /// whose settings they take) and the admin listener until `shutdown`
-/// resolves, then drains: stop accepting, let in-flight requests finish,
-/// close WebSocket sessions with 1001, and return when all that is done or
-/// when the snapshot's shutdown deadline passes.
+/// resolves, then drains (see [`Server::shutdown`]).
 pub async fn run(
     listeners: Vec<TcpListener>,
     admin: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let admin_stop = CancellationToken::new();
-    let mut accept_loops = Vec::new();
-    // Shared by all public listeners; a reload does not resize it.
-    let slots = Arc::new(Semaphore::new(gateway.snapshot().limits.max_connections));
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let for_requests = Arc::clone(&gateway);
-        let handler = move |client, req| gateway::handle(Arc::clone(&for_requests), client, req);
-        let accept = accept_loop(
-            listener,
-            Some(index),
-            Arc::clone(&slots),
-            Arc::clone(&gateway),
-            handler,
-            connections.clone(),
-            stop.clone(),
-        );
-        accept_loops.push(tokio::spawn(accept));
-    }
-    // The admin listener has its own tracker: it keeps answering /readyz with
-    // 503 during the drain and is not waited for.
-    let admin_gateway = Arc::clone(&gateway);
-    let admin_handler = move |_client, req| admin::handle(Arc::clone(&admin_gateway), req);
-    let admin_accept = accept_loop(
-        admin,
-        None,
-        Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
-        Arc::clone(&gateway),
-        admin_handler,
-        TaskTracker::new(),
-        admin_stop.clone(),
-    );
-    let admin_loop = tokio::spawn(admin_accept);
-
+    let server = Server::start(listeners, admin, gateway);
     shutdown.await;
-    gateway.start_draining();
-    stop.cancel();
-    for accept in accept_loops {
-        let _ = accept.await;
-    }
-    connections.close();
-    gateway.close_sessions();
-    let deadline = gateway.snapshot().limits.shutdown_timeout;
-    let sessions = gateway.sessions();
-    tracing::info!(
-        connections = connections.len(),
-        sessions = sessions.len(),
-        ?deadline,
-        "draining"
-    );
-    let drained = async { tokio::join!(connections.wait(), sessions.wait()) };
-    if tokio::time::timeout(deadline, drained).await.is_err() {
-        tracing::warn!(
-            connections = connections.len(),
-            sessions = sessions.len(),
-            "drain deadline passed; closing the rest"
-        );
-    }
-    admin_stop.cancel();
-    let _ = admin_loop.await;
+    server.shutdown().await;
 }
 
-/// Accepts while a slot is free; at the limit, new connections wait in the
-/// kernel's listen backlog. Limits and the listener's settings (entry
-/// `index` of the snapshot's listeners; `None` for admin) come from the
-/// snapshot current at accept time and hold for the connection's life.
-async fn accept_loop<H, F>(
-    listener: TcpListener,
-    index: Option<usize>,
+/// The settings a listener's connections take from the snapshot.
+#[derive(Clone, Default)]
+struct ListenerSettings {
+    tls: Option<Arc<ServerTls>>,
+    redirect_https: Option<u16>,
+    meters: Option<ListenerMeters>,
+}
+
+/// One listener's accept loop and what its connections need.
+struct Acceptor<H> {
+    /// `None` for the admin listener, which has no settings in the snapshot.
+    key: Option<ListenerKey>,
     slots: Arc<Semaphore>,
     gateway: Arc<Gateway>,
     handler: H,
     connections: TaskTracker,
     stop: CancellationToken,
-) where
+}
+
+impl<H, F> Acceptor<H>
+where
     H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let mut backoff = Duration::ZERO;
-    let mut at_limit = false;
-    loop {
-        let full = slots.available_permits() == 0;
-        if full && !at_limit {
-            tracing::warn!("connection limit reached; new connections wait in the listen backlog");
-        }
-        at_limit = full;
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_closed) => return,
-            },
-            () = stop.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::ZERO;
-                // Small responses must not wait for Nagle's timer.
-                let _ = stream.set_nodelay(true);
-                let snapshot = gateway.snapshot();
-                let settings = index.and_then(|i| snapshot.listeners.get(i));
-                let tls = settings.and_then(|l| l.tls.clone());
-                let meters = settings.and_then(|l| l.meters.get());
-                let client = ClientConnection {
-                    addr: peer,
-                    tls: tls.is_some(),
-                    redirect_https: settings.and_then(|l| l.redirect_https),
-                    meters: meters.cloned(),
-                    _slot: slot,
-                    _active: meters.map(ListenerMeters::connection_opened),
-                };
-                let connection = serve_connection(
-                    stream,
-                    tls,
-                    client,
-                    handler.clone(),
-                    snapshot.limits,
-                    stop.clone(),
+    /// Accepts while a slot is free; at the limit, new connections wait in
+    /// the kernel's listen backlog. Once stopped, takes what is already in
+    /// the backlog (closing the socket would reset those connections) and
+    /// closes the socket.
+    async fn run(self, listener: TcpListener) {
+        let mut backoff = Duration::ZERO;
+        let mut at_limit = false;
+        let mut settings = ListenerSettings::default();
+        loop {
+            let full = self.slots.available_permits() == 0;
+            if full && !at_limit {
+                tracing::warn!(
+                    "connection limit reached; new connections wait in the listen backlog"
                 );
-                connections.spawn(connection);
             }
-            Err(error) if is_per_connection(&error) => {
-                tracing::debug!(%error, "accept failed for one connection");
-            }
-            Err(error) => {
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
-                tracing::warn!(%error, ?backoff, "accept failed; backing off");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancelled() => return,
+            at_limit = full;
+            let slot = tokio::select! {
+                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_closed) => return,
+                },
+                () = self.stop.cancelled() => break,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.stop.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::ZERO;
+                    self.serve(stream, peer, slot, &mut settings);
+                }
+                Err(error) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accept failed for one connection");
+                }
+                Err(error) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    tracing::warn!(%error, ?backoff, "accept failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.stop.cancelled() => break,
+                    }
                 }
             }
         }
+        while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(slot) => self.serve(stream, peer, slot, &mut settings),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Starts serving one accepted connection. Limits and the listener's
+    /// settings come from the snapshot current now and hold for the
+    /// connection's life; `last` keeps the listener's settings for
+    /// connections accepted after a reload removed it.
+    fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: OwnedSemaphorePermit,
+        last: &mut ListenerSettings,
+    ) {
+        // Small responses must not wait for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let snapshot = self.gateway.snapshot();
+        if let Some(listener) = self.key.and_then(|key| key.settings(&snapshot)) {
+            *last = ListenerSettings {
+                tls: listener.tls.clone(),
+                redirect_https: listener.redirect_https,
+                meters: listener.meters.get().cloned(),
+            };
+        }
+        let settings = last.clone();
+        let client = ClientConnection {
+            addr: peer,
+            tls: settings.tls.is_some(),
+            redirect_https: settings.redirect_https,
+            _active: settings
+                .meters
+                .as_ref()
+                .map(ListenerMeters::connection_opened),
+            meters: settings.meters,
+            first_request: FirstRequest::default(),
+            _slot: slot,
+        };
+        let connection = serve_connection(
+            stream,
+            settings.tls,
+            client,
+            self.handler.clone(),
+            snapshot.limits,
+            self.stop.clone(),
+        );
+        self.connections.spawn(connection);
     }
 }
 
@@ -242,14 +506,18 @@ async fn serve_connection<H, F>(
     let client = Arc::new(client);
     let peer = client.addr;
     let meters = client.meters.clone();
-    let service = service_fn(move |req| handler(Arc::clone(&client), req));
+    let for_service = Arc::clone(&client);
+    let service = service_fn(move |req| {
+        for_service.first_request.arrived();
+        handler(Arc::clone(&for_service), req)
+    });
+    let first_request = &client.first_request;
     let Some(tls) = tls else {
-        return serve_http1(TokioIo::new(stream), service, limits, stop).await;
+        return serve_http1(TokioIo::new(stream), service, limits, stop, first_request).await;
     };
-    let accepted = tokio::select! {
-        accepted = tls.accept(stream) => accepted,
-        () = stop.cancelled() => return,
-    };
+    // Not cut short by a stop: the client is waiting for an answer, and the
+    // listener's handshake timeout bounds it.
+    let accepted = tls.accept(stream).await;
     let count = |result| {
         if let Some(meters) = &meters {
             meters.handshake(result);
@@ -281,14 +549,19 @@ async fn serve_connection<H, F>(
             .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX));
         // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        drive(connection, stop, |c| c.graceful_shutdown()).await;
+        drive(connection, stop, first_request, |c| c.graceful_shutdown()).await;
     } else {
-        serve_http1(TokioIo::new(stream), service, limits, stop).await;
+        serve_http1(TokioIo::new(stream), service, limits, stop, first_request).await;
     }
 }
 
-async fn serve_http1<I, S>(io: I, service: S, limits: Limits, stop: CancellationToken)
-where
+async fn serve_http1<I, S>(
+    io: I,
+    service: S,
+    limits: Limits,
+    stop: CancellationToken,
+    first_request: &FirstRequest,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -300,13 +573,18 @@ where
         .max_header_size(limits.max_request_head)
         .keep_alive(true);
     let connection = builder.serve_connection(io, service).with_upgrades();
-    drive(connection, stop, |c| c.graceful_shutdown()).await;
+    drive(connection, stop, first_request, |c| c.graceful_shutdown()).await;
 }
 
 /// Drives a connection to its end; once `stop` fires, asks it to finish the
-/// requests in flight and close.
-async fn drive<C, E>(connection: C, stop: CancellationToken, graceful_shutdown: fn(Pin<&mut C>))
-where
+/// requests in flight and close. A connection that has not sent a request
+/// yet gets to send one first (hyper's header read timeout bounds the wait).
+async fn drive<C, E>(
+    connection: C,
+    stop: CancellationToken,
+    first_request: &FirstRequest,
+    graceful_shutdown: fn(Pin<&mut C>),
+) where
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
@@ -314,8 +592,13 @@ where
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = stop.cancelled() => {
-            graceful_shutdown(connection.as_mut());
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = first_request.wait() => {
+                    graceful_shutdown(connection.as_mut());
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = result {

@@ -2,6 +2,7 @@
 //! from. A reload builds a new one and swaps it in; a request or connection
 //! keeps the one it started with.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,6 +21,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// How long a graceful shutdown waits for in-flight work when the config does not say.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sessions a reload cut off keep running, when the config does not say.
+pub const DEFAULT_RELOAD_GRACE: Duration = Duration::from_secs(30);
+/// Over how long session closes are spread, when the config does not say.
+pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(10);
 /// Client connections served at once (an upgraded WebSocket counts as one)
 /// when the config does not say; each proxied session also needs a backend
 /// socket, so twice this must fit the open-file limit.
@@ -37,9 +42,13 @@ pub struct Snapshot {
     /// Whether the admin listener serves `/metrics` and the data path counts.
     pub metrics: bool,
     pub limits: Limits,
+    pub drain: Drain,
     /// Whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
     pub router: Router,
+    /// Each route's table as the config file wrote it, by route name: what
+    /// `GET /config` shows and `wsgate check --diff` compares.
+    pub route_sources: BTreeMap<String, toml::Table>,
 }
 
 /// One public listener's settings.
@@ -72,7 +81,6 @@ impl Listener {
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_request_head: usize,
-    pub shutdown_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -81,8 +89,33 @@ impl Default for Limits {
         Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_request_head: DEFAULT_MAX_REQUEST_HEAD,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How the server winds sessions and listeners down, on shutdown and on reload.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// From `SIGTERM` to the end: sessions and requests still open then are cut.
+    pub shutdown_timeout: Duration,
+    /// From `SIGTERM` (`/readyz` answers 503 at once) until the listeners
+    /// stop accepting, so load balancers notice before connections are refused.
+    pub shutdown_delay: Duration,
+    /// Session closes (1001 on shutdown, 1012 after a reload) are spread
+    /// evenly over this, so clients do not all reconnect at once.
+    pub spread: Duration,
+    /// How long sessions whose route or backend a reload removed keep running.
+    pub reload_grace: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
+            spread: DEFAULT_DRAIN_SPREAD,
+            reload_grace: DEFAULT_RELOAD_GRACE,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::request_path;
 use crate::router::{HostMatch, Route, Router};
-use crate::snapshot::{self, Content, Limits, Listener, Snapshot};
+use crate::snapshot::{self, Content, Drain, Limits, Listener, Snapshot};
 use crate::static_files::{CacheBudget, StaticDir};
 use crate::tls::{self, certs, CertError, ServerTls, SniResolver, Which};
 use crate::upstream::{self, BackendUrlError};
@@ -152,6 +152,12 @@ pub enum ConfigError {
     HttpsPortWithoutRedirect,
     #[error("https_port must be between 1 and 65535")]
     BadPort,
+    #[error("shutdown_delay ({delay:?}) plus drain_spread ({spread:?}) must fit in shutdown_timeout ({timeout:?}), or sessions are cut before their close is sent")]
+    DrainLongerThanShutdown {
+        delay: Duration,
+        spread: Duration,
+        timeout: Duration,
+    },
     #[error("backend_ca is set but no backend uses TLS (wss:// or https://)")]
     CaWithoutTls,
     #[error("no CA certificates found on this machine to verify wss:// or https:// backends; set `backend_ca = \"ca.pem\"`")]
@@ -230,6 +236,15 @@ pub fn validate(
         .and_then(|admin| admin.get_ref().metrics)
         .unwrap_or(true);
     let (limits, budget) = server_settings(&mut check, &raw.server);
+    let drain = drain_settings(&mut check, &raw.server);
+    let route_sources = raw
+        .route_tables
+        .into_iter()
+        .filter_map(|table| {
+            let name = table.get("name")?.as_str()?.to_owned();
+            Some((name, table))
+        })
+        .collect();
     let trusted_proxies = pools::trusted_proxies(&mut check, &raw.trusted_proxies);
     let routes = routes(&mut check, raw.routes, base_dir, &budget);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
@@ -240,8 +255,10 @@ pub fn validate(
                 admin,
                 metrics,
                 limits,
+                drain,
                 trusted_proxies,
                 router: Router::new(routes),
+                route_sources,
             },
             check.errors,
         )),
@@ -424,7 +441,6 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
             snapshot::DEFAULT_HEADER_READ_TIMEOUT,
         ),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
-        shutdown_timeout: check.duration(&raw.shutdown_timeout, snapshot::DEFAULT_SHUTDOWN_TIMEOUT),
         max_connections: max_connections(check, &raw.max_connections),
     };
     let budget = CacheBudget::new(
@@ -435,6 +451,38 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
         ),
     );
     (limits, Arc::new(budget))
+}
+
+fn drain_settings(check: &mut Checker, raw: &RawServer) -> Drain {
+    let defaults = Drain::default();
+    let drain = Drain {
+        shutdown_timeout: check.duration(&raw.shutdown_timeout, defaults.shutdown_timeout),
+        shutdown_delay: check.duration(&raw.shutdown_delay, defaults.shutdown_delay),
+        spread: check.duration(&raw.drain_spread, defaults.spread),
+        reload_grace: check.duration(&raw.reload_grace, defaults.reload_grace),
+    };
+    // The spread and the delay come out of the shutdown deadline; sessions
+    // scheduled to close after it would be cut instead.
+    if drain.shutdown_delay + drain.spread > drain.shutdown_timeout {
+        let span = [
+            &raw.drain_spread,
+            &raw.shutdown_delay,
+            &raw.shutdown_timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(Spanned::span);
+        check.errors.push(Diagnostic::error(
+            span,
+            ConfigError::DrainLongerThanShutdown {
+                delay: drain.shutdown_delay,
+                spread: drain.spread,
+                timeout: drain.shutdown_timeout,
+            },
+        ));
+    }
+    drain
 }
 
 fn max_connections(check: &mut Checker, raw: &Option<Spanned<u64>>) -> usize {

@@ -273,21 +273,49 @@ impl Metrics {
     /// Drops every series labelled with `route`, for a route a reload removed.
     pub fn remove_route(&self, route: &str) {
         let f = &self.families;
-        remove_matching(&f.http_requests, "route", route);
-        remove_matching(&f.http_duration, "route", route);
-        remove_matching(&f.http_response_bytes, "route", route);
-        remove_matching(&f.ws_upgrades, "route", route);
-        remove_matching(&f.ws_active, "route", route);
-        remove_matching(&f.ws_messages, "route", route);
-        remove_matching(&f.ws_frames, "route", route);
-        remove_matching(&f.ws_payload_bytes, "route", route);
-        remove_matching(&f.ws_message_size, "route", route);
-        remove_matching(&f.ws_closes, "route", route);
-        remove_matching(&f.ws_session_duration, "route", route);
-        remove_matching(&f.ws_ping_rtt, "route", route);
-        remove_matching(&f.upstream_connect, "route", route);
-        remove_matching(&f.upstream_errors, "route", route);
-        remove_matching(&f.upstream_healthy, "route", route);
+        let route = &[("route", route)];
+        remove_matching(&f.http_requests, route);
+        remove_matching(&f.http_duration, route);
+        remove_matching(&f.http_response_bytes, route);
+        remove_matching(&f.ws_upgrades, route);
+        remove_matching(&f.ws_active, route);
+        remove_matching(&f.ws_messages, route);
+        remove_matching(&f.ws_frames, route);
+        remove_matching(&f.ws_payload_bytes, route);
+        remove_matching(&f.ws_message_size, route);
+        remove_matching(&f.ws_closes, route);
+        remove_matching(&f.ws_session_duration, route);
+        remove_matching(&f.ws_ping_rtt, route);
+        remove_matching(&f.upstream_connect, route);
+        remove_matching(&f.upstream_errors, route);
+        remove_matching(&f.upstream_healthy, route);
+    }
+
+    /// Drops the series of one backend of a route, for a backend a reload
+    /// took out of the route's pool.
+    pub fn remove_backend(&self, route: &str, backend: &str) {
+        let f = &self.families;
+        let labels = &[("route", route), ("backend", backend)];
+        remove_matching(&f.upstream_connect, labels);
+        remove_matching(&f.upstream_errors, labels);
+        remove_matching(&f.upstream_healthy, labels);
+    }
+
+    /// Drops the series of a listener a reload removed.
+    pub fn remove_listener(&self, bind: &str) {
+        let f = &self.families;
+        let labels = &[("listener", bind)];
+        remove_matching(&f.tls_handshakes, labels);
+        remove_matching(&f.connections_active, labels);
+    }
+
+    /// Counts one reload attempt in `wsgate_config_reloads_total`.
+    pub fn reloaded(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.families
+            .config_reloads
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Everything, in the text exposition format.
@@ -308,14 +336,17 @@ impl Default for Metrics {
 /// Removes every child of `family` whose `label` equals `value`. The
 /// prometheus crate removes by complete label sets only, so the children are
 /// read back from a collection.
-fn remove_matching<T: MetricVecBuilder>(family: &MetricVec<T>, label: &str, value: &str) {
+/// Drops every series of `family` whose labels include all of `wanted`.
+fn remove_matching<T: MetricVecBuilder>(family: &MetricVec<T>, wanted: &[(&str, &str)]) {
     for collected in family.collect() {
         for metric in collected.get_metric() {
             let labels = metric.get_label();
-            if !labels
-                .iter()
-                .any(|pair| pair.name() == label && pair.value() == value)
-            {
+            let has = |(name, value): &(&str, &str)| {
+                labels
+                    .iter()
+                    .any(|pair| pair.name() == *name && pair.value() == *value)
+            };
+            if !wanted.iter().all(has) {
                 continue;
             }
             let map: HashMap<&str, &str> = labels

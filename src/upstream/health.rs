@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendPool};
 
@@ -91,6 +92,20 @@ impl Health {
         backoff
     }
 
+    /// Takes over what `earlier` knew about the same backend, so a reload
+    /// does not send traffic to a backend that was down a moment ago.
+    pub fn inherit(&self, earlier: &Health) {
+        for (mine, theirs) in [
+            (&self.failed_connects, &earlier.failed_connects),
+            (&self.streak, &earlier.streak),
+        ] {
+            mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let avoid_until = earlier.avoid_until_ms.load(Ordering::Relaxed);
+        self.avoid_until_ms.store(avoid_until, Ordering::Relaxed);
+        self.probed_up.store(earlier.probed_up(), Ordering::Relaxed);
+    }
+
     /// Counts one probe result; returns the new verdict when it changed.
     pub(super) fn probed(&self, up: bool, check: &HealthCheck) -> Option<bool> {
         if up {
@@ -122,15 +137,16 @@ pub fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Probes the pool's backends until the pool is dropped (its snapshot replaced
-/// and the last request or session on it finished). Needs a Tokio runtime.
-pub fn spawn_checks(pool: &Arc<BackendPool>, route: &str) {
+/// Probes the pool's backends until `retired` is cancelled (a reload replaced
+/// the snapshot) or the pool is dropped. Needs a Tokio runtime.
+pub fn spawn_checks(pool: &Arc<BackendPool>, route: &str, retired: &CancellationToken) {
     let Some(check) = pool.health_check.clone() else {
         return;
     };
     let pool = Arc::downgrade(pool);
     let route = route.to_owned();
-    tokio::spawn(async move {
+    let retired = retired.clone();
+    let checks = async move {
         let mut ticks = tokio::time::interval(check.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -138,6 +154,12 @@ pub fn spawn_checks(pool: &Arc<BackendPool>, route: &str) {
             if !probe_all(&pool, &check, &route).await {
                 return;
             }
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = checks => {}
+            () = retired.cancelled() => {}
         }
     });
 }

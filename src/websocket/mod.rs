@@ -16,14 +16,13 @@ use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::response;
 use crate::server::ClientConnection;
+use crate::sessions::Sessions;
 use crate::upstream::{Backend, BackendPool, ConnectError, UpstreamStream};
 use handshake::Refusal;
 pub use relay::Policy;
@@ -51,8 +50,7 @@ pub struct UpgradeContext<'a> {
     pub client: Arc<ClientConnection>,
     /// The request path below the route's prefix, normalised.
     pub relative_path: &'a str,
-    pub sessions: &'a TaskTracker,
-    pub shutdown: &'a CancellationToken,
+    pub sessions: &'a Arc<Sessions>,
     pub trusted: &'a TrustedProxies,
 }
 
@@ -112,7 +110,7 @@ pub async fn upgrade<B>(
     let client_upgrade = hyper::upgrade::on(&mut req);
     // Counts as a session from here, so a drain that starts while the backend
     // handshake is under way still waits for this one and closes it with 1001.
-    let in_progress = cx.sessions.token();
+    let in_progress = cx.sessions.starting();
     let client = Arc::clone(&cx.client);
     let (mut answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
@@ -152,7 +150,8 @@ pub async fn upgrade<B>(
     forwarding::strip_hop_by_hop(&mut parts.headers);
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
-    let shutdown = cx.shutdown.clone();
+    // Listed before the 101 goes out, so a reload or drain from now on sees it.
+    let registration = cx.sessions.register(cx.route_name, &backend.url);
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
     let session = async move {
@@ -168,7 +167,8 @@ pub async fn upgrade<B>(
         let started = Instant::now();
         let active = meters.map(WsMeters::session_started);
         let tally = meters.map(WsMeters::session_tally);
-        let stats = relay::run(client, backend, policy, allowed_rsv, shutdown, tally).await;
+        let control = &registration.session;
+        let stats = relay::run(client, backend, policy, allowed_rsv, control, tally).await;
         drop(active);
         if let Some(meters) = meters {
             let closing = stats.closing.unwrap_or(Closing {

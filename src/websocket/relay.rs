@@ -17,12 +17,12 @@ use prometheus::Histogram;
 use rustls::Connection;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
 use super::transport::{self, Transport};
 use crate::buffer_pool;
 use crate::metrics::{DirectionTally, SessionTally};
+use crate::sessions;
 
 /// How long the gateway waits for the far end of a closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -395,7 +395,8 @@ struct Session {
 }
 
 /// Relays a session until both closing handshakes are done, a peer vanishes,
-/// a limit trips, or `shutdown` asks for a close 1001 on both sides.
+/// a limit trips, or the server asks `control` to close (1001 on shutdown,
+/// 1012 after a reload removed the route or backend) on both sides.
 /// `allowed_rsv`: the RSV bits the negotiated extensions use (RSV1 for
 /// permessage-deflate). `tally`: where the route's live counts go, if anywhere.
 pub async fn run(
@@ -403,7 +404,7 @@ pub async fn run(
     backend: Peer,
     policy: Policy,
     allowed_rsv: u8,
-    shutdown: CancellationToken,
+    control: &sessions::Session,
     tally: Option<SessionTally>,
 ) -> SessionStats {
     let (to_backend, to_client, ping_rtt) = match tally {
@@ -499,9 +500,9 @@ pub async fn run(
                     break;
                 }
             }
-            () = shutdown.cancelled(), if !draining => {
+            request = control.close_requested(), if !draining => {
                 draining = true;
-                session.close_both(1001, "server shutting down", 1001, "server shutting down");
+                session.close_both(request.code, request.reason, request.code, request.reason);
             }
             // Nothing left to wait for: both peers are gone.
             else => break,

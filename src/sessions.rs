@@ -1,0 +1,328 @@
+//! The live WebSocket sessions. hyper forgets a connection once it is
+//! upgraded, so the gateway keeps its own list: the drain waits on it, a
+//! reload closes the sessions whose route or backend went away (1012), and a
+//! shutdown closes all of them (1001), each spread over time so clients do
+//! not reconnect in one herd.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
+
+/// RFC 6455 §7.4.1: the endpoint is going away (server shutdown).
+pub const GOING_AWAY: u16 = 1001;
+/// IANA registry: the service is restarting; the client may reconnect.
+pub const SERVICE_RESTART: u16 = 1012;
+
+/// Every session in progress.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    tracker: TaskTracker,
+    live: Mutex<Live>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    by_id: HashMap<u64, Arc<Session>>,
+    /// Set by `close_all`: a session registered later is asked to close at once.
+    closing_all: Option<CloseRequest>,
+}
+
+/// One session as the list knows it.
+#[derive(Debug)]
+pub struct Session {
+    /// The route it was opened on, by name (names are unique in a config).
+    pub route: String,
+    /// The backend's URL as configured.
+    pub backend: String,
+    close: CloseSignal,
+}
+
+/// A close code and the reason sent with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseRequest {
+    pub const SHUTDOWN: CloseRequest = CloseRequest {
+        code: GOING_AWAY,
+        reason: "server shutting down",
+    };
+    pub const ROUTE_REMOVED: CloseRequest = CloseRequest {
+        code: SERVICE_RESTART,
+        reason: "route removed by a config reload",
+    };
+    pub const BACKEND_REMOVED: CloseRequest = CloseRequest {
+        code: SERVICE_RESTART,
+        reason: "backend removed by a config reload",
+    };
+}
+
+/// Set once to ask a session to close; the relay waits on it.
+#[derive(Debug, Default)]
+struct CloseSignal {
+    /// Index into `REQUESTS` plus one; 0 while nobody asked.
+    request: AtomicU16,
+    notify: Notify,
+}
+
+/// The requests a signal can carry, so it stores a small index, not a pointer.
+const REQUESTS: [CloseRequest; 3] = [
+    CloseRequest::SHUTDOWN,
+    CloseRequest::ROUTE_REMOVED,
+    CloseRequest::BACKEND_REMOVED,
+];
+
+impl CloseSignal {
+    fn ask(&self, request: CloseRequest) {
+        let index = REQUESTS.iter().position(|r| *r == request).unwrap_or(0);
+        let value = u16::try_from(index + 1).unwrap_or(1);
+        // The first request wins: a session already told "restart" keeps that reason.
+        if self
+            .request
+            .compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn current(&self) -> Option<CloseRequest> {
+        match self.request.load(Ordering::Acquire) {
+            0 => None,
+            n => REQUESTS.get(usize::from(n) - 1).copied(),
+        }
+    }
+}
+
+impl Session {
+    /// Resolves once the session is asked to close.
+    pub async fn close_requested(&self) -> CloseRequest {
+        loop {
+            // Registered before the check, so a request between the two is not missed.
+            let notified = self.close.notify.notified();
+            if let Some(request) = self.close.current() {
+                return request;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A session's place in the list; leaving it drops the entry.
+#[derive(Debug)]
+pub struct Registration {
+    sessions: Arc<Sessions>,
+    id: u64,
+    pub session: Arc<Session>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.sessions.live().by_id.remove(&self.id);
+    }
+}
+
+impl Sessions {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // The map stays consistent whatever panicked while holding it.
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts an upgrade whose backend handshake is still under way, so a
+    /// drain that starts meanwhile waits for it.
+    pub fn starting(&self) -> TaskTrackerToken {
+        self.tracker.token()
+    }
+
+    /// Adds a session that is about to relay.
+    pub fn register(self: &Arc<Self>, route: &str, backend: &str) -> Registration {
+        let session = Arc::new(Session {
+            route: route.to_owned(),
+            backend: backend.to_owned(),
+            close: CloseSignal::default(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut live = self.live();
+        if let Some(request) = live.closing_all {
+            session.close.ask(request);
+        }
+        live.by_id.insert(id, Arc::clone(&session));
+        drop(live);
+        Registration {
+            sessions: Arc::clone(self),
+            id,
+            session,
+        }
+    }
+
+    /// Runs a session's task; the drain waits for it.
+    pub fn spawn<F>(&self, session: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(session);
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.live().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live sessions counted by (route, backend).
+    pub fn counts(&self) -> HashMap<(String, String), usize> {
+        let mut counts = HashMap::new();
+        for session in self.live().by_id.values() {
+            *counts
+                .entry((session.route.clone(), session.backend.clone()))
+                .or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Asks the sessions `pick` chooses (it returns the close to send, or
+    /// `None` to leave a session alone) to close: none before `after`, then
+    /// one by one, evenly over `spread`. `pick` is asked again just before
+    /// each close, so a later reload that brings a route back spares its
+    /// sessions. Returns how many were picked.
+    pub fn close_spread<P>(&self, pick: P, after: Duration, spread: Duration) -> usize
+    where
+        P: Fn(&Session) -> Option<CloseRequest> + Send + 'static,
+    {
+        let doomed: Vec<Arc<Session>> = self
+            .live()
+            .by_id
+            .values()
+            .filter(|s| pick(s).is_some())
+            .cloned()
+            .collect();
+        let count = doomed.len();
+        if count > 0 {
+            tokio::spawn(close_in_turn(doomed, pick, Instant::now() + after, spread));
+        }
+        count
+    }
+
+    /// Shutdown: asks every session, including those that register from now
+    /// on, to close with 1001, spread over `spread`. Stops the drain from
+    /// waiting for tasks spawned later.
+    pub fn close_all(&self, spread: Duration) -> usize {
+        self.live().closing_all = Some(CloseRequest::SHUTDOWN);
+        self.tracker.close();
+        self.close_spread(|_| Some(CloseRequest::SHUTDOWN), Duration::ZERO, spread)
+    }
+
+    /// Resolves when every session task has ended (after `close_all`).
+    pub async fn wait(&self) {
+        self.tracker.wait().await;
+    }
+
+    /// Session tasks still running.
+    pub fn tasks(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+/// Session `i` of `n` is asked at `start + spread * i / n`: the first at
+/// `start`, the last one step before `start + spread`.
+async fn close_in_turn<P>(doomed: Vec<Arc<Session>>, pick: P, start: Instant, spread: Duration)
+where
+    P: Fn(&Session) -> Option<CloseRequest>,
+{
+    let count = u32::try_from(doomed.len()).unwrap_or(u32::MAX);
+    for (index, session) in (0u32..).zip(doomed) {
+        let offset = spread.mul_f64(f64::from(index) / f64::from(count));
+        tokio::time::sleep_until(start + offset).await;
+        if let Some(request) = pick(&session) {
+            session.close.ask(request);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_are_spread_evenly_after_the_grace() {
+        let sessions = Arc::new(Sessions::default());
+        let registrations: Vec<Registration> = (0..4)
+            .map(|i| sessions.register(if i < 3 { "gone" } else { "kept" }, "ws://b"))
+            .collect();
+        let started = Instant::now();
+        let picked = sessions.close_spread(
+            |s| (s.route == "gone").then_some(CloseRequest::ROUTE_REMOVED),
+            Duration::from_secs(30),
+            Duration::from_secs(9),
+        );
+        assert_eq!(picked, 3);
+        let mut times = Vec::new();
+        for registration in registrations.iter().filter(|r| r.session.route == "gone") {
+            let request = registration.session.close_requested().await;
+            assert_eq!(request, CloseRequest::ROUTE_REMOVED);
+            times.push(started.elapsed());
+        }
+        times.sort();
+        assert_eq!(
+            times,
+            [30, 33, 36].map(Duration::from_secs).to_vec(),
+            "the first close after the grace, then one every spread/3"
+        );
+        let kept = &registrations[3].session;
+        let untouched = tokio::time::timeout(Duration::from_secs(60), kept.close_requested()).await;
+        assert!(
+            untouched.is_err(),
+            "a session on a kept route is left alone"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_registered_during_shutdown_is_closed_at_once() {
+        let sessions = Arc::new(Sessions::default());
+        let early = sessions.register("chat", "ws://b");
+        assert_eq!(sessions.close_all(Duration::from_secs(10)), 1);
+        let late = sessions.register("chat", "ws://b");
+        assert_eq!(late.session.close_requested().await, CloseRequest::SHUTDOWN);
+        assert_eq!(
+            early.session.close_requested().await,
+            CloseRequest::SHUTDOWN
+        );
+        drop((early, late));
+        assert!(
+            sessions.is_empty(),
+            "dropping a registration leaves the list"
+        );
+    }
+
+    #[test]
+    fn the_first_close_request_wins() {
+        let signal = CloseSignal::default();
+        signal.ask(CloseRequest::BACKEND_REMOVED);
+        signal.ask(CloseRequest::SHUTDOWN);
+        assert_eq!(signal.current(), Some(CloseRequest::BACKEND_REMOVED));
+    }
+
+    #[test]
+    fn counts_by_route_and_backend() {
+        let sessions = Arc::new(Sessions::default());
+        let _a = sessions.register("chat", "ws://a");
+        let _b = sessions.register("chat", "ws://a");
+        let _c = sessions.register("chat", "ws://b");
+        let counts = sessions.counts();
+        assert_eq!(counts[&("chat".to_owned(), "ws://a".to_owned())], 2);
+        assert_eq!(counts[&("chat".to_owned(), "ws://b".to_owned())], 1);
+    }
+}
