@@ -455,34 +455,36 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
 
 fn drain_settings(check: &mut Checker, raw: &RawServer) -> Drain {
     let defaults = Drain::default();
-    let drain = Drain {
-        shutdown_timeout: check.duration(&raw.shutdown_timeout, defaults.shutdown_timeout),
-        shutdown_delay: check.duration(&raw.shutdown_delay, defaults.shutdown_delay),
-        spread: check.duration(&raw.drain_spread, defaults.spread),
-        reload_grace: check.duration(&raw.reload_grace, defaults.reload_grace),
+    let shutdown_timeout = check.duration(&raw.shutdown_timeout, defaults.shutdown_timeout);
+    let shutdown_delay = check.duration(&raw.shutdown_delay, defaults.shutdown_delay);
+    // Closes are spread inside the shutdown deadline: an unset spread fits
+    // itself in; a set one that does not fit is a mistake.
+    let room = shutdown_timeout.saturating_sub(shutdown_delay);
+    let spread = match &raw.drain_spread {
+        None => defaults.spread.min(room),
+        Some(_) => check.duration(&raw.drain_spread, defaults.spread),
     };
-    // The spread and the delay come out of the shutdown deadline; sessions
-    // scheduled to close after it would be cut instead.
-    if drain.shutdown_delay + drain.spread > drain.shutdown_timeout {
-        let span = [
-            &raw.drain_spread,
-            &raw.shutdown_delay,
-            &raw.shutdown_timeout,
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .map(Spanned::span);
+    if shutdown_delay + spread > shutdown_timeout {
+        let span = [&raw.drain_spread, &raw.shutdown_delay, &raw.shutdown_timeout]
+            .into_iter()
+            .flatten()
+            .next()
+            .map(Spanned::span);
         check.errors.push(Diagnostic::error(
             span,
             ConfigError::DrainLongerThanShutdown {
-                delay: drain.shutdown_delay,
-                spread: drain.spread,
-                timeout: drain.shutdown_timeout,
+                delay: shutdown_delay,
+                spread,
+                timeout: shutdown_timeout,
             },
         ));
     }
-    drain
+    Drain {
+        shutdown_timeout,
+        shutdown_delay,
+        spread,
+        reload_grace: check.duration(&raw.reload_grace, defaults.reload_grace),
+    }
 }
 
 fn max_connections(check: &mut Checker, raw: &Option<Spanned<u64>>) -> usize {
@@ -933,6 +935,11 @@ mod tests {
             message,
             "`30` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
         );
+        let message = single_error(&format!(
+            "[server]\nshutdown_timeout = \"5s\"\ndrain_spread = \"10s\"\n\
+             [[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\n"
+        ));
+        assert_eq!(message, "shutdown_delay (0ns) plus drain_spread (10s) must fit in shutdown_timeout (5s), or sessions are cut before their close is sent");
         let message = single_error("[server]\nfile_cache_size = \"lots\"\n");
         assert_eq!(message, "`lots` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")");
         let message = single_error("[server]\nmax_connections = 0\n");
