@@ -308,15 +308,18 @@ fn serve(
         }
         let mut listeners = Vec::new();
         for listener in &snapshot.listeners {
-            listeners.push(listen(listener.bind)?);
+            let bound = listen(listener.bind)?;
+            tracing::info!(addr = %bound.local_addr()?, "listening");
+            listeners.push(bound);
         }
         let admin = listen(snapshot.admin)?;
+        let admin_addr = admin.local_addr()?;
         let endpoints = if snapshot.metrics {
             "/healthz, /readyz, /metrics, /config"
         } else {
             "/healthz, /readyz, /config"
         };
-        tracing::info!(addr = %snapshot.admin, endpoints, "admin listening");
+        tracing::info!(addr = %admin_addr, endpoints, "admin listening");
         for route in snapshot.router.routes() {
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }
@@ -338,9 +341,7 @@ fn serve(
 }
 
 fn listen(bind: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = server::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    Ok(listener)
+    server::bind(bind).with_context(|| format!("cannot listen on {bind}"))
 }
 
 /// Resolves at the first SIGTERM or SIGINT; a second one exits at once.

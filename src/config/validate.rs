@@ -465,11 +465,15 @@ fn drain_settings(check: &mut Checker, raw: &RawServer) -> Drain {
         Some(_) => check.duration(&raw.drain_spread, defaults.spread),
     };
     if shutdown_delay + spread > shutdown_timeout {
-        let span = [&raw.drain_spread, &raw.shutdown_delay, &raw.shutdown_timeout]
-            .into_iter()
-            .flatten()
-            .next()
-            .map(Spanned::span);
+        let span = [
+            &raw.drain_spread,
+            &raw.shutdown_delay,
+            &raw.shutdown_timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(Spanned::span);
         check.errors.push(Diagnostic::error(
             span,
             ConfigError::DrainLongerThanShutdown {

@@ -33,6 +33,11 @@ impl Process {
         ]))
     }
 
+    /// Runs `wsgate --config FILE` with `FILE` as it is.
+    pub fn run_config(file: &Path) -> Process {
+        Process::spawn(Command::new(BIN).arg("--config").arg(file))
+    }
+
     /// Runs `command` with its log (stderr) captured.
     pub fn spawn(command: &mut Command) -> Process {
         let mut child = command
@@ -64,10 +69,35 @@ impl Process {
 
     /// The public listener's address, from the first "listening" log line.
     pub async fn addr(&self) -> SocketAddr {
+        self.logged_addr(" listening addr=").await
+    }
+
+    /// The admin listener's address, from its log line.
+    pub async fn admin(&self) -> SocketAddr {
+        self.logged_addr("admin listening addr=").await
+    }
+
+    /// Every public listener's address, in the order they were logged.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" listening addr=") && !l.contains("admin listening"))
+            .filter_map(|l| {
+                l.split("listening addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    async fn logged_addr(&self, marker: &str) -> SocketAddr {
         eventually(Duration::from_secs(10), || async {
             let log = self.log();
-            let line = log.lines().find(|l| l.contains("listening addr="))?;
-            line.split("listening addr=")
+            let line = log.lines().find(|l| l.contains(marker))?;
+            line.split(marker)
                 .nth(1)?
                 .split_whitespace()
                 .next()?
