@@ -29,6 +29,9 @@ use crate::{demo, static_files};
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     draining: AtomicBool,
+    /// Set while a draining server still accepts (`shutdown_delay`): new
+    /// sessions should go to an instance that stays.
+    refusing_upgrades: AtomicBool,
     sessions: Arc<Sessions>,
     /// Cancelled when the current snapshot is replaced: ends its health checks.
     checks: Mutex<CancellationToken>,
@@ -53,6 +56,7 @@ impl Gateway {
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             draining: AtomicBool::new(false),
+            refusing_upgrades: AtomicBool::new(false),
             sessions: Arc::default(),
         })
     }
@@ -90,8 +94,16 @@ impl Gateway {
         replaced.cancel();
     }
 
+    /// `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// While set, upgrades get 503. Once the listeners have closed, an
+    /// upgrade can only come from a client that connected before, and is
+    /// let through: its session is closed with the others.
+    pub fn refuse_upgrades(&self, refuse: bool) {
+        self.refusing_upgrades.store(refuse, Ordering::Release);
     }
 }
 
@@ -157,9 +169,9 @@ async fn respond<'s>(
         let Some(websocket) = &route.websocket else {
             return (response::status(StatusCode::NOT_FOUND), Some(route));
         };
-        // A session opened now would be closed again at once; the client
-        // should reconnect to an instance that is staying.
-        if gateway.is_draining() {
+        // The load balancer has not noticed `/readyz` yet: send the client
+        // to an instance that is staying.
+        if gateway.refusing_upgrades.load(Ordering::Acquire) {
             return (
                 response::status(StatusCode::SERVICE_UNAVAILABLE),
                 Some(route),

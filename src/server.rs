@@ -303,6 +303,7 @@ impl Server {
         let deadline = started + drain.shutdown_timeout;
         if !drain.shutdown_delay.is_zero() {
             tracing::info!(delay = ?drain.shutdown_delay, "not ready; still accepting until the shutdown delay ends");
+            gateway.refuse_upgrades(true);
             tokio::time::sleep(drain.shutdown_delay).await;
         }
         self.stop.cancel();
@@ -310,6 +311,7 @@ impl Server {
         for listener in running {
             let _ = listener.accept.await;
         }
+        gateway.refuse_upgrades(false);
         self.connections.close();
         let sessions = gateway.sessions();
         let closing = sessions.close_all(drain.spread);

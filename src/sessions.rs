@@ -31,8 +31,9 @@ pub struct Sessions {
 #[derive(Debug, Default)]
 struct Live {
     by_id: HashMap<u64, Arc<Session>>,
-    /// Set by `close_all`: a session registered later is asked to close at once.
-    closing_all: Option<CloseRequest>,
+    /// Set by `close_all`: a session registered later (its client connected
+    /// before the listeners closed) is asked to close when the spread ends.
+    closing_all: Option<(CloseRequest, Instant)>,
 }
 
 /// One session as the list knows it.
@@ -153,8 +154,12 @@ impl Sessions {
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut live = self.live();
-        if let Some(request) = live.closing_all {
-            session.close.ask(request);
+        if let Some((request, at)) = live.closing_all {
+            let late = Arc::clone(&session);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                late.close.ask(request);
+            });
         }
         live.by_id.insert(id, Arc::clone(&session));
         drop(live);
@@ -216,11 +221,11 @@ impl Sessions {
         count
     }
 
-    /// Shutdown: asks every session, including those that register from now
-    /// on, to close with 1001, spread over `spread`. Stops the drain from
-    /// waiting for tasks spawned later.
+    /// Shutdown: asks every session to close with 1001, spread over
+    /// `spread`; sessions that register from now on close when it ends.
+    /// Stops the drain from waiting for tasks spawned later.
     pub fn close_all(&self, spread: Duration) -> usize {
-        self.live().closing_all = Some(CloseRequest::SHUTDOWN);
+        self.live().closing_all = Some((CloseRequest::SHUTDOWN, Instant::now() + spread));
         self.tracker.close();
         self.close_spread(|_| Some(CloseRequest::SHUTDOWN), Duration::ZERO, spread)
     }

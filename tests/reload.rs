@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use support::metrics::scrape;
 use support::process::{Process, BIN};
 use support::tls::TestCa;
+use support::ws::{Behaviour, RecordingBackend, Seen};
 use support::{eventually, test_dir, write_file};
 
 /// Starts an in-process WebSocket echo backend on a loopback port.
@@ -520,5 +521,219 @@ async fn reload_under_load_keeps_sessions_and_requests() {
             ]
         ),
         pool_closed as f64
+    );
+}
+
+/// Opens short sessions one after another until `stop`: handshake, one
+/// echoed message, close. Returns (completed, failures).
+async fn handshake_loop(addr: SocketAddr, stop: CancellationToken) -> (u64, Vec<String>) {
+    let mut completed = 0;
+    let mut failures = Vec::new();
+    while !stop.is_cancelled() {
+        let session = async {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            ws.send(Message::text("ping"))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) if text.as_str() == "ping" => {}
+                other => return Err(format!("instead of the echo: {other:?}")),
+            }
+            ws.close(None).await.map_err(|e| format!("close: {e}"))?;
+            while let Some(Ok(_)) = ws.next().await {}
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), session).await {
+            Ok(Ok(())) => completed += 1,
+            Ok(Err(error)) => failures.push(error),
+            Err(_) => failures.push("session did not finish within 5s".to_owned()),
+        }
+    }
+    (completed, failures)
+}
+
+fn drain_config(bind: &str, backend: SocketAddr, server: &str) -> String {
+    format!(
+        "[[listeners]]\nbind = \"{bind}\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n[server]\n{server}\n\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{backend}\"] }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_session_with_1001_spread_and_exits_by_the_deadline() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "still here");
+    write_file(dir.path(), "public/big.bin", vec![7u8; 32 << 20]);
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = "shutdown_delay = \"500ms\"\ndrain_spread = \"1s\"\nshutdown_timeout = \"4s\"";
+    let path = write_file(
+        dir.path(),
+        "wsgate.toml",
+        drain_config("127.0.0.1:0", backend.addr, server),
+    );
+    let mut process = Process::run_config(&path);
+    let (addr, admin) = (process.addr().await, process.admin().await);
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut client = support::ws::connect(addr, "/chat").await;
+        client
+            .send(Message::text(format!("hello {i}")))
+            .await
+            .expect("send");
+        assert_eq!(
+            support::ws::receive(&mut client).await,
+            Message::text(format!("hello {i}"))
+        );
+        clients.push(client);
+    }
+    // A download nobody reads: still in flight when the deadline comes.
+    let mut stuck = TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    process.signal("TERM");
+    eventually(Duration::from_secs(1), || async {
+        (try_get(admin, "/readyz").await.ok()?.0 == 503).then_some(())
+    })
+    .await;
+    // During shutdown_delay: requests are served, new sessions sent elsewhere.
+    assert_eq!(try_get(addr, "/index.html").await.map(|r| r.0), Ok(200));
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/chat")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!(
+            "an upgrade during shutdown_delay: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    let mut closes = Vec::new();
+    for client in &mut clients {
+        match support::ws::receive(client).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                closes.push(signalled.elapsed());
+            }
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    closes.sort();
+    let (first, last) = (closes[0], closes[closes.len() - 1]);
+    assert!(
+        first >= Duration::from_millis(450),
+        "no close before shutdown_delay: {closes:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(600),
+        "closes spread over drain_spread: {closes:?}"
+    );
+    assert!(
+        last - first <= Duration::from_millis(1500),
+        "closes spread over drain_spread: {closes:?}"
+    );
+    let mut backend_closes = 0;
+    while backend_closes < 6 {
+        if let Seen::Message(Message::Close(Some(frame))) = backend.next().await {
+            assert_eq!(u16::from(frame.code), 1001, "the backend is told too");
+            backend_closes += 1;
+        }
+    }
+    assert_eq!(
+        process.exit_code(Duration::from_secs(8)).await,
+        Some(0),
+        "{}",
+        process.log()
+    );
+    let exited = signalled.elapsed();
+    assert!(
+        exited >= Duration::from_millis(3500) && exited <= Duration::from_secs(6),
+        "exit at the 4s deadline, after {exited:?}"
+    );
+    assert!(
+        process
+            .log()
+            .contains("drain deadline passed; closing the rest hard connections=1"),
+        "{}",
+        process.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_restart_loses_no_request_or_handshake() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "still here");
+    let echo = echo_backend().await;
+    let server = "drain_spread = \"1s\"\nshutdown_timeout = \"5s\"";
+    let path_a = write_file(
+        dir.path(),
+        "a.toml",
+        drain_config("127.0.0.1:0", echo, server),
+    );
+    let mut old = Process::run_config(&path_a);
+    let addr = old.addr().await;
+    let stop = CancellationToken::new();
+    let long_sessions: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(chatter(addr, "/chat", stop.clone())))
+        .collect();
+    let requests = tokio::spawn(request_loop(addr, "/index.html", stop.clone()));
+    let handshakes = tokio::spawn(handshake_loop(addr, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new instance binds the same port while the old one still serves.
+    let path_b = write_file(
+        dir.path(),
+        "b.toml",
+        drain_config(&addr.to_string(), echo, server),
+    );
+    let new = Process::run_config(&path_b);
+    assert_eq!(new.addr().await, addr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal("TERM");
+    assert_eq!(
+        old.exit_code(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        old.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+
+    let (answered, failures) = requests.await.expect("request loop");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        answered + failures.len() as u64
+    );
+    let (completed, failures) = handshakes.await.expect("handshake loop");
+    assert!(
+        failures.is_empty(),
+        "{} of {} sessions failed: {failures:?}",
+        failures.len(),
+        completed + failures.len() as u64
+    );
+    for session in long_sessions {
+        let report = session.await.expect("session task");
+        assert!(report.problem.is_none(), "{report:?}");
+        assert_eq!(
+            report.closed.map(|(code, _)| code),
+            Some(1001),
+            "the old instance's sessions end with 1001"
+        );
+    }
+    let served_by_new = scrape(new.admin().await).await.value(
+        "wsgate_http_requests_total",
+        &[("route", "site"), ("code", "200"), ("method", "GET")],
+    );
+    assert!(served_by_new > 0.0, "the new instance took over");
+    assert!(
+        answered > 50 && completed > 20,
+        "the loops ran: {answered} requests, {completed} sessions"
     );
 }
