@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use futures_util::FutureExt as _;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -31,6 +31,7 @@ use crate::gateway::{self, Gateway};
 use crate::metrics::{Active, ListenerMeters, TlsResult};
 use crate::snapshot::{Limits, Listener, Snapshot};
 use crate::tls::{HandshakeError, ServerTls};
+use crate::websocket::handshake;
 
 /// Longest pause after an accept error such as EMFILE, so the loop neither
 /// spins nor gives up while file descriptors are exhausted.
@@ -55,32 +56,46 @@ pub struct ClientConnection {
     pub redirect_https: Option<u16>,
     /// The listener's series; `None` on the admin listener or with metrics off.
     meters: Option<ListenerMeters>,
-    first_request: FirstRequest,
+    closability: Closability,
     _slot: OwnedSemaphorePermit,
     /// Counts the connection in `wsgate_connections_active` while it lives.
     _active: Option<Active>,
 }
 
-/// Whether a connection has sent a request yet. A client that connected
-/// just before the server stopped has not, and closing its connection at
-/// once would fail the request it is about to send.
+/// What a stopping server must know before it closes a connection. A
+/// client that connected just before the stop has not sent its request yet,
+/// and closing at once would fail it. An upgrade in flight must not be
+/// closed either: hyper would add `Connection: close` to the 101.
 #[derive(Debug, Default)]
-struct FirstRequest {
-    seen: AtomicBool,
-    notify: Notify,
+struct Closability {
+    requested: AtomicBool,
+    upgrading: AtomicBool,
+    changed: Notify,
 }
 
-impl FirstRequest {
-    fn arrived(&self) {
-        if !self.seen.swap(true, Ordering::AcqRel) {
-            self.notify.notify_waiters();
+impl Closability {
+    fn request_arrived(&self, upgrade: bool) {
+        self.upgrading.store(upgrade, Ordering::Release);
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
         }
     }
 
-    async fn wait(&self) {
-        let notified = self.notify.notified();
-        if !self.seen.load(Ordering::Acquire) {
-            notified.await;
+    /// The upgrade was refused (not 101): the connection is plain HTTP again.
+    fn upgrade_refused(&self) {
+        self.upgrading.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once the connection can be asked to close after its
+    /// current response.
+    async fn closable(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.requested.load(Ordering::Acquire) && !self.upgrading.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
         }
     }
 }
@@ -467,7 +482,7 @@ where
                 .as_ref()
                 .map(ListenerMeters::connection_opened),
             meters: settings.meters,
-            first_request: FirstRequest::default(),
+            closability: Closability::default(),
             _slot: slot,
         };
         let connection = serve_connection(
@@ -509,13 +524,22 @@ async fn serve_connection<H, F>(
     let peer = client.addr;
     let meters = client.meters.clone();
     let for_service = Arc::clone(&client);
-    let service = service_fn(move |req| {
-        for_service.first_request.arrived();
-        handler(Arc::clone(&for_service), req)
+    let service = service_fn(move |req: Request<Incoming>| {
+        let client = Arc::clone(&for_service);
+        let upgrade = handshake::is_upgrade(req.headers());
+        client.closability.request_arrived(upgrade);
+        let response = handler(Arc::clone(&client), req);
+        async move {
+            let response = response.await;
+            if upgrade && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS) {
+                client.closability.upgrade_refused();
+            }
+            response
+        }
     });
-    let first_request = &client.first_request;
+    let closability = &client.closability;
     let Some(tls) = tls else {
-        return serve_http1(TokioIo::new(stream), service, limits, stop, first_request).await;
+        return serve_http1(TokioIo::new(stream), service, limits, stop, closability).await;
     };
     // Not cut short by a stop: the client is waiting for an answer, and the
     // listener's handshake timeout bounds it.
@@ -551,9 +575,9 @@ async fn serve_connection<H, F>(
             .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX));
         // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        drive(connection, stop, first_request, |c| c.graceful_shutdown()).await;
+        drive(connection, stop, closability, |c| c.graceful_shutdown()).await;
     } else {
-        serve_http1(TokioIo::new(stream), service, limits, stop, first_request).await;
+        serve_http1(TokioIo::new(stream), service, limits, stop, closability).await;
     }
 }
 
@@ -562,7 +586,7 @@ async fn serve_http1<I, S>(
     service: S,
     limits: Limits,
     stop: CancellationToken,
-    first_request: &FirstRequest,
+    closability: &Closability,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
@@ -575,16 +599,16 @@ async fn serve_http1<I, S>(
         .max_header_size(limits.max_request_head)
         .keep_alive(true);
     let connection = builder.serve_connection(io, service).with_upgrades();
-    drive(connection, stop, first_request, |c| c.graceful_shutdown()).await;
+    drive(connection, stop, closability, |c| c.graceful_shutdown()).await;
 }
 
 /// Drives a connection to its end; once `stop` fires, asks it to finish the
-/// requests in flight and close. A connection that has not sent a request
-/// yet gets to send one first (hyper's header read timeout bounds the wait).
+/// requests in flight and close; see [`Closability`] for when that is
+/// (hyper's header read timeout bounds the wait for a first request).
 async fn drive<C, E>(
     connection: C,
     stop: CancellationToken,
-    first_request: &FirstRequest,
+    closability: &Closability,
     graceful_shutdown: fn(Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
@@ -596,7 +620,7 @@ async fn drive<C, E>(
         () = stop.cancelled() => {
             tokio::select! {
                 result = connection.as_mut() => result,
-                () = first_request.wait() => {
+                () = closability.closable() => {
                     graceful_shutdown(connection.as_mut());
                     connection.await
                 }
