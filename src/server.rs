@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -126,7 +127,63 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
+    // The group exists once a socket listens.
+    clear_steering(&socket);
     TcpListener::from_std(socket.into())
+}
+
+/// After steering, how long a stopping listener keeps accepting before it
+/// closes: long enough for connections whose TCP handshake was already under
+/// way on it to land in its queue and be served.
+const HANDOVER: Duration = Duration::from_millis(250);
+
+/// Asks the kernel to send new connections for `listener`'s port to the
+/// second socket of its `SO_REUSEPORT` group: during a rolling restart, the
+/// instance that started after this one. Without it the kernel keeps
+/// putting connections in this socket's queue until it closes, and closing
+/// resets those that arrive in between. A group of one falls back to the
+/// usual spreading (the index is out of range), so this never loses a
+/// connection. Returns whether the kernel took the program.
+fn steer_to_successor(listener: &TcpListener) -> bool {
+    // cBPF `ret #1`: pick the socket at index 1 of the group.
+    let program = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 1,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let size = std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t;
+    // SAFETY: `fprog` points at `program`, both live across the call; the
+    // kernel copies the program and reads exactly `size` bytes of `fprog`.
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&fprog).cast(),
+            size,
+        )
+    };
+    result == 0
+}
+
+/// Removes a steering program a stopped predecessor left on the port, so
+/// the group spreads connections again once this instance is the newest.
+fn clear_steering(socket: &Socket) {
+    // SAFETY: the option takes no value; the kernel reads nothing from the pointer.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_REUSEPORT_BPF,
+            std::ptr::null(),
+            0,
+        )
+    };
 }
 
 /// A public listener's identity across reloads: the address the config
@@ -399,9 +456,10 @@ where
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     /// Accepts while a slot is free; at the limit, new connections wait in
-    /// the kernel's listen backlog. Once stopped, takes what is already in
-    /// the backlog (closing the socket would reset those connections) and
-    /// closes the socket.
+    /// the kernel's listen backlog. Once stopped, steers new connections to
+    /// a successor on the same port (if there is one) and keeps accepting
+    /// for the handover, then takes what is left in the backlog (closing
+    /// the socket would reset those connections) and closes the socket.
     async fn run(self, listener: TcpListener) {
         let mut backoff = Duration::ZERO;
         let mut at_limit = false;
@@ -440,6 +498,16 @@ where
                         () = tokio::time::sleep(backoff) => {}
                         () = self.stop.cancelled() => break,
                     }
+                }
+            }
+        }
+        if self.key.is_some() && steer_to_successor(&listener) {
+            let handover_ends = tokio::time::Instant::now() + HANDOVER;
+            while let Ok(Ok((stream, peer))) =
+                tokio::time::timeout_at(handover_ends, listener.accept()).await
+            {
+                if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                    self.serve(stream, peer, slot, &mut settings);
                 }
             }
         }
@@ -531,7 +599,9 @@ async fn serve_connection<H, F>(
         let response = handler(Arc::clone(&client), req);
         async move {
             let response = response.await;
-            if upgrade && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS) {
+            if upgrade
+                && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
+            {
                 client.closability.upgrade_refused();
             }
             response
