@@ -613,15 +613,17 @@ async fn sigterm_closes_every_session_with_1001_spread_and_exits_by_the_deadline
             other.map(|(_, r)| r.status())
         ),
     }
-    let mut closes = Vec::new();
-    for client in &mut clients {
+    // Each client waits for its own close, so arrival times are measured as they happen.
+    let waits = clients.iter_mut().map(|client| async move {
         match support::ws::receive(client).await {
-            Message::Close(Some(frame)) => {
-                assert_eq!(u16::from(frame.code), 1001);
-                closes.push(signalled.elapsed());
-            }
+            Message::Close(Some(frame)) => (u16::from(frame.code), signalled.elapsed()),
             other => panic!("expected close 1001, got {other:?}"),
         }
+    });
+    let mut closes = Vec::new();
+    for (code, at) in futures_util::future::join_all(waits).await {
+        assert_eq!(code, 1001);
+        closes.push(at);
     }
     closes.sort();
     let (first, last) = (closes[0], closes[closes.len() - 1]);
