@@ -20,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 use crate::gateway::Gateway;
 use crate::reload::diff::RunningConfig;
 use crate::server::{self, Server};
+use crate::service_manager::ServiceManager;
 use crate::snapshot::{Content, Snapshot};
 use crate::upstream::{BackendPool, Balance, HashKey};
 use crate::{config, demo, echo, reload};
@@ -326,11 +327,19 @@ fn serve(
         let shutdown = shutdown_signal()?;
         let gateway = Gateway::new(snapshot);
         let server = Server::start(listeners, admin, Arc::clone(&gateway));
+        let service = Arc::new(ServiceManager::from_env());
+        service.ready(reload::SERVING);
         match config {
-            Some(path) => tokio::spawn(reload::run(path, Arc::clone(&server), gateway)),
+            Some(path) => tokio::spawn(reload::run(
+                path,
+                Arc::clone(&server),
+                gateway,
+                Arc::clone(&service),
+            )),
             None => tokio::spawn(reload::ignore_hangups()),
         };
         shutdown.await;
+        service.stopping();
         server.shutdown().await;
         tracing::info!("stopped");
         anyhow::Ok(())

@@ -26,6 +26,7 @@
 //! reload         SIGHUP and file watch → new snapshot → swap; listener diff,
 //!                1012 closes for sessions whose route or backend went away
 //! sessions       live WebSocket sessions: closes spread over time, drain
+//! service_manager  systemd readiness: READY=1, RELOADING=1, STOPPING=1
 //! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
 //!
@@ -52,6 +53,7 @@ pub mod request_path;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod service_manager;
 pub mod sessions;
 pub mod snapshot;
 pub mod static_files;

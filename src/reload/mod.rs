@@ -18,13 +18,22 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config;
 use crate::gateway::Gateway;
 use crate::server::Server;
+use crate::service_manager::ServiceManager;
 use crate::sessions::{CloseRequest, Session};
 use crate::snapshot::Snapshot;
 use diff::SessionFate;
 
+/// The service manager's status line while the config in force is the latest.
+pub const SERVING: &str = "serving";
+
 /// Reloads `path` on every `SIGHUP` and every change the file watch sees,
 /// one reload at a time, until the process ends.
-pub async fn run(path: PathBuf, server: Arc<Server>, gateway: Arc<Gateway>) {
+pub async fn run(
+    path: PathBuf,
+    server: Arc<Server>,
+    gateway: Arc<Gateway>,
+    service: Arc<ServiceManager>,
+) {
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(error) => {
@@ -42,8 +51,12 @@ pub async fn run(path: PathBuf, server: Arc<Server>, gateway: Arc<Gateway>) {
             tracing::info!("shutting down; reload skipped");
             continue;
         }
+        service.reloading();
         if reload(&path, &server, &gateway) {
             changes.watch(&path, &config::referenced_files(&path));
+            service.ready(SERVING);
+        } else {
+            service.ready("serving the previous config: the last reload failed (see the log)");
         }
     }
 }

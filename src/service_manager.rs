@@ -1,0 +1,109 @@
+//! Readiness for a service manager (systemd's `Type=notify` protocol): one
+//! datagram per state change to the socket named by `NOTIFY_SOCKET`.
+//!
+//! `READY=1` goes out once every listener is bound, so `systemctl start` and
+//! units ordered after wsgate wait for a gateway that accepts connections.
+//! A reload is bracketed by `RELOADING=1` and `READY=1`, so `systemctl
+//! reload` returns when the new config serves (or was refused); a drain
+//! announces `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Where state changes are sent, if a service manager asked for them.
+pub struct ServiceManager {
+    socket: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl ServiceManager {
+    /// Reads `NOTIFY_SOCKET`: a filesystem path, or `@name` for a socket in
+    /// the abstract namespace (as systemd gives it to containers).
+    pub fn from_env() -> ServiceManager {
+        let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
+            return ServiceManager { socket: None };
+        };
+        let connect = || -> io::Result<(UnixDatagram, SocketAddr)> {
+            let bytes = name.as_encoded_bytes();
+            let addr = match bytes.strip_prefix(b"@") {
+                Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
+                None => SocketAddr::from_pathname(&name)?,
+            };
+            Ok((UnixDatagram::unbound()?, addr))
+        };
+        match connect() {
+            Ok(socket) => ServiceManager {
+                socket: Some(socket),
+            },
+            Err(error) => {
+                tracing::warn!(socket = ?name, %error, "NOTIFY_SOCKET is unusable; readiness is not reported");
+                ServiceManager { socket: None }
+            }
+        }
+    }
+
+    /// Every listener is bound and serving.
+    pub fn ready(&self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={status}"));
+    }
+
+    /// A reload begins. systemd wants the `CLOCK_MONOTONIC` time with it so
+    /// it can tell this reload from an earlier one.
+    pub fn reloading(&self) {
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            monotonic_usec()
+        ));
+    }
+
+    /// The drain has begun; the process exits when it ends.
+    pub fn stopping(&self) {
+        self.send("STOPPING=1\nSTATUS=draining");
+    }
+
+    fn send(&self, state: &str) {
+        let Some((socket, addr)) = &self.socket else {
+            return;
+        };
+        // Readiness is advice to the manager: failing to send it must not
+        // stop the gateway, but the operator should know why systemd waits.
+        if let Err(error) = socket.send_to_addr(state.as_bytes(), addr) {
+            tracing::warn!(%error, "cannot notify the service manager");
+        }
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the
+    // call, and CLOCK_MONOTONIC is always available on Linux.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if result != 0 {
+        return 0;
+    }
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000;
+    seconds * 1_000_000 + micros
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_monotonic_time_is_in_microseconds() {
+        let started = std::time::Instant::now();
+        let first = monotonic_usec();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let second = monotonic_usec();
+        let elapsed = u64::try_from(started.elapsed().as_micros()).expect("short");
+        assert!(first > 0);
+        assert!(
+            (40_000..=elapsed).contains(&(second - first)),
+            "{first} → {second} in {elapsed} µs"
+        );
+    }
+}
