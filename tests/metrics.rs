@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use support::metrics::{prometheus_bin, scrape, Scrape};
 use support::tls::{self as test_tls, TestCa};
 use support::ws::{self, masked, raw_handshake, read_frame, Behaviour, RecordingBackend};
-use support::{eventually, get, get_with, test_dir, write_file, TestServer};
+use support::{eventually, free_port, get, get_with, test_dir, write_file, TestServer};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -405,11 +405,6 @@ impl Drop for PrometheusServer {
     }
 }
 
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
 fn start_prometheus(target: SocketAddr) -> PrometheusServer {
     let data = test_dir();
     let config = format!(
@@ -417,7 +412,7 @@ fn start_prometheus(target: SocketAddr) -> PrometheusServer {
          scrape_configs:\n  - job_name: wsgate\n    static_configs:\n      - targets: [\"{target}\"]\n"
     );
     let config_path = write_file(data.path(), "prometheus.yml", config);
-    let addr = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let child = Command::new(prometheus_bin("prometheus"))
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!(

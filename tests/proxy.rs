@@ -21,7 +21,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::apps::{npm_ci, ChildServer};
+use support::apps::{node_app, npm_ci, ChildServer};
 use support::metrics::scrape;
 use support::process::Process;
 use support::ws;
@@ -31,16 +31,6 @@ use tokio::net::TcpStream;
 
 fn proxy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy")
-}
-
-/// tests/proxy/app.js: a Node `http` app server named `name`.
-fn node_app(name: &str) -> ChildServer {
-    npm_ci(&proxy_dir(), "socket.io/package.json");
-    ChildServer::start(
-        Command::new("node")
-            .arg(proxy_dir().join("app.js"))
-            .args([name, "0"]),
-    )
 }
 
 /// tests/proxy/app.py: a Python `http.server` app server named `name`.

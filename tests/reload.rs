@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,11 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use support::metrics::scrape;
+use support::metrics::{reloads, scrape};
 use support::process::{Process, BIN};
 use support::tls::TestCa;
 use support::ws::{Behaviour, RecordingBackend, Seen};
-use support::{eventually, test_dir, write_file};
+use support::{assert_none_failed, eventually, free_port, replace_file, test_dir, write_file};
 
 /// Starts an in-process WebSocket echo backend on a loopback port.
 async fn echo_backend() -> SocketAddr {
@@ -27,20 +26,6 @@ async fn echo_backend() -> SocketAddr {
     let addr = listener.local_addr().expect("echo addr");
     tokio::spawn(wsgate::echo::serve(listener));
     addr
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Replaces `path` the way editors and config tools do: write a temporary
-/// file next to it, then rename it over the old one.
-fn replace(path: &Path, contents: impl AsRef<[u8]>) {
-    let temporary = path.with_extension("tmp-write");
-    std::fs::write(&temporary, contents).expect("write temporary file");
-    std::fs::rename(&temporary, path).expect("rename into place");
 }
 
 /// How one WebSocket session went.
@@ -162,13 +147,6 @@ async fn request_loop(
     (answered, failures)
 }
 
-/// Reload attempts counted so far: (success, failure).
-async fn reloads(admin: SocketAddr) -> (f64, f64) {
-    let scrape = scrape(admin).await;
-    let count = |result| scrape.value("wsgate_config_reloads_total", &[("result", result)]);
-    (count("success"), count("failure"))
-}
-
 /// Waits until the counters read `expected`, then a little longer to see
 /// that no second reload follows (each change must reload exactly once).
 async fn await_reloads(process: &Process, admin: SocketAddr, expected: (f64, f64)) -> Instant {
@@ -199,16 +177,6 @@ fn assert_restarted_after_grace((code, at): (u16, Instant), reloaded: Option<Ins
 }
 
 /// Checks that a client loop saw no failure; returns how often it succeeded.
-fn assert_none_failed(what: &str, (succeeded, failures): (u64, Vec<String>)) -> u64 {
-    assert!(
-        failures.is_empty(),
-        "{} of {} {what} failed: {failures:?}",
-        failures.len(),
-        succeeded + failures.len() as u64
-    );
-    succeeded
-}
-
 /// The certificate a new TLS handshake with `addr` gets.
 async fn served_certificate(addr: SocketAddr, ca: &TestCa) -> Vec<u8> {
     let stream = support::tls::connect(addr, "localhost", ca.client_config(&["http/1.1"])).await;
@@ -414,7 +382,7 @@ async fn reload_under_load_keeps_sessions_and_requests() {
                 "{stdout}"
             );
         }
-        replace(&config_path, &good);
+        replace_file(&config_path, &good);
         expected.0 += 1.0;
         let reloaded_at = await_reloads(&process, admin, expected).await;
         match round {
@@ -453,7 +421,7 @@ async fn reload_under_load_keeps_sessions_and_requests() {
         }
         // A broken version: refused, counted, and the running config stays.
         let (broken, says) = break_config(&good, round);
-        replace(&config_path, broken);
+        replace_file(&config_path, broken);
         expected.1 += 1.0;
         await_reloads(&process, admin, expected).await;
         let log = process.log();
@@ -469,7 +437,7 @@ async fn reload_under_load_keeps_sessions_and_requests() {
         assert_eq!(try_get(addr, "/index.html").await.map(|r| r.0), Ok(200));
     }
     // SIGHUP re-reads the file (and its certificates) too.
-    replace(&config_path, version.render(echo));
+    replace_file(&config_path, version.render(echo));
     expected.0 += 1.0;
     await_reloads(&process, admin, expected).await;
     process.signal("HUP");

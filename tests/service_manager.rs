@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::process::{Process, BIN};
-use support::{get, test_dir, write_file};
+use support::{free_port, get, test_dir, write_file};
 
 const ROUTES: &str = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
 
@@ -35,11 +35,6 @@ fn manager_socket(addr: &UnixAddr) -> UnixDatagram {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     socket
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 fn config(public_port: u16, admin_port: u16) -> String {

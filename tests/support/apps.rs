@@ -71,3 +71,15 @@ pub fn npm_ci(dir: &Path, marker: &str) {
             .current_dir(dir));
     }
 }
+
+/// tests/proxy/app.js: a Node `http` app server named `name` that answers
+/// `/whoami` with its name and greets each WebSocket client with it.
+pub fn node_app(name: &str) -> ChildServer {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy");
+    npm_ci(&dir, "socket.io/package.json");
+    ChildServer::start(
+        Command::new("node")
+            .arg(dir.join("app.js"))
+            .args([name, "0"]),
+    )
+}

@@ -120,3 +120,10 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
+
+/// Reload attempts counted so far: (success, failure).
+pub async fn reloads(admin: SocketAddr) -> (f64, f64) {
+    let scrape = scrape(admin).await;
+    let count = |result| scrape.value("wsgate_config_reloads_total", &[("result", result)]);
+    (count("success"), count("failure"))
+}

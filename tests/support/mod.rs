@@ -56,6 +56,32 @@ pub fn write_file(dir: &Path, relative: &str, contents: impl AsRef<[u8]>) -> Pat
     path
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Replaces `path` the way editors and config tools do: write a temporary
+/// file next to it, then rename it over the old one.
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
+    let temporary = path.with_extension("tmp-write");
+    std::fs::write(&temporary, contents).expect("write temporary file");
+    std::fs::rename(&temporary, path).expect("rename into place");
+}
+
+/// Fails the test with every failure a load loop collected; returns how many
+/// of `what` succeeded.
+pub fn assert_none_failed(what: &str, (succeeded, failures): (u64, Vec<String>)) -> u64 {
+    assert!(
+        failures.is_empty(),
+        "{} of {} {what} failed: {failures:?}",
+        failures.len(),
+        succeeded + failures.len() as u64
+    );
+    succeeded
+}
+
 /// The listener and admin sections every test config starts with.
 pub const LISTENERS: &str =
     "[[listeners]]\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n";
