@@ -307,6 +307,7 @@ fn serve(
             echo.set_nonblocking(true)?;
             tokio::spawn(echo::serve(TcpListener::from_std(echo)?));
         }
+        server::fd_limit::raise(snapshot.limits.max_connections);
         let mut listeners = Vec::new();
         for listener in &snapshot.listeners {
             let bound = listen(listener.bind)?;

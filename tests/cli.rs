@@ -83,6 +83,46 @@ fn site(dir: &Path) -> &'static str {
     "[server]\nshutdown_timeout = \"60s\"\n[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n"
 }
 
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(process: &Process) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", process.child.id()))
+        .expect("read /proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut numbers = line.split_whitespace().filter_map(|word| word.parse().ok());
+    let soft = numbers.next().expect("soft limit");
+    let hard = numbers.next().expect("hard limit");
+    (soft, hard)
+}
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit_and_a_low_one_is_reported() {
+    let dir = test_dir();
+    let config = site(dir.path());
+    let raised = Process::start(dir.path(), config, "ulimit -Sn 512;");
+    raised.addr().await;
+    let (soft, hard) = open_file_limits(&raised);
+    assert!(
+        hard > 512,
+        "this test needs a hard limit above 512, not {hard}"
+    );
+    assert_eq!(soft, hard, "the soft limit went up to the hard one");
+    assert!(raised.log().contains("open-file limit"), "{}", raised.log());
+
+    // 512 for everything, while the default max_connections (8192) can use
+    // about 16,600 descriptors: the operator is told.
+    let capped = Process::start(dir.path(), config, "ulimit -n 512;");
+    capped.addr().await;
+    assert_eq!(open_file_limits(&capped), (512, 512));
+    let log = capped.log();
+    assert!(
+        log.contains("WARN") && log.contains("below what max_connections can use"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let dir = test_dir();

@@ -31,6 +31,7 @@ use crate::snapshot::{Limits, Snapshot};
 use crate::tls::{HandshakeError, ServerTls};
 use crate::websocket::handshake;
 
+pub mod fd_limit;
 mod listen;
 
 pub use listen::{bind, ListenerKey};
