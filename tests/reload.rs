@@ -667,17 +667,7 @@ async fn an_overlapping_restart_loses_no_request_or_handshake() {
         "b.toml",
         drain_config(&addr.to_string(), echo, server),
     );
-    let new = Process::run_config(&path_b);
-    assert_eq!(new.addr().await, addr);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    old.signal("TERM");
-    assert_eq!(
-        old.exit_code(Duration::from_secs(10)).await,
-        Some(0),
-        "{}",
-        old.log()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = old.hand_over_to(&path_b).await;
     stop.cancel();
 
     let answered = assert_none_failed("requests", requests.await.expect("request loop"));

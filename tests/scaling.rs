@@ -268,17 +268,7 @@ async fn a_rolling_update_keeps_every_key_on_its_backend_and_loses_no_handshake(
     // The new version binds the same port (SO_REUSEPORT) while the old one
     // serves, then the old one drains.
     let new_config = write_file(dir.path(), "new.toml", config(&addr.to_string(), &backends));
-    let new = Process::run_config(&new_config);
-    assert_eq!(new.addr().await, addr);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    old.signal("TERM");
-    assert_eq!(
-        old.exit_code(Duration::from_secs(10)).await,
-        Some(0),
-        "{}",
-        old.log()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = old.hand_over_to(&new_config).await;
     stop.cancel();
 
     let completed = assert_none_failed("sessions", handshakes.await.expect("handshake loop"));

@@ -107,6 +107,30 @@ impl Process {
         .await
     }
 
+    /// An overlapping restart: starts wsgate on `new_config`, which binds
+    /// this instance's port (SO_REUSEPORT); once it serves, SIGTERMs this one
+    /// and waits for its drain to end with exit code 0. Returns the new one.
+    pub async fn hand_over_to(&mut self, new_config: &Path) -> Process {
+        let addr = self.addr().await;
+        let successor = Process::run_config(new_config);
+        assert_eq!(
+            successor.addr().await,
+            addr,
+            "the successor binds the same port"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.signal("TERM");
+        assert_eq!(
+            self.exit_code(Duration::from_secs(10)).await,
+            Some(0),
+            "{}",
+            self.log()
+        );
+        // Clients that were mid-request when the old one exited finish.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        successor
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
