@@ -7,7 +7,7 @@
 //! config         TOML → raw serde types → validate → Snapshot (errors carry file:line:col)
 //! snapshot       the immutable running config: listeners, limits, router
 //! server         listeners (SO_REUSEPORT), accept loop, one task per
-//!                connection, graceful drain
+//!                connection, graceful drain, the open-file limit
 //! gateway        one request: snapshot → request_path → router → action
 //! request_path   percent-decoding and dot-segment resolution; traversal → 400
 //! router         (host, longest path prefix) → Route; pure

@@ -3,8 +3,9 @@
 //!
 //! `READY=1` goes out once every listener is bound, so `systemctl start` and
 //! units ordered after wsgate wait for a gateway that accepts connections.
-//! A reload is bracketed by `RELOADING=1` and `READY=1`, so `systemctl
-//! reload` returns when the new config serves (or was refused); a drain
+//! A reload is bracketed by `RELOADING=1` and `READY=1`, so the manager shows
+//! the unit as reloading until the new config serves (or was refused), and
+//! with `Type=notify-reload` `systemctl reload` waits for it; a drain
 //! announces `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
 
 use std::io;
@@ -18,7 +19,7 @@ pub struct ServiceManager {
 
 impl ServiceManager {
     /// Reads `NOTIFY_SOCKET`: a filesystem path, or `@name` for a socket in
-    /// the abstract namespace (as systemd gives it to containers).
+    /// the abstract namespace, which some managers hand out.
     pub fn from_env() -> ServiceManager {
         let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
             return ServiceManager { socket: None };

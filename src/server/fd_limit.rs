@@ -9,13 +9,13 @@
 /// checks and the process itself.
 const RESERVED: u64 = 256;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new limit.
-pub fn raise(max_connections: usize) -> Option<u64> {
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and logs the result.
+pub fn raise(max_connections: usize) {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {
             tracing::warn!(%error, "cannot read or raise the open-file limit");
-            return None;
+            return;
         }
     };
     let needed = 2 * max_connections as u64 + RESERVED;
@@ -30,5 +30,4 @@ pub fn raise(max_connections: usize) -> Option<u64> {
     } else {
         tracing::info!(limit, "open-file limit");
     }
-    Some(limit)
 }
