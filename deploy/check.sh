@@ -11,7 +11,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
-binary="$(realpath "${1:-${repo}/target/debug/wsgate}")"
+binary="$(realpath -m "${1:-${repo}/target/debug/wsgate}")"
 if [[ ! -x "${binary}" ]]; then
     echo "no wsgate binary at ${binary}: run cargo build first" >&2
     exit 1
