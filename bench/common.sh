@@ -30,6 +30,36 @@ make_files() {
     head -c $((100 * 1000 * 1000)) /dev/urandom >"$TMP/files/100m.bin"
 }
 
+# --- nginx ------------------------------------------------------------------
+
+# nginx_config DIR WORKERS HTTP_BLOCK: the frame of the static and proxy
+# benchmarks' nginx configs, printed to stdout (no access log, every temp
+# path inside DIR); HTTP_BLOCK goes inside http { }.
+nginx_config() {
+    local dir=$1 workers=$2 server=$3
+    mkdir -p "$dir"
+    cat <<EOF
+# Workers must read the mode-0700 temp dir, and we run as root.
+user root;
+worker_processes $workers;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    default_type application/octet-stream;
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$server
+}
+EOF
+}
+
 # --- tools -----------------------------------------------------------------
 
 # Installs nginx, procps and python3, and each named command (whose Debian

@@ -72,33 +72,6 @@ proxy = { backends = ["http://127.0.0.1:$BACKEND_PORT"] }
 EOF
 }
 
-# nginx_config DIR WORKERS SERVER_BLOCK: the shared frame of both nginx
-# configs (no access log, every temp path inside DIR).
-nginx_config() {
-    local dir=$1 workers=$2 server=$3
-    mkdir -p "$dir"
-    cat <<EOF
-# Workers must read the mode-0700 temp dir, and we run as root.
-user root;
-worker_processes $workers;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    default_type application/octet-stream;
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$server
-}
-EOF
-}
-
 # The proxy under comparison: nginx's recommended keep-alive upstream setup
 # (HTTP/1.1, Connection cleared, a keepalive pool as large as wsgate's).
 write_nginx_config() {

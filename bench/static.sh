@@ -73,40 +73,14 @@ EOF
 # nginx's best fair setup for small hot files: sendfile, a cache of open
 # file descriptors, keepalive that wrk never runs out of, no access log.
 write_nginx_config() {
-    mkdir -p "$TMP/nginx"
-    cat >"$TMP/nginx.conf" <<EOF
-# Workers must read the mode-0700 temp dir, and we run as root.
-user root;
-worker_processes $NGINX_WORKERS;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-
-events {
-    worker_connections 4096;
-}
-
-http {
-    default_type application/octet-stream;
-    access_log off;
+    nginx_config "$TMP/nginx" "$NGINX_WORKERS" "
     sendfile on;
     tcp_nopush on;
-    keepalive_requests 100000;
     open_file_cache max=1000 inactive=60s;
-
-    # Keep every path nginx may write inside the temp dir.
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $TMP/files;
-    }
-}
-EOF
+    }" >"$TMP/nginx.conf"
 }
 
 # --- main --------------------------------------------------------------------
