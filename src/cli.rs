@@ -326,19 +326,12 @@ fn serve(
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }
         let shutdown = shutdown_signal()?;
+        let reloads = reload::Triggers::install(config)?;
         let gateway = Gateway::new(snapshot);
         let server = Server::start(listeners, admin, Arc::clone(&gateway));
         let service = Arc::new(ServiceManager::from_env());
         service.ready(reload::SERVING);
-        match config {
-            Some(path) => tokio::spawn(reload::run(
-                path,
-                Arc::clone(&server),
-                gateway,
-                Arc::clone(&service),
-            )),
-            None => tokio::spawn(reload::ignore_hangups()),
-        };
+        tokio::spawn(reloads.run(Arc::clone(&server), gateway, Arc::clone(&service)));
         shutdown.await;
         service.stopping();
         server.shutdown().await;

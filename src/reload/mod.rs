@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config;
 use crate::gateway::Gateway;
@@ -26,49 +27,59 @@ use diff::SessionFate;
 /// The service manager's status line while the config in force is the latest.
 pub const SERVING: &str = "serving";
 
-/// Reloads `path` on every `SIGHUP` and every change the file watch sees,
-/// one reload at a time, until the process ends.
-pub async fn run(
-    path: PathBuf,
-    server: Arc<Server>,
-    gateway: Arc<Gateway>,
-    service: Arc<ServiceManager>,
-) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::error!(%error, "cannot watch SIGHUP; reload by signal is off");
-            return;
-        }
-    };
-    let mut changes = watch::Watch::start(&path, &config::referenced_files(&path));
-    loop {
-        tokio::select! {
-            _ = hangups.recv() => tracing::info!("SIGHUP: reloading"),
-            () = changes.changed() => tracing::info!(file = %path.display(), "config changed on disk: reloading"),
-        }
-        if gateway.is_draining() {
-            tracing::info!("shutting down; reload skipped");
-            continue;
-        }
-        service.reloading();
-        if reload(&path, &server, &gateway) {
-            changes.watch(&path, &config::referenced_files(&path));
-            service.ready(SERVING);
-        } else {
-            service.ready("serving the previous config: the last reload failed (see the log)");
-        }
-    }
+/// What sets a reload off: `SIGHUP` and the file watch. Installed before the
+/// service reports ready, because a `SIGHUP` that arrives before its handler
+/// ends the process, and `systemctl reload` may follow `READY=1` at once.
+pub struct Triggers {
+    hangups: Signal,
+    /// The config file and its watch; `None` for the demo, which has no file.
+    config: Option<(PathBuf, watch::Watch)>,
 }
 
-/// Runs `SIGHUP` in a process without a config file (the demo): says why
-/// nothing happens instead of letting the signal end the process.
-pub async fn ignore_hangups() {
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        tracing::warn!("SIGHUP: the demo has no config file to reload");
+impl Triggers {
+    pub fn install(config: Option<PathBuf>) -> anyhow::Result<Triggers> {
+        let hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let config = config.map(|path| {
+            let watch = watch::Watch::start(&path, &config::referenced_files(&path));
+            (path, watch)
+        });
+        Ok(Triggers { hangups, config })
+    }
+
+    /// Reloads on every trigger, one reload at a time, until the process ends.
+    pub async fn run(
+        self,
+        server: Arc<Server>,
+        gateway: Arc<Gateway>,
+        service: Arc<ServiceManager>,
+    ) {
+        let Triggers {
+            mut hangups,
+            config,
+        } = self;
+        let Some((path, mut changes)) = config else {
+            while hangups.recv().await.is_some() {
+                tracing::warn!("SIGHUP: the demo has no config file to reload");
+            }
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => tracing::info!("SIGHUP: reloading"),
+                () = changes.changed() => tracing::info!(file = %path.display(), "config changed on disk: reloading"),
+            }
+            if gateway.is_draining() {
+                tracing::info!("shutting down; reload skipped");
+                continue;
+            }
+            service.reloading();
+            if reload(&path, &server, &gateway) {
+                changes.watch(&path, &config::referenced_files(&path));
+                service.ready(SERVING);
+            } else {
+                service.ready("serving the previous config: the last reload failed (see the log)");
+            }
+        }
     }
 }
 
