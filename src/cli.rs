@@ -307,6 +307,11 @@ fn serve(
             echo.set_nonblocking(true)?;
             tokio::spawn(echo::serve(TcpListener::from_std(echo)?));
         }
+        // Signal handlers come before the first bind: a client or a service
+        // manager that sees a port open may signal at once, and an unhandled
+        // SIGHUP or SIGTERM would end the process without a word.
+        let shutdown = shutdown_signal()?;
+        let reloads = reload::Triggers::install(config)?;
         server::fd_limit::raise(snapshot.limits.max_connections);
         let mut listeners = Vec::new();
         for listener in &snapshot.listeners {
@@ -325,8 +330,6 @@ fn serve(
         for route in snapshot.router.routes() {
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }
-        let shutdown = shutdown_signal()?;
-        let reloads = reload::Triggers::install(config)?;
         let gateway = Gateway::new(snapshot);
         let server = Server::start(listeners, admin, Arc::clone(&gateway));
         let service = Arc::new(ServiceManager::from_env());

@@ -27,9 +27,9 @@ use diff::SessionFate;
 /// The service manager's status line while the config in force is the latest.
 pub const SERVING: &str = "serving";
 
-/// What sets a reload off: `SIGHUP` and the file watch. Installed before the
-/// service reports ready, because a `SIGHUP` that arrives before its handler
-/// ends the process, and `systemctl reload` may follow `READY=1` at once.
+/// What sets a reload off: `SIGHUP` and the file watch. Installed before any
+/// port opens, because a `SIGHUP` that arrives before its handler ends the
+/// process, and `systemctl reload` may follow `READY=1` at once.
 pub struct Triggers {
     hangups: Signal,
     /// The config file and its watch; `None` for the demo, which has no file.
