@@ -18,7 +18,8 @@
 //! websocket      handshake checks, backend handshake, frame parser, relay
 //! proxy          HTTP reverse proxy: pooled client per backend, retries, 502/504
 //! upstream       backend pools: balance (round-robin, least connections,
-//!                consistent hash), passive and active health, bounded connect
+//!                consistent hash), passive and active health, bounded connect,
+//!                one warning per failing backend every few seconds
 //! forwarding     request target, hop-by-hop headers, Host, X-Forwarded-*,
 //!                Forwarded, trusted proxies
 //! metrics        Prometheus families; per-route, listener and backend handles

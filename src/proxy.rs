@@ -28,7 +28,7 @@ use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::UpstreamErrorKind;
 use crate::response;
 use crate::server::ClientConnection;
-use crate::upstream::{Backend, BackendPool, Busy, ConnectError, UpstreamStream};
+use crate::upstream::{warn_throttled, Backend, BackendPool, Busy, ConnectError, UpstreamStream};
 
 /// Idle keep-alive connections kept per backend.
 pub const MAX_IDLE_PER_BACKEND: usize = 64;
@@ -116,7 +116,7 @@ pub async fn forward(
     let order = pool.order(&parts.headers, client_ip);
     if order.is_empty() {
         let error = pool.none_healthy();
-        tracing::warn!(route = cx.route_name, %error, "proxy request refused");
+        warn_throttled!(pool.warnings, route = cx.route_name, %error, "proxy request refused");
         return response::status(StatusCode::BAD_GATEWAY);
     }
     let origin = Origin {
@@ -165,7 +165,8 @@ pub async fn forward(
             Ok(Err(error)) => error,
             Err(_) => {
                 backend.failed(UpstreamErrorKind::ResponseTimeout);
-                tracing::warn!(
+                warn_throttled!(
+                    backend.warnings,
                     route = cx.route_name,
                     backend = %backend.url,
                     after = ?settings.response_timeout,
@@ -177,7 +178,8 @@ pub async fn forward(
         // Connect failures were counted and logged where they happened.
         if !error.is_connect() {
             backend.failed(UpstreamErrorKind::Protocol);
-            tracing::warn!(
+            warn_throttled!(
+                backend.warnings,
                 route = cx.route_name,
                 backend = %backend.url,
                 error = %chain(&error),
@@ -243,7 +245,8 @@ impl ProxiedBody {
             Poll::Ready(Some(Err(error))) => {
                 let backend = self.busy.backend();
                 backend.failed(UpstreamErrorKind::Aborted);
-                tracing::warn!(
+                warn_throttled!(
+                    backend.warnings,
                     backend = %backend.url,
                     %error,
                     "backend broke off its response; closing the client connection"

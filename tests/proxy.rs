@@ -320,6 +320,71 @@ async fn a_dead_backend_fails_over_and_alone_gives_502() {
     assert_eq!(get(alone.addr, "/whoami").await.status, 502);
 }
 
+/// How many log lines contain `message`, and the `suppressed=` count of each.
+fn warnings(log: &str, message: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains(message))
+        .map(|line| {
+            let (_, after) = line
+                .split_once("suppressed=")
+                .unwrap_or_else(|| panic!("no suppressed= in {line}"));
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("a count")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dead_backend_logs_one_warning_every_few_seconds_while_metrics_count_every_failure() {
+    let (api, socket) = (dead_backend(), dead_backend().replace("http", "ws"));
+    let dir = test_dir();
+    let config = format!(
+        "[[routes]]\nname = \"api\"\npath = \"/api\"\nproxy = {{ backends = [\"{api}\"] }}\n\n\
+         [[routes]]\nname = \"live\"\npath = \"/live\"\nwebsocket = {{ backends = [\"{socket}\"] }}\n"
+    );
+    let process = Process::start(dir.path(), &config, "");
+    let addr = process.addr().await;
+    let attempts = 30;
+    let burst = async {
+        for _ in 0..attempts {
+            assert_eq!(get(addr, "/api/x").await.status, 502);
+            let (_, head) = ws::raw_handshake(addr, "/live", &[]).await;
+            assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        }
+    };
+    burst.await;
+    let log = process.log();
+    // One line per backend, and one for the WebSocket route that had none
+    // left, however many requests failed.
+    assert_eq!(warnings(&log, "backend connection failed"), [0, 0], "{log}");
+    assert_eq!(
+        warnings(&log, "no backend took the websocket"),
+        [0],
+        "{log}"
+    );
+
+    // Once the interval has passed, the next failure is logged with the
+    // count of those left out.
+    tokio::time::sleep(wsgate::upstream::LogThrottle::INTERVAL + Duration::from_millis(200)).await;
+    assert_eq!(get(addr, "/api/x").await.status, 502);
+    let log = process.log();
+    assert_eq!(
+        warnings(&log, "backend connection failed"),
+        [0, 0, attempts - 1],
+        "{log}"
+    );
+
+    let metrics = scrape(process.admin().await).await;
+    let failures = |backend: &str| {
+        metrics.value(
+            "wsgate_upstream_errors_total",
+            &[("backend", backend), ("kind", "connect")],
+        )
+    };
+    assert_eq!(failures(&api), (attempts + 1) as f64);
+    assert_eq!(failures(&socket), attempts as f64);
+}
+
 /// A backend that reads each request and hangs up without answering, as a
 /// crashing app would; counts the connections it took.
 async fn hang_up_backend() -> (String, Arc<AtomicUsize>) {

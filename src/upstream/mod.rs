@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod health;
+mod log_throttle;
 mod stream;
 
 use std::net::IpAddr;
@@ -21,6 +22,8 @@ use crate::metrics::{BackendMeters, UpstreamErrorKind};
 pub use balance::{Balance, HashKey};
 pub use health::HealthCheck;
 use health::{now_ms, Health};
+pub(crate) use log_throttle::warn_throttled;
+pub use log_throttle::LogThrottle;
 pub use stream::UpstreamStream;
 
 /// Why a backend URL in the config is unusable.
@@ -109,6 +112,8 @@ pub struct Backend {
     busy: AtomicUsize,
     /// Set once, when the snapshot is attached to a running server's metrics.
     pub meters: OnceLock<BackendMeters>,
+    /// Every warning about this backend goes through it.
+    pub warnings: LogThrottle,
 }
 
 impl Backend {
@@ -157,6 +162,7 @@ impl Backend {
             health: Health::default(),
             busy: AtomicUsize::new(0),
             meters: OnceLock::new(),
+            warnings: LogThrottle::default(),
         })
     }
 
@@ -259,6 +265,8 @@ pub struct BackendPool {
     pub health_check: Option<HealthCheck>,
     /// Counts requests refused because every backend failed its health checks.
     pub no_healthy_backend: OnceLock<IntCounter>,
+    /// Warnings about the pool as a whole (no backend left to try).
+    pub warnings: LogThrottle,
 }
 
 impl BackendPool {
@@ -271,6 +279,7 @@ impl BackendPool {
             tls: None,
             health_check: None,
             no_healthy_backend: OnceLock::new(),
+            warnings: LogThrottle::default(),
         }
     }
 
@@ -341,7 +350,12 @@ impl BackendPool {
                 let backoff = backend.health.connect_failed();
                 backend.failed(error.kind());
                 backend.show_health();
-                tracing::warn!(%error, ?backoff, "backend connection failed; trying it last until the back-off ends");
+                warn_throttled!(
+                    backend.warnings,
+                    %error,
+                    ?backoff,
+                    "backend connection failed; trying it last until the back-off ends"
+                );
             }
         }
         result

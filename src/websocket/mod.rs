@@ -23,7 +23,7 @@ use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::response;
 use crate::server::ClientConnection;
 use crate::sessions::Sessions;
-use crate::upstream::{Backend, BackendPool, ConnectError, UpstreamStream};
+use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
 use handshake::Refusal;
 pub use relay::Policy;
 use relay::{Closing, Initiator, Peer};
@@ -115,7 +115,12 @@ pub async fn upgrade<B>(
     let (mut answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
         Err(error) => {
-            tracing::warn!(route = cx.route_name, %error, "no backend took the websocket");
+            warn_throttled!(
+                route.backends.warnings,
+                route = cx.route_name,
+                %error,
+                "no backend took the websocket"
+            );
             count(UpgradeResult::BackendUnavailable);
             return response::status(StatusCode::BAD_GATEWAY);
         }
@@ -138,7 +143,12 @@ pub async fn upgrade<B>(
             backend: backend.url.clone(),
             reason,
         };
-        tracing::warn!(route = cx.route_name, %error, "backend answered the handshake wrongly");
+        warn_throttled!(
+            backend.warnings,
+            route = cx.route_name,
+            %error,
+            "backend answered the handshake wrongly"
+        );
         count(UpgradeResult::BackendInvalid);
         backend.failed(error.kind());
         return response::status(StatusCode::BAD_GATEWAY);
@@ -275,7 +285,12 @@ async fn handshake_with_backends<'r, B>(
         // Connect failures were counted and logged where they happened.
         if !matches!(error, UpstreamError::Connect(_)) {
             backend.failed(error.kind());
-            tracing::warn!(route = cx.route_name, %error, "backend handshake failed");
+            warn_throttled!(
+                backend.warnings,
+                route = cx.route_name,
+                %error,
+                "backend handshake failed"
+            );
         }
         last_error = Some(error);
     }
