@@ -118,6 +118,7 @@ pub struct RawProxy {
     pub hash_key: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub response_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub preserve_host: Option<bool>,
     #[serde(default)]

@@ -16,7 +16,8 @@
 //! buffer_pool    reusable 64 KiB I/O buffers
 //! response       error, redirect and refusal responses
 //! websocket      handshake checks, backend handshake, frame parser, relay
-//! proxy          HTTP reverse proxy: pooled client per backend, retries, 502/504
+//! proxy          HTTP reverse proxy: pooled client per backend, retries, 502/504,
+//!                408 and closed connections for bodies that stall
 //! upstream       backend pools: balance (round-robin, least connections,
 //!                consistent hash), passive and active health, bounded connect,
 //!                one warning per failing backend every few seconds

@@ -345,17 +345,18 @@ async fn a_dead_backend_logs_one_warning_every_few_seconds_while_metrics_count_e
     let process = Process::start(dir.path(), &config, "");
     let addr = process.addr().await;
     let attempts = 30;
-    let burst = async {
-        for _ in 0..attempts {
-            assert_eq!(get(addr, "/api/x").await.status, 502);
-            let (_, head) = ws::raw_handshake(addr, "/live", &[]).await;
-            assert!(head.starts_with("HTTP/1.1 502"), "{head}");
-        }
-    };
-    burst.await;
-    let log = process.log();
+    for _ in 0..attempts {
+        assert_eq!(get(addr, "/api/x").await.status, 502);
+        let (_, head) = ws::raw_handshake(addr, "/live", &[]).await;
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    }
     // One line per backend, and one for the WebSocket route that had none
     // left, however many requests failed.
+    let log = eventually(Duration::from_secs(5), || async {
+        let log = process.log();
+        (log.contains("no backend took the websocket")).then_some(log)
+    })
+    .await;
     assert_eq!(warnings(&log, "backend connection failed"), [0, 0], "{log}");
     assert_eq!(
         warnings(&log, "no backend took the websocket"),
@@ -367,12 +368,13 @@ async fn a_dead_backend_logs_one_warning_every_few_seconds_while_metrics_count_e
     // count of those left out.
     tokio::time::sleep(wsgate::upstream::LogThrottle::INTERVAL + Duration::from_millis(200)).await;
     assert_eq!(get(addr, "/api/x").await.status, 502);
-    let log = process.log();
-    assert_eq!(
-        warnings(&log, "backend connection failed"),
-        [0, 0, attempts - 1],
-        "{log}"
-    );
+    // The line reaches the captured log a moment after the 502.
+    let logged = eventually(Duration::from_secs(5), || async {
+        let lines = warnings(&process.log(), "backend connection failed");
+        (lines.len() == 3).then_some(lines)
+    })
+    .await;
+    assert_eq!(logged, [0, 0, attempts - 1], "{}", process.log());
 
     let metrics = scrape(process.admin().await).await;
     let failures = |backend: &str| {
@@ -483,6 +485,118 @@ async fn a_backend_dying_mid_response_closes_the_client_connection() {
     })
     .await;
     assert!(metrics.has_sample("wsgate_upstream_errors_total"));
+}
+
+/// The upstream errors of one `kind` counted against `backend`.
+fn upstream_errors(metrics: &support::metrics::Scrape, backend: &str, kind: &str) -> f64 {
+    metrics.value(
+        "wsgate_upstream_errors_total",
+        &[("backend", backend), ("kind", kind)],
+    )
+}
+
+/// Sends a request head promising a 100-byte body and 10 bytes of it.
+async fn partial_upload(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .await
+        .expect("send");
+    stream
+}
+
+#[tokio::test]
+async fn request_bodies_that_stall_get_408_and_slow_moving_uploads_go_through() {
+    let node = node_app("node");
+    let backend = node.url("http");
+    let server = gateway(
+        std::slice::from_ref(&backend),
+        ", body_timeout = \"500ms\", response_timeout = \"1s\"",
+    )
+    .await;
+
+    // A client that stops sending its body halfway.
+    let mut stalled = partial_upload(server.addr).await;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut answer))
+        .await
+        .expect("the gateway answers and closes")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A client that hangs up halfway through its body.
+    drop(partial_upload(server.addr).await);
+
+    // An upload that takes twice response_timeout but never pauses for
+    // body_timeout: the wait for the answer counts from its last byte.
+    let chunks = stream::unfold(0u8, |sent| async move {
+        if sent == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))),
+            sent + 1,
+        ))
+    });
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let upload = request("POST", "/upload")
+        .body(StreamBody::new(chunks))
+        .expect("request");
+    let answer = sender.send_request(upload).await.expect("upload answer");
+    assert_eq!(answer.status(), 200);
+    let seen: Value =
+        serde_json::from_slice(&answer.into_body().collect().await.expect("body").to_bytes())
+            .expect("JSON");
+    assert_eq!(seen["bytes"], 10);
+
+    // The client's failures are not the backend's.
+    let metrics = eventually(Duration::from_secs(5), || async {
+        let metrics = scrape(server.admin).await;
+        let bad_request = metrics.get(
+            "wsgate_http_requests_total",
+            &[("route", "app"), ("code", "400")],
+        );
+        (bad_request == Some(1.0)).then_some(metrics)
+    })
+    .await;
+    assert_eq!(
+        metrics.value(
+            "wsgate_http_requests_total",
+            &[("route", "app"), ("code", "408")]
+        ),
+        1.0
+    );
+    for kind in ["protocol", "response_timeout", "aborted", "body_timeout"] {
+        assert_eq!(upstream_errors(&metrics, &backend, kind), 0.0, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn a_response_body_that_stalls_closes_the_client_connection_and_is_counted() {
+    let node = node_app("node");
+    let backend = node.url("http");
+    let server = gateway(std::slice::from_ref(&backend), ", body_timeout = \"500ms\"").await;
+    let response = open(
+        server.addr,
+        request("GET", "/stall?bytes=1000")
+            .body(Empty::new())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the gateway gives up on the stalled body");
+    assert!(body.is_err(), "a truncated body must not look complete");
+    let metrics = scrape(server.admin).await;
+    assert_eq!(upstream_errors(&metrics, &backend, "body_timeout"), 1.0);
 }
 
 async fn served_by(addr: SocketAddr, headers: &[(&str, &str)]) -> String {

@@ -359,12 +359,15 @@ pub enum UpstreamErrorKind {
     InvalidResponse,
     /// The backend broke off a response body; the client connection was closed.
     Aborted,
+    /// The backend's response body stalled for `body_timeout`; the client
+    /// connection was closed.
+    BodyTimeout,
     /// Every backend of the route failed its health checks (`backend="none"`).
     NoHealthyBackend,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 7] = [
+    const ALL: [UpstreamErrorKind; 8] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::ConnectTimeout,
         UpstreamErrorKind::Tls,
@@ -372,6 +375,7 @@ impl UpstreamErrorKind {
         UpstreamErrorKind::ResponseTimeout,
         UpstreamErrorKind::InvalidResponse,
         UpstreamErrorKind::Aborted,
+        UpstreamErrorKind::BodyTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -383,6 +387,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::ResponseTimeout => "response_timeout",
             UpstreamErrorKind::InvalidResponse => "invalid_response",
             UpstreamErrorKind::Aborted => "aborted",
+            UpstreamErrorKind::BodyTimeout => "body_timeout",
             UpstreamErrorKind::NoHealthyBackend => "no_healthy_backend",
         }
     }

@@ -86,6 +86,14 @@ const server = http.createServer((req, res) => {
       streamPattern(res, n, () => res.socket.destroy());
       return;
     }
+    case 'GET /stall': {
+      // Promise twice what we send, then go quiet with the socket open: a
+      // backend stuck mid-response.
+      const n = q('bytes');
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': 2 * n });
+      streamPattern(res, n, () => {});
+      return;
+    }
     case 'GET /status':
       res.writeHead(q('code') || 200);
       res.end();

@@ -17,6 +17,8 @@ use crate::upstream::{Backend, BackendPool, Balance, HashKey, HealthCheck, Schem
 /// Defaults of a `proxy` action and of `health_check` (documented in the README).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_timeout` and `proxy_read_timeout` default.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRIES: u32 = 1;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,6 +92,7 @@ pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Pat
             RESPONSE_TIMEOUT,
             "response_timeout",
         ),
+        body_timeout: check.duration(&raw.body_timeout, BODY_TIMEOUT),
         retries,
         preserve_host: raw.preserve_host.unwrap_or(true),
         strip_prefix: raw.strip_prefix,

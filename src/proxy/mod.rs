@@ -4,21 +4,21 @@
 //!
 //! Errors map here and only here: no backend to try or none reachable →
 //! 502, no response head within `response_timeout` → 504, a response body
-//! broken off → the client connection is closed, so a truncated body never
-//! looks complete.
+//! broken off or stalled past `body_timeout` → the client connection is
+//! closed, so a truncated body never looks complete; a client whose request
+//! body stalls gets 408.
+
+mod bodies;
 
 use std::error::Error as StdError;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::EXPECT;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,6 +29,8 @@ use crate::metrics::UpstreamErrorKind;
 use crate::response;
 use crate::server::ClientConnection;
 use crate::upstream::{warn_throttled, Backend, BackendPool, Busy, ConnectError, UpstreamStream};
+pub use bodies::ProxiedBody;
+use bodies::{ClientBodyError, RequestBody, UploadProgress};
 
 /// Idle keep-alive connections kept per backend.
 pub const MAX_IDLE_PER_BACKEND: usize = 64;
@@ -53,6 +55,8 @@ pub struct ProxyRoute {
 pub struct ProxySettings {
     /// For the response head, connect included.
     pub response_timeout: Duration,
+    /// The longest pause in a request or response body; zero is off.
+    pub body_timeout: Duration,
     /// Further backends tried after a failure that allows it.
     pub retries: u32,
     /// Send the client's `Host`; otherwise the backend's own authority.
@@ -153,17 +157,18 @@ pub async fn forward(
             tracing::warn!(route = cx.route_name, %target, "cannot form the backend URI");
             return response::status(StatusCode::BAD_GATEWAY);
         };
-        let mut request = Request::new(RequestBody::new(&body));
+        let upload = UploadProgress::start();
+        let mut request = Request::new(RequestBody::new(&body, settings.body_timeout, &upload));
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
         let busy = backend.busy();
-        let sent = tokio::time::timeout(settings.response_timeout, client.request(request)).await;
+        let sent = response_head(client.request(request), settings.response_timeout, &upload).await;
         let error = match sent {
-            Ok(Ok(response)) => return proxied(response, busy),
-            Ok(Err(error)) => error,
-            Err(_) => {
+            Some(Ok(response)) => return proxied(response, busy, settings.body_timeout),
+            Some(Err(error)) => error,
+            None => {
                 backend.failed(UpstreamErrorKind::ResponseTimeout);
                 warn_throttled!(
                     backend.warnings,
@@ -175,6 +180,10 @@ pub async fn forward(
                 return response::status(StatusCode::GATEWAY_TIMEOUT);
             }
         };
+        if let Some(client_error) = ClientBodyError::find(&error) {
+            tracing::debug!(route = cx.route_name, error = %client_error, "request abandoned by the client");
+            return response::status(client_error.status());
+        }
         // Connect failures were counted and logged where they happened.
         if !error.is_connect() {
             backend.failed(UpstreamErrorKind::Protocol);
@@ -210,10 +219,32 @@ fn may_retry(
     body_unsent && (error.is_connect() || idempotent)
 }
 
-fn proxied(response: Response<Incoming>, busy: Busy) -> Response<Body> {
+/// The backend's answer to `request`, or `None` when no response head came
+/// within `limit` of the later of the request's start and the last piece of
+/// its body the backend took.
+async fn response_head<F: Future>(
+    request: F,
+    limit: Duration,
+    upload: &UploadProgress,
+) -> Option<F::Output> {
+    tokio::pin!(request);
+    loop {
+        let deadline = upload.last_frame() + limit;
+        match tokio::time::timeout_at(deadline, &mut request).await {
+            Ok(answer) => return Some(answer),
+            Err(_) if upload.last_frame() + limit > deadline => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn proxied(response: Response<Incoming>, busy: Busy, body_timeout: Duration) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::Proxied(ProxiedBody { body, busy }))
+    Response::from_parts(
+        parts,
+        Body::Proxied(ProxiedBody::new(body, busy, body_timeout)),
+    )
 }
 
 /// An error and its causes, for one log line.
@@ -226,101 +257,6 @@ fn chain(error: &dyn StdError) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A backend's response body on its way to the client. Holds the backend's
-/// busy count until the last byte, and reports a body broken off.
-#[derive(Debug)]
-pub struct ProxiedBody {
-    body: Incoming,
-    busy: Busy,
-}
-
-impl ProxiedBody {
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Ready(Some(Err(error))) => {
-                let backend = self.busy.backend();
-                backend.failed(UpstreamErrorKind::Aborted);
-                warn_throttled!(
-                    backend.warnings,
-                    backend = %backend.url,
-                    %error,
-                    "backend broke off its response; closing the client connection"
-                );
-                Poll::Ready(Some(Err(io::Error::other(error))))
-            }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    pub fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    pub fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// The client's request body, lent to one attempt at a time. It stays in
-/// the shared slot until hyper first asks for a frame, so an attempt that
-/// failed before sending any of it leaves it for the next backend.
-pub struct RequestBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    taken: Option<Incoming>,
-}
-
-impl RequestBody {
-    fn new(slot: &Arc<Mutex<Option<Incoming>>>) -> RequestBody {
-        RequestBody {
-            slot: Arc::clone(slot),
-            taken: None,
-        }
-    }
-
-    fn peek<T>(&self, read: impl FnOnce(&Incoming) -> T, gone: T) -> T {
-        if let Some(body) = &self.taken {
-            return read(body);
-        }
-        match self.slot.lock() {
-            Ok(slot) => slot.as_ref().map_or(gone, read),
-            Err(_) => gone,
-        }
-    }
-}
-
-impl http_body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        if this.taken.is_none() {
-            this.taken = this.slot.lock().ok().and_then(|mut slot| slot.take());
-        }
-        match &mut this.taken {
-            Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            // Never sends an empty body in place of one already spent.
-            None => Poll::Ready(Some(Err("the request body was already sent".into()))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.peek(http_body::Body::is_end_stream, false)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.peek(http_body::Body::size_hint, SizeHint::default())
-    }
 }
 
 /// Opens connections for one backend's pooled client, through the pool, so
