@@ -62,6 +62,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub shutdown_delay: Option<Spanned<String>>,

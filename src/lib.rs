@@ -7,7 +7,7 @@
 //! config         TOML → raw serde types → validate → Snapshot (errors carry file:line:col)
 //! snapshot       the immutable running config: listeners, limits, router
 //! server         listeners (SO_REUSEPORT), accept loop, one task per
-//!                connection, graceful drain, the open-file limit
+//!                connection, send_timeout, graceful drain, the open-file limit
 //! gateway        one request: snapshot → request_path → router → action
 //! request_path   percent-decoding and dot-segment resolution; traversal → 400
 //! router         (host, longest path prefix) → Route; pure
@@ -28,6 +28,7 @@
 //! reload         SIGHUP and file watch → new snapshot → swap; listener diff,
 //!                1012 closes for sessions whose route or backend went away
 //! sessions       live WebSocket sessions: closes spread over time, drain
+//! stall          stall timers behind body_timeout and send_timeout
 //! service_manager  systemd readiness: READY=1, RELOADING=1, STOPPING=1
 //! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
@@ -58,6 +59,7 @@ pub mod server;
 pub mod service_manager;
 pub mod sessions;
 pub mod snapshot;
+pub mod stall;
 pub mod static_files;
 pub mod tls;
 pub mod upstream;

@@ -129,6 +129,45 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_send_timeout() {
+    const SIZE: usize = 64 << 20;
+    let dir = test_dir();
+    // Far more than the socket buffers on both ends hold, so the gateway's
+    // writes stop once the client stops reading.
+    write_file(dir.path(), "public/big.bin", vec![7u8; SIZE]);
+    let server = TestServer::start_in(
+        dir,
+        "[server]\nsend_timeout = \"500ms\"\n\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut reader = socket.connect(server.addr).await.expect("connect");
+    reader
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("send");
+    // The gateway gives the connection up while the client reads nothing.
+    eventually(Duration::from_secs(10), || async {
+        let metrics = support::metrics::scrape(server.admin).await;
+        let open = metrics.get("wsgate_connections_active", &[("listener", "127.0.0.1:0")]);
+        (open == Some(0.0)).then_some(())
+    })
+    .await;
+    let mut received = Vec::new();
+    let _ = reader.read_to_end(&mut received).await;
+    assert!(
+        received.len() < SIZE,
+        "{} bytes arrived; the response was cut off",
+        received.len()
+    );
+    assert_eq!(get(server.addr, "/big.bin").await.body.len(), SIZE);
+}
+
+#[tokio::test]
 async fn keep_alive_serves_several_requests_on_one_connection() {
     let server = plain_site().await;
     let stream = TcpStream::connect(server.addr).await.expect("connect");

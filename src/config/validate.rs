@@ -440,6 +440,7 @@ fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, Arc<CacheBu
             &raw.header_read_timeout,
             snapshot::DEFAULT_HEADER_READ_TIMEOUT,
         ),
+        send_timeout: check.duration(&raw.send_timeout, snapshot::DEFAULT_SEND_TIMEOUT),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
         max_connections: max_connections(check, &raw.max_connections),
     };

@@ -6,7 +6,6 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,53 +17,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::metrics::UpstreamErrorKind;
+use crate::stall::StallTimer;
 use crate::upstream::{warn_throttled, Busy};
-
-/// Notices a body that keeps its reader waiting: no frame for `limit`
-/// while someone is asking for one. Time the reader spends elsewhere (a
-/// slow peer on the other side holding up the next poll) does not count.
-#[derive(Debug)]
-pub struct StallTimer {
-    limit: Duration,
-    /// Armed at the first wait, so a body that never waits costs no timer.
-    sleep: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
-}
-
-impl StallTimer {
-    /// `None` when `limit` is zero: the timeout is off.
-    pub fn new(limit: Duration) -> Option<StallTimer> {
-        (!limit.is_zero()).then_some(StallTimer {
-            limit,
-            sleep: None,
-            waiting: false,
-        })
-    }
-
-    pub fn frame_arrived(&mut self) {
-        self.waiting = false;
-    }
-
-    /// Called when the body answered `Pending`: ready once the wait that
-    /// began then has lasted `limit`.
-    pub fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = Instant::now() + self.limit;
-            match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
-    }
-}
 
 /// A backend's response body on its way to the client. Holds the backend's
 /// busy count until the last byte, and reports a body broken off or stalled.
@@ -91,7 +48,7 @@ impl ProxiedBody {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(stall) = &mut self.stall {
-                    stall.frame_arrived();
+                    stall.progressed();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -119,7 +76,7 @@ impl ProxiedBody {
                 warn_throttled!(
                     backend.warnings,
                     backend = %backend.url,
-                    after = ?stall.limit,
+                    after = ?stall.limit(),
                     "backend stopped sending its response body; closing the client connection"
                 );
                 Poll::Ready(Some(Err(io::Error::new(
@@ -275,7 +232,7 @@ impl http_body::Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.upload.record();
                 if let Some(stall) = &mut this.stall {
-                    stall.frame_arrived();
+                    stall.progressed();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -292,7 +249,7 @@ impl http_body::Body for RequestBody {
                 };
                 match stall.poll_stalled(cx) {
                     Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(ClientBodyError::Stalled(stall.limit).into())))
+                        Poll::Ready(Some(Err(ClientBodyError::Stalled(stall.limit()).into())))
                     }
                     Poll::Pending => Poll::Pending,
                 }

@@ -33,6 +33,9 @@ use crate::websocket::handshake;
 
 pub mod fd_limit;
 mod listen;
+mod send_deadline;
+
+pub use send_deadline::SendDeadline;
 
 pub use listen::{bind, ListenerKey};
 use listen::{steer_to_successor, HANDOVER};
@@ -506,6 +509,7 @@ async fn serve_connection<H, F>(
     });
     let closability = &client.closability;
     let Some(tls) = tls else {
+        let stream = SendDeadline::new(stream, limits.send_timeout);
         return serve_http1(TokioIo::new(stream), service, limits, stop, closability).await;
     };
     // Not cut short by a stop: the client is waiting for an answer, and the
@@ -532,7 +536,9 @@ async fn serve_connection<H, F>(
             return;
         }
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let stream = SendDeadline::new(stream, limits.send_timeout);
+    if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())

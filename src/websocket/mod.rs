@@ -21,7 +21,7 @@ use crate::body::Body;
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::response;
-use crate::server::ClientConnection;
+use crate::server::{ClientConnection, SendDeadline};
 use crate::sessions::Sessions;
 use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
 use handshake::Refusal;
@@ -205,20 +205,21 @@ fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<P
             return None;
         }
     };
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    // The client side comes wrapped in the HTTP phase's send deadline.
+    let upgraded = match upgraded.downcast::<TokioIo<SendDeadline<TcpStream>>>() {
         Ok(parts) => {
             return Some(Peer {
-                stream: parts.io.into_inner(),
+                stream: parts.io.into_inner().into_inner(),
                 tls: None,
                 leftover: parts.read_buf,
             })
         }
         Err(upgraded) => upgraded,
     };
-    let upgraded = match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
-    {
+    type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+    let upgraded = match upgraded.downcast::<TokioIo<SendDeadline<ClientTls>>>() {
         Ok(parts) => {
-            let (stream, tls) = parts.io.into_inner().into_inner();
+            let (stream, tls) = parts.io.into_inner().into_inner().into_inner();
             return Some(Peer {
                 stream,
                 tls: Some(Box::new(tls.into())),
