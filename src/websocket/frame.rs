@@ -102,7 +102,7 @@ pub enum Event {
     /// Control frames come with their whole payload, unmasked.
     FrameEnd {
         header: FrameHeader,
-        control: Option<ControlFrame>,
+        control: Option<Box<ControlFrame>>,
     },
     /// The current frame breaks a rule; the parser stops here for good.
     Violation(Violation),
@@ -150,7 +150,9 @@ pub struct FrameParser {
     /// Bytes of the data message in progress, summed over its frames.
     message_len: u64,
     in_message: bool,
-    control: Option<ControlFrame>,
+    /// Boxed: a session holds two parsers for its whole life, and control
+    /// frames (a ping every half minute) are too rare to keep 127 bytes each.
+    control: Option<Box<ControlFrame>>,
     broken: bool,
 }
 
@@ -329,11 +331,11 @@ impl FrameParser {
         self.payload_left = header.payload_len;
         self.current = Some(header);
         if header.opcode.is_control() {
-            self.control = Some(ControlFrame {
+            self.control = Some(Box::new(ControlFrame {
                 opcode: header.opcode,
                 len: 0,
                 payload: [0; 125],
-            });
+            }));
         } else {
             if header.opcode != OpCode::Continuation {
                 self.message_len = 0;

@@ -9,6 +9,7 @@
 //! (pings, closes) are inserted only at frame boundaries.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -399,14 +400,19 @@ struct Session {
 /// 1012 after a reload removed the route or backend) on both sides.
 /// `allowed_rsv`: the RSV bits the negotiated extensions use (RSV1 for
 /// permessage-deflate). `tally`: where the route's live counts go, if anywhere.
-pub async fn run(
+///
+/// Not an `async fn`: one keeps room for its arguments in its future for
+/// the session's whole life, next to the `Session` built from them, while an
+/// `async` block uses what it captures in place. With the boxed control-frame
+/// buffers this took a session's future from 3160 to 2128 bytes.
+pub fn run(
     client: Peer,
     backend: Peer,
     policy: Policy,
     allowed_rsv: u8,
     control: &sessions::Session,
     tally: Option<SessionTally>,
-) -> SessionStats {
+) -> impl Future<Output = SessionStats> + '_ {
     let (to_backend, to_client, ping_rtt) = match tally {
         Some(tally) => (
             Some(tally.to_backend),
@@ -466,57 +472,59 @@ pub async fn run(
             session.received(side, leftover);
         }
     }
-    let mut draining = false;
-    // One timer for the session, moved when the next deadline changes,
-    // instead of a new timer entry on every turn of the loop.
-    let mut armed = None;
-    let timer = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(timer);
-    while !session.is_finished() {
-        let deadline = session.next_deadline();
-        if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
-            timer.as_mut().reset(deadline);
-            armed = Some(deadline);
-        }
-        let client_buffered = session.client_io.is_buffered();
-        let backend_buffered = session.backend_io.is_buffered();
-        tokio::select! {
-            ready = transport::readable(&client, client_buffered), if session.to_backend.wants_read() => {
-                session.read(Side::Client, &client, ready);
-                // Writing at once usually succeeds and saves a trip through the loop.
-                session.written(Side::Backend, &backend, Ok(()));
+    async move {
+        let mut draining = false;
+        // One timer for the session, moved when the next deadline changes,
+        // instead of a new timer entry on every turn of the loop.
+        let mut armed = None;
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        while !session.is_finished() {
+            let deadline = session.next_deadline();
+            if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
             }
-            ready = transport::readable(&backend, backend_buffered), if session.to_client.wants_read() => {
-                session.read(Side::Backend, &backend, ready);
-                session.written(Side::Client, &client, Ok(()));
-            }
-            ready = backend.writable(), if session.to_backend.wants_write(&session.backend_io) => {
-                session.written(Side::Backend, &backend, ready);
-            }
-            ready = client.writable(), if session.to_client.wants_write(&session.client_io) => {
-                session.written(Side::Client, &client, ready);
-            }
-            () = &mut timer, if deadline.is_some() => {
-                armed = None;
-                if session.on_timer(Instant::now()) {
-                    break;
+            let client_buffered = session.client_io.is_buffered();
+            let backend_buffered = session.backend_io.is_buffered();
+            tokio::select! {
+                ready = transport::readable(&client, client_buffered), if session.to_backend.wants_read() => {
+                    session.read(Side::Client, &client, ready);
+                    // Writing at once usually succeeds and saves a trip through the loop.
+                    session.written(Side::Backend, &backend, Ok(()));
                 }
+                ready = transport::readable(&backend, backend_buffered), if session.to_client.wants_read() => {
+                    session.read(Side::Backend, &backend, ready);
+                    session.written(Side::Client, &client, Ok(()));
+                }
+                ready = backend.writable(), if session.to_backend.wants_write(&session.backend_io) => {
+                    session.written(Side::Backend, &backend, ready);
+                }
+                ready = client.writable(), if session.to_client.wants_write(&session.client_io) => {
+                    session.written(Side::Client, &client, ready);
+                }
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    if session.on_timer(Instant::now()) {
+                        break;
+                    }
+                }
+                request = control.close_requested(), if !draining => {
+                    draining = true;
+                    session.close_both(request.code, request.reason, request.code, request.reason);
+                }
+                // Nothing left to wait for: both peers are gone.
+                else => break,
             }
-            request = control.close_requested(), if !draining => {
-                draining = true;
-                session.close_both(request.code, request.reason, request.code, request.reason);
-            }
-            // Nothing left to wait for: both peers are gone.
-            else => break,
         }
+        tokio::join!(
+            session.client_io.close(&mut client),
+            session.backend_io.close(&mut backend)
+        );
+        session.stats.client_to_backend = session.to_backend.traffic;
+        session.stats.backend_to_client = session.to_client.traffic;
+        session.stats
     }
-    tokio::join!(
-        session.client_io.close(&mut client),
-        session.backend_io.close(&mut backend)
-    );
-    session.stats.client_to_backend = session.to_backend.traffic;
-    session.stats.backend_to_client = session.to_client.traffic;
-    session.stats
 }
 
 /// hyper's connection task, the one that ran the handshake, left its waker
