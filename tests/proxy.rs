@@ -463,21 +463,29 @@ async fn send_bytes(addr: SocketAddr, method: &str, path: &str, body: &'static [
     }
 }
 
+/// GETs `path`, which starts a 200 answer and breaks it off; returns its
+/// headers once the body has failed, as a truncated body must.
+async fn truncated_get(addr: SocketAddr, path: &str) -> http::HeaderMap {
+    let response = open(
+        addr,
+        request("GET", path).body(Empty::new()).expect("request"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the gateway ends the body");
+    assert!(body.is_err(), "a truncated body must not look complete");
+    parts.headers
+}
+
 #[tokio::test]
 async fn a_backend_dying_mid_response_closes_the_client_connection() {
     let node = node_app("node");
     let server = gateway(&[node.url("http")], "").await;
-    let response = open(
-        server.addr,
-        request("GET", "/abort?bytes=100000")
-            .body(Empty::new())
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-length"], "200000");
-    let body = response.into_body().collect().await;
-    assert!(body.is_err(), "a truncated body must not look complete");
+    let headers = truncated_get(server.addr, "/abort?bytes=100000").await;
+    assert_eq!(headers["content-length"], "200000");
     let metrics = eventually(Duration::from_secs(5), || async {
         let metrics = scrape(server.admin).await;
         let aborted = metrics.get("wsgate_upstream_errors_total", &[("kind", "aborted")]);
@@ -583,18 +591,7 @@ async fn a_response_body_that_stalls_closes_the_client_connection_and_is_counted
     let node = node_app("node");
     let backend = node.url("http");
     let server = gateway(std::slice::from_ref(&backend), ", body_timeout = \"500ms\"").await;
-    let response = open(
-        server.addr,
-        request("GET", "/stall?bytes=1000")
-            .body(Empty::new())
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
-        .await
-        .expect("the gateway gives up on the stalled body");
-    assert!(body.is_err(), "a truncated body must not look complete");
+    truncated_get(server.addr, "/stall?bytes=1000").await;
     let metrics = scrape(server.admin).await;
     assert_eq!(upstream_errors(&metrics, &backend, "body_timeout"), 1.0);
 }

@@ -53,7 +53,8 @@ pub struct ProxyRoute {
 /// `proxy = { ... }` settings other than the backends.
 #[derive(Debug, Clone, Copy)]
 pub struct ProxySettings {
-    /// For the response head, connect included.
+    /// For the response head, connect included, counted from the last piece
+    /// of the request body the backend took.
     pub response_timeout: Duration,
     /// The longest pause in a request or response body; zero is off.
     pub body_timeout: Duration,
