@@ -334,6 +334,7 @@ fn serve(
         let server = Server::start(listeners, admin, Arc::clone(&gateway));
         let service = Arc::new(ServiceManager::from_env());
         service.ready(reload::SERVING);
+        tokio::spawn(Arc::clone(&service).feed_watchdog());
         tokio::spawn(reloads.run(Arc::clone(&server), gateway, Arc::clone(&service)));
         shutdown.await;
         service.stopping();

@@ -29,7 +29,7 @@
 //!                1012 closes for sessions whose route or backend went away
 //! sessions       live WebSocket sessions: closes spread over time, drain
 //! stall          stall timers behind body_timeout and send_timeout
-//! service_manager  systemd readiness: READY=1, RELOADING=1, STOPPING=1
+//! service_manager  systemd readiness: READY=1, RELOADING=1, STOPPING=1, WATCHDOG=1
 //! demo, echo     the built-in demo page and WebSocket echo backend
 //! ```
 //!

@@ -7,14 +7,22 @@
 //! the unit as reloading until the new config serves (or was refused), and
 //! with `Type=notify-reload` `systemctl reload` waits for it; a drain
 //! announces `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
+//!
+//! With `WatchdogSec=` set, `WATCHDOG=1` goes out at half that interval from
+//! a task on the runtime: if the runtime stops running tasks, the pings stop
+//! and systemd restarts the process.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where state changes are sent, if a service manager asked for them.
 pub struct ServiceManager {
     socket: Option<(UnixDatagram, SocketAddr)>,
+    /// How often to send `WATCHDOG=1`, when the manager watches this process.
+    watchdog: Option<Duration>,
 }
 
 impl ServiceManager {
@@ -22,7 +30,10 @@ impl ServiceManager {
     /// the abstract namespace, which some managers hand out.
     pub fn from_env() -> ServiceManager {
         let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
-            return ServiceManager { socket: None };
+            return ServiceManager {
+                socket: None,
+                watchdog: None,
+            };
         };
         let connect = || -> io::Result<(UnixDatagram, SocketAddr)> {
             let bytes = name.as_encoded_bytes();
@@ -35,10 +46,14 @@ impl ServiceManager {
         match connect() {
             Ok(socket) => ServiceManager {
                 socket: Some(socket),
+                watchdog: watchdog_interval(),
             },
             Err(error) => {
                 tracing::warn!(socket = ?name, %error, "NOTIFY_SOCKET is unusable; readiness is not reported");
-                ServiceManager { socket: None }
+                ServiceManager {
+                    socket: None,
+                    watchdog: None,
+                }
             }
         }
     }
@@ -62,6 +77,19 @@ impl ServiceManager {
         self.send("STOPPING=1\nSTATUS=draining");
     }
 
+    /// Sends `WATCHDOG=1` for as long as the runtime runs this task; returns
+    /// at once when no watchdog is set.
+    pub async fn feed_watchdog(self: Arc<Self>) {
+        let Some(every) = self.watchdog else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            self.send("WATCHDOG=1");
+        }
+    }
+
     fn send(&self, state: &str) {
         let Some((socket, addr)) = &self.socket else {
             return;
@@ -72,6 +100,19 @@ impl ServiceManager {
             tracing::warn!(%error, "cannot notify the service manager");
         }
     }
+}
+
+/// Half the interval systemd set in `WATCHDOG_USEC`, as sd_watchdog_enabled(3)
+/// advises; `None` without one, or when `WATCHDOG_PID` names another process
+/// (a wrapper that passed its environment on).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec) / 2)
 }
 
 fn monotonic_usec() -> u64 {

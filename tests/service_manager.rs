@@ -156,3 +156,58 @@ async fn an_abstract_notify_socket_is_used_and_an_unusable_one_is_only_a_warning
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_watchdog_is_fed_at_half_its_interval_and_only_for_this_process() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "hello");
+    let file = write_file(dir.path(), "wsgate.toml", config(0, 0));
+    let spawn = |socket: &std::path::Path, watchdog_pid: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&file)
+            .env("NOTIFY_SOCKET", socket)
+            .env("WATCHDOG_USEC", "200000");
+        if let Some(pid) = watchdog_pid {
+            command.env("WATCHDOG_PID", pid);
+        }
+        Process::spawn(&mut command)
+    };
+
+    // WatchdogSec=200ms: a ping every 100 ms, from READY=1 on.
+    let watched = dir.path().join("watched.sock");
+    let manager = manager_socket(&UnixAddr::from_pathname(&watched).expect("path"));
+    let _wsgate = spawn(&watched, None);
+    assert_eq!(
+        receive(&manager).get("READY").map(String::as_str),
+        Some("1")
+    );
+    for _ in 0..3 {
+        let ping = receive(&manager);
+        assert_eq!(
+            ping.get("WATCHDOG").map(String::as_str),
+            Some("1"),
+            "{ping:?}"
+        );
+    }
+
+    // A watchdog meant for another process (PID 1) is not fed by this one.
+    let other = dir.path().join("other.sock");
+    let manager = manager_socket(&UnixAddr::from_pathname(&other).expect("path"));
+    let _wsgate = spawn(&other, Some("1"));
+    assert_eq!(
+        receive(&manager).get("READY").map(String::as_str),
+        Some("1")
+    );
+    manager
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
+    let mut buffer = [0u8; 256];
+    let heard = manager.recv(&mut buffer);
+    assert!(
+        heard.is_err(),
+        "unexpected: {:?}",
+        heard.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    );
+}
