@@ -521,23 +521,17 @@ async fn request_bodies_that_stall_get_408_and_slow_moving_uploads_go_through() 
     let backend = node.url("http");
     let server = gateway(
         std::slice::from_ref(&backend),
-        ", body_timeout = \"500ms\", response_timeout = \"1s\"",
+        ", body_timeout = \"1s\", response_timeout = \"1500ms\"",
     )
     .await;
 
     // A client that stops sending its body halfway.
-    let mut stalled = partial_upload(server.addr).await;
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut answer))
-        .await
-        .expect("the gateway answers and closes")
-        .expect("read");
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_stalled_upload_gets_408(server.addr).await;
 
     // A client that hangs up halfway through its body.
     drop(partial_upload(server.addr).await);
 
-    // An upload that takes twice response_timeout but never pauses for
+    // An upload that takes longer than response_timeout but never pauses for
     // body_timeout: the wait for the answer counts from its last byte.
     let chunks = stream::unfold(0u8, |sent| async move {
         if sent == 10 {
@@ -584,13 +578,35 @@ async fn request_bodies_that_stall_get_408_and_slow_moving_uploads_go_through() 
     for kind in ["protocol", "response_timeout", "aborted", "body_timeout"] {
         assert_eq!(upstream_errors(&metrics, &backend, kind), 0.0, "{kind}");
     }
+
+    // With body_timeout off (or not shorter than response_timeout), the wait
+    // for the answer runs out while the client owes the rest of its body:
+    // still the client's 408, not a backend timeout.
+    let without = gateway(
+        std::slice::from_ref(&backend),
+        ", body_timeout = \"0s\", response_timeout = \"1s\"",
+    )
+    .await;
+    assert_stalled_upload_gets_408(without.addr).await;
+    let metrics = scrape(without.admin).await;
+    assert_eq!(upstream_errors(&metrics, &backend, "response_timeout"), 0.0);
+}
+
+async fn assert_stalled_upload_gets_408(addr: SocketAddr) {
+    let mut stalled = partial_upload(addr).await;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut answer))
+        .await
+        .expect("the gateway answers and closes")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
 #[tokio::test]
 async fn a_response_body_that_stalls_closes_the_client_connection_and_is_counted() {
     let node = node_app("node");
     let backend = node.url("http");
-    let server = gateway(std::slice::from_ref(&backend), ", body_timeout = \"500ms\"").await;
+    let server = gateway(std::slice::from_ref(&backend), ", body_timeout = \"1s\"").await;
     truncated_get(server.addr, "/stall?bytes=1000").await;
     let metrics = scrape(server.admin).await;
     assert_eq!(upstream_errors(&metrics, &backend, "body_timeout"), 1.0);

@@ -183,7 +183,8 @@ async fn the_watchdog_is_fed_at_half_its_interval_and_only_for_this_process() {
         receive(&manager).get("READY").map(String::as_str),
         Some("1")
     );
-    for _ in 0..3 {
+    let first = std::time::Instant::now();
+    for _ in 0..20 {
         let ping = receive(&manager);
         assert_eq!(
             ping.get("WATCHDOG").map(String::as_str),
@@ -191,6 +192,14 @@ async fn the_watchdog_is_fed_at_half_its_interval_and_only_for_this_process() {
             "{ping:?}"
         );
     }
+    // Twenty pings at 100 ms span about 1.9 s (the interval catches up after
+    // a late tick); at the full 200 ms they would span 3.8 s, in a busy loop
+    // none. The bounds leave a slow machine most of a second either way.
+    let took = first.elapsed();
+    assert!(
+        (Duration::from_millis(1000)..Duration::from_millis(3000)).contains(&took),
+        "20 watchdog pings in {took:?}"
+    );
 
     // A watchdog meant for another process (PID 1) is not fed by this one.
     let other = dir.path().join("other.sock");

@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,14 +30,21 @@ pub struct ProxiedBody {
     body: Incoming,
     busy: Busy,
     stall: Option<StallTimer>,
+    upload: Arc<UploadProgress>,
 }
 
 impl ProxiedBody {
-    pub fn new(body: Incoming, busy: Busy, body_timeout: Duration) -> ProxiedBody {
+    pub fn new(
+        body: Incoming,
+        busy: Busy,
+        body_timeout: Duration,
+        upload: Arc<UploadProgress>,
+    ) -> ProxiedBody {
         ProxiedBody {
             body,
             busy,
             stall: StallTimer::new(body_timeout),
+            upload,
         }
     }
 
@@ -54,6 +61,12 @@ impl ProxiedBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 let backend = self.busy.backend();
+                // The backend answered before the upload ended, then the
+                // client's body failed and took the backend connection down.
+                if self.upload.client_failed() {
+                    tracing::debug!(backend = %backend.url, %error, "response cut short by the client's failed request body");
+                    return Poll::Ready(Some(Err(io::Error::other(error))));
+                }
                 backend.failed(UpstreamErrorKind::Aborted);
                 warn_throttled!(
                     backend.warnings,
@@ -148,14 +161,19 @@ impl StdError for ClientBodyError {
     }
 }
 
-/// When the backend last took a piece of the request body. The wait for the
-/// response head (`response_timeout`) counts from there, so an upload that
-/// keeps moving is never cut off for taking long.
+/// How the client's request body is getting on, for judging the backend
+/// fairly. The wait for the response head (`response_timeout`) counts from
+/// the last piece hyper took from the client, so an upload that keeps moving
+/// is never cut off for taking long; a wait that ends while hyper waits on
+/// the client, or a response broken off because the client's body failed,
+/// is the client's doing, not the backend's.
 #[derive(Debug)]
 pub struct UploadProgress {
     started: Instant,
     /// Milliseconds after `started`.
     last_frame_ms: AtomicU64,
+    waiting_on_client: AtomicBool,
+    client_failed: AtomicBool,
 }
 
 impl UploadProgress {
@@ -163,12 +181,31 @@ impl UploadProgress {
         Arc::new(UploadProgress {
             started: Instant::now(),
             last_frame_ms: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
         })
     }
 
     fn record(&self) {
         let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_frame_ms.store(elapsed, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is waiting for the client's next piece of body.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client's body broke off or stalled.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, error: ClientBodyError) -> Box<dyn StdError + Send + Sync> {
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+        self.client_failed.store(true, Ordering::Relaxed);
+        error.into()
     }
 
     /// The start, for a request whose body the backend has not read yet.
@@ -236,20 +273,22 @@ impl http_body::Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => {
-                Poll::Ready(Some(Err(ClientBodyError::Broken(error).into())))
-            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(this
+                .upload
+                .failed(ClientBodyError::Broken(error))))),
             Poll::Ready(None) => {
                 this.upload.record();
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                this.upload.waiting_on_client.store(true, Ordering::Relaxed);
                 let Some(stall) = &mut this.stall else {
                     return Poll::Pending;
                 };
                 match stall.poll_stalled(cx) {
                     Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(ClientBodyError::Stalled(stall.limit()).into())))
+                        let stalled = ClientBodyError::Stalled(stall.limit());
+                        Poll::Ready(Some(Err(this.upload.failed(stalled))))
                     }
                     Poll::Pending => Poll::Pending,
                 }

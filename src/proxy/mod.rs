@@ -54,7 +54,7 @@ pub struct ProxyRoute {
 #[derive(Debug, Clone, Copy)]
 pub struct ProxySettings {
     /// For the response head, connect included, counted from the last piece
-    /// of the request body the backend took.
+    /// of request body taken from the client.
     pub response_timeout: Duration,
     /// The longest pause in a request or response body; zero is off.
     pub body_timeout: Duration,
@@ -167,9 +167,13 @@ pub async fn forward(
         let busy = backend.busy();
         let sent = response_head(client.request(request), settings.response_timeout, &upload).await;
         let error = match sent {
-            Some(Ok(response)) => return proxied(response, busy, settings.body_timeout),
-            Some(Err(error)) => error,
-            None => {
+            Ok(Ok(response)) => return proxied(response, busy, settings.body_timeout, upload),
+            Ok(Err(error)) => error,
+            Err(Silence::Client) => {
+                tracing::debug!(route = cx.route_name, after = ?settings.response_timeout, "the client's request body stopped coming");
+                return response::status(StatusCode::REQUEST_TIMEOUT);
+            }
+            Err(Silence::Backend) => {
                 backend.failed(UpstreamErrorKind::ResponseTimeout);
                 warn_throttled!(
                     backend.warnings,
@@ -220,32 +224,45 @@ fn may_retry(
     body_unsent && (error.is_connect() || idempotent)
 }
 
-/// The backend's answer to `request`, or `None` when no response head came
-/// within `limit` of the later of the request's start and the last piece of
-/// its body the backend took.
+/// Who kept `response_timeout` waiting.
+enum Silence {
+    /// The whole request was sent and no answer came.
+    Backend,
+    /// hyper was still waiting for the client's request body (a stall that
+    /// `body_timeout` did not catch first, or with `body_timeout` off).
+    Client,
+}
+
+/// The backend's answer to `request`, or who was silent when no response
+/// head came within `limit` of the later of the request's start and the
+/// last piece of its body taken from the client.
 async fn response_head<F: Future>(
     request: F,
     limit: Duration,
     upload: &UploadProgress,
-) -> Option<F::Output> {
+) -> Result<F::Output, Silence> {
     tokio::pin!(request);
     loop {
         let deadline = upload.last_frame() + limit;
         match tokio::time::timeout_at(deadline, &mut request).await {
-            Ok(answer) => return Some(answer),
+            Ok(answer) => return Ok(answer),
             Err(_) if upload.last_frame() + limit > deadline => continue,
-            Err(_) => return None,
+            Err(_) if upload.waiting_on_client() => return Err(Silence::Client),
+            Err(_) => return Err(Silence::Backend),
         }
     }
 }
 
-fn proxied(response: Response<Incoming>, busy: Busy, body_timeout: Duration) -> Response<Body> {
+fn proxied(
+    response: Response<Incoming>,
+    busy: Busy,
+    body_timeout: Duration,
+    upload: Arc<UploadProgress>,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        Body::Proxied(ProxiedBody::new(body, busy, body_timeout)),
-    )
+    let body = ProxiedBody::new(body, busy, body_timeout, upload);
+    Response::from_parts(parts, Body::Proxied(body))
 }
 
 /// An error and its causes, for one log line.
