@@ -9,7 +9,7 @@ use std::process::Command;
 
 use support::process::BIN;
 use support::tls::TestCa;
-use support::{test_dir, write_file};
+use support::{run, test_dir, write_file};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,18 +18,7 @@ fn repo() -> &'static Path {
 #[test]
 fn deploy_files_pass_their_linters_and_agree_with_each_other() {
     let script = repo().join("deploy/check.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg(BIN)
-        .output()
-        .expect("run deploy/check.sh");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{}{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run(Command::new("bash").arg(&script).arg(BIN));
 }
 
 #[test]
@@ -50,17 +39,8 @@ fn the_kubernetes_config_passes_wsgate_check() {
     let local = shipped.replace("\"/etc/wsgate-tls/", &format!("\"{}/", tls.display()));
     let config = write_file(dir.path(), "wsgate.toml", local);
 
-    let output = Command::new(BIN)
-        .arg("check")
-        .arg(&config)
-        .output()
-        .expect("run wsgate check");
+    let output = run(Command::new(BIN).arg("check").arg(&config));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "wsgate check rejects deploy/kubernetes/wsgate.toml:\n{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     for route in ["chat", "app"] {
         assert!(
             stdout.contains(route),

@@ -612,6 +612,18 @@ async fn a_response_body_that_stalls_closes_the_client_connection_and_is_counted
     assert_eq!(upstream_errors(&metrics, &backend, "body_timeout"), 1.0);
 }
 
+/// Four requests in a row reach both backend `a` and backend `b`.
+async fn assert_both_serve(addr: SocketAddr) {
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        names.push(served_by(addr, &[]).await);
+    }
+    assert!(
+        names.contains(&"a".into()) && names.contains(&"b".into()),
+        "{names:?}"
+    );
+}
+
 async fn served_by(addr: SocketAddr, headers: &[(&str, &str)]) -> String {
     let reply = get_with(addr, "/whoami", headers).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -637,14 +649,7 @@ async fn health_checks_take_a_flapping_backend_out_and_back() {
                 .value("wsgate_upstream_healthy", &[("backend", b_url.as_str())])
         }
     };
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        seen.push(served_by(server.addr, &[]).await);
-    }
-    assert!(
-        seen.contains(&"a".into()) && seen.contains(&"b".into()),
-        "{seen:?}"
-    );
+    assert_both_serve(server.addr).await;
     for round in 0..3 {
         post_to(&b, "/health/down").await;
         eventually(Duration::from_secs(5), || async {
@@ -703,14 +708,7 @@ async fn least_connections_sends_new_requests_past_a_busy_backend() {
     }
     assert_eq!(slow.await.expect("slow request").status, 200);
     // Idle again: both take turns.
-    let mut names = Vec::new();
-    for _ in 0..4 {
-        names.push(served_by(server.addr, &[]).await);
-    }
-    assert!(
-        names.contains(&"a".into()) && names.contains(&"b".into()),
-        "{names:?}"
-    );
+    assert_both_serve(server.addr).await;
 }
 
 #[tokio::test]

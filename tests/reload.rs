@@ -18,7 +18,7 @@ use support::metrics::{reloads, scrape};
 use support::process::{Process, BIN};
 use support::tls::TestCa;
 use support::ws::{Behaviour, RecordingBackend, Seen};
-use support::{assert_none_failed, eventually, free_port, replace_file, test_dir, write_file};
+use support::{assert_none_failed, eventually, free_port, replace_file, run, test_dir, write_file};
 
 /// Starts an in-process WebSocket echo backend on a loopback port.
 async fn echo_backend() -> SocketAddr {
@@ -358,17 +358,10 @@ async fn reload_under_load_keeps_sessions_and_requests() {
         if round == 1 {
             // What the operator sees before applying it.
             let candidate = write_file(dir.path(), "next.toml", &good);
-            let output = std::process::Command::new(BIN)
+            let output = run(std::process::Command::new(BIN)
                 .args(["check", "--diff", &admin.to_string()])
-                .arg(&candidate)
-                .output()
-                .expect("run wsgate check --diff");
+                .arg(&candidate));
             let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success(),
-                "{stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
             assert!(
                 stdout.contains("- doomed") && stdout.contains("removed; closes 3 live sessions"),
                 "{stdout}"

@@ -29,6 +29,16 @@ fn receive(socket: &UnixDatagram) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Asserts that `notification` carries `key=value`.
+#[track_caller]
+fn assert_field(notification: &BTreeMap<String, String>, key: &str, value: &str) {
+    assert_eq!(
+        notification.get(key).map(String::as_str),
+        Some(value),
+        "{notification:?}"
+    );
+}
+
 fn manager_socket(addr: &UnixAddr) -> UnixDatagram {
     let socket = UnixDatagram::bind_addr(addr).expect("bind the notify socket");
     socket
@@ -60,12 +70,8 @@ async fn ready_after_binding_reloading_around_each_reload_and_stopping_on_sigter
     );
 
     let ready = receive(&manager);
-    assert_eq!(
-        ready.get("READY").map(String::as_str),
-        Some("1"),
-        "{ready:?}"
-    );
-    assert_eq!(ready.get("STATUS").map(String::as_str), Some("serving"));
+    assert_field(&ready, "READY", "1");
+    assert_field(&ready, "STATUS", "serving");
     // READY=1 promises bound listeners: a connection made right now, without
     // any retry, must be accepted.
     for port in [public_port, admin_port] {
@@ -78,15 +84,11 @@ async fn ready_after_binding_reloading_around_each_reload_and_stopping_on_sigter
     // systemctl reload: RELOADING=1 with a monotonic timestamp, then READY=1.
     wsgate.signal("HUP");
     let reloading = receive(&manager);
-    assert_eq!(reloading.get("RELOADING").map(String::as_str), Some("1"));
+    assert_field(&reloading, "RELOADING", "1");
     let first_reload: u64 = reloading["MONOTONIC_USEC"].parse().expect("microseconds");
     let after = receive(&manager);
-    assert_eq!(
-        after.get("READY").map(String::as_str),
-        Some("1"),
-        "{after:?}"
-    );
-    assert_eq!(after.get("STATUS").map(String::as_str), Some("serving"));
+    assert_field(&after, "READY", "1");
+    assert_field(&after, "STATUS", "serving");
 
     // A broken config saved on disk: the watch reloads, the reload fails, and
     // the manager hears READY=1 again (the old config serves) with a status
@@ -97,25 +99,21 @@ async fn ready_after_binding_reloading_around_each_reload_and_stopping_on_sigter
     )
     .expect("write broken config");
     let reloading = receive(&manager);
-    assert_eq!(reloading.get("RELOADING").map(String::as_str), Some("1"));
+    assert_field(&reloading, "RELOADING", "1");
     let second_reload: u64 = reloading["MONOTONIC_USEC"].parse().expect("microseconds");
     assert!(
         second_reload > first_reload,
         "{first_reload} then {second_reload}"
     );
     let after = receive(&manager);
-    assert_eq!(after.get("READY").map(String::as_str), Some("1"));
+    assert_field(&after, "READY", "1");
     let status = &after["STATUS"];
     assert!(status.contains("reload failed"), "{status}");
     assert_eq!(get(public, "/index.html").await.status, 200);
 
     wsgate.signal("TERM");
     let stopping = receive(&manager);
-    assert_eq!(
-        stopping.get("STOPPING").map(String::as_str),
-        Some("1"),
-        "{stopping:?}"
-    );
+    assert_field(&stopping, "STOPPING", "1");
     assert_eq!(wsgate.exit_code(Duration::from_secs(10)).await, Some(0));
 }
 
@@ -134,10 +132,7 @@ async fn an_abstract_notify_socket_is_used_and_an_unusable_one_is_only_a_warning
             .arg(&file)
             .env("NOTIFY_SOCKET", format!("@{name}")),
     );
-    assert_eq!(
-        receive(&manager).get("READY").map(String::as_str),
-        Some("1")
-    );
+    assert_field(&receive(&manager), "READY", "1");
 
     // Nobody listens at this path: wsgate serves anyway and says why the
     // manager hears nothing.
@@ -179,18 +174,11 @@ async fn the_watchdog_is_fed_at_half_its_interval_and_only_for_this_process() {
     let watched = dir.path().join("watched.sock");
     let manager = manager_socket(&UnixAddr::from_pathname(&watched).expect("path"));
     let _wsgate = spawn(&watched, None);
-    assert_eq!(
-        receive(&manager).get("READY").map(String::as_str),
-        Some("1")
-    );
+    assert_field(&receive(&manager), "READY", "1");
     let first = std::time::Instant::now();
     for _ in 0..20 {
         let ping = receive(&manager);
-        assert_eq!(
-            ping.get("WATCHDOG").map(String::as_str),
-            Some("1"),
-            "{ping:?}"
-        );
+        assert_field(&ping, "WATCHDOG", "1");
     }
     // Twenty pings at 100 ms span about 1.9 s (the interval catches up after
     // a late tick); at the full 200 ms they would span 3.8 s, in a busy loop
@@ -205,10 +193,7 @@ async fn the_watchdog_is_fed_at_half_its_interval_and_only_for_this_process() {
     let other = dir.path().join("other.sock");
     let manager = manager_socket(&UnixAddr::from_pathname(&other).expect("path"));
     let _wsgate = spawn(&other, Some("1"));
-    assert_eq!(
-        receive(&manager).get("READY").map(String::as_str),
-        Some("1")
-    );
+    assert_field(&receive(&manager), "READY", "1");
     manager
         .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("read timeout");

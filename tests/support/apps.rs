@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
+use super::run;
+
 /// A child process serving on 127.0.0.1.
 pub struct ChildServer {
     child: Child,
@@ -48,14 +50,6 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Runs a command to completion, failing the test if it fails.
-pub fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
 }
 
 /// `npm ci` in `dir` unless `dir/node_modules/marker` exists. Tests running
