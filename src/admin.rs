@@ -8,10 +8,19 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
+use hyper::body::Incoming;
+
 use crate::body::Body;
+use crate::connection::{ClientConnection, Handler};
 use crate::gateway::Gateway;
 use crate::reload::diff::{RunningConfig, RunningRoute};
 use crate::{metrics, response};
+
+/// The admin listener's handler, for [`crate::server::Server::start`].
+pub fn handler(gateway: &Arc<Gateway>) -> impl Handler {
+    let gateway = Arc::clone(gateway);
+    move |_client: Arc<ClientConnection>, req: Request<Incoming>| handle(Arc::clone(&gateway), req)
+}
 
 /// Answers one request on the admin listener.
 pub async fn handle<B>(

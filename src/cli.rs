@@ -23,7 +23,7 @@ use crate::server::{self, Server};
 use crate::service_manager::ServiceManager;
 use crate::snapshot::{Content, Snapshot};
 use crate::upstream::{BackendPool, Balance, HashKey};
-use crate::{config, demo, echo, reload};
+use crate::{admin, config, demo, echo, reload};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
@@ -331,7 +331,12 @@ fn serve(
             tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
         }
         let gateway = Gateway::new(snapshot);
-        let server = Server::start(listeners, admin, Arc::clone(&gateway));
+        let server = Server::start(
+            listeners,
+            admin,
+            admin::handler(&gateway),
+            Arc::clone(&gateway),
+        );
         let service = Arc::new(ServiceManager::from_env());
         service.ready(reload::SERVING);
         tokio::spawn(Arc::clone(&service).feed_watchdog());

@@ -12,12 +12,12 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
+use crate::connection::ClientConnection;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ForwardContext};
 use crate::request_path;
 use crate::response;
 use crate::router::{host_name, Route};
-use crate::server::ClientConnection;
 use crate::sessions::Sessions;
 use crate::snapshot::{Content, Snapshot};
 use crate::upstream::health;

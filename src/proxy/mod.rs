@@ -8,8 +8,6 @@
 //! closed, so a truncated body never looks complete; a client whose request
 //! body stalls gets 408.
 
-mod bodies;
-
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,14 +21,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::body::proxied::{ClientBodyError, ProxiedBody, RequestBody, UploadProgress};
 use crate::body::Body;
+use crate::connection::ClientConnection;
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::UpstreamErrorKind;
 use crate::response;
-use crate::server::ClientConnection;
 use crate::upstream::{warn_throttled, Backend, BackendPool, Busy, ConnectError, UpstreamStream};
-pub use bodies::ProxiedBody;
-use bodies::{ClientBodyError, RequestBody, UploadProgress};
 
 /// Idle keep-alive connections kept per backend.
 pub const MAX_IDLE_PER_BACKEND: usize = 64;

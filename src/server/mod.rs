@@ -1,41 +1,38 @@
 //! Listeners, the accept loop, one task per connection, and the graceful drain.
 
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin;
 use crate::body::Body;
+use crate::connection::{
+    client_io, ClientConnection, ClientIo, ClientStream, Closability, Handler,
+};
 use crate::gateway::{self, Gateway};
-use crate::metrics::{Active, ListenerMeters, TlsResult};
+use crate::metrics::{ListenerMeters, TlsResult};
 use crate::snapshot::{Limits, Snapshot};
 use crate::tls::{HandshakeError, ServerTls};
 use crate::websocket::handshake;
 
 pub mod fd_limit;
 mod listen;
-mod send_deadline;
-
-pub use send_deadline::SendDeadline;
 
 pub use listen::{bind, ListenerKey};
 use listen::{steer_to_successor, HANDOVER};
@@ -50,73 +47,6 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Connections the admin listener serves at once: enough for probes and
 /// scrapers, and separate from the public limit so it answers when that is full.
 const ADMIN_CONNECTIONS: usize = 64;
-
-/// A client connection: its address, how it arrived, and its slot under
-/// `max_connections`, held until the connection and any WebSocket session it
-/// became are gone.
-#[derive(Debug)]
-pub struct ClientConnection {
-    pub addr: SocketAddr,
-    /// Whether the client reached us over TLS (`https`, `wss`).
-    pub tls: bool,
-    /// Set on a plaintext listener that sends everyone to `https://` on this port.
-    pub redirect_https: Option<u16>,
-    /// The listener's series; `None` on the admin listener or with metrics off.
-    meters: Option<ListenerMeters>,
-    closability: Closability,
-    _slot: OwnedSemaphorePermit,
-    /// Counts the connection in `wsgate_connections_active` while it lives.
-    _active: Option<Active>,
-}
-
-/// What a stopping server must know before it closes a connection. A
-/// client that connected just before the stop has not sent its request yet,
-/// and closing at once would fail it. An upgrade in flight must not be
-/// closed either: hyper would add `Connection: close` to the 101.
-#[derive(Debug, Default)]
-struct Closability {
-    requested: AtomicBool,
-    upgrading: AtomicBool,
-    changed: Notify,
-}
-
-impl Closability {
-    fn request_arrived(&self, upgrade: bool) {
-        self.upgrading.store(upgrade, Ordering::Release);
-        if !self.requested.swap(true, Ordering::AcqRel) {
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// The upgrade was refused (not 101): the connection is plain HTTP again.
-    fn upgrade_refused(&self) {
-        self.upgrading.store(false, Ordering::Release);
-        self.changed.notify_waiters();
-    }
-
-    /// Resolves once the connection can be asked to close after its
-    /// current response.
-    async fn closable(&self) {
-        loop {
-            let changed = self.changed.notified();
-            if self.requested.load(Ordering::Acquire) && !self.upgrading.load(Ordering::Acquire) {
-                return;
-            }
-            changed.await;
-        }
-    }
-}
-
-impl ClientConnection {
-    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
 
 /// A running server: its public listeners (which a reload may change), the
 /// admin listener, and the connections they accepted.
@@ -143,12 +73,17 @@ struct Running {
 
 impl Server {
     /// Starts serving: `listeners` are the snapshot's public listeners, bound,
-    /// in its order.
-    pub fn start(
+    /// in its order; `admin` is the operator's listener, answered by
+    /// `admin_handler` (the server does not know what it serves).
+    pub fn start<H>(
         listeners: Vec<TcpListener>,
         admin: TcpListener,
+        admin_handler: H,
         gateway: Arc<Gateway>,
-    ) -> Arc<Server> {
+    ) -> Arc<Server>
+    where
+        H: Handler,
+    {
         let snapshot = gateway.snapshot();
         let server = Arc::new(Server {
             slots: Arc::new(Semaphore::new(snapshot.limits.max_connections)),
@@ -163,8 +98,6 @@ impl Server {
         server.serve_listeners(keys.into_iter().zip(listeners).collect());
         // The admin listener keeps answering /readyz with 503 during the
         // drain; its connections are not waited for.
-        let admin_gateway = Arc::clone(&gateway);
-        let admin_handler = move |_client, req| admin::handle(Arc::clone(&admin_gateway), req);
         let acceptor = Acceptor {
             key: None,
             slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
@@ -320,13 +253,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Serves the public listeners (in the order of the snapshot's `listeners`,
 /// whose settings they take) and the admin listener until `shutdown`
 /// resolves, then drains (see [`Server::shutdown`]).
-pub async fn run(
+pub async fn run<H>(
     listeners: Vec<TcpListener>,
     admin: TcpListener,
+    admin_handler: H,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
-) {
-    let server = Server::start(listeners, admin, gateway);
+) where
+    H: Handler,
+{
+    let server = Server::start(listeners, admin, admin_handler, gateway);
     shutdown.await;
     server.shutdown().await;
 }
@@ -350,11 +286,7 @@ struct Acceptor<H> {
     stop: CancellationToken,
 }
 
-impl<H, F> Acceptor<H>
-where
-    H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
+impl<H: Handler> Acceptor<H> {
     /// Accepts while a slot is free; at the limit, new connections wait in
     /// the kernel's listen backlog. Once stopped, steers new connections to
     /// a successor on the same port (if there is one) and keeps accepting
@@ -441,18 +373,13 @@ where
             };
         }
         let settings = last.clone();
-        let client = ClientConnection {
-            addr: peer,
-            tls: settings.tls.is_some(),
-            redirect_https: settings.redirect_https,
-            _active: settings
-                .meters
-                .as_ref()
-                .map(ListenerMeters::connection_opened),
-            meters: settings.meters,
-            closability: Closability::default(),
-            _slot: slot,
-        };
+        let client = ClientConnection::new(
+            peer,
+            settings.tls.is_some(),
+            settings.redirect_https,
+            settings.meters,
+            slot,
+        );
         let connection = serve_connection(
             stream,
             settings.tls,
@@ -477,17 +404,14 @@ fn is_per_connection(error: &io::Error) -> bool {
 
 /// Runs the TLS handshake if the listener has TLS, then serves HTTP/2 when
 /// ALPN chose it and HTTP/1.1 (with upgrades) otherwise.
-async fn serve_connection<H, F>(
+async fn serve_connection<H: Handler>(
     stream: TcpStream,
     tls: Option<Arc<ServerTls>>,
     client: ClientConnection,
     handler: H,
     limits: Limits,
     stop: CancellationToken,
-) where
-    H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
+) {
     let client = Arc::new(client);
     let peer = client.addr;
     let meters = client.meters.clone();
@@ -495,22 +419,22 @@ async fn serve_connection<H, F>(
     let service = service_fn(move |req: Request<Incoming>| {
         let client = Arc::clone(&for_service);
         let upgrade = handshake::is_upgrade(req.headers());
-        client.closability.request_arrived(upgrade);
-        let response = handler(Arc::clone(&client), req);
+        client.closability().request_arrived(upgrade);
+        let response = handler.call(Arc::clone(&client), req);
         async move {
             let response = response.await;
             if upgrade
                 && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
             {
-                client.closability.upgrade_refused();
+                client.closability().upgrade_refused();
             }
             response
         }
     });
-    let closability = &client.closability;
+    let closability = client.closability();
     let Some(tls) = tls else {
-        let stream = SendDeadline::new(stream, limits.send_timeout);
-        return serve_http1(TokioIo::new(stream), service, limits, stop, closability).await;
+        let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
+        return serve_http1(io, service, limits, stop, closability).await;
     };
     // Not cut short by a stop: the client is waiting for an answer, and the
     // listener's handshake timeout bounds it.
@@ -537,7 +461,7 @@ async fn serve_connection<H, F>(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let stream = SendDeadline::new(stream, limits.send_timeout);
+    let io = client_io(ClientStream::Tls(Box::new(stream)), limits.send_timeout);
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -547,21 +471,20 @@ async fn serve_connection<H, F>(
             .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
             .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX));
         // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(io, service);
         drive(connection, stop, closability, |c| c.graceful_shutdown()).await;
     } else {
-        serve_http1(TokioIo::new(stream), service, limits, stop, closability).await;
+        serve_http1(io, service, limits, stop, closability).await;
     }
 }
 
-async fn serve_http1<I, S>(
-    io: I,
+async fn serve_http1<S>(
+    io: ClientIo,
     service: S,
     limits: Limits,
     stop: CancellationToken,
     closability: &Closability,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

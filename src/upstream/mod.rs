@@ -4,7 +4,7 @@
 pub mod balance;
 pub mod health;
 mod log_throttle;
-mod stream;
+pub mod stream;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ pub use health::HealthCheck;
 use health::{now_ms, Health};
 pub(crate) use log_throttle::warn_throttled;
 pub use log_throttle::LogThrottle;
-pub use stream::UpstreamStream;
+pub use stream::{UpstreamIo, UpstreamStream};
 
 /// Why a backend URL in the config is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

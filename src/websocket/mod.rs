@@ -15,15 +15,16 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::body::Body;
+use crate::connection::{self, ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::response;
-use crate::server::{ClientConnection, SendDeadline};
 use crate::sessions::Sessions;
-use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
+use crate::upstream::{
+    self, warn_throttled, Backend, BackendPool, ConnectError, UpstreamIo, UpstreamStream,
+};
 use handshake::Refusal;
 pub use relay::Policy;
 use relay::{Closing, Initiator, Peer};
@@ -167,10 +168,10 @@ pub async fn upgrade<B>(
     let session = async move {
         let _client = client;
         let _busy = busy;
-        let Some(backend) = take_socket(backend_upgrade.await, "backend") else {
+        let Some(backend) = backend_peer(backend_upgrade.await) else {
             return;
         };
-        let Some(client) = take_socket(client_upgrade.await, "client") else {
+        let Some(client) = client_peer(client_upgrade.await) else {
             return;
         };
         let meters = route.meters.get();
@@ -195,56 +196,52 @@ pub async fn upgrade<B>(
     Response::from_parts(parts, Body::empty())
 }
 
-/// The TCP socket under an upgraded connection, the TLS session over it if
-/// there is one, and any bytes read past the handshake.
-fn take_socket(upgraded: Result<Upgraded, hyper::Error>, side: &str) -> Option<Peer> {
-    let upgraded = match upgraded {
-        Ok(upgraded) => upgraded,
+/// The client's socket under its upgraded connection, the TLS session over
+/// it if there is one, and any bytes read past the handshake.
+fn client_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
+    let parts = upgraded_as::<ClientIo>(upgraded, "client")?;
+    let (stream, tls) = connection::into_parts(parts.io);
+    Some(Peer {
+        stream,
+        tls: tls.map(|tls| Box::new(tls.into())),
+        leftover: parts.read_buf,
+    })
+}
+
+/// The backend's side, as [`client_peer`] takes the client's.
+fn backend_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
+    let parts = upgraded_as::<UpstreamIo>(upgraded, "backend")?;
+    let (stream, tls) = upstream::stream::into_parts(parts.io);
+    Some(Peer {
+        stream,
+        tls: tls.map(|tls| Box::new(tls.into())),
+        leftover: parts.read_buf,
+    })
+}
+
+/// The IO an upgraded connection was served over. `T` is the type the
+/// server or the backend handshake built (`ClientIo`, `UpstreamIo`), so a
+/// mismatch is a bug in this crate, never the peer's doing.
+fn upgraded_as<T>(
+    upgraded: Result<Upgraded, hyper::Error>,
+    side: &str,
+) -> Option<hyper::upgrade::Parts<T>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    match upgraded {
+        Ok(upgraded) => match upgraded.downcast::<T>() {
+            Ok(parts) => Some(parts),
+            Err(_) => {
+                tracing::error!(
+                    side,
+                    "upgraded connection is not the stream type this side is served over"
+                );
+                None
+            }
+        },
         Err(error) => {
             tracing::debug!(side, %error, "websocket upgrade did not complete");
-            return None;
-        }
-    };
-    // The client side comes wrapped in the HTTP phase's send deadline.
-    let upgraded = match upgraded.downcast::<TokioIo<SendDeadline<TcpStream>>>() {
-        Ok(parts) => {
-            return Some(Peer {
-                stream: parts.io.into_inner().into_inner(),
-                tls: None,
-                leftover: parts.read_buf,
-            })
-        }
-        Err(upgraded) => upgraded,
-    };
-    type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
-    let upgraded = match upgraded.downcast::<TokioIo<SendDeadline<ClientTls>>>() {
-        Ok(parts) => {
-            let (stream, tls) = parts.io.into_inner().into_inner().into_inner();
-            return Some(Peer {
-                stream,
-                tls: Some(Box::new(tls.into())),
-                leftover: parts.read_buf,
-            });
-        }
-        Err(upgraded) => upgraded,
-    };
-    match upgraded.downcast::<TokioIo<UpstreamStream>>() {
-        Ok(parts) => {
-            let (stream, tls) = match parts.io.into_inner() {
-                UpstreamStream::Plain(stream) => (stream, None),
-                UpstreamStream::Tls(tls) => {
-                    let (stream, session) = tls.into_inner();
-                    (stream, Some(Box::new(session.into())))
-                }
-            };
-            Some(Peer {
-                stream,
-                tls,
-                leftover: parts.read_buf,
-            })
-        }
-        Err(_) => {
-            tracing::warn!(side, "upgraded connection is neither TCP nor TLS over TCP");
             None
         }
     }

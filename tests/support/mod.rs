@@ -135,6 +135,7 @@ impl TestServer {
         let task = tokio::spawn(wsgate::server::run(
             listeners,
             admin_listener,
+            wsgate::admin::handler(&gateway),
             Arc::clone(&gateway),
             async move {
                 let _ = signal.await;

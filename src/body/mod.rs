@@ -1,5 +1,5 @@
-//! The response body type of every handler: in-memory bytes or a file
-//! streamed in bounded chunks. One enum instead of a boxed trait object keeps
+//! The response body type of every handler: in-memory bytes, a file
+//! streamed in bounded chunks, or a backend's body streamed through. One enum instead of a boxed trait object keeps
 //! an allocation off every response.
 
 use std::fs::File;
@@ -10,9 +10,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+pub mod proxied;
+
 use crate::buffer_pool;
 use crate::metrics::BodyMeter;
-use crate::proxy::ProxiedBody;
+pub use proxied::ProxiedBody;
 
 /// A response body.
 #[derive(Debug)]

@@ -1,0 +1,134 @@
+//! What every handler shares about one client connection: who it is, how it
+//! arrived, its slot under `max_connections`, and whether a stopping server
+//! may close it. The accept loop makes one per connection and hands it to
+//! each request; handlers read it and never reach into the accept loop.
+
+mod send_deadline;
+mod stream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+use crate::body::Body;
+use crate::metrics::{Active, ListenerMeters};
+pub use send_deadline::SendDeadline;
+pub use stream::{client_io, into_parts, ClientIo, ClientStream};
+
+/// A client connection: its address, how it arrived, and its slot under
+/// `max_connections`, held until the connection and any WebSocket session it
+/// became are gone.
+#[derive(Debug)]
+pub struct ClientConnection {
+    pub addr: SocketAddr,
+    /// Whether the client reached us over TLS (`https`, `wss`).
+    pub tls: bool,
+    /// Set on a plaintext listener that sends everyone to `https://` on this port.
+    pub redirect_https: Option<u16>,
+    /// The listener's series; `None` on the admin listener or with metrics off.
+    pub meters: Option<ListenerMeters>,
+    closability: Closability,
+    _slot: OwnedSemaphorePermit,
+    /// Counts the connection in `wsgate_connections_active` while it lives.
+    _active: Option<Active>,
+}
+
+impl ClientConnection {
+    /// A connection from `addr` holding `slot`, counted by `meters` while it lives.
+    pub fn new(
+        addr: SocketAddr,
+        tls: bool,
+        redirect_https: Option<u16>,
+        meters: Option<ListenerMeters>,
+        slot: OwnedSemaphorePermit,
+    ) -> ClientConnection {
+        ClientConnection {
+            addr,
+            tls,
+            redirect_https,
+            _active: meters.as_ref().map(ListenerMeters::connection_opened),
+            meters,
+            closability: Closability::default(),
+            _slot: slot,
+        }
+    }
+
+    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// When a stopping server may close this connection.
+    pub fn closability(&self) -> &Closability {
+        &self.closability
+    }
+}
+
+/// What a stopping server must know before it closes a connection. A
+/// client that connected just before the stop has not sent its request yet,
+/// and closing at once would fail it. An upgrade in flight must not be
+/// closed either: hyper would add `Connection: close` to the 101.
+#[derive(Debug, Default)]
+pub struct Closability {
+    requested: AtomicBool,
+    upgrading: AtomicBool,
+    changed: Notify,
+}
+
+impl Closability {
+    /// A request arrived; `upgrade` says whether it asks for one.
+    pub fn request_arrived(&self, upgrade: bool) {
+        self.upgrading.store(upgrade, Ordering::Release);
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The upgrade was refused (not 101): the connection is plain HTTP again.
+    pub fn upgrade_refused(&self) {
+        self.upgrading.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once the connection can be asked to close after its
+    /// current response.
+    pub async fn closable(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.requested.load(Ordering::Acquire) && !self.upgrading.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// What answers the requests of a listener's connections: the gateway on
+/// public listeners, the admin endpoints on the admin listener.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;
+
+    fn call(&self, client: Arc<ClientConnection>, req: Request<Incoming>) -> Self::Future;
+}
+
+impl<H, F> Handler for H
+where
+    H: Fn(Arc<ClientConnection>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    type Future = F;
+
+    fn call(&self, client: Arc<ClientConnection>, req: Request<Incoming>) -> F {
+        self(client, req)
+    }
+}
