@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::connection::{ClientConnection, Handler};
 use crate::gateway::Gateway;
-use crate::reload::diff::{RunningConfig, RunningRoute};
+use crate::model::diff::{RunningConfig, RunningRoute};
 use crate::{metrics, response};
 
 /// The admin listener's handler, for [`crate::server::Server::start`].
@@ -60,21 +60,17 @@ pub async fn handle<B>(
     Ok(response)
 }
 
-/// The running config's listeners and routes, each route with its table
-/// as the file wrote it and its live WebSocket sessions by backend: what
-/// `wsgate check --diff` compares a new file against.
+/// The running model, each route with its live WebSocket sessions by
+/// backend: what `wsgate check --diff` compares a new file against.
 fn running_config(gateway: &Gateway) -> RunningConfig {
     let snapshot = gateway.snapshot();
     let counts = gateway.sessions().counts();
     let routes = snapshot
-        .router
-        .routes()
+        .model
+        .routes
         .iter()
         .map(|route| RunningRoute {
-            name: route.name.clone(),
-            host: route.host.to_string(),
-            path: route.prefix.clone(),
-            config: snapshot.route_sources.get(&route.name).cloned(),
+            route: route.clone(),
             sessions: counts
                 .iter()
                 .filter(|((name, _), _)| *name == route.name)
@@ -83,11 +79,7 @@ fn running_config(gateway: &Gateway) -> RunningConfig {
         })
         .collect();
     RunningConfig {
-        listeners: snapshot
-            .listeners
-            .iter()
-            .map(|l| l.bind.to_string())
-            .collect(),
+        listeners: snapshot.model.listeners.clone(),
         routes,
     }
 }

@@ -18,11 +18,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::gateway::Gateway;
-use crate::reload::diff::RunningConfig;
+use crate::model::diff::{self, RunningConfig};
+use crate::model::Balance;
+use crate::model::Model;
+use crate::router::Content;
 use crate::server::{self, Server};
 use crate::service_manager::ServiceManager;
-use crate::snapshot::{Content, Snapshot};
-use crate::upstream::{BackendPool, Balance, HashKey};
+use crate::snapshot::Snapshot;
+use crate::upstream::BackendPool;
 use crate::{admin, config, demo, echo, reload};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
@@ -85,7 +88,7 @@ pub fn main() -> ExitCode {
                 for line in loaded.warnings.to_string().lines() {
                     tracing::warn!("{line}");
                 }
-                exit_code(serve(loaded.snapshot, Some(path), None))
+                exit_code(serve(loaded.model, Some(path), None))
             }
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
@@ -119,14 +122,22 @@ fn check(file: &Path, diff: Option<&str>) -> ExitCode {
     match config::load(file) {
         Ok(loaded) => {
             eprint!("{}", loaded.warnings);
-            print!("{}", summary(&loaded.snapshot));
+            // Built as a reload would build it, so what cannot serve fails here.
+            let snapshot = match Snapshot::build(loaded.model, None, None) {
+                Ok(snapshot) => snapshot,
+                Err(error) => {
+                    eprintln!("{}: {error}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", summary(&snapshot));
             let Some(admin) = diff else {
                 return ExitCode::SUCCESS;
             };
-            match running_config(admin, loaded.snapshot.admin) {
+            match running_config(admin, snapshot.model.admin) {
                 Ok((admin, running)) => {
                     println!("\nchanges against the instance at {admin}:");
-                    print!("{}", reload::diff::describe(&loaded.snapshot, &running));
+                    print!("{}", diff::describe(&snapshot.model, &running));
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -206,12 +217,12 @@ pub fn summary(snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(out, "listener  {}  {kind}", listener.bind);
     }
-    let metrics = if snapshot.metrics {
+    let metrics = if snapshot.model.metrics {
         ""
     } else {
         "  metrics off"
     };
-    let _ = writeln!(out, "admin     {}{metrics}", snapshot.admin);
+    let _ = writeln!(out, "admin     {}{metrics}", snapshot.model.admin);
     let _ = writeln!(
         out,
         "\n{:<16} {:<24} {:<20} ACTION",
@@ -247,9 +258,7 @@ fn pool_summary(action: &str, pool: &BackendPool) -> String {
     match &pool.balance {
         Balance::RoundRobin => {}
         Balance::LeastConnections => notes.push("least_connections".to_owned()),
-        Balance::Hash(HashKey::Cookie(name)) => notes.push(format!("hash cookie:{name}")),
-        Balance::Hash(HashKey::Header(name)) => notes.push(format!("hash header:{name}")),
-        Balance::Hash(HashKey::ClientIp) => notes.push("hash client_ip".to_owned()),
+        Balance::Hash(key) => notes.push(format!("hash {key}")),
     }
     if let Some(check) = &pool.health_check {
         notes.push(format!("health {}", check.path));
@@ -270,7 +279,7 @@ fn demo() -> anyhow::Result<()> {
         std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo echo backend")?;
     let echo_addr = echo.local_addr()?;
     println!("wsgate demo: open http://{bind}/ in a browser (metrics at http://{admin}/metrics)");
-    serve(demo::snapshot(bind, admin, echo_addr), None, Some(echo))
+    serve(demo::model(bind, admin, echo_addr), None, Some(echo))
 }
 
 fn echo_server(listen: SocketAddr) -> anyhow::Result<()> {
@@ -294,10 +303,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Runs the server on `snapshot`, reloading it from `config` (when there is
+/// Runs the server on `model`, reloading it from `config` (when there is
 /// a file) on SIGHUP or a change; `echo` is the demo's in-process echo backend.
 fn serve(
-    snapshot: Snapshot,
+    model: Model,
     config: Option<PathBuf>,
     echo: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
@@ -312,25 +321,25 @@ fn serve(
         // SIGHUP or SIGTERM would end the process without a word.
         let shutdown = shutdown_signal()?;
         let reloads = reload::Triggers::install(config)?;
-        server::fd_limit::raise(snapshot.limits.max_connections);
+        server::fd_limit::raise(model.limits.max_connections);
         let mut listeners = Vec::new();
-        for listener in &snapshot.listeners {
+        for listener in &model.listeners {
             let bound = listen(listener.bind)?;
             tracing::info!(addr = %bound.local_addr()?, "listening");
             listeners.push(bound);
         }
-        let admin = listen(snapshot.admin)?;
+        let admin = listen(model.admin)?;
         let admin_addr = admin.local_addr()?;
-        let endpoints = if snapshot.metrics {
+        let endpoints = if model.metrics {
             "/healthz, /readyz, /metrics, /config"
         } else {
             "/healthz, /readyz, /config"
         };
         tracing::info!(addr = %admin_addr, endpoints, "admin listening");
-        for route in snapshot.router.routes() {
-            tracing::info!(route = %route.name, host = %route.host, path = %route.prefix, "route");
+        for route in &model.routes {
+            tracing::info!(route = %route.name, host = %route.host, path = %route.path, "route");
         }
-        let gateway = Gateway::new(snapshot);
+        let gateway = Gateway::new(model)?;
         let server = Server::start(
             listeners,
             admin,

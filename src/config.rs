@@ -1,5 +1,5 @@
 //! The configuration file: raw serde types that say exactly what the TOML says,
-//! and the loader that turns a file into a validated [`Snapshot`].
+//! and the loader that turns a file into a validated [`Model`].
 //!
 //! Each top-level section, and each `[[listeners]]`/`[[routes]]` entry, is
 //! deserialized on its own so that one typo does not hide the other mistakes:
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::snapshot::Snapshot;
+use crate::model::Model;
 
 pub use units::{parse_duration, parse_size};
 pub use validate::{ConfigError, DEFAULT_ADMIN_BIND};
@@ -158,8 +158,6 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
     pub routes: Vec<Spanned<RawRoute>>,
-    /// The `[[routes]]` entries as plain tables, kept for `GET /config`.
-    pub route_tables: Vec<toml::Table>,
 }
 
 /// One problem found in a config file, located by byte span.
@@ -190,7 +188,7 @@ impl Diagnostic {
 /// A config that loaded, with any warnings about it.
 #[derive(Debug)]
 pub struct Loaded {
-    pub snapshot: Snapshot,
+    pub model: Model,
     pub warnings: Diagnostics,
 }
 
@@ -256,10 +254,10 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let (raw, mut items) = parse(&text);
     let validated = validate::validate(raw, base_dir);
-    let snapshot = match validated {
-        Ok((snapshot, warnings)) => {
+    let model = match validated {
+        Ok((model, warnings)) => {
             items.extend(warnings);
-            Some(snapshot)
+            Some(model)
         }
         Err(diagnostics) => {
             items.extend(diagnostics);
@@ -273,9 +271,9 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
         text,
         items,
     };
-    match snapshot {
-        Some(snapshot) if !failed => Ok(Loaded {
-            snapshot,
+    match model {
+        Some(model) if !failed => Ok(Loaded {
+            model,
             warnings: diagnostics,
         }),
         _ => Err(diagnostics),
@@ -338,13 +336,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
     for (key, value) in table.into_inner() {
         match key.get_ref().as_ref() {
             "listeners" => raw.listeners = entries(value, &mut errors),
-            "routes" => {
-                // Shape errors are reported once, by `entries`.
-                raw.route_tables =
-                    Vec::<toml::Table>::deserialize(ValueDeserializer::from(value.clone()))
-                        .unwrap_or_default();
-                raw.routes = entries(value, &mut errors);
-            }
+            "routes" => raw.routes = entries(value, &mut errors),
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
             "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),

@@ -2,50 +2,45 @@
 //! the binary, whose browser code talks WebSocket to `/echo`, which the
 //! gateway relays to an in-process echo backend.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-
-use crate::body::Body;
-use crate::forwarding::TrustedProxies;
-use crate::response;
-use crate::router::{HostMatch, Route, Router};
-use crate::snapshot::{Content, Drain, EmbeddedPage, Limits, Listener, Snapshot};
-use crate::upstream::{self, Backend, BackendPool};
-use crate::websocket::{Policy, WebSocketRoute};
+use crate::model::{
+    BackendAddress, Balance, Content, HostMatch, Listener, Model, Page, Policy, Pool, Route,
+    WebSocketAction, WEBSOCKET,
+};
 
 /// Where the demo page is served.
 pub const DEMO_BIND: &str = "127.0.0.1:8080";
 /// Where the demo's admin endpoints are served.
 pub const DEMO_ADMIN_BIND: &str = "127.0.0.1:9090";
 
-const PAGE: &str = include_str!("demo/index.html");
+/// The demo page ([`Page::Demo`]).
+pub const PAGE: &str = include_str!("demo/index.html");
 
 /// The demo's configuration: the page at `/`, WebSocket `/echo` to the echo backend at `echo`.
-pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapshot {
+pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
     let page = Route {
         name: "demo".to_owned(),
         host: HostMatch::Any,
-        prefix: "/".to_owned(),
-        content: Some(Content::Embedded(EmbeddedPage { html: PAGE })),
+        path: "/".to_owned(),
+        content: Some(Content::Page(Page::Demo)),
         websocket: None,
-        meters: OnceLock::new(),
     };
-    let echo_backend = Backend::parse(&format!("ws://{echo}"), upstream::WEBSOCKET).ok();
+    let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
         name: "echo".to_owned(),
         host: HostMatch::Any,
-        prefix: "/echo".to_owned(),
+        path: "/echo".to_owned(),
         content: None,
-        websocket: Some(Arc::new(WebSocketRoute {
-            backends: Arc::new(BackendPool::new(
-                echo_backend.into_iter().collect(),
-                Duration::from_secs(5),
-            )),
+        websocket: Some(WebSocketAction {
+            pool: Pool {
+                backends: echo_backend.into_iter().collect(),
+                balance: Balance::RoundRobin,
+                connect_timeout: Duration::from_secs(5),
+                roots: None,
+                health_check: None,
+            },
             origins: Vec::new(),
             require_origin: false,
             subprotocols: Vec::new(),
@@ -56,42 +51,16 @@ pub fn snapshot(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Snapsh
                 idle_timeout: None,
             },
             strip_prefix: false,
-            meters: OnceLock::new(),
-        })),
-        meters: OnceLock::new(),
+        }),
     };
-    Snapshot {
+    Model {
         listeners: vec![Listener::plain(bind)],
         admin,
         metrics: true,
-        limits: Limits::default(),
-        drain: Drain::default(),
-        trusted_proxies: TrustedProxies::default(),
-        router: Router::new(vec![page, echo]),
-        route_sources: BTreeMap::new(),
+        limits: Default::default(),
+        drain: Default::default(),
+        file_cache: Default::default(),
+        trusted_proxies: Default::default(),
+        routes: vec![page, echo],
     }
-}
-
-/// Serves an embedded page at its route's prefix (and `index.html`); nothing else.
-pub fn serve_page<B>(req: &Request<B>, page: &EmbeddedPage, relative: &str) -> Response<Body> {
-    if !matches!(relative, "" | "/" | "/index.html") {
-        return response::status(StatusCode::NOT_FOUND);
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return response::method_not_allowed("GET, HEAD");
-    }
-    let body = if req.method() == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(page.html)
-    };
-    let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(page.html.len()));
-    response
 }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
+use serde::{Deserialize, Serialize};
 
 use crate::request_path;
 
@@ -127,13 +128,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `trusted_proxies`: the networks whose `X-Forwarded-*` and `Forwarded`
 /// headers are believed. A request from anywhere else has them replaced, so
 /// a client cannot claim another address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct TrustedProxies {
     networks: Vec<Network>,
 }
 
 /// An address block, `10.0.0.0/8` or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Network {
     addr: IpAddr,
     prefix_len: u8,
@@ -175,6 +178,26 @@ impl Network {
         } else {
             bits >> host_bits << host_bits
         }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl From<Network> for String {
+    fn from(network: Network) -> String {
+        network.to_string()
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Network, String> {
+        Network::parse(&text).ok_or_else(|| format!("`{text}` is not a network"))
     }
 }
 

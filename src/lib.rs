@@ -52,6 +52,7 @@ pub mod forwarding;
 pub mod gateway;
 pub mod maybe_tls;
 pub mod metrics;
+pub mod model;
 pub mod proxy;
 pub mod reload;
 pub mod request_path;

@@ -1,85 +1,18 @@
-//! Picks the route for a request from its host and normalised path. Pure: no I/O.
+//! The running routes, and which one a request gets from its host and
+//! normalised path. Picking is pure: no I/O.
 //!
 //! Routes are kept sorted most specific first (exact host, then wildcard host
 //! by suffix length, then host-less; within each, longest path prefix first),
 //! so the first route that matches is the answer.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::metrics::HttpMeters;
+use crate::model::HostMatch;
+use crate::proxy::ProxyRoute;
+use crate::static_files::{EmbeddedPage, StaticDir};
 use crate::upstream::BackendPool;
-
-use crate::snapshot::Content;
 use crate::websocket::WebSocketRoute;
-
-/// Which `Host` values a route accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// No `host` key: every host.
-    Any,
-    /// `host = "chat.example.com"`, stored lowercase.
-    Exact(String),
-    /// `host = "*.example.com"`, stored lowercase as the suffix `.example.com`.
-    Wildcard(String),
-}
-
-impl HostMatch {
-    /// Parses the config form; `None` when it is not a host name pattern.
-    pub fn parse(pattern: &str) -> Option<HostMatch> {
-        let lower = pattern.to_ascii_lowercase();
-        let (name, wildcard) = match lower.strip_prefix("*.") {
-            Some(rest) => (rest, true),
-            None => (lower.as_str(), false),
-        };
-        let valid = !name.is_empty()
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !valid {
-            return None;
-        }
-        Some(if wildcard {
-            HostMatch::Wildcard(format!(".{name}"))
-        } else {
-            HostMatch::Exact(name.to_owned())
-        })
-    }
-
-    fn matches(&self, host: Option<&str>) -> bool {
-        match (self, host) {
-            (HostMatch::Any, _) => true,
-            (_, None) => false,
-            (HostMatch::Exact(name), Some(host)) => host.eq_ignore_ascii_case(name),
-            (HostMatch::Wildcard(suffix), Some(host)) => {
-                host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..]
-                        .eq_ignore_ascii_case(suffix.as_bytes())
-            }
-        }
-    }
-
-    /// Lower sorts first: exact names, then longer wildcards, then any host.
-    fn rank(&self) -> (u8, usize) {
-        match self {
-            HostMatch::Exact(_) => (0, 0),
-            HostMatch::Wildcard(suffix) => (1, usize::MAX - suffix.len()),
-            HostMatch::Any => (2, 0),
-        }
-    }
-}
-
-impl std::fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostMatch::Any => f.write_str("*"),
-            HostMatch::Exact(name) => f.write_str(name),
-            HostMatch::Wildcard(suffix) => write!(f, "*{suffix}"),
-        }
-    }
-}
 
 /// One compiled `[[routes]]` entry.
 #[derive(Debug)]
@@ -92,8 +25,19 @@ pub struct Route {
     pub content: Option<Content>,
     /// Where WebSocket upgrades go; `None`: upgrades get 404.
     pub websocket: Option<Arc<WebSocketRoute>>,
-    /// Set once, when the snapshot is attached to a running server's metrics.
-    pub meters: OnceLock<HttpMeters>,
+    /// `None` with metrics off.
+    pub meters: Option<HttpMeters>,
+}
+
+/// What a route answers to plain (non-upgrade) requests.
+#[derive(Debug)]
+pub enum Content {
+    /// Files below a directory.
+    Static(StaticDir),
+    /// A page compiled into the binary (the demo).
+    Embedded(EmbeddedPage),
+    /// Backends that the request is proxied to.
+    Proxy(ProxyRoute),
 }
 
 impl Route {
@@ -181,7 +125,7 @@ mod tests {
             prefix: prefix.to_owned(),
             content: None,
             websocket: None,
-            meters: OnceLock::new(),
+            meters: None,
         }
     }
 
@@ -253,20 +197,5 @@ mod tests {
         assert_eq!(host_name("[::1]:8080"), "[::1]");
         assert_eq!(host_name("[::1]"), "[::1]");
         assert_eq!(host_name("example.com"), "example.com");
-    }
-
-    #[test]
-    fn host_patterns_are_checked() {
-        assert_eq!(
-            HostMatch::parse("*.Example.com"),
-            Some(HostMatch::Wildcard(".example.com".into()))
-        );
-        assert_eq!(
-            HostMatch::parse("a.b"),
-            Some(HostMatch::Exact("a.b".into()))
-        );
-        for bad in ["", "*", "a..b", "a b", "*.", "http://a", "a/b", "a.*.b"] {
-            assert_eq!(HostMatch::parse(bad), None, "{bad}");
-        }
     }
 }

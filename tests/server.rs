@@ -302,8 +302,7 @@ async fn the_drain_deadline_bounds_a_stuck_client() {
 #[tokio::test]
 async fn the_demo_page_uses_the_browser_websocket_api() {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let server =
-        TestServer::start_snapshot(test_dir(), wsgate::demo::snapshot(any, any, any)).await;
+    let server = TestServer::start_model(test_dir(), wsgate::demo::model(any, any, any)).await;
     let page = get(server.addr, "/").await;
     assert_eq!(page.status, 200);
     assert_eq!(

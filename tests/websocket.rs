@@ -547,7 +547,7 @@ async fn the_demo_echo_route_works() {
     tokio::spawn(wsgate::echo::serve(echo));
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let server =
-        TestServer::start_snapshot(test_dir(), wsgate::demo::snapshot(any, any, echo_addr)).await;
+        TestServer::start_model(test_dir(), wsgate::demo::model(any, any, echo_addr)).await;
     let mut client = connect(server.addr, "/echo").await;
     client
         .send(Message::text("hello demo"))

@@ -1,7 +1,8 @@
 //! Prometheus metrics on a registry the server owns. The families live here;
 //! the handles the data path bumps (per route, listener and backend) are
-//! resolved once, when a snapshot is attached, and stored in the snapshot, so
-//! no request or message looks up a label.
+//! handed out by constructors that whoever builds the runtime calls once per
+//! snapshot and stores, so no request or message looks up a label. Nothing
+//! here knows the rest of the crate.
 
 mod handles;
 
@@ -9,11 +10,9 @@ use std::collections::HashMap;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
-
-use crate::snapshot::{Content, Snapshot};
-use crate::upstream::BackendPool;
 
 pub use handles::{
     Active, BackendMeters, BodyMeter, Direction, DirectionTally, HttpMeters, ListenerMeters,
@@ -227,42 +226,34 @@ impl Metrics {
         }
     }
 
-    /// Resolves and stores the handles of every route, listener and backend
-    /// of `snapshot`. Call once per snapshot, before it serves traffic.
-    pub fn attach(&self, snapshot: &Snapshot) {
-        for listener in &snapshot.listeners {
-            let bind = listener.bind.to_string();
-            let meters = ListenerMeters::new(&self.families, &bind, listener.tls.is_some());
-            let _ = listener.meters.set(meters);
-        }
-        for route in snapshot.router.routes() {
-            let _ = route
-                .meters
-                .set(HttpMeters::new(&self.families, &route.name));
-            if let Some(websocket) = &route.websocket {
-                let _ = websocket
-                    .meters
-                    .set(WsMeters::new(&self.families, &route.name));
-                self.attach_pool(&websocket.backends, &route.name);
-            }
-            if let Some(Content::Proxy(proxy)) = &route.content {
-                self.attach_pool(&proxy.backends, &route.name);
-            }
-        }
+    /// A route's HTTP handles.
+    pub fn route(&self, route: &str) -> HttpMeters {
+        HttpMeters::new(&self.families, route)
     }
 
-    fn attach_pool(&self, pool: &BackendPool, route: &str) {
-        for backend in pool.backends() {
-            let meters = BackendMeters::new(&self.families, route, &backend.url);
-            meters.healthy(backend.health.is_healthy());
-            let _ = backend.meters.set(meters);
-        }
-        let no_healthy_backend = self.families.upstream_errors.with_label_values(&[
+    /// A route's WebSocket handles.
+    pub fn websocket(&self, route: &str) -> WsMeters {
+        WsMeters::new(&self.families, route)
+    }
+
+    /// One backend's handles on one route.
+    pub fn backend(&self, route: &str, backend: &str) -> BackendMeters {
+        BackendMeters::new(&self.families, route, backend)
+    }
+
+    /// The counter of requests a route's pool refused because every
+    /// backend failed its health checks (`backend="none"`).
+    pub fn no_healthy_backend(&self, route: &str) -> IntCounter {
+        self.families.upstream_errors.with_label_values(&[
             route,
             "none",
             UpstreamErrorKind::NoHealthyBackend.as_str(),
-        ]);
-        let _ = pool.no_healthy_backend.set(no_healthy_backend);
+        ])
+    }
+
+    /// A listener's handles; `tls` adds its handshake series.
+    pub fn listener(&self, bind: &str, tls: bool) -> ListenerMeters {
+        ListenerMeters::new(&self.families, bind, tls)
     }
 
     /// The handles for requests that matched no route.

@@ -26,6 +26,7 @@ use crate::body::Body;
 use crate::connection::ClientConnection;
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::UpstreamErrorKind;
+use crate::model::ProxySettings;
 use crate::response;
 use crate::upstream::{warn_throttled, Backend, BackendPool, Busy, ConnectError, UpstreamStream};
 
@@ -45,21 +46,6 @@ pub struct ProxyRoute {
     /// One per backend, in the pool's order.
     clients: Vec<UpstreamClient>,
     pub settings: ProxySettings,
-}
-
-/// `proxy = { ... }` settings other than the backends.
-#[derive(Debug, Clone, Copy)]
-pub struct ProxySettings {
-    /// For the response head, connect included, counted from the last piece
-    /// of request body taken from the client.
-    pub response_timeout: Duration,
-    /// The longest pause in a request or response body; zero is off.
-    pub body_timeout: Duration,
-    /// Further backends tried after a failure that allows it.
-    pub retries: u32,
-    /// Send the client's `Host`; otherwise the backend's own authority.
-    pub preserve_host: bool,
-    pub strip_prefix: bool,
 }
 
 impl ProxyRoute {

@@ -95,15 +95,12 @@ pub struct ListenerKey {
 }
 
 impl ListenerKey {
-    /// The keys of `snapshot`'s listeners, in its order.
-    pub fn all(snapshot: &Snapshot) -> Vec<ListenerKey> {
+    /// The keys of listeners bound to `binds`, in that order.
+    pub fn all(binds: impl IntoIterator<Item = SocketAddr>) -> Vec<ListenerKey> {
         let mut keys: Vec<ListenerKey> = Vec::new();
-        for listener in &snapshot.listeners {
-            let nth = keys.iter().filter(|k| k.bind == listener.bind).count();
-            keys.push(ListenerKey {
-                bind: listener.bind,
-                nth,
-            });
+        for bind in binds {
+            let nth = keys.iter().filter(|k| k.bind == bind).count();
+            keys.push(ListenerKey { bind, nth });
         }
         keys
     }

@@ -27,7 +27,8 @@ use crate::connection::{
 };
 use crate::gateway::{self, Gateway};
 use crate::metrics::{ListenerMeters, TlsResult};
-use crate::snapshot::{Limits, Snapshot};
+use crate::model::{Limits, Model};
+use crate::snapshot::Snapshot;
 use crate::tls::{HandshakeError, ServerTls};
 use crate::websocket::handshake;
 
@@ -86,7 +87,7 @@ impl Server {
     {
         let snapshot = gateway.snapshot();
         let server = Arc::new(Server {
-            slots: Arc::new(Semaphore::new(snapshot.limits.max_connections)),
+            slots: Arc::new(Semaphore::new(snapshot.model.limits.max_connections)),
             gateway: Arc::clone(&gateway),
             connections: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -94,7 +95,7 @@ impl Server {
             admin_stop: CancellationToken::new(),
             admin_loop: Mutex::new(None),
         });
-        let keys = ListenerKey::all(&snapshot);
+        let keys = listener_keys(&snapshot);
         server.serve_listeners(keys.into_iter().zip(listeners).collect());
         // The admin listener keeps answering /readyz with 503 during the
         // drain; its connections are not waited for.
@@ -139,7 +140,7 @@ impl Server {
     /// current snapshot's listeners.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         let running = lock(&self.listeners);
-        let keys = ListenerKey::all(&self.gateway.snapshot());
+        let keys = listener_keys(&self.gateway.snapshot());
         keys.iter()
             .filter_map(|key| running.iter().find(|r| r.key == *key).map(|r| r.local))
             .collect()
@@ -148,10 +149,10 @@ impl Server {
     /// Binds the listeners `next` has and the running server does not.
     /// Nothing is served on them until `switch_listeners`; on an error the
     /// ones bound so far are closed again.
-    pub fn bind_added(&self, next: &Snapshot) -> anyhow::Result<Vec<(ListenerKey, TcpListener)>> {
+    pub fn bind_added(&self, next: &Model) -> anyhow::Result<Vec<(ListenerKey, TcpListener)>> {
         let running: Vec<ListenerKey> = lock(&self.listeners).iter().map(|r| r.key).collect();
         let mut bound = Vec::new();
-        for key in ListenerKey::all(next) {
+        for key in ListenerKey::all(next.listeners.iter().map(|l| l.bind)) {
             if !running.contains(&key) {
                 let listener =
                     bind(key.bind).with_context(|| format!("cannot listen on {}", key.bind))?;
@@ -163,14 +164,9 @@ impl Server {
 
     /// After a reload swapped `next` in: serves the listeners `bind_added`
     /// bound, and stops accepting on the ones `next` no longer has (their
-    /// connections finish the request in flight and close). Returns the
-    /// removed listeners' configured addresses.
-    pub fn switch_listeners(
-        &self,
-        next: &Snapshot,
-        added: Vec<(ListenerKey, TcpListener)>,
-    ) -> Vec<SocketAddr> {
-        let keys = ListenerKey::all(next);
+    /// connections finish the request in flight and close).
+    pub fn switch_listeners(&self, next: &Snapshot, added: Vec<(ListenerKey, TcpListener)>) {
+        let keys = listener_keys(next);
         let removed: Vec<Running> = {
             let mut running = lock(&self.listeners);
             let (kept, removed) = std::mem::take(&mut *running)
@@ -185,14 +181,10 @@ impl Server {
             }
         }
         self.serve_listeners(added);
-        removed
-            .into_iter()
-            .map(|r| {
-                tracing::info!(addr = %r.local, "listener removed by reload; draining its connections");
-                r.stop.cancel();
-                r.key.bind
-            })
-            .collect()
+        for listener in removed {
+            tracing::info!(addr = %listener.local, "listener removed by reload; draining its connections");
+            listener.stop.cancel();
+        }
     }
 
     /// The graceful shutdown: `/readyz` turns 503 and new upgrades are
@@ -204,7 +196,7 @@ impl Server {
         let started = Instant::now();
         let gateway = &self.gateway;
         gateway.start_draining();
-        let drain = gateway.snapshot().drain;
+        let drain = gateway.snapshot().model.drain;
         let deadline = started + drain.shutdown_timeout;
         if !drain.shutdown_delay.is_zero() {
             tracing::info!(delay = ?drain.shutdown_delay, "not ready; still accepting until the shutdown delay ends");
@@ -244,6 +236,11 @@ impl Server {
             let _ = admin_loop.await;
         }
     }
+}
+
+/// The identities of `snapshot`'s public listeners, in its order.
+fn listener_keys(snapshot: &Snapshot) -> Vec<ListenerKey> {
+    ListenerKey::all(snapshot.listeners.iter().map(|l| l.bind))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,7 +366,7 @@ impl<H: Handler> Acceptor<H> {
             *last = ListenerSettings {
                 tls: listener.tls.clone(),
                 redirect_https: listener.redirect_https,
-                meters: listener.meters.get().cloned(),
+                meters: listener.meters.clone(),
             };
         }
         let settings = last.clone();
@@ -385,7 +382,7 @@ impl<H: Handler> Acceptor<H> {
             settings.tls,
             client,
             self.handler.clone(),
-            snapshot.limits,
+            snapshot.model.limits,
             self.stop.clone(),
         );
         self.connections.spawn(connection);

@@ -1,8 +1,9 @@
 //! Static files: lookup below a root, small-file cache, conditional and range
-//! requests, precompressed variants.
+//! requests, precompressed variants; and pages compiled into the binary.
 
 mod cache;
 mod conditional;
+mod embedded;
 mod encoding;
 mod lookup;
 
@@ -24,6 +25,7 @@ use crate::{request_path, response};
 pub use cache::CacheBudget;
 use cache::{CachedFile, FileCache};
 use conditional::{Precondition, Span};
+pub use embedded::{serve_page, EmbeddedPage};
 use encoding::Encoding;
 use lookup::{header, Found, Validators};
 

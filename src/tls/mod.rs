@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -99,14 +100,17 @@ pub fn platform_roots() -> &'static (RootCertStore, usize) {
     })
 }
 
-/// A route's `backend_ca` file: the CA certificates its backends are verified against.
-pub fn load_ca(bytes: &[u8], given: &str) -> Result<RootCertStore, CertError> {
+/// A route's `backend_ca` file (`given`), parsed: the CA certificates its
+/// backends are verified against, each checked to be a usable trust anchor.
+pub fn load_ca(chain: &[CertificateDer<'static>], given: &str) -> Result<RootCertStore, CertError> {
     let mut roots = RootCertStore::empty();
-    for cert in certs::parse_chain(given, bytes)? {
-        roots.add(cert).map_err(|e| CertError::BadCertificate {
-            given: given.to_owned(),
-            reason: e.to_string(),
-        })?;
+    for cert in chain {
+        roots
+            .add(cert.clone())
+            .map_err(|e| CertError::BadCertificate {
+                given: given.to_owned(),
+                reason: e.to_string(),
+            })?;
     }
     Ok(roots)
 }

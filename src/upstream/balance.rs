@@ -11,66 +11,27 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, COOKIE};
+use http::header::{HeaderMap, COOKIE};
 
-/// `balance = "..."` on a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-    /// Fewest requests in flight (HTTP) or live sessions (WebSocket).
-    LeastConnections,
-    Hash(HashKey),
-}
+use crate::model::HashKey;
 
-/// What `balance = "hash"` hashes (`hash_key = "..."`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// `cookie:NAME`
-    Cookie(String),
-    /// `header:NAME`
-    Header(HeaderName),
-    /// `client_ip`: the client's address, as trusted proxies report it.
-    ClientIp,
-}
-
-impl HashKey {
-    /// Parses the config form; `None` when it is none of the three.
-    pub fn parse(text: &str) -> Option<HashKey> {
-        if text == "client_ip" {
-            return Some(HashKey::ClientIp);
-        }
-        if let Some(name) = text.strip_prefix("cookie:") {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-            return valid.then(|| HashKey::Cookie(name.to_owned()));
-        }
-        let name = text.strip_prefix("header:")?;
-        HeaderName::from_bytes(name.as_bytes())
-            .ok()
-            .map(HashKey::Header)
-    }
-
-    /// The hash of this key in a request. A request without the cookie or
-    /// header hashes its client address instead, so it still sticks to one
-    /// backend rather than all such requests piling onto one.
-    pub fn hash(&self, headers: &HeaderMap, client_ip: IpAddr) -> u64 {
-        let found = match self {
-            HashKey::Cookie(name) => cookie(headers, name),
-            HashKey::Header(name) => headers.get(name).map(|value| value.as_bytes()),
-            HashKey::ClientIp => None,
-        };
-        match found {
-            Some(bytes) => stable_hash(bytes),
-            None => match client_ip {
-                IpAddr::V4(v4) => stable_hash(&v4.octets()),
-                IpAddr::V6(v6) => stable_hash(&v6.octets()),
-            },
-        }
+/// The hash of `key` in a request. A request without the cookie or
+/// header hashes its client address instead, so it still sticks to one
+/// backend rather than all such requests piling onto one.
+pub fn key_hash(key: &HashKey, headers: &HeaderMap, client_ip: IpAddr) -> u64 {
+    let found = match key {
+        HashKey::Cookie(name) => cookie(headers, name),
+        HashKey::Header(name) => headers.get(name).map(|value| value.as_bytes()),
+        HashKey::ClientIp => None,
+    };
+    match found {
+        Some(bytes) => stable_hash(bytes),
+        None => match client_ip {
+            IpAddr::V4(v4) => stable_hash(&v4.octets()),
+            IpAddr::V6(v6) => stable_hash(&v6.octets()),
+        },
     }
 }
-
 /// The value of cookie `name` in the request's `Cookie` headers.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
@@ -160,18 +121,21 @@ mod tests {
         headers.insert(COOKIE, HeaderValue::from_static("theme=dark; sid=abc ;x=1"));
         headers.insert("x-user", HeaderValue::from_static("u7"));
         let sid = HashKey::parse("cookie:sid").expect("valid");
-        assert_eq!(sid.hash(&headers, ip), stable_hash(b"abc"));
-        assert_eq!(sid.hash(&headers, ip), sid.hash(&headers, other));
+        assert_eq!(key_hash(&sid, &headers, ip), stable_hash(b"abc"));
+        assert_eq!(
+            key_hash(&sid, &headers, ip),
+            key_hash(&sid, &headers, other)
+        );
         let user = HashKey::parse("header:X-User").expect("valid");
-        assert_eq!(user.hash(&headers, ip), stable_hash(b"u7"));
+        assert_eq!(key_hash(&user, &headers, ip), stable_hash(b"u7"));
         let missing = HashKey::parse("cookie:none").expect("valid");
         assert_eq!(
-            missing.hash(&headers, ip),
-            HashKey::ClientIp.hash(&headers, ip)
+            key_hash(&missing, &headers, ip),
+            key_hash(&HashKey::ClientIp, &headers, ip)
         );
         assert_ne!(
-            HashKey::ClientIp.hash(&headers, ip),
-            HashKey::ClientIp.hash(&headers, other)
+            key_hash(&HashKey::ClientIp, &headers, ip),
+            key_hash(&HashKey::ClientIp, &headers, other)
         );
         for bad in [
             "cookie:",

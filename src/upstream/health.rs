@@ -19,23 +19,12 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendPool};
+use crate::model::HealthCheck;
 
 /// The first back-off after a failed connect; each further failure in a row doubles it.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(3);
 /// The longest back-off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// `health_check = { ... }`, compiled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// Path and query of the probe request.
-    pub path: String,
-    pub interval: Duration,
-    /// For the whole probe: connect, TLS, request and response head.
-    pub timeout: Duration,
-    pub unhealthy_after: u32,
-    pub healthy_after: u32,
-}
 
 /// One backend's health, as both kinds of check see it.
 #[derive(Debug)]
@@ -90,20 +79,6 @@ impl Health {
         let until = now_ms() + backoff.as_millis() as u64;
         self.avoid_until_ms.store(until, Ordering::Relaxed);
         backoff
-    }
-
-    /// Takes over what `earlier` knew about the same backend, so a reload
-    /// does not send traffic to a backend that was down a moment ago.
-    pub fn inherit(&self, earlier: &Health) {
-        for (mine, theirs) in [
-            (&self.failed_connects, &earlier.failed_connects),
-            (&self.streak, &earlier.streak),
-        ] {
-            mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        let avoid_until = earlier.avoid_until_ms.load(Ordering::Relaxed);
-        self.avoid_until_ms.store(avoid_until, Ordering::Relaxed);
-        self.probed_up.store(earlier.probed_up(), Ordering::Relaxed);
     }
 
     /// Counts one probe result; returns the new verdict when it changed.

@@ -8,7 +8,7 @@ pub mod stream;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -19,25 +19,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::metrics::{BackendMeters, UpstreamErrorKind};
-pub use balance::{Balance, HashKey};
-pub use health::HealthCheck;
+use crate::model::{BackendAddress, Balance, HealthCheck, Pool};
 use health::{now_ms, Health};
 pub(crate) use log_throttle::warn_throttled;
 pub use log_throttle::LogThrottle;
 pub use stream::{UpstreamIo, UpstreamStream};
-
-/// Why a backend URL in the config is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendUrlError {
-    #[error("backend `{url}` is not a URL; write it like \"{}://127.0.0.1:9001\"", expected.plain)]
-    NotAUrl { url: String, expected: Schemes },
-    #[error("backend `{url}` must use {}:// or {}://", expected.plain, expected.tls)]
-    Scheme { url: String, expected: Schemes },
-    #[error("backend `{0}` has no host")]
-    NoHost(String),
-    #[error("backend `{0}` must not have a query or fragment")]
-    Query(String),
-}
 
 /// Why no backend connection could be made.
 #[derive(Debug, thiserror::Error)]
@@ -72,25 +58,6 @@ impl ConnectError {
     }
 }
 
-/// The URL schemes one kind of backend may use: plaintext, and over TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schemes {
-    pub plain: &'static str,
-    pub tls: &'static str,
-}
-
-/// `ws://` and `wss://`, for WebSocket backends.
-pub const WEBSOCKET: Schemes = Schemes {
-    plain: "ws",
-    tls: "wss",
-};
-
-/// `http://` and `https://`, for proxied HTTP.
-pub const HTTP: Schemes = Schemes {
-    plain: "http",
-    tls: "https",
-};
-
 /// One backend server.
 #[derive(Debug)]
 pub struct Backend {
@@ -110,60 +77,35 @@ pub struct Backend {
     pub health: Health,
     /// Requests in flight or sessions open, for `least_connections`.
     busy: AtomicUsize,
-    /// Set once, when the snapshot is attached to a running server's metrics.
-    pub meters: OnceLock<BackendMeters>,
+    /// `None` with metrics off.
+    pub meters: Option<BackendMeters>,
     /// Every warning about this backend goes through it.
     pub warnings: LogThrottle,
 }
 
 impl Backend {
-    /// Parses `scheme://host[:port][/path]` with one of `schemes`; the port
-    /// defaults to 80, or 443 over TLS.
-    pub fn parse(url: &str, schemes: Schemes) -> Result<Backend, BackendUrlError> {
-        let uri: http::Uri = url.parse().map_err(|_| BackendUrlError::NotAUrl {
-            url: url.to_owned(),
-            expected: schemes,
-        })?;
-        let tls = match uri.scheme_str() {
-            Some(scheme) if scheme == schemes.plain => false,
-            Some(scheme) if scheme == schemes.tls => true,
-            _ => {
-                return Err(BackendUrlError::Scheme {
-                    url: url.to_owned(),
-                    expected: schemes,
-                })
-            }
-        };
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| BackendUrlError::NoHost(url.to_owned()))?;
-        if uri.query().is_some() || url.contains('#') {
-            return Err(BackendUrlError::Query(url.to_owned()));
-        }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        Ok(Backend {
-            url: url.to_owned(),
-            hash_id: balance::stable_hash(format!("{host}:{port}").as_bytes()),
-            authority,
+    /// The backend at `address`, counted by `meters`.
+    pub fn new(address: BackendAddress, meters: Option<BackendMeters>) -> Backend {
+        let BackendAddress {
+            url,
             host,
             port,
-            path: uri.path().trim_end_matches('/').to_owned(),
+            path,
+            tls,
+        } = address.clone();
+        Backend {
+            url,
+            hash_id: balance::stable_hash(format!("{host}:{port}").as_bytes()),
+            authority: address.authority(),
+            host,
+            port,
+            path,
             tls,
             health: Health::default(),
             busy: AtomicUsize::new(0),
-            meters: OnceLock::new(),
+            meters,
             warnings: LogThrottle::default(),
-        })
+        }
     }
 
     /// `host:port` as a `Host` header would carry it.
@@ -179,14 +121,14 @@ impl Backend {
 
     /// Counts a failed attempt to use this backend.
     pub fn failed(&self, kind: UpstreamErrorKind) {
-        if let Some(meters) = self.meters.get() {
+        if let Some(meters) = &self.meters {
             meters.failed(kind);
         }
     }
 
     /// Sets the `wsgate_upstream_healthy` gauge from the current verdict.
     pub fn show_health(&self) {
-        if let Some(meters) = self.meters.get() {
+        if let Some(meters) = &self.meters {
             meters.healthy(self.health.is_healthy());
         }
     }
@@ -264,21 +206,29 @@ pub struct BackendPool {
     pub tls: Option<Arc<ClientConfig>>,
     pub health_check: Option<HealthCheck>,
     /// Counts requests refused because every backend failed its health checks.
-    pub no_healthy_backend: OnceLock<IntCounter>,
+    pub no_healthy_backend: Option<IntCounter>,
     /// Warnings about the pool as a whole (no backend left to try).
     pub warnings: LogThrottle,
 }
 
 impl BackendPool {
-    pub fn new(backends: Vec<Backend>, connect_timeout: Duration) -> BackendPool {
+    /// A pool of `backends` (shared with the pool this one replaces, when a
+    /// reload kept them) with the settings of `model`; `tls` verifies its
+    /// `wss://`/`https://` backends.
+    pub fn new(
+        backends: Vec<Arc<Backend>>,
+        model: &Pool,
+        tls: Option<Arc<ClientConfig>>,
+        no_healthy_backend: Option<IntCounter>,
+    ) -> BackendPool {
         BackendPool {
-            backends: backends.into_iter().map(Arc::new).collect(),
-            balance: Balance::RoundRobin,
+            backends,
+            balance: model.balance.clone(),
             next: AtomicUsize::new(0),
-            connect_timeout,
-            tls: None,
-            health_check: None,
-            no_healthy_backend: OnceLock::new(),
+            connect_timeout: model.connect_timeout,
+            tls,
+            health_check: model.health_check.clone(),
+            no_healthy_backend,
             warnings: LogThrottle::default(),
         }
     }
@@ -297,7 +247,7 @@ impl BackendPool {
         }
         let mut order: Vec<&Arc<Backend>> = match &self.balance {
             Balance::Hash(key) => {
-                let key = key.hash(headers, client_ip);
+                let key = balance::key_hash(key, headers, client_ip);
                 let mut order: Vec<&Arc<Backend>> = self.backends.iter().collect();
                 order.sort_by_key(|b| std::cmp::Reverse(balance::score(key, b.hash_id)));
                 order
@@ -323,7 +273,7 @@ impl BackendPool {
 
     /// Counts (and says) that a request found no backend to try.
     pub fn none_healthy(&self) -> ConnectError {
-        if let Some(counter) = self.no_healthy_backend.get() {
+        if let Some(counter) = &self.no_healthy_backend {
             counter.inc();
         }
         ConnectError::NoHealthyBackend
@@ -337,7 +287,7 @@ impl BackendPool {
         let result = self.open(backend).await;
         match &result {
             Ok(_) => {
-                if let Some(meters) = backend.meters.get() {
+                if let Some(meters) = &backend.meters {
                     meters.connected(started.elapsed());
                 }
                 let was_healthy = backend.health.is_healthy();
@@ -382,49 +332,29 @@ impl BackendPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{HashKey, HealthCheck, Schemes, HTTP, WEBSOCKET};
 
-    #[test]
-    fn backend_urls_are_parsed() {
-        let backend = Backend::parse("ws://127.0.0.1:9001/base/", WEBSOCKET).expect("valid");
-        assert_eq!(
-            (backend.authority(), backend.path.as_str()),
-            ("127.0.0.1:9001", "/base")
-        );
-        assert!(!backend.tls);
-        let v6 = Backend::parse("ws://[::1]", WEBSOCKET).expect("valid");
-        assert_eq!(v6.authority(), "[::1]:80");
-        let secure = Backend::parse("wss://example.com", WEBSOCKET).expect("valid");
-        assert_eq!((secure.authority(), secure.tls), ("example.com:443", true));
-        assert_eq!(
-            Backend::parse("http://a:1", WEBSOCKET).map(|_| ()),
-            Err(BackendUrlError::Scheme {
-                url: "http://a:1".into(),
-                expected: WEBSOCKET
-            })
-        );
-        assert!(matches!(
-            Backend::parse("nonsense", WEBSOCKET),
-            Err(BackendUrlError::Scheme { .. })
-        ));
-        assert!(matches!(
-            Backend::parse("ws://a b:1", WEBSOCKET),
-            Err(BackendUrlError::NotAUrl { .. })
-        ));
-        assert!(matches!(
-            Backend::parse("ws://a:1/?x=1", WEBSOCKET),
-            Err(BackendUrlError::Query(_))
-        ));
+    fn pool_of(urls: &[&str], schemes: Schemes, balance: Balance) -> BackendPool {
+        let backends = urls
+            .iter()
+            .map(|u| BackendAddress::parse(u, schemes).expect("valid"))
+            .collect::<Vec<_>>();
+        let model = Pool {
+            backends: backends.clone(),
+            balance,
+            connect_timeout: Duration::from_secs(1),
+            roots: None,
+            health_check: None,
+        };
+        let backends = backends
+            .into_iter()
+            .map(|address| Arc::new(Backend::new(address, None)))
+            .collect();
+        BackendPool::new(backends, &model, None, None)
     }
 
     fn pool(urls: &[&str], balance: Balance) -> BackendPool {
-        let mut pool = BackendPool::new(
-            urls.iter()
-                .map(|u| Backend::parse(u, WEBSOCKET).expect("valid"))
-                .collect(),
-            Duration::from_secs(1),
-        );
-        pool.balance = balance;
-        pool
+        pool_of(urls, WEBSOCKET, balance)
     }
 
     fn names(order: Vec<&Arc<Backend>>) -> Vec<&str> {
@@ -474,17 +404,11 @@ mod tests {
             assert_eq!(names(pool.order(&headers, IP)), first);
         }
         // http:// and ws:// URLs of the same servers pick the same one.
-        let same = BackendPool::new(
-            ["http://a:1", "http://b:1", "http://c:1"]
-                .iter()
-                .map(|u| Backend::parse(u, HTTP).expect("valid"))
-                .collect(),
-            Duration::from_secs(1),
+        let same = pool_of(
+            &["http://a:1", "http://b:1", "http://c:1"],
+            HTTP,
+            pool.balance.clone(),
         );
-        let same = BackendPool {
-            balance: pool.balance.clone(),
-            ..same
-        };
         let mirrored: Vec<String> = names(same.order(&headers, IP))
             .iter()
             .map(|u| u.replace("http", "ws"))

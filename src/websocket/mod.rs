@@ -6,7 +6,7 @@ pub mod handshake;
 pub mod relay;
 mod transport;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,13 +20,13 @@ use crate::body::Body;
 use crate::connection::{self, ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
+use crate::model::Policy;
 use crate::response;
 use crate::sessions::Sessions;
 use crate::upstream::{
     self, warn_throttled, Backend, BackendPool, ConnectError, UpstreamIo, UpstreamStream,
 };
 use handshake::Refusal;
-pub use relay::Policy;
 use relay::{Closing, Initiator, Peer};
 
 /// A route's `websocket = { ... }` action, compiled.
@@ -40,8 +40,8 @@ pub struct WebSocketRoute {
     pub subprotocols: Vec<String>,
     pub policy: Policy,
     pub strip_prefix: bool,
-    /// Set once, when the snapshot is attached to a running server's metrics.
-    pub meters: OnceLock<WsMeters>,
+    /// `None` with metrics off.
+    pub meters: Option<WsMeters>,
 }
 
 /// What an upgrade needs from the connection and the server.
@@ -93,7 +93,7 @@ pub async fn upgrade<B>(
     route: &Arc<WebSocketRoute>,
     cx: UpgradeContext<'_>,
 ) -> Response<Body> {
-    let meters = route.meters.get();
+    let meters = route.meters.as_ref();
     let count = |result| {
         if let Some(meters) = meters {
             meters.upgrade(result);
@@ -174,7 +174,7 @@ pub async fn upgrade<B>(
         let Some(client) = client_peer(client_upgrade.await) else {
             return;
         };
-        let meters = route.meters.get();
+        let meters = route.meters.as_ref();
         let started = Instant::now();
         let active = meters.map(WsMeters::session_started);
         let tally = meters.map(WsMeters::session_tally);

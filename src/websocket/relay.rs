@@ -23,6 +23,7 @@ use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
 use super::transport::{self, Transport};
 use crate::buffer_pool;
 use crate::metrics::{DirectionTally, SessionTally};
+use crate::model::Policy;
 use crate::sessions;
 
 /// How long the gateway waits for the far end of a closing handshake.
@@ -38,15 +39,6 @@ pub struct Peer {
     pub stream: TcpStream,
     pub tls: Option<Box<Connection>>,
     pub leftover: Bytes,
-}
-
-/// A route's limits and liveness settings for its sessions.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub max_message_size: u64,
-    pub ping_interval: Option<Duration>,
-    pub ping_timeout: Duration,
-    pub idle_timeout: Option<Duration>,
 }
 
 /// Frames, messages and payload bytes that passed in one direction.

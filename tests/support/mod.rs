@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use wsgate::gateway::Gateway;
-use wsgate::snapshot::Snapshot;
+use wsgate::model::Model;
 
 /// A running server with its own temporary directory.
 pub struct TestServer {
@@ -115,13 +115,13 @@ impl TestServer {
         let path = write_file(dir.path(), "wsgate.toml", config);
         let loaded =
             wsgate::config::load(&path).unwrap_or_else(|d| panic!("config rejected:\n{d}"));
-        Self::start_snapshot(dir, loaded.snapshot).await
+        Self::start_model(dir, loaded.model).await
     }
 
-    /// Starts the server with an already built snapshot.
-    pub async fn start_snapshot(dir: tempfile::TempDir, snapshot: Snapshot) -> TestServer {
+    /// Starts the server with an already validated model.
+    pub async fn start_model(dir: tempfile::TempDir, model: Model) -> TestServer {
         let mut listeners = Vec::new();
-        for _ in &snapshot.listeners {
+        for _ in &model.listeners {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
         let addrs: Vec<SocketAddr> = listeners
@@ -130,7 +130,7 @@ impl TestServer {
             .collect();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let admin = admin_listener.local_addr().expect("admin addr");
-        let gateway = Gateway::new(snapshot);
+        let gateway = Gateway::new(model).expect("the model builds");
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(wsgate::server::run(
             listeners,

@@ -2,7 +2,6 @@
 //! health checks and TLS to backends; the `proxy` action; `trusted_proxies`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -10,11 +9,13 @@ use toml::Spanned;
 use super::{Checker, ConfigError};
 use crate::config::{RawHealthCheck, RawProxy};
 use crate::forwarding::{Network, TrustedProxies};
-use crate::proxy::{ProxyRoute, ProxySettings};
+use crate::model::{
+    self, fingerprint, BackendAddress, BackendRoots, Balance, HashKey, HealthCheck, Loaded, Pool,
+    ProxyAction, ProxySettings, Schemes,
+};
 use crate::tls::{self, certs};
-use crate::upstream::{Backend, BackendPool, Balance, HashKey, HealthCheck, Schemes};
 
-/// Defaults of a `proxy` action and of `health_check` (documented in the README).
+/// Defaults of a `proxy` action and of `health_check` (documented in docs/configuration.md).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `client_body_timeout` and `proxy_read_timeout` default.
@@ -37,10 +38,10 @@ pub(super) struct PoolKeys<'a> {
     pub health_check: &'a Option<Spanned<RawHealthCheck>>,
 }
 
-pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> BackendPool {
+pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> Pool {
     let mut backends = Vec::new();
     for url in keys.backends.get_ref() {
-        match Backend::parse(url.get_ref(), keys.schemes) {
+        match BackendAddress::parse(url.get_ref(), keys.schemes) {
             Ok(backend) => backends.push(backend),
             Err(error) => check.error(url.span(), ConfigError::Backend(error)),
         }
@@ -55,21 +56,23 @@ pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> 
         CONNECT_TIMEOUT,
         "connect_timeout",
     );
-    let mut pool = BackendPool::new(backends, connect_timeout);
-    pool.balance = balance(check, keys.balance, keys.hash_key);
-    pool.tls = backend_tls(check, &keys, any_tls, base_dir);
-    pool.health_check = keys
-        .health_check
-        .as_ref()
-        .map(|raw| health_check(check, raw.get_ref()));
-    pool
+    Pool {
+        backends,
+        balance: balance(check, keys.balance, keys.hash_key),
+        connect_timeout,
+        roots: backend_roots(check, &keys, any_tls, base_dir),
+        health_check: keys
+            .health_check
+            .as_ref()
+            .map(|raw| health_check(check, raw.get_ref())),
+    }
 }
 
-pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Path) -> ProxyRoute {
+pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Path) -> ProxyAction {
     let raw = raw.get_ref();
     let keys = PoolKeys {
         action: "proxy",
-        schemes: crate::upstream::HTTP,
+        schemes: model::HTTP,
         backends: &raw.backends,
         balance: &raw.balance,
         hash_key: &raw.hash_key,
@@ -97,7 +100,7 @@ pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Pat
         preserve_host: raw.preserve_host.unwrap_or(true),
         strip_prefix: raw.strip_prefix,
     };
-    ProxyRoute::new(Arc::new(pool), settings)
+    ProxyAction { pool, settings }
 }
 
 fn balance(
@@ -172,45 +175,40 @@ fn at_least_one(check: &mut Checker, count: &Option<Spanned<i64>>, key: &'static
 
 /// How an action's TLS backends are verified: against `backend_ca` if set,
 /// else against the platform's roots.
-fn backend_tls(
+fn backend_roots(
     check: &mut Checker,
     keys: &PoolKeys<'_>,
     any_tls: bool,
     base_dir: &Path,
-) -> Option<Arc<rustls::ClientConfig>> {
-    let roots = match keys.backend_ca {
+) -> Option<BackendRoots> {
+    match keys.backend_ca {
         Some(ca) => {
             if !any_tls {
                 check.warn(ca.span(), ConfigError::CaWithoutTls);
             }
             let loaded = certs::read(base_dir, ca.get_ref(), "CA")
-                .and_then(|bytes| tls::load_ca(&bytes, ca.get_ref()));
+                .and_then(|bytes| certs::parse_chain(ca.get_ref(), &bytes))
+                .and_then(|chain| tls::load_ca(&chain, ca.get_ref()).map(|_| chain));
             match loaded {
-                Ok(roots) => roots,
+                Ok(chain) => Some(BackendRoots::File {
+                    file: ca.get_ref().clone(),
+                    fingerprint: fingerprint(chain.iter().map(|der| der.as_ref())),
+                    certificates: Loaded::new(chain),
+                }),
                 Err(error) => {
                     check.error(ca.span(), ConfigError::Certificate(error));
-                    return None;
+                    None
                 }
             }
         }
         None if any_tls => {
-            let (roots, count) = tls::platform_roots();
+            let (_, count) = tls::platform_roots();
             if *count == 0 {
                 check.warn(keys.backends.span(), ConfigError::NoPlatformRoots);
             }
-            roots.clone()
+            Some(BackendRoots::Platform)
         }
-        None => return None,
-    };
-    match tls::backend_client_config(roots) {
-        Ok(config) => Some(config),
-        Err(error) => {
-            check.error(
-                keys.backends.span(),
-                ConfigError::TlsSetup(error.to_string()),
-            );
-            None
-        }
+        None => None,
     }
 }
 

@@ -1,0 +1,140 @@
+//! Everything `wsgate check` can say about a config file, each message
+//! worded so an operator knows what to write instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::BackendUrlError;
+use crate::tls::CertError;
+
+/// Everything that can be wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file: {source}")]
+    Unreadable {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Toml(String),
+    #[error("unknown section `{0}`; expected `trusted_proxies`, `listeners`, `admin`, `server` or `routes`")]
+    UnknownSection(String),
+    #[error("expected an array of tables, written as [[listeners]] or [[routes]]")]
+    NotAnArrayOfTables,
+    #[error("no listeners: add at least one [[listeners]] with bind = \"0.0.0.0:8080\"")]
+    NoListeners,
+    #[error(
+        "`{0}` is not a socket address; write IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\""
+    )]
+    BadAddress(String),
+    #[error("address {0} is bound twice; each listener needs its own address")]
+    DuplicateListener(SocketAddr),
+    #[error("admin address {0} is also a public listener; health and metrics must not be served to clients")]
+    AdminIsPublic(SocketAddr),
+    #[error(
+        "`{0}` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
+    )]
+    BadDuration(String),
+    #[error(
+        "`{0}` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")"
+    )]
+    BadSize(String),
+    #[error("max_connections must be at least 1")]
+    NoConnections,
+    #[error("max_request_head must be at least 8KiB")]
+    RequestHeadTooSmall,
+    #[error("route name must not be empty; it labels the route's metrics")]
+    EmptyRouteName,
+    #[error("route name `{0}` is used by another route; names must be unique because they label metrics")]
+    DuplicateRouteName(String),
+    #[error("`{0}` is not a host name; write an exact name (\"chat.example.com\") or a wildcard (\"*.example.com\")")]
+    BadHost(String),
+    #[error("path must start with '/'")]
+    PathNotAbsolute,
+    #[error("path `{given}` is not in normal form; write it as `{normal}`")]
+    PathNotNormal { given: String, normal: String },
+    #[error("route `{name}` has the same host and path as route `{other}`; one of them could never match")]
+    DuplicateRoute { name: String, other: String },
+    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`, `proxy = {{ backends = [\"http://127.0.0.1:3000\"] }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
+    NoAction(String),
+    #[error(
+        "route `{0}` has both `static` and `proxy`; plain requests can go to only one of them"
+    )]
+    StaticAndProxy(String),
+    #[error("static root `{given}` does not exist (looked for {})", resolved.display())]
+    RootMissing { given: String, resolved: PathBuf },
+    #[error("static root `{given}` is not a directory ({})", resolved.display())]
+    RootNotDirectory { given: String, resolved: PathBuf },
+    #[error("static root `{given}` cannot be read: {source}")]
+    RootUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(BackendUrlError),
+    #[error("a {0} action needs at least one backend")]
+    NoBackends(&'static str),
+    #[error("`{0}` is not a balance; write \"round_robin\", \"least_connections\" or \"hash\"")]
+    BadBalance(String),
+    #[error("`{0}` is not a hash key; write \"cookie:NAME\", \"header:NAME\" or \"client_ip\"")]
+    BadHashKey(String),
+    #[error("hash_key only applies with balance = \"hash\"")]
+    HashKeyWithoutHash,
+    #[error("health check path `{0}` must start with '/'")]
+    BadHealthPath(String),
+    #[error("{0} must be at least 1")]
+    TooSmall(&'static str),
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+    #[error("retries must be 0 or more")]
+    NegativeRetries,
+    #[error("`{0}` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")]
+    BadNetwork(String),
+    #[error("index `{0}` must be a plain file name, without '/'")]
+    BadIndex(String),
+    #[error("cache_control `{0}` is not a valid header value")]
+    BadCacheControl(String),
+    #[error(transparent)]
+    Certificate(CertError),
+    #[error("tls needs a certificate: write `tls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}` or `tls = {{ certificates = [{{ cert = \"a.pem\", key = \"a-key.pem\" }}] }}`")]
+    TlsNoCertificate,
+    #[error("write either `cert` and `key`, or `certificates = [...]`, not both")]
+    TlsBothForms,
+    #[error("`cert` needs its `key` next to it")]
+    CertWithoutKey,
+    #[error("`key` needs its `cert` next to it")]
+    KeyWithoutCert,
+    #[error("certificate `{given}` expired on {when}; clients will refuse it")]
+    CertificateExpired { given: String, when: String },
+    #[error("certificate `{given}` covers `{name}`, which `{other}` already covers on this listener; SNI could not tell them apart")]
+    OverlappingName {
+        given: String,
+        name: String,
+        other: String,
+    },
+    #[error("certificate `{given}` covers `{name}`, which listener {listener} serves with `{other}`; clients would see a different certificate on each port")]
+    NameOnOtherListener {
+        given: String,
+        name: String,
+        listener: SocketAddr,
+        other: String,
+    },
+    #[error("redirect_https is for plaintext listeners; this listener already terminates TLS")]
+    RedirectOnTls,
+    #[error("https_port only applies with redirect_https = true")]
+    HttpsPortWithoutRedirect,
+    #[error("https_port must be between 1 and 65535")]
+    BadPort,
+    #[error("shutdown_delay ({delay:?}) plus drain_spread ({spread:?}) must fit in shutdown_timeout ({timeout:?}), or sessions are cut before their close is sent")]
+    DrainLongerThanShutdown {
+        delay: Duration,
+        spread: Duration,
+        timeout: Duration,
+    },
+    #[error("backend_ca is set but no backend uses TLS (wss:// or https://)")]
+    CaWithoutTls,
+    #[error("no CA certificates found on this machine to verify wss:// or https:// backends; set `backend_ca = \"ca.pem\"`")]
+    NoPlatformRoots,
+}

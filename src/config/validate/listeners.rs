@@ -1,0 +1,174 @@
+//! `[[listeners]]`: addresses, TLS certificates (read and checked here),
+//! and redirects to `https://`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::{Checker, ConfigError};
+use crate::config::{Diagnostic, RawConfig, RawListener, RawTls};
+use crate::model::{fingerprint, Certificate, Listener, ListenerTls, Loaded};
+use crate::tls::{self, certs, Which};
+
+/// Which certificate file serves a name on a listener, for the cross-listener check.
+type NameOwners = HashMap<String, (SocketAddr, String)>;
+
+pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -> Vec<Listener> {
+    if raw.listeners.is_empty() {
+        check
+            .errors
+            .push(Diagnostic::error(None, ConfigError::NoListeners));
+    }
+    let mut compiled: Vec<Listener> = Vec::new();
+    let mut names_elsewhere = NameOwners::new();
+    for listener in &raw.listeners {
+        let addr = check.address(&listener.bind);
+        // Port 0 asks the OS for a fresh port each time, so it never collides.
+        let taken = addr.filter(|a| a.port() != 0 && compiled.iter().any(|l| l.bind == *a));
+        if let Some(addr) = taken {
+            check.error(listener.bind.span(), ConfigError::DuplicateListener(addr));
+        }
+        let bind = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = listener
+            .tls
+            .as_ref()
+            .and_then(|tls| server_tls(check, tls, base_dir, bind, &mut names_elsewhere));
+        let redirect_https = redirect_https(check, listener);
+        if addr.is_some() && taken.is_none() {
+            compiled.push(Listener {
+                bind,
+                tls,
+                redirect_https,
+            });
+        }
+    }
+    compiled
+}
+
+/// The `https://` port a plaintext listener redirects to, if it does.
+fn redirect_https(check: &mut Checker, listener: &RawListener) -> Option<u16> {
+    let enabled = listener.redirect_https.as_ref().filter(|on| *on.get_ref());
+    let Some(enabled) = enabled else {
+        if let Some(port) = &listener.https_port {
+            check.error(port.span(), ConfigError::HttpsPortWithoutRedirect);
+        }
+        return None;
+    };
+    if listener.tls.is_some() {
+        check.error(enabled.span(), ConfigError::RedirectOnTls);
+    }
+    let Some(port) = &listener.https_port else {
+        return Some(443);
+    };
+    match u16::try_from(*port.get_ref()) {
+        Ok(port) if port > 0 => Some(port),
+        _ => {
+            check.error(port.span(), ConfigError::BadPort);
+            Some(443)
+        }
+    }
+}
+
+/// Loads a listener's certificates; every file problem is reported at the
+/// `cert` or `key` value it concerns.
+fn server_tls(
+    check: &mut Checker,
+    raw: &Spanned<RawTls>,
+    base_dir: &Path,
+    bind: SocketAddr,
+    names_elsewhere: &mut NameOwners,
+) -> Option<ListenerTls> {
+    let tls = raw.get_ref();
+    let mut pairs = Vec::new();
+    match (&tls.cert, &tls.key, &tls.certificates) {
+        (Some(cert), Some(key), None) => pairs.push((cert, key)),
+        (None, None, Some(list)) if list.get_ref().is_empty() => {
+            check.error(list.span(), ConfigError::TlsNoCertificate);
+        }
+        (None, None, Some(list)) => pairs.extend(
+            list.get_ref()
+                .iter()
+                .map(|pair| (&pair.get_ref().cert, &pair.get_ref().key)),
+        ),
+        (_, _, Some(list)) => check.error(list.span(), ConfigError::TlsBothForms),
+        (Some(cert), None, None) => check.error(cert.span(), ConfigError::CertWithoutKey),
+        (None, Some(key), None) => check.error(key.span(), ConfigError::KeyWithoutCert),
+        (None, None, None) => check.error(raw.span(), ConfigError::TlsNoCertificate),
+    }
+    let handshake_timeout = check.duration(&tls.handshake_timeout, tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    let provider = tls::provider();
+    let mut certificates = Vec::new();
+    // Which certificate (by its position in `pairs`) took each name on this listener.
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    let mut complete = true;
+    for (index, (cert, key)) in pairs.iter().enumerate() {
+        let loaded = match certs::load(base_dir, cert.get_ref(), key.get_ref(), &provider) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                for (which, error) in errors {
+                    let span = match which {
+                        Which::Cert => cert.span(),
+                        Which::Key => key.span(),
+                    };
+                    check.error(span, ConfigError::Certificate(error));
+                }
+                complete = false;
+                continue;
+            }
+        };
+        let given = cert.get_ref();
+        if certs::has_expired(loaded.not_after) {
+            let when = certs::format_time(loaded.not_after);
+            let error = ConfigError::CertificateExpired {
+                given: given.clone(),
+                when,
+            };
+            check.warn(cert.span(), error);
+        }
+        for name in &loaded.names {
+            match owners.get(name) {
+                Some(&owner) if owner != index => {
+                    let error = ConfigError::OverlappingName {
+                        given: given.clone(),
+                        name: name.clone(),
+                        other: pairs[owner].0.get_ref().clone(),
+                    };
+                    check.error(cert.span(), error);
+                }
+                Some(_) => {}
+                None => {
+                    owners.insert(name.clone(), index);
+                }
+            }
+            match names_elsewhere.get(name) {
+                Some((listener, other)) if *listener != bind && other != given => {
+                    let error = ConfigError::NameOnOtherListener {
+                        given: given.clone(),
+                        name: name.clone(),
+                        listener: *listener,
+                        other: other.clone(),
+                    };
+                    check.warn(cert.span(), error);
+                }
+                Some(_) => {}
+                None => {
+                    names_elsewhere.insert(name.clone(), (bind, given.clone()));
+                }
+            }
+        }
+        certificates.push(Certificate {
+            cert: given.clone(),
+            key: key.get_ref().clone(),
+            fingerprint: fingerprint(loaded.key.cert.iter().map(|der| der.as_ref())),
+            names: loaded.names,
+            not_after: loaded.not_after,
+            loaded: Loaded::shared(loaded.key),
+        });
+    }
+    (complete && !certificates.is_empty()).then_some(ListenerTls {
+        certificates,
+        handshake_timeout,
+    })
+}

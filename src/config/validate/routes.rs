@@ -1,0 +1,197 @@
+//! `[[routes]]`: names, hosts and paths, and the `static` and `websocket`
+//! actions (the pools behind `proxy` and `websocket` are in `pools`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use http::HeaderValue;
+use toml::Spanned;
+
+use super::{pools, Checker, ConfigError};
+use crate::config::{RawRoute, RawStatic, RawWebSocket};
+use crate::model::{self, Content, HostMatch, Policy, Route, StaticSettings, WebSocketAction};
+use crate::request_path;
+
+pub(super) fn routes(
+    check: &mut Checker,
+    raw: Vec<Spanned<RawRoute>>,
+    base_dir: &Path,
+) -> Vec<Route> {
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut compiled: Vec<Route> = Vec::new();
+    for spanned in raw {
+        let span = spanned.span();
+        let raw = spanned.into_inner();
+        let name = raw.name.get_ref().clone();
+        if name.is_empty() {
+            check.error(raw.name.span(), ConfigError::EmptyRouteName);
+        } else if names.insert(name.clone(), ()).is_some() {
+            check.error(
+                raw.name.span(),
+                ConfigError::DuplicateRouteName(name.clone()),
+            );
+        }
+        let host = match &raw.host {
+            None => Some(HostMatch::Any),
+            Some(host) => HostMatch::parse(host.get_ref()).or_else(|| {
+                check.error(host.span(), ConfigError::BadHost(host.get_ref().clone()));
+                None
+            }),
+        };
+        let prefix = route_prefix(check, &raw.path);
+        let static_files = raw
+            .static_files
+            .as_ref()
+            .and_then(|files| static_dir(check, files, base_dir).map(Content::Static));
+        let proxy = raw
+            .proxy
+            .as_ref()
+            .map(|proxy| Content::Proxy(pools::proxy(check, proxy, base_dir)));
+        if let (Some(_), Some(proxy)) = (&raw.static_files, &raw.proxy) {
+            check.error(proxy.span(), ConfigError::StaticAndProxy(name.clone()));
+        }
+        let content = static_files.or(proxy);
+        let websocket = raw
+            .websocket
+            .as_ref()
+            .map(|ws| websocket(check, ws, base_dir));
+        if raw.static_files.is_none() && raw.websocket.is_none() && raw.proxy.is_none() {
+            check.error(span, ConfigError::NoAction(name.clone()));
+        }
+        let (Some(host), Some(prefix)) = (host, prefix) else {
+            continue;
+        };
+        if let Some(other) = compiled.iter().find(|r| r.host == host && r.path == prefix) {
+            let error = ConfigError::DuplicateRoute {
+                name: name.clone(),
+                other: other.name.clone(),
+            };
+            check.error(raw.path.span(), error);
+        }
+        compiled.push(Route {
+            name,
+            host,
+            path: prefix,
+            content,
+            websocket,
+        });
+    }
+    compiled
+}
+
+/// The route's path as the router compares it: normalised, no trailing slash.
+fn route_prefix(check: &mut Checker, path: &Spanned<String>) -> Option<String> {
+    let given = path.get_ref();
+    if !given.starts_with('/') {
+        check.error(path.span(), ConfigError::PathNotAbsolute);
+        return None;
+    }
+    let normal = request_path::normalize(given)
+        .ok()
+        .map(|p| without_trailing_slash(&p).to_owned());
+    let accepted = normal.as_deref().is_some_and(|normal| {
+        !given.contains(['?', '#']) && without_trailing_slash(given) == normal
+    });
+    if !accepted {
+        let error = ConfigError::PathNotNormal {
+            given: given.clone(),
+            normal: normal.unwrap_or_else(|| "/".to_owned()),
+        };
+        check.error(path.span(), error);
+        return None;
+    }
+    normal
+}
+
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some("") | None => path,
+        Some(stripped) => stripped,
+    }
+}
+
+/// Defaults of a `websocket` action (documented in docs/configuration.md).
+const WS_MAX_MESSAGE_SIZE: u64 = 1 << 20;
+const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
+const WS_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -> WebSocketAction {
+    let raw = ws.get_ref();
+    let keys = pools::PoolKeys {
+        action: "websocket",
+        schemes: model::WEBSOCKET,
+        backends: &raw.backends,
+        balance: &raw.balance,
+        hash_key: &raw.hash_key,
+        connect_timeout: &raw.connect_timeout,
+        backend_ca: &raw.backend_ca,
+        health_check: &raw.health_check,
+    };
+    let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+    WebSocketAction {
+        pool: pools::pool(check, keys, base_dir),
+        origins: raw.origins.clone(),
+        require_origin: raw.require_origin,
+        subprotocols: raw.subprotocols.clone(),
+        policy: Policy {
+            max_message_size: check.size(&raw.max_message_size, WS_MAX_MESSAGE_SIZE),
+            ping_interval: optional(check.duration(&raw.ping_interval, WS_PING_INTERVAL)),
+            ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
+            idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
+        },
+        strip_prefix: raw.strip_prefix,
+    }
+}
+
+fn static_dir(
+    check: &mut Checker,
+    files: &Spanned<RawStatic>,
+    base_dir: &Path,
+) -> Option<StaticSettings> {
+    let raw = files.get_ref();
+    let given = raw.root.get_ref().clone();
+    let joined = base_dir.join(&given);
+    let resolved = std::path::absolute(&joined).unwrap_or(joined);
+    let root = match std::fs::metadata(&resolved) {
+        Ok(meta) if meta.is_dir() => {
+            std::fs::canonicalize(&resolved).map_err(|source| ConfigError::RootUnreadable {
+                given: given.clone(),
+                source,
+            })
+        }
+        Ok(_) => Err(ConfigError::RootNotDirectory { given, resolved }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::RootMissing { given, resolved })
+        }
+        Err(source) => Err(ConfigError::RootUnreadable { given, source }),
+    };
+    let root = root.map_err(|e| check.error(raw.root.span(), e)).ok();
+    let index = match &raw.index {
+        Some(index) if index.get_ref().is_empty() || index.get_ref().contains('/') => {
+            check.error(index.span(), ConfigError::BadIndex(index.get_ref().clone()));
+            None
+        }
+        Some(index) => Some(index.get_ref().clone()),
+        None => Some("index.html".to_owned()),
+    };
+    let cache_control = match &raw.cache_control {
+        Some(value) => match HeaderValue::from_str(value.get_ref()) {
+            Ok(_) => Some(Some(value.get_ref().clone())),
+            Err(_) => {
+                check.error(
+                    value.span(),
+                    ConfigError::BadCacheControl(value.get_ref().clone()),
+                );
+                None
+            }
+        },
+        None => Some(None),
+    };
+    Some(StaticSettings {
+        root: root?,
+        index: index?,
+        cache_control: cache_control?,
+        precompressed: raw.precompressed,
+    })
+}

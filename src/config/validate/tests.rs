@@ -1,0 +1,415 @@
+//! Each message `validate` can give, pinned.
+
+use super::*;
+use crate::config::parse;
+
+/// Validates `text` with `base` as the config's directory; returns the messages.
+fn errors_in(text: &str, base: &Path) -> Vec<String> {
+    let (raw, mut errors) = parse(text);
+    match validate(raw, base) {
+        Ok((_, warnings)) => errors.extend(warnings),
+        Err(more) => errors.extend(more),
+    }
+    errors.iter().map(|d| d.error.to_string()).collect()
+}
+
+fn with_site(routes: &str) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    std::fs::write(dir.path().join("file.txt"), "x").expect("write");
+    let text = format!("[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n{routes}");
+    let errors = errors_in(&text, dir.path());
+    (dir, errors)
+}
+
+fn single_error(routes: &str) -> String {
+    let (_dir, errors) = with_site(routes);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0].clone()
+}
+
+const SITE: &str = "static = { root = \"public\" }";
+
+#[test]
+fn a_good_config_has_no_errors() {
+    let (_dir, errors) = with_site(&format!(
+        "[admin]\nbind = \"127.0.0.1:9191\"\n[server]\nheader_read_timeout = \"5s\"\n\
+         [[routes]]\nname = \"site\"\nhost = \"*.example.com\"\npath = \"/docs/\"\n{SITE}\n"
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let message = single_error(&format!(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nrot = 1\n{SITE}\n"
+    ));
+    assert!(
+        message.starts_with("unknown field `rot`, expected one of"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_socket_address() {
+    let text = "[[listeners]]\nbind = \"8080\"\n";
+    assert_eq!(
+        errors_in(text, Path::new(".")),
+        ["`8080` is not a socket address; write IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\""]
+    );
+}
+
+#[test]
+fn two_listeners_on_one_address() {
+    let text = "[[listeners]]\nbind = \"127.0.0.1:80\"\n[[listeners]]\nbind = \"127.0.0.1:80\"\n";
+    assert_eq!(
+        errors_in(text, Path::new(".")),
+        ["address 127.0.0.1:80 is bound twice; each listener needs its own address"]
+    );
+}
+
+#[test]
+fn admin_on_a_public_address() {
+    let text = "[[listeners]]\nbind = \"127.0.0.1:80\"\n[admin]\nbind = \"127.0.0.1:80\"\n";
+    assert_eq!(
+        errors_in(text, Path::new(".")),
+        ["admin address 127.0.0.1:80 is also a public listener; health and metrics must not be served to clients"]
+    );
+}
+
+#[test]
+fn no_listeners() {
+    assert_eq!(
+        errors_in("", Path::new(".")),
+        ["no listeners: add at least one [[listeners]] with bind = \"0.0.0.0:8080\""]
+    );
+}
+
+#[test]
+fn duplicate_route_names() {
+    let message = single_error(&format!(
+        "[[routes]]\nname = \"a\"\npath = \"/x\"\n{SITE}\n[[routes]]\nname = \"a\"\npath = \"/y\"\n{SITE}\n"
+    ));
+    assert_eq!(
+        message,
+        "route name `a` is used by another route; names must be unique because they label metrics"
+    );
+}
+
+#[test]
+fn same_host_and_path() {
+    let message = single_error(&format!(
+        "[[routes]]\nname = \"a\"\npath = \"/x\"\n{SITE}\n[[routes]]\nname = \"b\"\npath = \"/x/\"\n{SITE}\n"
+    ));
+    assert_eq!(
+        message,
+        "route `b` has the same host and path as route `a`; one of them could never match"
+    );
+}
+
+#[test]
+fn path_must_be_absolute_and_normal() {
+    let message = single_error(&format!("[[routes]]\nname = \"a\"\npath = \"x\"\n{SITE}\n"));
+    assert_eq!(message, "path must start with '/'");
+    let message = single_error(&format!(
+        "[[routes]]\nname = \"a\"\npath = \"/a/../b\"\n{SITE}\n"
+    ));
+    assert_eq!(
+        message,
+        "path `/a/../b` is not in normal form; write it as `/b`"
+    );
+}
+
+#[test]
+fn static_root_must_be_an_existing_directory() {
+    let message =
+        single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"nope\" }\n");
+    assert!(
+        message.starts_with("static root `nope` does not exist (looked for "),
+        "{message}"
+    );
+    let message =
+        single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"file.txt\" }\n");
+    assert!(
+        message.starts_with("static root `file.txt` is not a directory ("),
+        "{message}"
+    );
+}
+
+#[test]
+fn websocket_backends_are_checked() {
+    let message =
+        single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [] }\n");
+    assert_eq!(message, "a websocket action needs at least one backend");
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"http://a:1\"] }\n",
+    );
+    assert_eq!(message, "backend `http://a:1` must use ws:// or wss://");
+    let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], ping_interval = \"soon\" }\n");
+    assert_eq!(
+        message,
+        "`soon` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
+    );
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backend = [\"ws://a:1\"] }\n",
+    );
+    assert!(message.starts_with("unknown field `backend`"), "{message}");
+}
+
+#[test]
+fn a_route_needs_an_action() {
+    let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
+    assert_eq!(
+        message,
+        "route `a` has no action; add `static = { root = \"public\" }`, `proxy = { backends = [\"http://127.0.0.1:3000\"] }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
+    );
+}
+
+#[test]
+fn proxy_pools_are_checked() {
+    let route = |action: &str| format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{action}\n");
+    let cases = [
+        ("proxy = { backends = [] }", "a proxy action needs at least one backend"),
+        (
+            "proxy = { backends = [\"ws://a:1\"] }",
+            "backend `ws://a:1` must use http:// or https://",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], balance = \"random\" }",
+            "`random` is not a balance; write \"round_robin\", \"least_connections\" or \"hash\"",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], balance = \"hash\", hash_key = \"cookie\" }",
+            "`cookie` is not a hash key; write \"cookie:NAME\", \"header:NAME\" or \"client_ip\"",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], hash_key = \"client_ip\" }",
+            "hash_key only applies with balance = \"hash\"",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], retries = -1 }",
+            "retries must be 0 or more",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], response_timeout = \"0s\" }",
+            "response_timeout must be longer than zero",
+        ),
+        (
+            "websocket = { backends = [\"ws://a:1\"], health_check = { path = \"healthz\" } }",
+            "health check path `healthz` must start with '/'",
+        ),
+        (
+            "websocket = { backends = [\"ws://a:1\"], health_check = { path = \"/h\", interval = \"0ms\" } }",
+            "interval must be longer than zero",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], health_check = { path = \"/h\", unhealthy_after = 0 } }",
+            "unhealthy_after must be at least 1",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"], health_check = { path = \"/h\", every = \"1s\" } }",
+            "unknown field `every`",
+        ),
+        (
+            "proxy = { backends = [\"http://a:1\"] }\nstatic = { root = \"public\" }",
+            "route `a` has both `static` and `proxy`; plain requests can go to only one of them",
+        ),
+    ];
+    for (action, expected) in cases {
+        let message = single_error(&route(action));
+        assert!(message.starts_with(expected), "{action}: {message}");
+    }
+    let good = route(
+        "proxy = { backends = [\"http://a:1\", \"https://b\"], balance = \"hash\", hash_key = \"header:x-user\", retries = 0, preserve_host = false, health_check = { path = \"/healthz?full=1\", interval = \"1s\", timeout = \"500ms\", unhealthy_after = 3, healthy_after = 1 } }\nwebsocket = { backends = [\"ws://a:1\"], balance = \"least_connections\" }",
+    );
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+}
+
+#[test]
+fn trusted_proxies_must_be_networks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"::1\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = { backends = [\"http://a:1\"] }\n";
+    assert_eq!(
+        errors_in(text, dir.path()),
+        ["`10.0.0.1/8` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""]
+    );
+}
+
+#[test]
+fn bad_host_duration_size_index_and_header() {
+    let message = single_error(&format!(
+        "[[routes]]\nname = \"a\"\nhost = \"a b\"\npath = \"/\"\n{SITE}\n"
+    ));
+    assert_eq!(message, "`a b` is not a host name; write an exact name (\"chat.example.com\") or a wildcard (\"*.example.com\")");
+    let message = single_error("[server]\nshutdown_timeout = \"30\"\n");
+    assert_eq!(
+        message,
+        "`30` is not a duration; write a whole number and a unit: ms, s, m or h (e.g. \"30s\")"
+    );
+    let message = single_error(&format!(
+        "[server]\nshutdown_timeout = \"5s\"\ndrain_spread = \"10s\"\n\
+         [[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\n"
+    ));
+    assert_eq!(message, "shutdown_delay (0ns) plus drain_spread (10s) must fit in shutdown_timeout (5s), or sessions are cut before their close is sent");
+    let message = single_error("[server]\nfile_cache_size = \"lots\"\n");
+    assert_eq!(message, "`lots` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")");
+    let message = single_error("[server]\nmax_connections = 0\n");
+    assert_eq!(message, "max_connections must be at least 1");
+    let message = single_error("[server]\nmax_request_head = \"1KiB\"\n");
+    assert_eq!(message, "max_request_head must be at least 8KiB");
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", index = \"a/b\" }\n",
+    );
+    assert_eq!(
+        message,
+        "index `a/b` must be a plain file name, without '/'"
+    );
+    let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\nstatic = { root = \"public\", cache_control = \"a\\nb\" }\n");
+    assert_eq!(message, "cache_control `a\nb` is not a valid header value");
+}
+
+/// A self-signed certificate for `names`, valid until January of `until_year`.
+fn write_cert(dir: &Path, stem: &str, names: &[&str], until_year: i32) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-sign");
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
+    std::fs::write(dir.join(format!("{stem}-key.pem")), key.serialize_pem()).expect("write key");
+}
+
+/// Messages for a config with one TLS listener carrying `tls`, in a
+/// directory holding certificates `a` (a.example.com), `b` (b.example.com),
+/// `ab` (both names) and `old` (expired).
+fn tls_messages(listeners: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_cert(dir.path(), "a", &["a.example.com"], 4000);
+    write_cert(dir.path(), "b", &["b.example.com"], 4000);
+    write_cert(dir.path(), "ab", &["a.example.com", "b.example.com"], 4000);
+    write_cert(dir.path(), "old", &["old.example.com"], 2020);
+    errors_in(listeners, dir.path())
+}
+
+fn tls_listener(tls: &str) -> String {
+    format!("[[listeners]]\nbind = \"127.0.0.1:8443\"\ntls = {tls}\n")
+}
+
+#[test]
+fn certificate_files_are_read_and_must_hold_what_they_claim() {
+    let pair = |cert: &str, key: &str| {
+        tls_messages(&tls_listener(&format!(
+            "{{ cert = \"{cert}\", key = \"{key}\" }}"
+        )))
+    };
+    assert!(pair("a.pem", "a-key.pem").is_empty());
+    let missing = pair("nope.pem", "a-key.pem");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with("cannot read certificate file `nope.pem` (")
+            && missing[0].contains("No such file"),
+        "{missing:?}"
+    );
+    assert_eq!(
+        pair("a-key.pem", "a-key.pem"),
+        ["`a-key.pem` holds no PEM certificate (expected a -----BEGIN CERTIFICATE----- block)"]
+    );
+    assert_eq!(
+        pair("a.pem", "a.pem"),
+        ["`a.pem` holds no private key (expected PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)"]
+    );
+    assert_eq!(
+        pair("a.pem", "b-key.pem"),
+        ["key `b-key.pem` does not belong to certificate `a.pem`"]
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_a_warning() {
+    let messages = tls_messages(&tls_listener(
+        "{ cert = \"old.pem\", key = \"old-key.pem\" }",
+    ));
+    assert_eq!(
+        messages,
+        ["certificate `old.pem` expired on Wed, 01 Jan 2020 00:00:00 GMT; clients will refuse it"]
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_cert(dir.path(), "old", &["old.example.com"], 2020);
+    let (raw, _) = parse(&tls_listener(
+        "{ cert = \"old.pem\", key = \"old-key.pem\" }",
+    ));
+    let (_, warnings) = validate(raw, dir.path()).expect("an expired certificate still loads");
+    assert_eq!(warnings[0].severity, Severity::Warning);
+}
+
+#[test]
+fn certificate_names_must_not_overlap_on_a_listener() {
+    let messages = tls_messages(&tls_listener(
+        "{ certificates = [ { cert = \"a.pem\", key = \"a-key.pem\" }, { cert = \"ab.pem\", key = \"ab-key.pem\" } ] }",
+    ));
+    assert_eq!(
+        messages,
+        ["certificate `ab.pem` covers `a.example.com`, which `a.pem` already covers on this listener; SNI could not tell them apart"]
+    );
+    let other_listener = format!(
+        "{}[[listeners]]\nbind = \"127.0.0.1:9443\"\ntls = {{ cert = \"ab.pem\", key = \"ab-key.pem\" }}\n",
+        tls_listener("{ cert = \"a.pem\", key = \"a-key.pem\" }")
+    );
+    assert_eq!(
+        tls_messages(&other_listener),
+        ["certificate `ab.pem` covers `a.example.com`, which listener 127.0.0.1:8443 serves with `a.pem`; clients would see a different certificate on each port"]
+    );
+}
+
+#[test]
+fn tls_tables_need_one_complete_form() {
+    assert_eq!(
+        tls_messages(&tls_listener("{ cert = \"a.pem\" }")),
+        ["`cert` needs its `key` next to it"]
+    );
+    assert_eq!(
+        tls_messages(&tls_listener("{ certificates = [] }")),
+        ["tls needs a certificate: write `tls = { cert = \"site.pem\", key = \"site-key.pem\" }` or `tls = { certificates = [{ cert = \"a.pem\", key = \"a-key.pem\" }] }`"]
+    );
+    assert_eq!(
+        tls_messages(&tls_listener(
+            "{ cert = \"a.pem\", key = \"a-key.pem\", certificates = [{ cert = \"b.pem\", key = \"b-key.pem\" }] }"
+        )),
+        ["write either `cert` and `key`, or `certificates = [...]`, not both"]
+    );
+    assert_eq!(
+        tls_messages(&format!(
+            "{}redirect_https = true\n",
+            tls_listener("{ cert = \"a.pem\", key = \"a-key.pem\" }")
+        )),
+        ["redirect_https is for plaintext listeners; this listener already terminates TLS"]
+    );
+    assert_eq!(
+        tls_messages("[[listeners]]\nbind = \"127.0.0.1:80\"\nhttps_port = 443\n"),
+        ["https_port only applies with redirect_https = true"]
+    );
+    assert_eq!(
+        tls_messages(
+            "[[listeners]]\nbind = \"127.0.0.1:80\"\nredirect_https = true\nhttps_port = 70000\n"
+        ),
+        ["https_port must be between 1 and 65535"]
+    );
+}
+
+#[test]
+fn backend_ca_is_read_and_checked() {
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"wss://a:1\"], backend_ca = \"file.txt\" }\n",
+    );
+    assert_eq!(
+        message,
+        "`file.txt` holds no PEM certificate (expected a -----BEGIN CERTIFICATE----- block)"
+    );
+    let (_dir, messages) = with_site(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], backend_ca = \"missing.pem\" }\n",
+    );
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages
+        .contains(&"backend_ca is set but no backend uses TLS (wss:// or https://)".to_owned()));
+}

@@ -1,0 +1,109 @@
+//! The state every connection of a running server shares: the current
+//! snapshot (swapped by reloads), the drain flags, the live sessions, the
+//! metrics registry and the health checks of the snapshot in service. What
+//! one request goes through is in [`phases`].
+
+mod phases;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::sessions::Sessions;
+use crate::snapshot::{BuildError, Snapshot};
+use crate::upstream::health;
+pub use phases::{handle, RequestContext};
+
+/// State shared by every connection of a running server.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    draining: AtomicBool,
+    /// Set while a draining server still accepts (`shutdown_delay`): new
+    /// sessions should go to an instance that stays.
+    refusing_upgrades: AtomicBool,
+    sessions: Arc<Sessions>,
+    /// Cancelled when the current snapshot is replaced: ends its health checks.
+    checks: Mutex<CancellationToken>,
+    /// `None` when the config turned metrics off.
+    metrics: Option<Metrics>,
+}
+
+impl Gateway {
+    /// A gateway serving `model`, with a metrics registry of its own unless
+    /// the model turns metrics off. Must be called inside a Tokio runtime
+    /// when a pool has `health_check` (the checks are spawned on it).
+    pub fn new(model: Model) -> Result<Arc<Gateway>, BuildError> {
+        let metrics = model.metrics.then(Metrics::new);
+        let snapshot = Snapshot::build(model, metrics.as_ref(), None)?;
+        let checks = CancellationToken::new();
+        start_health_checks(&snapshot, &checks);
+        Ok(Arc::new(Gateway {
+            checks: Mutex::new(checks),
+            metrics,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            draining: AtomicBool::new(false),
+            refusing_upgrades: AtomicBool::new(false),
+            sessions: Arc::default(),
+        }))
+    }
+
+    /// The WebSocket sessions in progress.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The current config; callers keep it for the whole request or session.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Whether a graceful shutdown has begun (`/readyz` answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Puts `next` in service: requests and upgrades from now on use it,
+    /// those under way keep the snapshot they started with. Its pools'
+    /// health checks start and the replaced snapshot's stop.
+    pub fn swap(&self, next: Arc<Snapshot>) {
+        let checks = CancellationToken::new();
+        start_health_checks(&next, &checks);
+        self.snapshot.store(next);
+        let replaced = std::mem::replace(
+            &mut *self.checks.lock().unwrap_or_else(PoisonError::into_inner),
+            checks,
+        );
+        replaced.cancel();
+    }
+
+    /// `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// While set, upgrades get 503. Once the listeners have closed, an
+    /// upgrade can only come from a client that connected before, and is
+    /// let through: its session is closed with the others.
+    pub fn refuse_upgrades(&self, refuse: bool) {
+        self.refusing_upgrades.store(refuse, Ordering::Release);
+    }
+}
+
+/// Starts the active health checks of every pool in `snapshot`; they stop
+/// when `retired` is cancelled. Runs inside the server's runtime.
+fn start_health_checks(snapshot: &Snapshot, retired: &CancellationToken) {
+    for route in snapshot.router.routes() {
+        for pool in route.pools() {
+            health::spawn_checks(pool, &route.name, retired);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! One request on a public listener, through named phases in this order:
+//!
+//! 1. [`route`]: the listener's `https://` redirect, path normalisation and
+//!    `Host`, then (host, longest prefix) → the route (400, 404, 308).
+//! 2. [`admit`]: what may refuse a routed request before its action runs.
+//!    Today the drain's refusal of new upgrades (503); per-client limits and
+//!    authentication plug in here.
+//! 3. [`act`]: the route's action: a WebSocket upgrade, a static file, an
+//!    embedded page, a proxied request, or 426 on a WebSocket-only route.
+//! 4. [`log`]: the request's record once its response is known: the route's
+//!    metrics, counted as the body goes out; the access log plugs in here.
+//!
+//! The phases share a [`RequestContext`], as Pingora's `ProxyHttp` phases
+//! share their `CTX`: each adds what it learnt and later ones read it. A
+//! phase that answers the request itself skips to `log`.
+
+use std::convert::Infallible;
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{CONNECTION, HOST, UPGRADE};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::Gateway;
+use crate::body::Body;
+use crate::connection::ClientConnection;
+use crate::metrics::Metrics;
+use crate::proxy::{self, ForwardContext};
+use crate::router::{host_name, Content, Route};
+use crate::snapshot::Snapshot;
+use crate::static_files;
+use crate::websocket::{self, handshake, UpgradeContext};
+use crate::{request_path, response};
+
+/// What one request carries from phase to phase.
+pub struct RequestContext<'s> {
+    /// When the request head arrived.
+    pub started: Instant,
+    pub method: Method,
+    pub client: Arc<ClientConnection>,
+    /// The config the request is served with, loaded once.
+    pub snapshot: &'s Snapshot,
+    /// Set by `route`: `None` until then, and for requests no route took.
+    pub route: Option<&'s Route>,
+}
+
+/// What `route` found: the route, and the request path as it was normalised.
+struct Routed<'s> {
+    route: &'s Route,
+    path: String,
+    upgrade: bool,
+}
+
+/// Answers one request from `client` on a public listener.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    client: Arc<ClientConnection>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let snapshot = gateway.snapshot();
+    let mut cx = RequestContext {
+        started: Instant::now(),
+        method: req.method().clone(),
+        client,
+        snapshot: &snapshot,
+        route: None,
+    };
+    let response = respond(&gateway, &mut cx, req).await;
+    Ok(log(&gateway, &cx, response))
+}
+
+async fn respond(
+    gateway: &Gateway,
+    cx: &mut RequestContext<'_>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let routed = match route(&req, cx) {
+        Continue(routed) => routed,
+        Break(answer) => return answer,
+    };
+    if let Break(answer) = admit(gateway, &routed) {
+        return answer;
+    }
+    act(gateway, cx, req, routed).await
+}
+
+/// Phase 1: the route for the request, or the answer when there is none.
+fn route<'s>(
+    req: &Request<Incoming>,
+    cx: &mut RequestContext<'s>,
+) -> ControlFlow<Response<Body>, Routed<'s>> {
+    if let Some(port) = cx.client.redirect_https {
+        return Break(redirect_to_https(req, port));
+    }
+    let path = match request_path::normalize(req.uri().path()) {
+        Ok(path) => path,
+        Err(error) => {
+            tracing::debug!(path = req.uri().path(), %error, "refused request path");
+            return Break(response::status(StatusCode::BAD_REQUEST));
+        }
+    };
+    let Ok(host) = request_host(req) else {
+        return Break(response::status(StatusCode::BAD_REQUEST));
+    };
+    let Some(route) = cx.snapshot.router.route(host, &path) else {
+        return Break(response::status(StatusCode::NOT_FOUND));
+    };
+    cx.route = Some(route);
+    Continue(Routed {
+        route,
+        path: path.into_owned(),
+        upgrade: handshake::is_upgrade(req.headers()),
+    })
+}
+
+/// Phase 2: refusals that apply before any action runs.
+fn admit(gateway: &Gateway, routed: &Routed<'_>) -> ControlFlow<Response<Body>> {
+    // The load balancer has not noticed `/readyz` yet: send the client to
+    // an instance that is staying.
+    let new_session = routed.upgrade && routed.route.websocket.is_some();
+    if new_session && gateway.refusing_upgrades.load(Ordering::Acquire) {
+        return Break(response::status(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    Continue(())
+}
+
+/// Phase 3: the route's action.
+async fn act(
+    gateway: &Gateway,
+    cx: &RequestContext<'_>,
+    req: Request<Incoming>,
+    routed: Routed<'_>,
+) -> Response<Body> {
+    let Routed {
+        route,
+        path,
+        upgrade,
+    } = routed;
+    let relative = route.strip_prefix(&path);
+    let trusted = &cx.snapshot.model.trusted_proxies;
+    if upgrade {
+        let Some(websocket) = &route.websocket else {
+            return response::status(StatusCode::NOT_FOUND);
+        };
+        let cx = UpgradeContext {
+            route_name: &route.name,
+            client: Arc::clone(&cx.client),
+            relative_path: relative,
+            sessions: gateway.sessions(),
+            trusted,
+        };
+        return websocket::upgrade(req, websocket, cx).await;
+    }
+    match &route.content {
+        Some(Content::Static(dir)) => static_files::serve(&req, dir, &path, relative),
+        Some(Content::Embedded(page)) => static_files::serve_page(&req, page, relative),
+        Some(Content::Proxy(proxy)) => {
+            let cx = ForwardContext {
+                route_name: &route.name,
+                client: &cx.client,
+                relative_path: relative,
+                trusted,
+            };
+            proxy::forward(req, proxy, cx).await
+        }
+        // A WebSocket-only route (RFC 9110 §15.5.22: say which protocol to upgrade to).
+        None => {
+            let mut response = response::status(StatusCode::UPGRADE_REQUIRED);
+            response
+                .headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("websocket"));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            response
+        }
+    }
+}
+
+/// Phase 4: counts the response under its route (or `unmatched`), its body
+/// bytes and duration as they go out.
+fn log(gateway: &Gateway, cx: &RequestContext<'_>, response: Response<Body>) -> Response<Body> {
+    let meters = match cx.route {
+        Some(route) => route.meters.as_ref(),
+        None => gateway.metrics().map(Metrics::unmatched),
+    };
+    let Some(meters) = meters else {
+        return response;
+    };
+    meters.request(&cx.method, response.status());
+    let meter = meters.body_meter(cx.started);
+    response.map(|body| body.metered(meter))
+}
+
+/// 308 to the same host and target over `https://` on `port`. Upgrade
+/// requests get the same answer, without upgrading.
+fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
+    let host = match request_host(req) {
+        Ok(Some(host)) => host,
+        _ => return response::status(StatusCode::BAD_REQUEST),
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    response::permanent_redirect(&location)
+}
+
+/// The host the request is for: the URI's authority (HTTP/2, absolute-form)
+/// or the single `Host` header, without port. HTTP/1.1 requires `Host`
+/// (RFC 9112 §3.2), so its absence or repetition is an error.
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, ()> {
+    if let Some(host) = req.uri().host() {
+        return Ok(Some(host_name(host)));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().map(|h| Some(host_name(h))).map_err(|_| ()),
+        (None, None) if req.version() != Version::HTTP_11 => Ok(None),
+        _ => Err(()),
+    }
+}

@@ -1,0 +1,56 @@
+//! Public listeners: an address, and TLS with its certificates or a
+//! redirect to `https://`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+
+use super::Loaded;
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    /// Present when the listener terminates TLS (https, wss).
+    pub tls: Option<ListenerTls>,
+    /// On a plaintext listener: answer every request with a 308 to the
+    /// `https://` URL, on this port.
+    pub redirect_https: Option<u16>,
+}
+
+impl Listener {
+    /// A plaintext listener that serves routes.
+    pub fn plain(bind: SocketAddr) -> Listener {
+        Listener {
+            bind,
+            tls: None,
+            redirect_https: None,
+        }
+    }
+}
+
+/// A listener's `tls = { ... }`: its certificates, picked by SNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerTls {
+    /// The first one also answers clients that send no (or an unknown) name.
+    pub certificates: Vec<Certificate>,
+    pub handshake_timeout: Duration,
+}
+
+/// A certificate chain and its key, as checked at validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The files as the config names them.
+    pub cert: String,
+    pub key: String,
+    /// DNS names from the leaf's subjectAltName, lowercased; `*.` for wildcards.
+    pub names: Vec<String>,
+    /// When the leaf stops being valid, in seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Of the chain: a reload tells a renewed file from an unchanged one by it.
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub loaded: Loaded<CertifiedKey>,
+}

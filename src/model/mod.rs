@@ -1,0 +1,201 @@
+//! The configuration as plain data: what `config::validate` returns, what
+//! `GET /config` serves and `wsgate check --diff` and a reload compare. It
+//! holds no sockets, tasks, caches or metric handles; the runtime
+//! (`snapshot`) is built from it, and a reload is `diff(old, new)` → apply.
+//!
+//! Certificates and keys are read once, at validation, and carried here as
+//! [`Loaded`] material so the runtime never reads a file the checks did not
+//! see; they compare and serialise by fingerprint, never by content.
+
+pub mod diff;
+mod host;
+mod listener;
+mod pool;
+mod route;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::forwarding::TrustedProxies;
+pub use host::HostMatch;
+pub use listener::{Certificate, Listener, ListenerTls};
+pub use pool::{
+    BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,
+    HTTP, WEBSOCKET,
+};
+pub use route::{
+    Content, Page, Policy, ProxyAction, ProxySettings, Route, StaticSettings, WebSocketAction,
+};
+
+/// Header read timeout when the config does not set one.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `send_timeout` default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Request head (request line plus headers) size limit when the config does not set one.
+pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// How long a graceful shutdown waits for in-flight work when the config does not say.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sessions a reload cut off keep running, when the config does not say.
+pub const DEFAULT_RELOAD_GRACE: Duration = Duration::from_secs(30);
+/// Over how long session closes are spread, when the config does not say.
+pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(10);
+/// Client connections served at once (an upgraded WebSocket counts as one)
+/// when the config does not say; each proxied session also needs a backend
+/// socket, so twice this must fit the open-file limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Total bytes of small files kept in memory when the config does not say.
+pub const DEFAULT_FILE_CACHE_SIZE: u64 = 64 * 1024 * 1024;
+/// Files up to this size are cached in memory when the config does not say.
+pub const DEFAULT_FILE_CACHE_MAX_FILE: u64 = 64 * 1024;
+
+/// A whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub listeners: Vec<Listener>,
+    pub admin: SocketAddr,
+    /// Whether the admin listener serves `/metrics` and the data path counts.
+    pub metrics: bool,
+    pub limits: Limits,
+    pub drain: Drain,
+    pub file_cache: FileCache,
+    /// Whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// In the order the file lists them.
+    pub routes: Vec<Route>,
+}
+
+impl Model {
+    /// The route named `name` (names are unique in a config).
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.name == name)
+    }
+}
+
+/// Process-wide bounds that keep slow or greedy clients from holding resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    /// How long a write to a client may wait for it to read; zero is off.
+    pub send_timeout: Duration,
+    pub max_request_head: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_request_head: DEFAULT_MAX_REQUEST_HEAD,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How the server winds sessions and listeners down, on shutdown and on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// From `SIGTERM` to the end: sessions and requests still open then are cut.
+    pub shutdown_timeout: Duration,
+    /// From `SIGTERM` (`/readyz` answers 503 at once) until the listeners
+    /// stop accepting, so load balancers notice before connections are refused.
+    pub shutdown_delay: Duration,
+    /// Session closes (1001 on shutdown, 1012 after a reload) are spread
+    /// evenly over this, so clients do not all reconnect at once.
+    pub spread: Duration,
+    /// How long sessions whose route or backend a reload removed keep running.
+    pub reload_grace: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
+            spread: DEFAULT_DRAIN_SPREAD,
+            reload_grace: DEFAULT_RELOAD_GRACE,
+        }
+    }
+}
+
+/// The in-memory cache of small static files, shared by every static route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCache {
+    /// Total bytes kept.
+    pub size: u64,
+    /// Files up to this size are cached.
+    pub max_file: u64,
+}
+
+impl Default for FileCache {
+    fn default() -> FileCache {
+        FileCache {
+            size: DEFAULT_FILE_CACHE_SIZE,
+            max_file: DEFAULT_FILE_CACHE_MAX_FILE,
+        }
+    }
+}
+
+/// Material read from files during validation (a certificate with its key,
+/// CA certificates), handed to the runtime as it was checked. It is never
+/// serialised (`/config` must not expose keys) and never compared: the
+/// fingerprint stored next to it stands for it.
+#[derive(Clone)]
+pub struct Loaded<T>(Option<Arc<T>>);
+
+impl<T> Loaded<T> {
+    pub fn new(value: T) -> Loaded<T> {
+        Loaded(Some(Arc::new(value)))
+    }
+
+    /// Material already shared elsewhere.
+    pub fn shared(value: Arc<T>) -> Loaded<T> {
+        Loaded(Some(value))
+    }
+
+    /// `None` in a model read back from `GET /config`.
+    pub fn get(&self) -> Option<&Arc<T>> {
+        self.0.as_ref()
+    }
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Loaded<T> {
+        Loaded(None)
+    }
+}
+
+impl<T> PartialEq for Loaded<T> {
+    fn eq(&self, _other: &Loaded<T>) -> bool {
+        true
+    }
+}
+
+impl<T> fmt::Debug for Loaded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Loaded"
+        } else {
+            "NotLoaded"
+        })
+    }
+}
+
+/// SHA-1 over DER blocks, in hex: how `openssl x509 -fingerprint` names a
+/// certificate, and here only a way to tell whether a file's content changed.
+pub fn fingerprint<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha1::new();
+    for block in blocks {
+        hasher.update(block);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

@@ -1,0 +1,142 @@
+//! Routes and their actions, as validated: which requests a route takes and
+//! what it does with plain requests and with WebSocket upgrades.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HostMatch, Pool};
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Unique in a config: labels the route's metrics and names it in reloads.
+    pub name: String,
+    pub host: HostMatch,
+    /// Normalised, without a trailing slash except for the root `/`.
+    pub path: String,
+    /// What plain (non-upgrade) requests get; `None` for upgrade-only routes.
+    pub content: Option<Content>,
+    /// Where WebSocket upgrades go; `None`: upgrades get 404.
+    pub websocket: Option<WebSocketAction>,
+}
+
+/// What a route answers plain requests with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    Static(StaticSettings),
+    Proxy(ProxyAction),
+    /// A page compiled into the binary.
+    Page(Page),
+}
+
+impl Content {
+    /// The config key that sets it, for reports of what changed.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Content::Static(_) => "static",
+            Content::Proxy(_) => "proxy",
+            Content::Page(_) => "page",
+        }
+    }
+}
+
+/// The pages compiled into the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Page {
+    /// The built-in demo's page.
+    Demo,
+}
+
+/// `static = { ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticSettings {
+    /// Canonical, so a resolved file can be checked to lie below it.
+    pub root: PathBuf,
+    pub index: String,
+    /// A valid header value.
+    pub cache_control: Option<String>,
+    pub precompressed: bool,
+}
+
+/// `proxy = { ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyAction {
+    pub pool: Pool,
+    pub settings: ProxySettings,
+}
+
+/// `proxy = { ... }` settings other than the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySettings {
+    /// For the response head, connect included, counted from the last piece
+    /// of request body taken from the client.
+    pub response_timeout: Duration,
+    /// The longest pause in a request or response body; zero is off.
+    pub body_timeout: Duration,
+    /// Further backends tried after a failure that allows it.
+    pub retries: u32,
+    /// Send the client's `Host`; otherwise the backend's own authority.
+    pub preserve_host: bool,
+    pub strip_prefix: bool,
+}
+
+/// `websocket = { ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebSocketAction {
+    pub pool: Pool,
+    /// Allowed `Origin` values; empty allows every origin.
+    pub origins: Vec<String>,
+    pub require_origin: bool,
+    /// Subprotocols a client must offer one of; empty skips the check.
+    pub subprotocols: Vec<String>,
+    pub policy: Policy,
+    pub strip_prefix: bool,
+}
+
+/// A route's limits and liveness settings for its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub max_message_size: u64,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Route {
+    /// The backend pools of the route's actions: WebSocket first, then proxy.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        let websocket = self.websocket.as_ref().map(|ws| &ws.pool);
+        let proxy = match &self.content {
+            Some(Content::Proxy(proxy)) => Some(&proxy.pool),
+            _ => None,
+        };
+        websocket.into_iter().chain(proxy)
+    }
+
+    /// The config keys whose values differ between this route and `other`.
+    pub fn changed_keys(&self, other: &Route) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.host != other.host {
+            keys.push("host");
+        }
+        if self.path != other.path {
+            keys.push("path");
+        }
+        if self.content != other.content {
+            for content in [&self.content, &other.content].into_iter().flatten() {
+                if !keys.contains(&content.key()) {
+                    keys.push(content.key());
+                }
+            }
+        }
+        if self.websocket != other.websocket {
+            keys.push("websocket");
+        }
+        keys.sort_unstable();
+        keys
+    }
+}

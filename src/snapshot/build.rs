@@ -1,0 +1,224 @@
+//! Model → runtime. Every backend whose (route, URL) the previous snapshot
+//! already had is reused as it is, with its health, load and log throttle,
+//! so a reload neither forgets that a backend is down nor resets
+//! `least_connections`; everything else is made new.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use rustls::RootCertStore;
+
+use super::{Listener, Snapshot};
+use crate::demo;
+use crate::metrics::Metrics;
+use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page};
+use crate::proxy::ProxyRoute;
+use crate::router::{Content, Route, Router};
+use crate::static_files::{CacheBudget, EmbeddedPage, StaticDir};
+use crate::tls::{self, ServerTls, SniResolver};
+use crate::upstream::{Backend, BackendPool};
+use crate::websocket::WebSocketRoute;
+
+/// Why a validated model cannot be put in service.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("listener {bind}: its certificates were not loaded (a model read back from /config cannot serve)")]
+    NotLoaded { bind: SocketAddr },
+    #[error("cannot set up TLS on listener {bind}: {source}")]
+    ListenerTls {
+        bind: SocketAddr,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot set up TLS to the backends of route `{route}`: {source}")]
+    BackendTls {
+        route: String,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// The backends of a running snapshot by (route, URL), for reuse.
+type Kept<'a> = HashMap<(&'a str, &'a str), &'a Arc<Backend>>;
+
+impl Snapshot {
+    /// Builds the runtime for `model`, with handles from `metrics` (none when
+    /// metrics are off), reusing the backends `previous` has for the same
+    /// route and URL.
+    pub fn build(
+        model: Model,
+        metrics: Option<&Metrics>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
+        let listeners = model
+            .listeners
+            .iter()
+            .map(|listener| build_listener(listener, metrics))
+            .collect::<Result<_, _>>()?;
+        let kept: Kept<'_> = previous
+            .into_iter()
+            .flat_map(|snapshot| snapshot.router.routes())
+            .flat_map(|route| {
+                route.pools().flat_map(move |pool| {
+                    pool.backends()
+                        .iter()
+                        .map(move |b| ((route.name.as_str(), b.url.as_str()), b))
+                })
+            })
+            .collect();
+        let budget = Arc::new(CacheBudget::new(
+            model.file_cache.size,
+            model.file_cache.max_file,
+        ));
+        let routes = model
+            .routes
+            .iter()
+            .map(|route| build_route(route, metrics, &kept, &budget))
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot {
+            listeners,
+            router: Router::new(routes),
+            model,
+        })
+    }
+}
+
+fn build_listener(
+    listener: &model::Listener,
+    metrics: Option<&Metrics>,
+) -> Result<Listener, BuildError> {
+    let bind = listener.bind;
+    let tls = match &listener.tls {
+        Some(tls) => Some(server_tls(bind, tls)?),
+        None => None,
+    };
+    Ok(Listener {
+        bind,
+        meters: metrics.map(|m| m.listener(&bind.to_string(), tls.is_some())),
+        tls,
+        redirect_https: listener.redirect_https,
+    })
+}
+
+/// The SNI resolver over a listener's certificates, the first one the
+/// default; validation made sure no two claim a name.
+fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTls>, BuildError> {
+    let not_loaded = BuildError::NotLoaded { bind };
+    let mut resolver: Option<SniResolver> = None;
+    for certificate in &tls.certificates {
+        let Some(key) = certificate.loaded.get() else {
+            return Err(not_loaded);
+        };
+        let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(key)));
+        for name in &certificate.names {
+            resolver.add(name, key);
+        }
+    }
+    let resolver = resolver.ok_or(not_loaded)?;
+    ServerTls::new(resolver, tls.handshake_timeout)
+        .map(Arc::new)
+        .map_err(|source| BuildError::ListenerTls { bind, source })
+}
+
+fn build_route(
+    route: &model::Route,
+    metrics: Option<&Metrics>,
+    kept: &Kept<'_>,
+    budget: &Arc<CacheBudget>,
+) -> Result<Route, BuildError> {
+    let name = route.name.as_str();
+    let content = match &route.content {
+        None => None,
+        Some(ContentModel::Static(files)) => Some(Content::Static(StaticDir::new(
+            files.root.clone(),
+            files.index.clone(),
+            // Validated as a header value when the model was made.
+            files
+                .cache_control
+                .as_deref()
+                .and_then(|value| HeaderValue::from_str(value).ok()),
+            files.precompressed,
+            Arc::clone(budget),
+        ))),
+        Some(ContentModel::Proxy(proxy)) => {
+            let pool = build_pool(name, &proxy.pool, metrics, kept)?;
+            Some(Content::Proxy(ProxyRoute::new(
+                Arc::new(pool),
+                proxy.settings,
+            )))
+        }
+        Some(ContentModel::Page(Page::Demo)) => {
+            Some(Content::Embedded(EmbeddedPage { html: demo::PAGE }))
+        }
+    };
+    let websocket = match &route.websocket {
+        None => None,
+        Some(ws) => Some(Arc::new(WebSocketRoute {
+            backends: Arc::new(build_pool(name, &ws.pool, metrics, kept)?),
+            origins: ws.origins.clone(),
+            require_origin: ws.require_origin,
+            subprotocols: ws.subprotocols.clone(),
+            policy: ws.policy,
+            strip_prefix: ws.strip_prefix,
+            meters: metrics.map(|m| m.websocket(name)),
+        })),
+    };
+    Ok(Route {
+        name: route.name.clone(),
+        host: route.host.clone(),
+        prefix: route.path.clone(),
+        content,
+        websocket,
+        meters: metrics.map(|m| m.route(name)),
+    })
+}
+
+fn build_pool(
+    route: &str,
+    pool: &model::Pool,
+    metrics: Option<&Metrics>,
+    kept: &Kept<'_>,
+) -> Result<BackendPool, BuildError> {
+    let backends = pool
+        .backends
+        .iter()
+        .map(|address| match kept.get(&(route, address.url.as_str())) {
+            Some(backend) => Arc::clone(backend),
+            None => {
+                let meters = metrics.map(|m| m.backend(route, &address.url));
+                let backend = Backend::new(address.clone(), meters);
+                backend.show_health();
+                Arc::new(backend)
+            }
+        })
+        .collect();
+    let tls = match &pool.roots {
+        None => None,
+        Some(roots) => {
+            let config = tls::backend_client_config(root_store(roots)).map_err(|source| {
+                BuildError::BackendTls {
+                    route: route.to_owned(),
+                    source,
+                }
+            })?;
+            Some(config)
+        }
+    };
+    let no_healthy_backend = metrics.map(|m| m.no_healthy_backend(route));
+    Ok(BackendPool::new(backends, pool, tls, no_healthy_backend))
+}
+
+fn root_store(roots: &BackendRoots) -> RootCertStore {
+    match roots {
+        BackendRoots::Platform => tls::platform_roots().0.clone(),
+        BackendRoots::File { certificates, .. } => {
+            let mut store = RootCertStore::empty();
+            // Each was added to a store once already, when the file was checked.
+            let certificates = certificates.get().map_or(&[][..], |c| c.as_slice());
+            store.add_parsable_certificates(certificates.iter().cloned());
+            store
+        }
+    }
+}
