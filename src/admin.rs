@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::model::diff::{RunningConfig, RunningRoute};
 use crate::{metrics, response};
 
-/// The admin listener's handler, for [`crate::server::Server::start`].
+/// The admin listener's handler, which `cli` hands to the server.
 pub fn handler(gateway: &Arc<Gateway>) -> impl Handler {
     let gateway = Arc::clone(gateway);
     move |_client: Arc<ClientConnection>, req: Request<Incoming>| handle(Arc::clone(&gateway), req)

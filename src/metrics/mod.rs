@@ -15,8 +15,8 @@ use prometheus::{
 };
 
 pub use handles::{
-    Active, BackendMeters, BodyMeter, Direction, DirectionTally, HttpMeters, ListenerMeters,
-    SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
+    Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters, SessionTally,
+    TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
 };
 
 /// What `/metrics` answers with (Prometheus text exposition format 0.0.4).

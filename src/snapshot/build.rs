@@ -222,3 +222,49 @@ fn root_store(roots: &BackendRoots) -> RootCertStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo;
+
+    fn demo_model(echo_port: u16) -> Model {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        demo::model(any, any, SocketAddr::from(([127, 0, 0, 1], echo_port)))
+    }
+
+    fn echo_backend(snapshot: &Snapshot) -> &Arc<Backend> {
+        let route = snapshot.router.routes().iter().find(|r| r.name == "echo");
+        let pool = route.and_then(|r| r.pools().next()).expect("echo pool");
+        &pool.backends()[0]
+    }
+
+    #[test]
+    fn a_rebuild_reuses_the_backends_a_route_keeps() {
+        let first = Snapshot::build(demo_model(9), None, None).expect("builds");
+        echo_backend(&first).health.connect_failed();
+        let same = Snapshot::build(demo_model(9), None, Some(&first)).expect("builds");
+        assert!(Arc::ptr_eq(echo_backend(&first), echo_backend(&same)));
+        assert!(
+            !echo_backend(&same).health.is_healthy(),
+            "health carries over"
+        );
+
+        let moved = Snapshot::build(demo_model(10), None, Some(&first)).expect("builds");
+        assert!(!Arc::ptr_eq(echo_backend(&first), echo_backend(&moved)));
+        assert!(echo_backend(&moved).health.is_healthy());
+
+        let mut renamed = demo_model(9);
+        renamed.routes[1].name = "echo2".to_owned();
+        let renamed = Snapshot::build(renamed, None, Some(&first)).expect("builds");
+        let route = &renamed.router.routes().iter().find(|r| r.name == "echo2");
+        let backend = &route
+            .and_then(|r| r.pools().next())
+            .expect("pool")
+            .backends()[0];
+        assert!(
+            !Arc::ptr_eq(echo_backend(&first), backend),
+            "keyed by route too"
+        );
+    }
+}

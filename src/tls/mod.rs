@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-pub use certs::{CertError, LoadedCertificate, Which};
+pub use certs::{CertError, Which};
 pub use sni::SniResolver;
 
 /// How long a client has to finish the TLS handshake when the config does not say.
