@@ -3,11 +3,10 @@
 //! gateway relays to an in-process echo backend.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use crate::model::{
-    BackendAddress, Balance, Content, HostMatch, Listener, Model, Page, Policy, Pool, Route,
-    WebSocketAction, WEBSOCKET,
+    BackendAddress, Content, HostMatch, Listener, Model, Page, Pool, Route, WebSocketAction,
+    WEBSOCKET,
 };
 
 /// Where the demo page is served.
@@ -33,25 +32,9 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         host: HostMatch::Any,
         path: "/echo".to_owned(),
         content: None,
-        websocket: Some(WebSocketAction {
-            pool: Pool {
-                backends: echo_backend.into_iter().collect(),
-                balance: Balance::RoundRobin,
-                connect_timeout: Duration::from_secs(5),
-                roots: None,
-                health_check: None,
-            },
-            origins: Vec::new(),
-            require_origin: false,
-            subprotocols: Vec::new(),
-            policy: Policy {
-                max_message_size: 1 << 20,
-                ping_interval: Some(Duration::from_secs(30)),
-                ping_timeout: Duration::from_secs(10),
-                idle_timeout: None,
-            },
-            strip_prefix: false,
-        }),
+        websocket: Some(WebSocketAction::new(Pool::new(
+            echo_backend.into_iter().collect(),
+        ))),
     };
     Model {
         listeners: vec![Listener::plain(bind)],

@@ -192,33 +192,18 @@ fn sessions(count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BackendAddress, Balance};
-    use crate::model::{Content, HostMatch, Page, Policy, Pool, WebSocketAction, WEBSOCKET};
-    use std::time::Duration;
+    use crate::model::{
+        BackendAddress, Content, HostMatch, Page, Pool, WebSocketAction, WEBSOCKET,
+    };
 
     fn websocket(urls: &[&str], max_message_size: u64) -> WebSocketAction {
-        WebSocketAction {
-            pool: Pool {
-                backends: urls
-                    .iter()
-                    .map(|u| BackendAddress::parse(u, WEBSOCKET).expect(u))
-                    .collect(),
-                balance: Balance::RoundRobin,
-                connect_timeout: Duration::from_secs(5),
-                roots: None,
-                health_check: None,
-            },
-            origins: Vec::new(),
-            require_origin: false,
-            subprotocols: Vec::new(),
-            policy: Policy {
-                max_message_size,
-                ping_interval: None,
-                ping_timeout: Duration::from_secs(10),
-                idle_timeout: None,
-            },
-            strip_prefix: false,
-        }
+        let backends = urls
+            .iter()
+            .map(|u| BackendAddress::parse(u, WEBSOCKET).expect(u))
+            .collect();
+        let mut action = WebSocketAction::new(Pool::new(backends));
+        action.policy.max_message_size = max_message_size;
+        action
     }
 
     fn route(name: &str, websocket: Option<WebSocketAction>) -> Route {

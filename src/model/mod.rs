@@ -26,7 +26,7 @@ pub use host::HostMatch;
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use pool::{
     BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,
-    HTTP, WEBSOCKET,
+    DEFAULT_CONNECT_TIMEOUT, HTTP, WEBSOCKET,
 };
 pub use route::{
     Content, Page, Policy, ProxyAction, ProxySettings, Route, StaticSettings, WebSocketAction,

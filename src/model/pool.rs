@@ -21,6 +21,23 @@ pub struct Pool {
     pub health_check: Option<HealthCheck>,
 }
 
+/// `connect_timeout` when the config does not set one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Pool {
+    /// `backends` with the defaults: round-robin, no health check, and no
+    /// TLS roots (so plaintext backends only).
+    pub fn new(backends: Vec<BackendAddress>) -> Pool {
+        Pool {
+            backends,
+            balance: Balance::RoundRobin,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            roots: None,
+            health_check: None,
+        }
+    }
+}
+
 /// What a pool's TLS backends are verified against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -97,6 +97,20 @@ pub struct WebSocketAction {
     pub strip_prefix: bool,
 }
 
+impl WebSocketAction {
+    /// Upgrades relayed to `pool`, from any origin, with the default policy.
+    pub fn new(pool: Pool) -> WebSocketAction {
+        WebSocketAction {
+            pool,
+            origins: Vec::new(),
+            require_origin: false,
+            subprotocols: Vec::new(),
+            policy: Policy::default(),
+            strip_prefix: false,
+        }
+    }
+}
+
 /// A route's limits and liveness settings for its sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -104,6 +118,18 @@ pub struct Policy {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Policy {
+    /// The defaults of a `websocket` action (docs/configuration.md).
+    fn default() -> Policy {
+        Policy {
+            max_message_size: 1 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+        }
+    }
 }
 
 impl Route {

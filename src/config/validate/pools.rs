@@ -16,7 +16,6 @@ use crate::model::{
 use crate::tls::{self, certs};
 
 /// Defaults of a `proxy` action and of `health_check` (documented in docs/configuration.md).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `client_body_timeout` and `proxy_read_timeout` default.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +52,7 @@ pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> 
     let connect_timeout = positive(
         check,
         keys.connect_timeout,
-        CONNECT_TIMEOUT,
+        model::DEFAULT_CONNECT_TIMEOUT,
         "connect_timeout",
     );
     Pool {

@@ -111,11 +111,6 @@ fn without_trailing_slash(path: &str) -> &str {
     }
 }
 
-/// Defaults of a `websocket` action (documented in docs/configuration.md).
-const WS_MAX_MESSAGE_SIZE: u64 = 1 << 20;
-const WS_PING_INTERVAL: Duration = Duration::from_secs(30);
-const WS_PING_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -> WebSocketAction {
     let raw = ws.get_ref();
     let keys = pools::PoolKeys {
@@ -129,15 +124,19 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
         health_check: &raw.health_check,
     };
     let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+    let defaults = Policy::default();
     WebSocketAction {
         pool: pools::pool(check, keys, base_dir),
         origins: raw.origins.clone(),
         require_origin: raw.require_origin,
         subprotocols: raw.subprotocols.clone(),
         policy: Policy {
-            max_message_size: check.size(&raw.max_message_size, WS_MAX_MESSAGE_SIZE),
-            ping_interval: optional(check.duration(&raw.ping_interval, WS_PING_INTERVAL)),
-            ping_timeout: check.duration(&raw.ping_timeout, WS_PING_TIMEOUT),
+            max_message_size: check.size(&raw.max_message_size, defaults.max_message_size),
+            ping_interval: optional(check.duration(
+                &raw.ping_interval,
+                defaults.ping_interval.unwrap_or_default(),
+            )),
+            ping_timeout: check.duration(&raw.ping_timeout, defaults.ping_timeout),
             idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
         },
         strip_prefix: raw.strip_prefix,
