@@ -6,6 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use rustls::Connection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -15,6 +16,39 @@ pub enum MaybeTls<T> {
     Plain(TcpStream),
     /// Boxed: a TLS session is far larger than a socket.
     Tls(Box<T>),
+}
+
+/// A tokio-rustls stream over TCP that can be taken apart, for the relay,
+/// which drives the socket and the TLS session itself.
+pub trait TlsOverTcp {
+    fn into_parts(self) -> (TcpStream, Connection);
+}
+
+impl TlsOverTcp for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_parts(self) -> (TcpStream, Connection) {
+        let (stream, session) = self.into_inner();
+        (stream, session.into())
+    }
+}
+
+impl TlsOverTcp for tokio_rustls::client::TlsStream<TcpStream> {
+    fn into_parts(self) -> (TcpStream, Connection) {
+        let (stream, session) = self.into_inner();
+        (stream, session.into())
+    }
+}
+
+impl<T: TlsOverTcp> MaybeTls<T> {
+    /// The socket, and the TLS session over it if there is one.
+    pub fn into_parts(self) -> (TcpStream, Option<Connection>) {
+        match self {
+            MaybeTls::Plain(stream) => (stream, None),
+            MaybeTls::Tls(tls) => {
+                let (stream, session) = tls.into_parts();
+                (stream, Some(session))
+            }
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {

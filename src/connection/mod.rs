@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use crate::body::Body;
 use crate::metrics::{Active, ListenerMeters};
 pub use send_deadline::SendDeadline;
-pub use stream::{client_io, into_parts, ClientIo, ClientStream};
+pub use stream::{client_io, ClientIo, ClientStream};
 
 /// A client connection: its address, how it arrived, and its slot under
 /// `max_connections`, held until the connection and any WebSocket session it

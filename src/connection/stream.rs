@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::ServerConnection;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -22,15 +21,4 @@ pub type ClientIo = TokioIo<SendDeadline<ClientStream>>;
 /// Wraps an accepted stream the way every client connection is served.
 pub fn client_io(stream: ClientStream, send_timeout: Duration) -> ClientIo {
     TokioIo::new(SendDeadline::new(stream, send_timeout))
-}
-
-/// The socket and the TLS session over it, for the WebSocket relay.
-pub fn into_parts(io: ClientIo) -> (TcpStream, Option<ServerConnection>) {
-    match io.into_inner().into_inner() {
-        MaybeTls::Plain(stream) => (stream, None),
-        MaybeTls::Tls(tls) => {
-            let (stream, session) = tls.into_inner();
-            (stream, Some(session))
-        }
-    }
 }

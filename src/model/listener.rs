@@ -7,7 +7,7 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
-use super::Loaded;
+use super::Material;
 
 /// One `[[listeners]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,5 +52,5 @@ pub struct Certificate {
     /// Of the chain: a reload tells a renewed file from an unchanged one by it.
     pub fingerprint: String,
     #[serde(skip)]
-    pub loaded: Loaded<CertifiedKey>,
+    pub material: Material<CertifiedKey>,
 }

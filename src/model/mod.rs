@@ -4,7 +4,7 @@
 //! (`snapshot`) is built from it, and a reload is `diff(old, new)` → apply.
 //!
 //! Certificates and keys are read once, at validation, and carried here as
-//! [`Loaded`] material so the runtime never reads a file the checks did not
+//! [`Material`] so the runtime never reads a file the checks did not
 //! see; they compare and serialise by fingerprint, never by content.
 
 pub mod diff;
@@ -146,16 +146,16 @@ impl Default for FileCache {
 /// serialised (`/config` must not expose keys) and never compared: the
 /// fingerprint stored next to it stands for it.
 #[derive(Clone)]
-pub struct Loaded<T>(Option<Arc<T>>);
+pub struct Material<T>(Option<Arc<T>>);
 
-impl<T> Loaded<T> {
-    pub fn new(value: T) -> Loaded<T> {
-        Loaded(Some(Arc::new(value)))
+impl<T> Material<T> {
+    pub fn new(value: T) -> Material<T> {
+        Material(Some(Arc::new(value)))
     }
 
     /// Material already shared elsewhere.
-    pub fn shared(value: Arc<T>) -> Loaded<T> {
-        Loaded(Some(value))
+    pub fn shared(value: Arc<T>) -> Material<T> {
+        Material(Some(value))
     }
 
     /// `None` in a model read back from `GET /config`.
@@ -164,25 +164,21 @@ impl<T> Loaded<T> {
     }
 }
 
-impl<T> Default for Loaded<T> {
-    fn default() -> Loaded<T> {
-        Loaded(None)
+impl<T> Default for Material<T> {
+    fn default() -> Material<T> {
+        Material(None)
     }
 }
 
-impl<T> PartialEq for Loaded<T> {
-    fn eq(&self, _other: &Loaded<T>) -> bool {
+impl<T> PartialEq for Material<T> {
+    fn eq(&self, _other: &Material<T>) -> bool {
         true
     }
 }
 
-impl<T> fmt::Debug for Loaded<T> {
+impl<T> fmt::Debug for Material<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Loaded"
-        } else {
-            "NotLoaded"
-        })
+        f.write_str(if self.0.is_some() { "Read" } else { "NotRead" })
     }
 }
 

@@ -8,7 +8,7 @@ use http::header::HeaderName;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::Loaded;
+use super::Material;
 
 /// The backends of one `proxy` or `websocket` action, and how to use them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub enum BackendRoots {
         file: String,
         fingerprint: String,
         #[serde(skip)]
-        certificates: Loaded<Vec<CertificateDer<'static>>>,
+        certificates: Material<Vec<CertificateDer<'static>>>,
     },
 }
 

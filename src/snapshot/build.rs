@@ -108,7 +108,7 @@ fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTl
     let not_loaded = BuildError::NotLoaded { bind };
     let mut resolver: Option<SniResolver> = None;
     for certificate in &tls.certificates {
-        let Some(key) = certificate.loaded.get() else {
+        let Some(key) = certificate.material.get() else {
             return Err(not_loaded);
         };
         let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(key)));

@@ -86,17 +86,18 @@ pub struct Backend {
 impl Backend {
     /// The backend at `address`, counted by `meters`.
     pub fn new(address: BackendAddress, meters: Option<BackendMeters>) -> Backend {
+        let authority = address.authority();
         let BackendAddress {
             url,
             host,
             port,
             path,
             tls,
-        } = address.clone();
+        } = address;
         Backend {
             url,
             hash_id: balance::stable_hash(format!("{host}:{port}").as_bytes()),
-            authority: address.authority(),
+            authority,
             host,
             port,
             path,

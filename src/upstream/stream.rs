@@ -4,7 +4,6 @@
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use rustls::ClientConnection;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -19,16 +18,5 @@ pub type UpstreamIo = TokioIo<UpstreamStream>;
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
         Connected::new()
-    }
-}
-
-/// The socket and the TLS session over it, for the WebSocket relay.
-pub fn into_parts(io: UpstreamIo) -> (TcpStream, Option<ClientConnection>) {
-    match io.into_inner() {
-        MaybeTls::Plain(stream) => (stream, None),
-        MaybeTls::Tls(tls) => {
-            let (stream, session) = tls.into_inner();
-            (stream, Some(session))
-        }
     }
 }

@@ -17,14 +17,14 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
-use crate::connection::{self, ClientConnection, ClientIo};
+use crate::connection::{ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
 use crate::sessions::Sessions;
 use crate::upstream::{
-    self, warn_throttled, Backend, BackendPool, ConnectError, UpstreamIo, UpstreamStream,
+    warn_throttled, Backend, BackendPool, ConnectError, UpstreamIo, UpstreamStream,
 };
 use handshake::Refusal;
 use relay::{Closing, Initiator, Peer};
@@ -200,23 +200,15 @@ pub async fn upgrade<B>(
 /// it if there is one, and any bytes read past the handshake.
 fn client_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
     let parts = upgraded_as::<ClientIo>(upgraded, "client")?;
-    let (stream, tls) = connection::into_parts(parts.io);
-    Some(Peer {
-        stream,
-        tls: tls.map(|tls| Box::new(tls.into())),
-        leftover: parts.read_buf,
-    })
+    let (stream, tls) = parts.io.into_inner().into_inner().into_parts();
+    Some(Peer::new(stream, tls, parts.read_buf))
 }
 
 /// The backend's side, as [`client_peer`] takes the client's.
 fn backend_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
     let parts = upgraded_as::<UpstreamIo>(upgraded, "backend")?;
-    let (stream, tls) = upstream::stream::into_parts(parts.io);
-    Some(Peer {
-        stream,
-        tls: tls.map(|tls| Box::new(tls.into())),
-        leftover: parts.read_buf,
-    })
+    let (stream, tls) = parts.io.into_inner().into_parts();
+    Some(Peer::new(stream, tls, parts.read_buf))
 }
 
 /// The IO an upgraded connection was served over. `T` is the type the

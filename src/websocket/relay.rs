@@ -41,6 +41,16 @@ pub struct Peer {
     pub leftover: Bytes,
 }
 
+impl Peer {
+    pub fn new(stream: TcpStream, tls: Option<Connection>, leftover: Bytes) -> Peer {
+        Peer {
+            stream,
+            tls: tls.map(Box::new),
+            leftover,
+        }
+    }
+}
+
 /// Frames, messages and payload bytes that passed in one direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Traffic {

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::{Checker, ConfigError};
 use crate::config::{Diagnostic, RawConfig, RawListener, RawTls};
-use crate::model::{fingerprint, Certificate, Listener, ListenerTls, Loaded};
+use crate::model::{fingerprint, Certificate, Listener, ListenerTls, Material};
 use crate::tls::{self, certs, Which};
 
 /// Which certificate file serves a name on a listener, for the cross-listener check.
@@ -164,7 +164,7 @@ fn server_tls(
             fingerprint: fingerprint(loaded.key.cert.iter().map(|der| der.as_ref())),
             names: loaded.names,
             not_after: loaded.not_after,
-            loaded: Loaded::shared(loaded.key),
+            material: Material::shared(loaded.key),
         });
     }
     (complete && !certificates.is_empty()).then_some(ListenerTls {

@@ -10,7 +10,7 @@ use super::{Checker, ConfigError};
 use crate::config::{RawHealthCheck, RawProxy};
 use crate::forwarding::{Network, TrustedProxies};
 use crate::model::{
-    self, fingerprint, BackendAddress, BackendRoots, Balance, HashKey, HealthCheck, Loaded, Pool,
+    self, fingerprint, BackendAddress, BackendRoots, Balance, HashKey, HealthCheck, Material, Pool,
     ProxyAction, ProxySettings, Schemes,
 };
 use crate::tls::{self, certs};
@@ -192,7 +192,7 @@ fn backend_roots(
                 Ok(chain) => Some(BackendRoots::File {
                     file: ca.get_ref().clone(),
                     fingerprint: fingerprint(chain.iter().map(|der| der.as_ref())),
-                    certificates: Loaded::new(chain),
+                    certificates: Material::new(chain),
                 }),
                 Err(error) => {
                     check.error(ca.span(), ConfigError::Certificate(error));
