@@ -149,6 +149,7 @@ impl Default for FileCache {
 pub struct Material<T>(Option<Arc<T>>);
 
 impl<T> Material<T> {
+    /// Material read now, owned by the model.
     pub fn new(value: T) -> Material<T> {
         Material(Some(Arc::new(value)))
     }
