@@ -63,6 +63,7 @@ pub struct RawAdmin {
 pub struct RawServer {
     pub header_read_timeout: Option<Spanned<String>>,
     pub send_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub shutdown_delay: Option<Spanned<String>>,

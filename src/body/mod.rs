@@ -11,10 +11,12 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 pub mod proxied;
+pub mod streams;
 
 use crate::buffer_pool;
 use crate::metrics::BodyMeter;
 pub use proxied::ProxiedBody;
+use streams::StreamGuard;
 
 /// A response body.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ pub enum Body {
     Proxied(ProxiedBody),
     /// Another body, its bytes and time counted for the route's metrics.
     Metered(Box<(Body, BodyMeter)>),
+    /// Another body on an HTTP/2 stream, watched for a client that stops reading.
+    OnStream(Box<(Body, StreamGuard)>),
 }
 
 impl Body {
@@ -39,6 +43,11 @@ impl Body {
     /// This body, counted by `meter` as it is sent.
     pub fn metered(self, meter: BodyMeter) -> Body {
         Body::Metered(Box::new((self, meter)))
+    }
+
+    /// This body, sent on the HTTP/2 stream `stream` stands for.
+    pub fn on_stream(self, stream: StreamGuard) -> Body {
+        Body::OnStream(Box::new((self, stream)))
     }
 }
 
@@ -75,6 +84,15 @@ impl http_body::Body for Body {
                 }
                 return poll;
             }
+            Body::OnStream(watched) => {
+                let (body, stream) = &mut **watched;
+                stream.polled();
+                let poll = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(_))) = &poll {
+                    stream.handed_out();
+                }
+                return poll;
+            }
         };
         Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data)))
     }
@@ -86,6 +104,7 @@ impl http_body::Body for Body {
             Body::Upstream(body) => body.is_end_stream(),
             Body::Proxied(body) => body.is_end_stream(),
             Body::Metered(metered) => metered.0.is_end_stream(),
+            Body::OnStream(watched) => watched.0.is_end_stream(),
         }
     }
 
@@ -98,6 +117,7 @@ impl http_body::Body for Body {
             Body::Upstream(body) => body.size_hint(),
             Body::Proxied(body) => body.size_hint(),
             Body::Metered(metered) => metered.0.size_hint(),
+            Body::OnStream(watched) => watched.0.size_hint(),
         }
     }
 }

@@ -36,6 +36,8 @@ pub use route::{
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// nginx's `send_timeout` default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `keepalive_timeout` default.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Request head (request line plus headers) size limit when the config does not set one.
 pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// How long a graceful shutdown waits for in-flight work when the config does not say.
@@ -82,6 +84,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a write to a client may wait for it to read; zero is off.
     pub send_timeout: Duration,
+    /// How long an HTTP/2 connection with no open stream is kept; zero is off.
+    pub keepalive_timeout: Duration,
     pub max_request_head: usize,
     pub max_connections: usize,
 }
@@ -91,6 +95,7 @@ impl Default for Limits {
         Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_request_head: DEFAULT_MAX_REQUEST_HEAD,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }

@@ -1,49 +1,37 @@
 //! Listeners, the accept loop, one task per connection, and the graceful drain.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::Body;
-use crate::connection::{
-    client_io, ClientConnection, ClientIo, ClientStream, Closability, Handler,
-};
+use crate::connection::{ClientConnection, Handler};
 use crate::gateway::{self, Gateway};
-use crate::metrics::{ListenerMeters, TlsResult};
-use crate::model::{Limits, Model};
+use crate::metrics::ListenerMeters;
+use crate::model::Model;
 use crate::snapshot::Snapshot;
-use crate::tls::{HandshakeError, ServerTls};
-use crate::websocket::handshake;
+use crate::tls::ServerTls;
 
 pub mod fd_limit;
 mod listen;
+mod serve;
 
 pub use listen::{bind, ListenerKey};
 use listen::{steer_to_successor, HANDOVER};
+use serve::serve_connection;
 
 /// Longest pause after an accept error such as EMFILE, so the loop neither
 /// spins nor gives up while file descriptors are exhausted.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// How often an idle HTTP/2 connection is pinged to see that the client is still there.
-const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Connections the admin listener serves at once: enough for probes and
 /// scrapers, and separate from the public limit so it answers when that is full.
@@ -284,8 +272,8 @@ struct Acceptor<H> {
 }
 
 impl<H: Handler> Acceptor<H> {
-    /// Accepts while a slot is free; at the limit, new connections wait in
-    /// the kernel's listen backlog. Once stopped, steers new connections to
+    /// Accepts and takes a slot; at the limit, the connection just accepted
+    /// waits for a slot and later ones wait in the kernel's listen backlog. Once stopped, steers new connections to
     /// a successor on the same port (if there is one) and keeps accepting
     /// for the handover, then takes what is left in the backlog (closing
     /// the socket would reset those connections) and closes the socket.
@@ -293,21 +281,11 @@ impl<H: Handler> Acceptor<H> {
         let mut backoff = Duration::ZERO;
         let mut at_limit = false;
         let mut settings = ListenerSettings::default();
+        // Accepted, then the limit was reached: served first once stopped.
+        let mut waiting = None;
         loop {
-            let full = self.slots.available_permits() == 0;
-            if full && !at_limit {
-                tracing::warn!(
-                    "connection limit reached; new connections wait in the listen backlog"
-                );
-            }
-            at_limit = full;
-            let slot = tokio::select! {
-                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_closed) => return,
-                },
-                () = self.stop.cancelled() => break,
-            };
+            // No slot is held while waiting in `accept`, so listeners that
+            // wait for clients do not take slots from the ones that have them.
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = self.stop.cancelled() => break,
@@ -315,6 +293,29 @@ impl<H: Handler> Acceptor<H> {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
+                    let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+                        Ok(slot) => {
+                            at_limit = false;
+                            slot
+                        }
+                        Err(TryAcquireError::Closed) => return,
+                        Err(TryAcquireError::NoPermits) => {
+                            if !at_limit {
+                                tracing::warn!("connection limit reached; new connections wait until one closes");
+                            }
+                            at_limit = true;
+                            tokio::select! {
+                                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                                    Ok(slot) => slot,
+                                    Err(_closed) => return,
+                                },
+                                () = self.stop.cancelled() => {
+                                    waiting = Some((stream, peer));
+                                    break;
+                                }
+                            }
+                        }
+                    };
                     self.serve(stream, peer, slot, &mut settings);
                 }
                 Err(error) if is_per_connection(&error) => {
@@ -328,6 +329,11 @@ impl<H: Handler> Acceptor<H> {
                         () = self.stop.cancelled() => break,
                     }
                 }
+            }
+        }
+        if let Some((stream, peer)) = waiting {
+            if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                self.serve(stream, peer, slot, &mut settings);
             }
         }
         if self.key.is_some() && steer_to_successor(&listener) {
@@ -397,130 +403,4 @@ fn is_per_connection(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// Runs the TLS handshake if the listener has TLS, then serves HTTP/2 when
-/// ALPN chose it and HTTP/1.1 (with upgrades) otherwise.
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
-    tls: Option<Arc<ServerTls>>,
-    client: ClientConnection,
-    handler: H,
-    limits: Limits,
-    stop: CancellationToken,
-) {
-    let client = Arc::new(client);
-    let peer = client.addr;
-    let meters = client.meters.clone();
-    let for_service = Arc::clone(&client);
-    let service = service_fn(move |req: Request<Incoming>| {
-        let client = Arc::clone(&for_service);
-        let upgrade = handshake::is_upgrade(req.headers());
-        client.closability().request_arrived(upgrade);
-        let response = handler.call(Arc::clone(&client), req);
-        async move {
-            let response = response.await;
-            if upgrade
-                && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
-            {
-                client.closability().upgrade_refused();
-            }
-            response
-        }
-    });
-    let closability = client.closability();
-    let Some(tls) = tls else {
-        let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
-        return serve_http1(io, service, limits, stop, closability).await;
-    };
-    // Not cut short by a stop: the client is waiting for an answer, and the
-    // listener's handshake timeout bounds it.
-    let accepted = tls.accept(stream).await;
-    let count = |result| {
-        if let Some(meters) = &meters {
-            meters.handshake(result);
-        }
-    };
-    let stream = match accepted {
-        Ok(stream) => {
-            count(TlsResult::Ok);
-            stream
-        }
-        Err(error) => {
-            count(match error {
-                HandshakeError::Timeout(_) => TlsResult::Timeout,
-                HandshakeError::Failed(_) => TlsResult::Error,
-            });
-            // Scanners, plaintext HTTP on the TLS port, clients that give up:
-            // nothing an operator must act on.
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = client_io(ClientStream::Tls(Box::new(stream)), limits.send_timeout);
-    if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            // HTTP/2 has no request-head deadline between requests; pings
-            // find peers that vanished without closing.
-            .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
-            .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX));
-        // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
-        let connection = builder.serve_connection(io, service);
-        drive(connection, stop, closability, |c| c.graceful_shutdown()).await;
-    } else {
-        serve_http1(io, service, limits, stop, closability).await;
-    }
-}
-
-async fn serve_http1<S>(
-    io: ClientIo,
-    service: S,
-    limits: Limits,
-    stop: CancellationToken,
-    closability: &Closability,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = Body>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_request_head)
-        .keep_alive(true);
-    let connection = builder.serve_connection(io, service).with_upgrades();
-    drive(connection, stop, closability, |c| c.graceful_shutdown()).await;
-}
-
-/// Drives a connection to its end; once `stop` fires, asks it to finish the
-/// requests in flight and close; see [`Closability`] for when that is
-/// (hyper's header read timeout bounds the wait for a first request).
-async fn drive<C, E>(
-    connection: C,
-    stop: CancellationToken,
-    closability: &Closability,
-    graceful_shutdown: fn(Pin<&mut C>),
-) where
-    C: Future<Output = Result<(), E>>,
-    E: Display,
-{
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop.cancelled() => {
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = closability.closable() => {
-                    graceful_shutdown(connection.as_mut());
-                    connection.await
-                }
-            }
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
-    }
 }

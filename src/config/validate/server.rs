@@ -22,6 +22,7 @@ pub(super) fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, 
         header_read_timeout: check
             .duration(&raw.header_read_timeout, model::DEFAULT_HEADER_READ_TIMEOUT),
         send_timeout: check.duration(&raw.send_timeout, model::DEFAULT_SEND_TIMEOUT),
+        keepalive_timeout: check.duration(&raw.keepalive_timeout, model::DEFAULT_KEEPALIVE_TIMEOUT),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
         max_connections: max_connections(check, &raw.max_connections),
     };

@@ -1,0 +1,130 @@
+//! The requests an HTTP/2 connection has open, and how long each response
+//! has waited for the client to take what it was given.
+//!
+//! With HTTP/2 a client that stops reading leaves bytes in per-stream send
+//! buffers, not at the socket, so a deadline on socket writes never fires:
+//! hyper waits for a WINDOW_UPDATE that never comes and stops polling the
+//! body. A body here notes when it handed out a chunk; if it is not asked
+//! for the next one within `send_timeout`, the client is not reading
+//! (nginx applies `send_timeout` to such streams too). The connection's
+//! watchdog reads these notes, and the count of open streams tells it when
+//! the connection is idle.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// The open streams of one connection.
+#[derive(Debug, Default)]
+pub struct OpenStreams {
+    open: AtomicUsize,
+    /// Notified when a stream opens or closes.
+    changed: Notify,
+    /// Per open stream: since when (ms on [`now_ms`], plus one) its response
+    /// has waited for the client; 0 while it is not waiting. Bounded by the
+    /// connection's concurrent stream limit; dead entries go at each scan.
+    waits: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+/// One open stream; dropping it (with the request, or with the response
+/// body it moved into) closes the stream.
+#[derive(Debug)]
+pub struct StreamGuard {
+    streams: Arc<OpenStreams>,
+    waiting_since: Arc<AtomicU64>,
+}
+
+impl OpenStreams {
+    /// Counts a new stream open until the guard is dropped.
+    pub fn opened(self: &Arc<Self>) -> StreamGuard {
+        let waiting_since = Arc::new(AtomicU64::new(0));
+        self.lock_waits().push(Arc::downgrade(&waiting_since));
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        StreamGuard {
+            streams: Arc::clone(self),
+            waiting_since,
+        }
+    }
+
+    /// Whether no stream is open.
+    pub fn is_idle(&self) -> bool {
+        self.open.load(Ordering::Acquire) == 0
+    }
+
+    /// How long the stream that has waited longest for the client has waited.
+    pub fn longest_wait(&self) -> Option<Duration> {
+        let now = now_ms();
+        let mut waits = self.lock_waits();
+        waits.retain(|wait| wait.strong_count() > 0);
+        waits
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|since| since.load(Ordering::Acquire))
+            .filter(|&since| since > 0)
+            .map(|since| Duration::from_millis(now.saturating_sub(since - 1)))
+            .max()
+    }
+
+    /// Resolves when a stream opens or closes after this call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn lock_waits(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AtomicU64>>> {
+        self.waits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl StreamGuard {
+    /// The connection asked for more of the response: it took the last chunk.
+    pub fn polled(&self) {
+        self.waiting_since.store(0, Ordering::Release);
+    }
+
+    /// A chunk went to the connection: from now on the client owes a read.
+    pub fn handed_out(&self) {
+        self.waiting_since.store(now_ms() + 1, Ordering::Release);
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.streams.open.fetch_sub(1, Ordering::AcqRel);
+        self.streams.changed.notify_waiters();
+    }
+}
+
+/// Milliseconds since the first call in this process.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_count_while_their_guards_live_and_waits_are_measured() {
+        let streams = Arc::new(OpenStreams::default());
+        assert!(streams.is_idle());
+        let first = streams.opened();
+        let second = streams.opened();
+        assert!(!streams.is_idle());
+        assert_eq!(streams.longest_wait(), None);
+        first.handed_out();
+        std::thread::sleep(Duration::from_millis(20));
+        let waited = streams.longest_wait().expect("one stream waits");
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        first.polled();
+        assert_eq!(streams.longest_wait(), None);
+        drop(first);
+        drop(second);
+        assert!(streams.is_idle());
+        assert!(streams.lock_waits().iter().all(|w| w.strong_count() == 0));
+    }
+}

@@ -1,0 +1,285 @@
+//! One accepted connection: the TLS handshake where the listener has TLS,
+//! then HTTP/1.1 (with upgrades) or HTTP/2 by ALPN, driven to its end or
+//! to a graceful close when the server stops. HTTP/2 connections also get
+//! a watchdog: one with no open stream for `keepalive_timeout` gets a
+//! GOAWAY, and one whose client leaves a response unread for
+//! `send_timeout` is closed (see `body::streams`).
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::streams::OpenStreams;
+use crate::body::Body;
+use crate::connection::{
+    client_io, ClientConnection, ClientIo, ClientStream, Closability, Handler,
+};
+use crate::metrics::TlsResult;
+use crate::model::Limits;
+use crate::tls::{HandshakeError, ServerTls};
+use crate::websocket::handshake;
+
+/// How often an idle HTTP/2 connection is pinged to see that the client is still there.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Streams one HTTP/2 connection may have open at once (nginx's
+/// `http2_max_concurrent_streams` default); each may hold a file or a
+/// backend connection.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Response bytes buffered per HTTP/2 stream while the client's window is
+/// closed, so one connection buffers at most `H2_MAX_STREAMS` times this.
+const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
+
+/// How long a connection that got a GOAWAY (idle, or the server stopping
+/// it) may take to finish before it is closed.
+const GOAWAY_LINGER: Duration = Duration::from_secs(5);
+
+/// Runs the TLS handshake if the listener has TLS, then serves HTTP/2 when
+/// ALPN chose it and HTTP/1.1 (with upgrades) otherwise.
+pub(super) async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    tls: Option<Arc<ServerTls>>,
+    client: ClientConnection,
+    handler: H,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let client = Arc::new(client);
+    let Some(tls) = tls else {
+        let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
+        return serve_http1(io, &client, handler, limits, stop).await;
+    };
+    // Not cut short by a stop: the client is waiting for an answer, and the
+    // listener's handshake timeout bounds it.
+    let accepted = tls.accept(stream).await;
+    let count = |result| {
+        if let Some(meters) = &client.meters {
+            meters.handshake(result);
+        }
+    };
+    let stream = match accepted {
+        Ok(stream) => {
+            count(TlsResult::Ok);
+            stream
+        }
+        Err(error) => {
+            count(match error {
+                HandshakeError::Timeout(_) => TlsResult::Timeout,
+                HandshakeError::Failed(_) => TlsResult::Error,
+            });
+            // Scanners, plaintext HTTP on the TLS port, clients that give up:
+            // nothing an operator must act on.
+            tracing::debug!(peer = %client.addr, %error, "TLS handshake failed");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = client_io(ClientStream::Tls(Box::new(stream)), limits.send_timeout);
+    if h2 {
+        serve_http2(io, &client, handler, limits, stop).await;
+    } else {
+        serve_http1(io, &client, handler, limits, stop).await;
+    }
+}
+
+/// The connection's service: marks what a stopping server must know (see
+/// [`Closability`]), calls the handler, and on HTTP/2 ties each response
+/// body to its stream in `streams`.
+fn service<H: Handler>(
+    client: &Arc<ClientConnection>,
+    handler: H,
+    streams: Option<Arc<OpenStreams>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> {
+    let client = Arc::clone(client);
+    service_fn(move |req: Request<Incoming>| {
+        let client = Arc::clone(&client);
+        let upgrade = handshake::is_upgrade(req.headers());
+        client.closability().request_arrived(upgrade);
+        // Open from the request's arrival, so a handler still waiting for a
+        // backend keeps the connection from counting as idle.
+        let stream = streams.as_ref().map(OpenStreams::opened);
+        let response = handler.call(Arc::clone(&client), req);
+        async move {
+            let response = response.await;
+            if upgrade
+                && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
+            {
+                client.closability().upgrade_refused();
+            }
+            match stream {
+                Some(stream) => response.map(|r| r.map(|body| body.on_stream(stream))),
+                None => response,
+            }
+        }
+    })
+}
+
+async fn serve_http1<H: Handler>(
+    io: ClientIo,
+    client: &Arc<ClientConnection>,
+    handler: H,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_request_head)
+        .keep_alive(true);
+    let connection = builder
+        .serve_connection(io, service(client, handler, None))
+        .with_upgrades();
+    // HTTP/1.1 keep-alive connections are bounded by `header_read_timeout`
+    // and stalled responses by `send_timeout` at the socket.
+    let watchdog = std::future::pending();
+    drive(
+        connection,
+        stop,
+        client.closability(),
+        |c| c.graceful_shutdown(),
+        watchdog,
+    )
+    .await;
+}
+
+async fn serve_http2<H: Handler>(
+    io: ClientIo,
+    client: &Arc<ClientConnection>,
+    handler: H,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let streams = Arc::new(OpenStreams::default());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        // Pings find peers that vanished without closing.
+        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
+        .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_send_buf_size(H2_MAX_SEND_BUFFER);
+    // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
+    let connection =
+        builder.serve_connection(io, service(client, handler, Some(Arc::clone(&streams))));
+    let watchdog = watch_http2(&streams, limits.keepalive_timeout, limits.send_timeout);
+    drive(
+        connection,
+        stop,
+        client.closability(),
+        |c| c.graceful_shutdown(),
+        watchdog,
+    )
+    .await;
+}
+
+/// Why a watchdog ends a connection.
+enum Verdict {
+    /// No stream was open for `keepalive_timeout`: GOAWAY.
+    Idle,
+    /// A response waited this long for the client to read: close.
+    Stalled(Duration),
+}
+
+/// Resolves when an HTTP/2 connection has been idle for `keepalive` or a
+/// stream has waited for its client for `send_timeout` (zero turns either off).
+async fn watch_http2(
+    streams: &OpenStreams,
+    keepalive: Duration,
+    send_timeout: Duration,
+) -> Verdict {
+    loop {
+        // Created before the checks, so a change between the two is not missed.
+        let changed = streams.changed();
+        tokio::pin!(changed);
+        let wait = if streams.is_idle() {
+            if !keepalive.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(keepalive) => return Verdict::Idle,
+                    () = &mut changed => continue,
+                }
+            }
+            None
+        } else if send_timeout.is_zero() {
+            None
+        } else {
+            let waited = streams.longest_wait().unwrap_or_default();
+            if waited >= send_timeout {
+                return Verdict::Stalled(waited);
+            }
+            Some(send_timeout - waited)
+        };
+        match wait {
+            Some(wait) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+}
+
+/// Drives a connection to its end. Once `stop` fires, asks it to finish the
+/// requests in flight and close; see [`Closability`] for when that is
+/// (hyper's header read timeout bounds the wait for a first request). The
+/// `watchdog` can end it earlier.
+async fn drive<C, E>(
+    connection: C,
+    stop: CancellationToken,
+    closability: &Closability,
+    graceful_shutdown: fn(Pin<&mut C>),
+    watchdog: impl Future<Output = Verdict>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    tokio::pin!(connection);
+    tokio::pin!(watchdog);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        verdict = &mut watchdog => match verdict {
+            Verdict::Idle => {
+                graceful_shutdown(connection.as_mut());
+                match tokio::time::timeout(GOAWAY_LINGER, connection.as_mut()).await {
+                    Ok(result) => result,
+                    Err(_) => return,
+                }
+            }
+            Verdict::Stalled(waited) => {
+                tracing::debug!(?waited, "the client read none of a response for send_timeout; closing the connection");
+                return;
+            }
+        },
+        () = stop.cancelled() => {
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = closability.closable() => {
+                    graceful_shutdown(connection.as_mut());
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
