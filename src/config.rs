@@ -92,8 +92,8 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawWebSocket {
     pub backends: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub origins: Vec<String>,
+    #[serde(default = "no_origins")]
+    pub origins: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub require_origin: bool,
     #[serde(default)]
@@ -109,6 +109,10 @@ pub struct RawWebSocket {
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+fn no_origins() -> Spanned<Vec<Spanned<String>>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 /// `proxy = { ... }` on a route.

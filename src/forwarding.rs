@@ -158,6 +158,11 @@ impl Network {
         (prefix_len <= bits && network.masked(addr) == bits_of(addr)).then_some(network)
     }
 
+    /// Whether this is `0.0.0.0/0` or `::/0`: every address.
+    pub fn is_everything(&self) -> bool {
+        self.prefix_len == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {

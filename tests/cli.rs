@@ -66,6 +66,37 @@ fn check_reports_every_error_at_its_line_and_column() {
 }
 
 #[test]
+fn check_refuses_values_that_would_break_the_service() {
+    let dir = test_dir();
+    let config = "trusted_proxies = [\"0.0.0.0/0\"]\n\
+                  [[listeners]]\nbind = \"127.0.0.1:8080\"\n\
+                  [server]\nheader_read_timeout = \"0s\"\n\
+                  [[routes]]\nname = \"chat\"\npath = \"/\"\n\
+                  websocket = { backends = [\"ws://user:pw@127.0.0.1:9001\"], origins = [\"chat.example.com\"], ping_timeout = \"0s\", max_message_size = \"0B\" }\n";
+    let file = write_file(dir.path(), "fragile.toml", config);
+    let file = file.to_str().expect("utf-8 path");
+    let output = wsgate(&["check", file]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = [
+        ":1:20: warning: trusted_proxies `0.0.0.0/0` trusts every address",
+        ":5:23: header_read_timeout must be longer than zero",
+        ":9:27: backend `ws://user:pw@127.0.0.1:9001` must not carry a user name or password",
+        ":9:70: origin `chat.example.com` can never match a browser's Origin header",
+        ":9:106: ping_timeout must be longer than zero",
+        ":9:131: max_message_size must be larger than zero",
+    ];
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{file}{expected}")),
+            "{line} vs {expected}\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn exit_codes() {
     assert_eq!(wsgate(&["--no-such-flag"]).status.code(), Some(64));
     assert_eq!(wsgate(&["check"]).status.code(), Some(64));

@@ -142,6 +142,8 @@ pub enum BackendUrlError {
     NoHost(String),
     #[error("backend `{0}` must not have a query or fragment")]
     Query(String),
+    #[error("backend `{0}` must not carry a user name or password: wsgate does not send them, and the URL labels metrics and shows in /config")]
+    UserInfo(String),
 }
 
 /// The URL schemes one kind of backend may use: plaintext, and over TLS.
@@ -201,6 +203,9 @@ impl BackendAddress {
             .ok_or_else(|| BackendUrlError::NoHost(url.to_owned()))?;
         if uri.query().is_some() || url.contains('#') {
             return Err(BackendUrlError::Query(url.to_owned()));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(BackendUrlError::UserInfo(url.to_owned()));
         }
         let host = host
             .trim_start_matches('[')
@@ -262,6 +267,10 @@ mod tests {
         assert!(matches!(
             BackendAddress::parse("ws://a:1/?x=1", WEBSOCKET),
             Err(BackendUrlError::Query(_))
+        ));
+        assert!(matches!(
+            BackendAddress::parse("ws://user:secret@a:1", WEBSOCKET),
+            Err(BackendUrlError::UserInfo(_))
         ));
     }
 

@@ -88,6 +88,12 @@ pub enum ConfigError {
     TooSmall(&'static str),
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("{0} must be larger than zero")]
+    ZeroSize(&'static str),
+    #[error("origin `{0}` can never match a browser's Origin header, which is scheme://host[:port] with no path; write e.g. \"https://chat.example.com\"")]
+    BadOrigin(String),
+    #[error("trusted_proxies `{0}` trusts every address, so any client can claim another's address in X-Forwarded-For; list your load balancers' networks instead")]
+    TrustsEveryone(String),
     #[error("retries must be 0 or more")]
     NegativeRetries,
     #[error("`{0}` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")]

@@ -97,7 +97,11 @@ fn server_tls(
         (None, Some(key), None) => check.error(key.span(), ConfigError::KeyWithoutCert),
         (None, None, None) => check.error(raw.span(), ConfigError::TlsNoCertificate),
     }
-    let handshake_timeout = check.duration(&tls.handshake_timeout, tls::DEFAULT_HANDSHAKE_TIMEOUT);
+    let handshake_timeout = check.positive(
+        &tls.handshake_timeout,
+        tls::DEFAULT_HANDSHAKE_TIMEOUT,
+        "handshake_timeout",
+    );
     let provider = tls::provider();
     let mut certificates = Vec::new();
     // Which certificate (by its position in `pairs`) took each name on this listener.

@@ -60,6 +60,24 @@ impl Checker {
         })
     }
 
+    /// A duration that must not be zero: a zero-length timer would fire at
+    /// once (or spin), so where zero does not mean "off" it is refused.
+    fn positive(
+        &mut self,
+        text: &Option<Spanned<String>>,
+        default: Duration,
+        key: &'static str,
+    ) -> Duration {
+        let duration = self.duration(text, default);
+        match text {
+            Some(text) if duration.is_zero() => {
+                self.error(text.span(), ConfigError::ZeroDuration(key));
+                default
+            }
+            _ => duration,
+        }
+    }
+
     fn size(&mut self, text: &Option<Spanned<String>>, default: u64) -> u64 {
         let Some(text) = text else { return default };
         parse_size(text.get_ref()).unwrap_or_else(|| {

@@ -49,8 +49,7 @@ pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> 
         check.error(keys.backends.span(), ConfigError::NoBackends(keys.action));
     }
     let any_tls = backends.iter().any(|backend| backend.tls);
-    let connect_timeout = positive(
-        check,
+    let connect_timeout = check.positive(
         keys.connect_timeout,
         model::DEFAULT_CONNECT_TIMEOUT,
         "connect_timeout",
@@ -88,8 +87,7 @@ pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Pat
         }),
     };
     let settings = ProxySettings {
-        response_timeout: positive(
-            check,
+        response_timeout: check.positive(
             &raw.response_timeout,
             RESPONSE_TIMEOUT,
             "response_timeout",
@@ -135,27 +133,10 @@ fn health_check(check: &mut Checker, raw: &RawHealthCheck) -> HealthCheck {
     }
     HealthCheck {
         path: path.clone(),
-        interval: positive(check, &raw.interval, HEALTH_INTERVAL, "interval"),
-        timeout: positive(check, &raw.timeout, HEALTH_TIMEOUT, "timeout"),
+        interval: check.positive(&raw.interval, HEALTH_INTERVAL, "interval"),
+        timeout: check.positive(&raw.timeout, HEALTH_TIMEOUT, "timeout"),
         unhealthy_after: at_least_one(check, &raw.unhealthy_after, "unhealthy_after"),
         healthy_after: at_least_one(check, &raw.healthy_after, "healthy_after"),
-    }
-}
-
-/// A duration that must not be zero (timers of zero length never fire or spin).
-fn positive(
-    check: &mut Checker,
-    text: &Option<Spanned<String>>,
-    default: Duration,
-    key: &'static str,
-) -> Duration {
-    let duration = check.duration(text, default);
-    match text {
-        Some(text) if duration.is_zero() => {
-            check.error(text.span(), ConfigError::ZeroDuration(key));
-            default
-        }
-        _ => duration,
     }
 }
 
@@ -220,10 +201,16 @@ pub(super) fn trusted_proxies(
         .iter()
         .flat_map(|list| list.get_ref())
         .filter_map(|text| {
-            Network::parse(text.get_ref()).or_else(|| {
-                check.error(text.span(), ConfigError::BadNetwork(text.get_ref().clone()));
-                None
-            })
+            let network = Network::parse(text.get_ref());
+            match &network {
+                None => check.error(text.span(), ConfigError::BadNetwork(text.get_ref().clone())),
+                Some(network) if network.is_everything() => check.warn(
+                    text.span(),
+                    ConfigError::TrustsEveryone(text.get_ref().clone()),
+                ),
+                Some(_) => {}
+            }
+            network
         })
         .collect();
     TrustedProxies::new(networks)

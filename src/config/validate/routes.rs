@@ -127,20 +127,64 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
     let defaults = Policy::default();
     WebSocketAction {
         pool: pools::pool(check, keys, base_dir),
-        origins: raw.origins.clone(),
+        origins: origins(check, &raw.origins),
         require_origin: raw.require_origin,
         subprotocols: raw.subprotocols.clone(),
         policy: Policy {
-            max_message_size: check.size(&raw.max_message_size, defaults.max_message_size),
+            max_message_size: message_size(check, &raw.max_message_size, defaults.max_message_size),
             ping_interval: optional(check.duration(
                 &raw.ping_interval,
                 defaults.ping_interval.unwrap_or_default(),
             )),
-            ping_timeout: check.duration(&raw.ping_timeout, defaults.ping_timeout),
+            ping_timeout: check.positive(&raw.ping_timeout, defaults.ping_timeout, "ping_timeout"),
             idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
         },
         strip_prefix: raw.strip_prefix,
     }
+}
+
+/// `max_message_size`: a limit of zero would close every session at its
+/// first message.
+fn message_size(check: &mut Checker, text: &Option<Spanned<String>>, default: u64) -> u64 {
+    let size = check.size(text, default);
+    match text {
+        Some(text) if size == 0 => {
+            check.error(text.span(), ConfigError::ZeroSize("max_message_size"));
+            default
+        }
+        _ => size,
+    }
+}
+
+/// `origins`: each a serialised origin (RFC 6454 §6.1) as browsers send it,
+/// or `*`; anything else could never match and would refuse every browser.
+fn origins(check: &mut Checker, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
+    for origin in raw.get_ref() {
+        if !is_serialised_origin(origin.get_ref()) {
+            check.error(
+                origin.span(),
+                ConfigError::BadOrigin(origin.get_ref().clone()),
+            );
+        }
+    }
+    raw.get_ref().iter().map(|o| o.get_ref().clone()).collect()
+}
+
+fn is_serialised_origin(text: &str) -> bool {
+    if text == "*" || text == "null" {
+        return true;
+    }
+    let Some((scheme, authority)) = text.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    scheme_ok
+        && !authority.is_empty()
+        && !authority.contains(['/', '?', '#', '@', ' '])
+        && authority.parse::<http::uri::Authority>().is_ok()
 }
 
 fn static_dir(

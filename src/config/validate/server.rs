@@ -19,8 +19,11 @@ pub(super) fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, 
         max_request_head = head_default;
     }
     let limits = Limits {
-        header_read_timeout: check
-            .duration(&raw.header_read_timeout, model::DEFAULT_HEADER_READ_TIMEOUT),
+        header_read_timeout: check.positive(
+            &raw.header_read_timeout,
+            model::DEFAULT_HEADER_READ_TIMEOUT,
+            "header_read_timeout",
+        ),
         send_timeout: check.duration(&raw.send_timeout, model::DEFAULT_SEND_TIMEOUT),
         keepalive_timeout: check.duration(&raw.keepalive_timeout, model::DEFAULT_KEEPALIVE_TIMEOUT),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),

@@ -413,3 +413,54 @@ fn backend_ca_is_read_and_checked() {
     assert!(messages
         .contains(&"backend_ca is set but no backend uses TLS (wss:// or https://)".to_owned()));
 }
+
+#[test]
+fn values_that_would_break_the_service_are_refused() {
+    let ws = |keys: &str| {
+        format!("[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = {{ backends = [\"ws://a:1\"]{keys} }}\n")
+    };
+    let cases = [
+        (
+            "[server]\nheader_read_timeout = \"0s\"\n".to_owned(),
+            "header_read_timeout must be longer than zero",
+        ),
+        (ws(", ping_timeout = \"0s\""), "ping_timeout must be longer than zero"),
+        (ws(", max_message_size = \"0B\""), "max_message_size must be larger than zero"),
+        (
+            ws(", origins = [\"chat.example.com\"]"),
+            "origin `chat.example.com` can never match a browser's Origin header, which is scheme://host[:port] with no path; write e.g. \"https://chat.example.com\"",
+        ),
+        (
+            ws(", origins = [\"https://chat.example.com/\"]"),
+            "origin `https://chat.example.com/` can never match",
+        ),
+        (
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://u:p@a:1\"] }\n".to_owned(),
+            "backend `ws://u:p@a:1` must not carry a user name or password: wsgate does not send them, and the URL labels metrics and shows in /config",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = single_error(&text);
+        assert!(message.starts_with(expected), "{text}: {message}");
+    }
+    let good = ws(", origins = [\"https://chat.example.com\", \"http://localhost:8080\", \"*\"]");
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+    assert_eq!(
+        tls_messages(&tls_listener(
+            "{ cert = \"a.pem\", key = \"a-key.pem\", handshake_timeout = \"0s\" }"
+        )),
+        ["handshake_timeout must be longer than zero"]
+    );
+}
+
+#[test]
+fn trusting_every_address_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "trusted_proxies = [\"0.0.0.0/0\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = { backends = [\"http://a:1\"] }\n";
+    let (raw, _) = parse(text);
+    let (_, warnings) = validate(raw, dir.path()).expect("a warning does not stop the config");
+    assert_eq!(
+        warnings.iter().map(|d| d.error.to_string()).collect::<Vec<_>>(),
+        ["trusted_proxies `0.0.0.0/0` trusts every address, so any client can claim another's address in X-Forwarded-For; list your load balancers' networks instead"]
+    );
+}
