@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use support::ws::*;
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -554,4 +555,66 @@ async fn the_demo_echo_route_works() {
         .await
         .expect("send");
     assert_eq!(receive(&mut client).await, Message::text("hello demo"));
+}
+
+#[tokio::test]
+async fn handshake_fields_that_an_intermediary_must_check() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let other_key = ("Sec-WebSocket-Key", "AQIDBAUGBwgJCgsMDQ4PEA==");
+    // RFC 6455 §11.3.1: the key (and the version) appear once.
+    let (_, head) = raw_handshake(server.addr, "/chat", &[key, other_key]).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let version = ("Sec-WebSocket-Version", "13");
+    let (_, head) = raw_handshake(server.addr, "/chat", &[version, version]).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // A body behind a GET handshake would be read by whoever takes the stream next.
+    let (_, head) = raw_handshake(server.addr, "/chat", &[("Content-Length", "0")]).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (_, head) = raw_handshake(server.addr, "/chat", &[("Transfer-Encoding", "chunked")]).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // A client that names the key as hop-by-hop still gets its session:
+    // the gateway forwards what it validated.
+    let (_, head) = raw_handshake(
+        server.addr,
+        "/chat",
+        &[(
+            "Connection",
+            "Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version",
+        )],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("the backend got no handshake");
+    };
+    assert_eq!(headers["sec-websocket-key"], key.1);
+    assert_eq!(headers["sec-websocket-version"], "13");
+}
+
+#[tokio::test]
+async fn a_backend_refusal_whose_body_stalls_is_cut_off() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    let stalling = tokio::spawn(async move {
+        let (mut stream, _) = backend.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot all of it";
+        stream.write_all(refusal).await.expect("write refusal");
+        // Never the rest: hold the connection open.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let server = gateway(backend_addr, ", connect_timeout = \"500ms\"").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let mut body = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut body)).await;
+    assert!(read.is_ok(), "the stalled body was not cut off");
+    assert!(body.len() < 100, "a truncated body looked complete");
+    stalling.abort();
 }

@@ -4,8 +4,8 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use http::header::{
-    CONNECTION, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use sha1::{Digest, Sha1};
@@ -28,12 +28,22 @@ pub enum Refusal {
     Origin,
     #[error("none of the offered subprotocols is allowed on this route")]
     Subprotocol,
+    #[error("Sec-WebSocket-Key or Sec-WebSocket-Version appears more than once")]
+    Repeated,
+    #[error(
+        "a WebSocket handshake has no body, yet it carries Content-Length or Transfer-Encoding"
+    )]
+    Body,
 }
 
 impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::NotGet | Refusal::Key | Refusal::Subprotocol => StatusCode::BAD_REQUEST,
+            Refusal::NotGet
+            | Refusal::Key
+            | Refusal::Subprotocol
+            | Refusal::Repeated
+            | Refusal::Body => StatusCode::BAD_REQUEST,
             // §4.4: a version the server does not speak gets 426 and the versions it does.
             Refusal::Version => StatusCode::UPGRADE_REQUIRED,
             Refusal::Origin => StatusCode::FORBIDDEN,
@@ -52,6 +62,18 @@ pub fn check_client<B>(req: &Request<B>, route: &WebSocketRoute) -> Result<(), R
         return Err(Refusal::NotGet);
     }
     let headers = req.headers();
+    // §11.3.1, §11.3.5: each appears at most once in a request.
+    if [SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION]
+        .iter()
+        .any(|name| headers.get_all(name).iter().nth(1).is_some())
+    {
+        return Err(Refusal::Repeated);
+    }
+    // A body on a GET handshake is a request smuggled behind it, for
+    // whichever side reads the stream after the 101.
+    if headers.contains_key(CONTENT_LENGTH) || headers.contains_key(TRANSFER_ENCODING) {
+        return Err(Refusal::Body);
+    }
     if headers
         .get(SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
@@ -119,6 +141,24 @@ pub fn check_backend_answer(
 pub fn set_upgrade_headers(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// The handshake fields the backend must get as the client sent them
+/// (after `check_client`), even when the client's `Connection` header
+/// named them as hop-by-hop and stripping removed them.
+pub fn restore_handshake_fields(client: &HeaderMap, forwarded: &mut HeaderMap) {
+    for name in [
+        SEC_WEBSOCKET_KEY,
+        SEC_WEBSOCKET_VERSION,
+        SEC_WEBSOCKET_PROTOCOL,
+        SEC_WEBSOCKET_EXTENSIONS,
+        ORIGIN,
+    ] {
+        forwarded.remove(&name);
+        for value in client.get_all(&name) {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
 }
 
 fn has_token(headers: &HeaderMap, name: &http::header::HeaderName, token: &str) -> bool {

@@ -16,7 +16,8 @@ use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 
-use crate::body::Body;
+use crate::body::proxied::UploadProgress;
+use crate::body::{Body, ProxiedBody};
 use crate::connection::{ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
@@ -104,7 +105,11 @@ pub async fn upgrade<B>(
         count(match refusal {
             Refusal::Origin => UpgradeResult::OriginDenied,
             Refusal::Subprotocol => UpgradeResult::SubprotocolDenied,
-            Refusal::NotGet | Refusal::Version | Refusal::Key => UpgradeResult::BadRequest,
+            Refusal::NotGet
+            | Refusal::Version
+            | Refusal::Key
+            | Refusal::Repeated
+            | Refusal::Body => UpgradeResult::BadRequest,
         });
         return refuse(refusal);
     }
@@ -130,9 +135,13 @@ pub async fn upgrade<B>(
     let busy = backend.busy();
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         count(UpgradeResult::BackendRejected);
-        // The backend's refusal (403, 404, 500…) is the client's answer.
+        // The backend's refusal (403, 404, 500…) is the client's answer;
+        // its body is cut off if it stalls, like a proxied one.
         forwarding::strip_hop_by_hop(answer.headers_mut());
-        return answer.map(Body::Upstream);
+        let stall_after = route.backends.connect_timeout;
+        return answer
+            .map(|body| ProxiedBody::new(body, busy, stall_after, UploadProgress::start()))
+            .map(Body::Proxied);
     }
     let key = req
         .headers()
@@ -307,6 +316,7 @@ fn backend_request<B>(
     };
     let mut headers =
         forwarding::backend_headers(req.headers(), req.uri(), &origin, true, backend.authority());
+    handshake::restore_handshake_fields(req.headers(), &mut headers);
     handshake::set_upgrade_headers(&mut headers);
     let mut request = Request::new(Empty::new());
     // Cannot fail: the path is the request's own or encoded, and the
