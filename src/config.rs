@@ -159,6 +159,7 @@ pub struct RawStatic {
 #[derive(Debug, Default)]
 pub struct RawConfig {
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub client_ip_headers: Option<Spanned<Vec<Spanned<String>>>>,
     pub listeners: Vec<RawListener>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
@@ -345,6 +346,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
             "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),
+            "client_ip_headers" => raw.client_ip_headers = section(value, &mut errors),
             other => errors.push(Diagnostic::error(
                 Some(key.span()),
                 ConfigError::UnknownSection(other.to_owned()),
@@ -416,7 +418,7 @@ mod tests {
         let (_, errors) = parse("[rutes]\n");
         assert_eq!(
             errors[0].error.to_string(),
-            "unknown section `rutes`; expected `trusted_proxies`, `listeners`, `admin`, `server` or `routes`"
+            "unknown section `rutes`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server` or `routes`"
         );
         assert_eq!(errors[0].span, Some(1..6));
     }

@@ -127,11 +127,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// `trusted_proxies`: the networks whose `X-Forwarded-*` and `Forwarded`
 /// headers are believed. A request from anywhere else has them replaced, so
-/// a client cannot claim another address.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// a client cannot claim another address, and loses the headers in
+/// `client_ip_headers`, which backends read as the client's address too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustedProxies {
     networks: Vec<Network>,
+    /// Lowercase header names.
+    client_ip_headers: Vec<String>,
+}
+
+/// What `client_ip_headers` is when the config does not say: the headers
+/// CDNs, load balancers and frameworks use for the client's address.
+pub const DEFAULT_CLIENT_IP_HEADERS: [&str; 7] = [
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+];
+
+impl Default for TrustedProxies {
+    fn default() -> TrustedProxies {
+        TrustedProxies::new(Vec::new(), default_client_ip_headers())
+    }
+}
+
+/// [`DEFAULT_CLIENT_IP_HEADERS`], owned.
+pub fn default_client_ip_headers() -> Vec<String> {
+    DEFAULT_CLIENT_IP_HEADERS.map(str::to_owned).to_vec()
 }
 
 /// An address block, `10.0.0.0/8` or a single address.
@@ -214,8 +239,13 @@ fn bits_of(ip: IpAddr) -> u128 {
 }
 
 impl TrustedProxies {
-    pub fn new(networks: Vec<Network>) -> TrustedProxies {
-        TrustedProxies { networks }
+    /// Trusts `networks`; from elsewhere, `client_ip_headers` (lowercase
+    /// names) are removed.
+    pub fn new(networks: Vec<Network>, client_ip_headers: Vec<String>) -> TrustedProxies {
+        TrustedProxies {
+            networks,
+            client_ip_headers,
+        }
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
@@ -269,6 +299,9 @@ pub fn add_forwarded(
             header::FORWARDED,
         ] {
             headers.remove(name);
+        }
+        for name in &trusted.client_ip_headers {
+            headers.remove(name.as_str());
         }
     }
     let earlier: Vec<&str> = headers
@@ -386,6 +419,7 @@ mod tests {
                 .iter()
                 .map(|n| Network::parse(n).expect(n))
                 .collect(),
+            default_client_ip_headers(),
         )
     }
 

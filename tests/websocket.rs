@@ -618,3 +618,36 @@ async fn a_backend_refusal_whose_body_stalls_is_cut_off() {
     assert!(body.len() < 100, "a truncated body looked complete");
     stalling.abort();
 }
+
+#[tokio::test]
+async fn client_ip_headers_from_untrusted_clients_are_removed() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let forged = [
+        ("X-Real-IP", "6.6.6.6"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("X-App", "kept"),
+    ];
+    let server = gateway(backend.addr, "").await;
+    let (_, head) = raw_handshake(server.addr, "/chat", &forged).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("no handshake");
+    };
+    assert!(headers.get("x-real-ip").is_none(), "{headers:?}");
+    assert!(headers.get("true-client-ip").is_none(), "{headers:?}");
+    assert_eq!(headers["x-app"], "kept");
+    // From a trusted proxy they are the proxy's to set, and pass.
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let config = format!(
+        "trusted_proxies = [\"127.0.0.0/8\"]\nclient_ip_headers = [\"X-Real-IP\"]\n{LISTENERS}\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n",
+        backend.addr
+    );
+    let trusting = TestServer::start_whole(test_dir(), &config).await;
+    let (_, head) = raw_handshake(trusting.addr, "/chat", &forged).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("no handshake");
+    };
+    assert_eq!(headers["x-real-ip"], "6.6.6.6");
+}

@@ -18,7 +18,7 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Toml(String),
-    #[error("unknown section `{0}`; expected `trusted_proxies`, `listeners`, `admin`, `server` or `routes`")]
+    #[error("unknown section `{0}`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server` or `routes`")]
     UnknownSection(String),
     #[error("expected an array of tables, written as [[listeners]] or [[routes]]")]
     NotAnArrayOfTables,
@@ -94,6 +94,8 @@ pub enum ConfigError {
     BadOrigin(String),
     #[error("trusted_proxies `{0}` trusts every address, so any client can claim another's address in X-Forwarded-For; list your load balancers' networks instead")]
     TrustsEveryone(String),
+    #[error("`{0}` is not a header name")]
+    BadHeaderName(String),
     #[error("retries must be 0 or more")]
     NegativeRetries,
     #[error("`{0}` is not an address or network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")]

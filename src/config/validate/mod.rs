@@ -114,7 +114,8 @@ pub fn validate(
         .unwrap_or(true);
     let (limits, file_cache) = server::server_settings(&mut check, &raw.server);
     let drain = server::drain_settings(&mut check, &raw.server);
-    let trusted_proxies = pools::trusted_proxies(&mut check, &raw.trusted_proxies);
+    let trusted_proxies =
+        pools::trusted_proxies(&mut check, &raw.trusted_proxies, &raw.client_ip_headers);
     let routes = routes::routes(&mut check, raw.routes, base_dir);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
     match admin {

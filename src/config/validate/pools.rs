@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
 use crate::config::{RawHealthCheck, RawProxy};
-use crate::forwarding::{Network, TrustedProxies};
+use crate::forwarding::{self, Network, TrustedProxies};
 use crate::model::{
     self, fingerprint, BackendAddress, BackendRoots, Balance, HashKey, HealthCheck, Material, Pool,
     ProxyAction, ProxySettings, Schemes,
@@ -192,10 +193,11 @@ fn backend_roots(
     }
 }
 
-/// `trusted_proxies = [...]` at the top of the file.
+/// `trusted_proxies = [...]` and `client_ip_headers = [...]` at the top of the file.
 pub(super) fn trusted_proxies(
     check: &mut Checker,
     raw: &Option<Spanned<Vec<Spanned<String>>>>,
+    client_ip_headers: &Option<Spanned<Vec<Spanned<String>>>>,
 ) -> TrustedProxies {
     let networks = raw
         .iter()
@@ -213,5 +215,24 @@ pub(super) fn trusted_proxies(
             network
         })
         .collect();
-    TrustedProxies::new(networks)
+    let client_ip_headers = match client_ip_headers {
+        None => forwarding::default_client_ip_headers(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(
+                |name| match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                    Ok(header) => Some(header.as_str().to_owned()),
+                    Err(_) => {
+                        check.error(
+                            name.span(),
+                            ConfigError::BadHeaderName(name.get_ref().clone()),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect(),
+    };
+    TrustedProxies::new(networks, client_ip_headers)
 }
