@@ -651,3 +651,49 @@ async fn client_ip_headers_from_untrusted_clients_are_removed() {
     };
     assert_eq!(headers["x-real-ip"], "6.6.6.6");
 }
+
+#[tokio::test]
+async fn close_frames_with_codes_or_reasons_no_peer_may_send_are_refused() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = gateway(backend.addr, "").await;
+    // 1005 and 1006 only report what happened locally; 1016 is unassigned.
+    for (payload, expected) in [
+        (1005u16.to_be_bytes().to_vec(), 1002),
+        (1016u16.to_be_bytes().to_vec(), 1002),
+        ([&1000u16.to_be_bytes()[..], &[0xff, 0xfe]].concat(), 1007),
+    ] {
+        let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw.write_all(&masked(0x8, true, &payload))
+            .await
+            .expect("close frame");
+        assert_eq!(close_code(&mut raw).await, Some(expected), "{payload:?}");
+        let seen = backend.next_message().await;
+        let Some(Message::Close(Some(frame))) = seen else {
+            panic!("backend close, not {seen:?} ({payload:?})")
+        };
+        assert_eq!(
+            u16::from(frame.code),
+            1001,
+            "the backend never sees the bad close"
+        );
+        assert_eq!(backend.next_message().await, None, "the session ended");
+    }
+    // A valid close passes as it was sent.
+    let (mut raw, _) = raw_handshake(server.addr, "/chat", &[]).await;
+    raw.write_all(&masked(
+        0x8,
+        true,
+        &[&4000u16.to_be_bytes()[..], b"bye"].concat(),
+    ))
+    .await
+    .expect("close frame");
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("backend close")
+    };
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (4000, "bye")
+    );
+    assert_eq!(close_code(&mut raw).await, Some(4000));
+}

@@ -68,6 +68,10 @@ pub enum Violation {
     LengthOverflow,
     #[error("close frame with a one-byte payload")]
     BadClosePayload,
+    #[error("close code {0} may not be sent (RFC 6455 §7.4)")]
+    BadCloseCode(u16),
+    #[error("close reason that is not UTF-8")]
+    CloseReasonNotUtf8,
     #[error("message larger than the route's max_message_size")]
     MessageTooBig,
 }
@@ -77,6 +81,8 @@ impl Violation {
     pub fn close_code(self) -> u16 {
         match self {
             Violation::MessageTooBig => 1009,
+            // §8.1: bytes that must be UTF-8 and are not.
+            Violation::CloseReasonNotUtf8 => 1007,
             _ => 1002,
         }
     }
@@ -364,8 +370,30 @@ impl FrameParser {
         }
         self.current = None;
         let control = self.control.take();
+        if let Some(close) = control.as_ref().filter(|c| c.opcode == OpCode::Close) {
+            if let Err(violation) = check_close(close.payload()) {
+                self.broken = true;
+                return (take, Some(Event::Violation(violation)));
+            }
+        }
         (take, Some(Event::FrameEnd { header, control }))
     }
+}
+
+/// A close payload a peer may send (RFC 6455 §5.5.1, §7.4): none, or a
+/// code one may put on the wire followed by a UTF-8 reason. 1005, 1006 and
+/// 1015 only report what happened locally; 1016–2999 are unassigned.
+fn check_close(payload: &[u8]) -> Result<(), Violation> {
+    let [high, low, reason @ ..] = payload else {
+        return Ok(());
+    };
+    let code = u16::from_be_bytes([*high, *low]);
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        return Err(Violation::BadCloseCode(code));
+    }
+    std::str::from_utf8(reason).map_err(|_| Violation::CloseReasonNotUtf8)?;
+    Ok(())
 }
 
 /// Every event of a stream fed to a new parser in `chunks`, each with the
@@ -485,6 +513,37 @@ mod tests {
             assert_eq!((header.payload_len, header.mask), (len as u64, KEY));
             assert_eq!(seen[1].0, bytes.len(), "boundary after the payload");
         }
+    }
+
+    #[test]
+    fn close_codes_and_reasons_are_checked() {
+        for code in [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let close = encode_close(code, "", KEY);
+            assert_eq!(
+                violation(FROM_CLIENT, &close),
+                Some(Violation::BadCloseCode(code)),
+                "{code}"
+            );
+        }
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999,
+        ] {
+            assert_eq!(
+                violation(FROM_CLIENT, &encode_close(code, "ok", KEY)),
+                None,
+                "{code}"
+            );
+        }
+        let bad_reason = encode(OpCode::Close, &[0x03, 0xe8, 0xff, 0xfe], KEY);
+        assert_eq!(
+            violation(FROM_CLIENT, &bad_reason),
+            Some(Violation::CloseReasonNotUtf8)
+        );
+        assert_eq!(Violation::CloseReasonNotUtf8.close_code(), 1007);
+        assert_eq!(
+            violation(FROM_CLIENT, &encode(OpCode::Close, b"", KEY)),
+            None
+        );
     }
 
     #[test]

@@ -243,11 +243,12 @@ impl Pump {
                     }
                     // A pong that may answer our ping is held until its
                     // payload is known; one that does not is sent on then.
+                    // So is every close frame: its code and reason are
+                    // checked before it goes on (RFC 6455 §7.4).
                     let ours = our_ping.is_some()
                         && header.opcode == OpCode::Pong
                         && header.payload_len == PING_PAYLOAD_LEN;
-                    let replaced = header.opcode == OpCode::Close && self.replace_close.is_some();
-                    if ours || replaced {
+                    if ours || header.opcode == OpCode::Close {
                         self.emit(&chunk, emit_from, start.unwrap_or(0));
                         self.skipping = true;
                     } else if let (None, Some(held)) = (start, &held) {
@@ -278,12 +279,18 @@ impl Pump {
                     if self.skipping {
                         self.skipping = false;
                         emit_from = offset;
-                        if let Some(replacement) = close.and(self.replace_close.take()) {
-                            self.out.push_back(replacement);
+                        let payload = control.as_ref().map(|c| c.payload()).unwrap_or_default();
+                        if close.is_some() {
+                            // The gateway's own close, if it has one to send
+                            // instead; else the peer's, as it came. Nothing
+                            // may follow a close frame (RFC 6455 §5.5.1).
+                            let frame = self.replace_close.take().unwrap_or_else(|| {
+                                Bytes::from(frame::encode(OpCode::Close, payload, header.mask))
+                            });
+                            self.out.push_back(frame);
                             self.end_stream();
                             continue;
                         }
-                        let payload = control.as_ref().map(|c| c.payload()).unwrap_or_default();
                         if our_ping.is_some_and(|ours| payload == ours) {
                             scan.pong = our_ping;
                         } else {
@@ -291,12 +298,6 @@ impl Pump {
                             let frame = frame::encode(OpCode::Pong, payload, header.mask);
                             self.out.push_back(Bytes::from(frame));
                         }
-                        continue;
-                    }
-                    if close.is_some() {
-                        // Nothing may follow a close frame (RFC 6455 §5.5.1).
-                        self.emit(&chunk, emit_from, offset);
-                        self.end_stream();
                         continue;
                     }
                     if let Some((frame, ends_stream)) = self.inject.take() {
