@@ -153,6 +153,7 @@ pub struct RawStatic {
     pub cache_control: Option<Spanned<String>>,
     #[serde(default)]
     pub precompressed: bool,
+    pub hide: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Everything the file says, section by section.

@@ -448,3 +448,56 @@ async fn a_large_file_streams_with_bounded_memory() {
         "RSS grew by {growth} bytes while streaming 100 MB"
     );
 }
+
+#[tokio::test]
+async fn dotfiles_are_hidden_unless_the_route_says_otherwise() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/.env", "SECRET=1");
+    write_file(dir.path(), "public/.git/config", "[core]");
+    write_file(
+        dir.path(),
+        "public/.well-known/security.txt",
+        "Contact: ops",
+    );
+    write_file(dir.path(), "public/db.bak", "dump");
+    write_file(dir.path(), "shown/.env", "SHOWN=1");
+    write_file(dir.path(), "shown/db.bak", "dump");
+    let config = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n\
+                  [[routes]]\nname = \"shown\"\npath = \"/shown\"\nstatic = { root = \"shown\", hide = [\"*.bak\"] }\n";
+    let server = TestServer::start_in(dir, config).await;
+    for path in ["/.env", "/.git/config", "/%2Eenv"] {
+        assert_eq!(get(server.addr, path).await.status, 404, "{path}");
+    }
+    let well_known = get(server.addr, "/.well-known/security.txt").await;
+    assert_eq!(
+        (well_known.status.as_u16(), well_known.text().as_str()),
+        (200, "Contact: ops")
+    );
+    assert_eq!(get(server.addr, "/db.bak").await.status, 200);
+    // A route's own list replaces the default.
+    assert_eq!(get(server.addr, "/shown/.env").await.text(), "SHOWN=1");
+    assert_eq!(get(server.addr, "/shown/db.bak").await.status, 404);
+}
+
+#[tokio::test]
+async fn names_too_long_and_symlink_loops_get_404_and_403_not_500() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "home");
+    let public = dir.path().join("public");
+    std::os::unix::fs::symlink(public.join("loop-b"), public.join("loop-a")).expect("symlink");
+    std::os::unix::fs::symlink(public.join("loop-a"), public.join("loop-b")).expect("symlink");
+    let config = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
+    let server = TestServer::start_in(dir, config).await;
+    let long = format!("/{}", "a".repeat(300));
+    assert_eq!(get(server.addr, &long).await.status, 404);
+    assert_eq!(get(server.addr, &format!("{long}/x")).await.status, 404);
+    assert_eq!(get(server.addr, "/loop-a").await.status, 403);
+    let scrape = support::metrics::scrape(server.admin).await;
+    let errors = scrape
+        .get(
+            "wsgate_http_requests_total",
+            &[("route", "site"), ("code", "500")],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(errors, 0.0, "nothing a client sends is the server's fault");
+}

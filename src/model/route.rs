@@ -60,6 +60,14 @@ pub struct StaticSettings {
     /// A valid header value.
     pub cache_control: Option<String>,
     pub precompressed: bool,
+    /// Name patterns (`*`, `?`) never served; `.well-known` always is.
+    pub hide: Vec<String>,
+}
+
+impl StaticSettings {
+    /// What `hide` is when the config does not set it: every dot-name
+    /// (`.env`, `.git`), as Caddy's `hide` and nginx's usual `location ~ /\.`.
+    pub const DEFAULT_HIDE: &'static str = ".*";
 }
 
 /// `proxy = { ... }`.

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
 use rustls::RootCertStore;
 
 use super::{Listener, Snapshot};
@@ -131,17 +130,9 @@ fn build_route(
     let name = route.name.as_str();
     let content = match &route.content {
         None => None,
-        Some(ContentModel::Static(files)) => Some(Content::Static(StaticDir::new(
-            files.root.clone(),
-            files.index.clone(),
-            // Validated as a header value when the model was made.
-            files
-                .cache_control
-                .as_deref()
-                .and_then(|value| HeaderValue::from_str(value).ok()),
-            files.precompressed,
-            Arc::clone(budget),
-        ))),
+        Some(ContentModel::Static(files)) => {
+            Some(Content::Static(StaticDir::new(files, Arc::clone(budget))))
+        }
         Some(ContentModel::Proxy(proxy)) => {
             let pool = build_pool(name, &proxy.pool, metrics, kept)?;
             Some(Content::Proxy(ProxyRoute::new(

@@ -5,6 +5,7 @@ mod cache;
 mod conditional;
 mod embedded;
 mod encoding;
+mod hidden;
 mod lookup;
 
 use std::borrow::Cow;
@@ -21,6 +22,8 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{Body, FileBody};
+use crate::model::StaticSettings;
+use crate::upstream::{warn_throttled, LogThrottle};
 use crate::{request_path, response};
 pub use cache::CacheBudget;
 use cache::{CachedFile, FileCache};
@@ -37,23 +40,28 @@ pub struct StaticDir {
     index: String,
     cache_control: Option<HeaderValue>,
     precompressed: bool,
+    /// Name patterns never served (`hide`).
+    hide: Vec<String>,
     cache: FileCache,
+    /// Lookup failures that are the machine's fault, logged once in a while.
+    warnings: LogThrottle,
 }
 
 impl StaticDir {
-    pub fn new(
-        root: PathBuf,
-        index: String,
-        cache_control: Option<HeaderValue>,
-        precompressed: bool,
-        budget: Arc<CacheBudget>,
-    ) -> StaticDir {
+    /// The directory `settings` describe, caching small files within `budget`.
+    pub fn new(settings: &StaticSettings, budget: Arc<CacheBudget>) -> StaticDir {
         StaticDir {
-            root,
-            index,
-            cache_control,
-            precompressed,
+            root: settings.root.clone(),
+            index: settings.index.clone(),
+            // Validated as a header value when the model was made.
+            cache_control: settings
+                .cache_control
+                .as_deref()
+                .and_then(|value| HeaderValue::from_str(value).ok()),
+            precompressed: settings.precompressed,
+            hide: settings.hide.clone(),
             cache: FileCache::new(budget),
+            warnings: LogThrottle::default(),
         }
     }
 
@@ -117,6 +125,9 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
     if relative.is_empty() {
         return redirect_to_directory(req, path);
     }
+    if hidden::is_hidden(&dir.hide, relative) {
+        return response::status(StatusCode::NOT_FOUND);
+    }
     let wants_directory = relative.ends_with('/');
     let name: Cow<str> = if wants_directory {
         Cow::Owned(format!("{relative}{}", dir.index))
@@ -158,11 +169,9 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
             }
             Ok(Opened::Directory) => continue,
             Err(e) if is_not_found(&e) => continue,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return response::status(StatusCode::FORBIDDEN)
-            }
+            Err(e) if is_forbidden(&e) => return response::status(StatusCode::FORBIDDEN),
             Err(e) => {
-                tracing::warn!(path = %key, error = %e, "static file lookup failed");
+                warn_throttled!(dir.warnings, path = bounded(&key), error = %e, "static file lookup failed");
                 return response::status(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
@@ -171,11 +180,27 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
     response::status(StatusCode::NOT_FOUND)
 }
 
+/// What nginx answers 404 for: no such file, a path through a file, and a
+/// name longer than the file system takes (anyone can send one).
 fn is_not_found(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename
+    ) || error.raw_os_error() == Some(libc::ENAMETOOLONG)
+}
+
+/// What nginx answers 403 for: no permission, and a symlink loop.
+fn is_forbidden(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::PermissionDenied || error.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// At most 200 bytes of a client-chosen path, for a log line.
+fn bounded(path: &str) -> &str {
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
 }
 
 /// A 301 to the same path with a trailing slash, keeping the query. Built

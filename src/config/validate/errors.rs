@@ -94,6 +94,10 @@ pub enum ConfigError {
     BadOrigin(String),
     #[error("trusted_proxies `{0}` trusts every address, so any client can claim another's address in X-Forwarded-For; list your load balancers' networks instead")]
     TrustsEveryone(String),
+    #[error(
+        "hide pattern `{0}` must name one path segment, without '/' (e.g. \".*\" or \"*.bak\")"
+    )]
+    BadHidePattern(String),
     #[error("`{0}` is not a header name")]
     BadHeaderName(String),
     #[error("retries must be 0 or more")]

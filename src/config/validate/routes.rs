@@ -143,6 +143,22 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
     }
 }
 
+/// `hide`: patterns of names, each one path segment (no `/`).
+fn hide(check: &mut Checker, raw: &Option<Spanned<Vec<Spanned<String>>>>) -> Vec<String> {
+    let Some(list) = raw else {
+        return vec![StaticSettings::DEFAULT_HIDE.to_owned()];
+    };
+    for pattern in list.get_ref() {
+        if pattern.get_ref().is_empty() || pattern.get_ref().contains('/') {
+            check.error(
+                pattern.span(),
+                ConfigError::BadHidePattern(pattern.get_ref().clone()),
+            );
+        }
+    }
+    list.get_ref().iter().map(|p| p.get_ref().clone()).collect()
+}
+
 /// `max_message_size`: a limit of zero would close every session at its
 /// first message.
 fn message_size(check: &mut Checker, text: &Option<Spanned<String>>, default: u64) -> u64 {
@@ -236,5 +252,6 @@ fn static_dir(
         index: index?,
         cache_control: cache_control?,
         precompressed: raw.precompressed,
+        hide: hide(check, &raw.hide),
     })
 }
