@@ -86,6 +86,18 @@ pub fn backend_headers(
     headers
 }
 
+/// A backend's response head as the client gets it: hop-by-hop headers
+/// removed, and a `Content-Length` that came with `Transfer-Encoding`
+/// dropped. RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and
+/// an intermediary MUST remove the latter before forwarding; kept, it would
+/// describe a body other than the one that follows.
+pub fn response_headers(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers);
+}
+
 /// Removes hop-by-hop headers before a message is forwarded.
 ///
 /// RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header

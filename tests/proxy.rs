@@ -871,3 +871,56 @@ async fn socket_io_needs_and_gets_stickiness_across_polling_and_upgrade() {
     assert!(!ok, "Socket.IO should fail without stickiness: {summary}");
     assert!(summary["failed"].as_u64() > Some(0), "{summary}");
 }
+
+/// A backend that answers every request with `answer`, then holds the connection.
+async fn scripted_backend(answer: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(answer).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn framing_a_backend_gets_wrong_is_fixed_or_refused() {
+    // RFC 9112 §6.3: with both, Transfer-Encoding wins and Content-Length must go.
+    let both = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let server = gateway(&[both], "").await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), get(server.addr, "/"))
+        .await
+        .expect("the body ends where its chunks do");
+    assert_eq!(reply.text(), "hello");
+    assert_ne!(reply.header("content-length"), Some("100"));
+    // A 101 to a request that asked for no upgrade is the backend's fault.
+    let switching = scripted_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: other\r\n\r\n",
+    )
+    .await;
+    let server = gateway(&[switching], ", retries = 0").await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), get(server.addr, "/"))
+        .await
+        .expect("answered");
+    assert_eq!(reply.status, 502);
+    // A request coding other than chunked is not silently dropped.
+    let plain = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let server = gateway(&[plain], "").await;
+    let answer = raw(
+        server.addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 501, "{answer}");
+}

@@ -95,6 +95,11 @@ fn route<'s>(
     if let Some(port) = cx.client.redirect_https {
         return Break(redirect_to_https(req, port));
     }
+    // RFC 9112 §6.1: a transfer coding the server does not understand gets
+    // 501; passed on without its header, the body would change meaning.
+    if !only_chunked(req.headers()) {
+        return Break(response::status(StatusCode::NOT_IMPLEMENTED));
+    }
     let path = match request_path::normalize(req.uri().path()) {
         Ok(path) => path,
         Err(error) => {
@@ -193,6 +198,17 @@ fn log(gateway: &Gateway, cx: &RequestContext<'_>, response: Response<Body>) -> 
     meters.request(&cx.method, response.status());
     let meter = meters.body_meter(cx.started);
     response.map(|body| body.metered(meter))
+}
+
+/// Whether every `Transfer-Encoding` coding is `chunked` (or there is none).
+fn only_chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+        .all(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// 308 to the same host and target over `https://` on `port`. Upgrade

@@ -150,6 +150,19 @@ pub async fn forward(
         let busy = backend.busy();
         let sent = response_head(client.request(request), settings.response_timeout, &upload).await;
         let error = match sent {
+            // A 101 answers only an upgrade, which never comes this way (it
+            // goes to the websocket action): forwarded, it would leave the
+            // client's connection in a state nobody drives.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                backend.failed(UpstreamErrorKind::InvalidResponse);
+                warn_throttled!(
+                    backend.warnings,
+                    route = cx.route_name,
+                    backend = %backend.url,
+                    "backend switched protocols on a request that asked for none"
+                );
+                return response::status(StatusCode::BAD_GATEWAY);
+            }
             Ok(Ok(response)) => return proxied(response, busy, settings.body_timeout, upload),
             Ok(Err(error)) => error,
             Err(Silence::Client) => {
@@ -243,7 +256,7 @@ fn proxied(
     upload: Arc<UploadProgress>,
 ) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    forwarding::strip_hop_by_hop(&mut parts.headers);
+    forwarding::response_headers(&mut parts.headers);
     let body = ProxiedBody::new(body, busy, body_timeout, upload);
     Response::from_parts(parts, Body::Proxied(body))
 }

@@ -137,7 +137,7 @@ pub async fn upgrade<B>(
         count(UpgradeResult::BackendRejected);
         // The backend's refusal (403, 404, 500…) is the client's answer;
         // its body is cut off if it stalls, like a proxied one.
-        forwarding::strip_hop_by_hop(answer.headers_mut());
+        forwarding::response_headers(answer.headers_mut());
         let stall_after = route.backends.connect_timeout;
         return answer
             .map(|body| ProxiedBody::new(body, busy, stall_after, UploadProgress::start()))
