@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use support::metrics::{prometheus_bin, scrape, Scrape};
 use support::tls::{self as test_tls, TestCa};
 use support::ws::{self, masked, raw_handshake, read_frame, Behaviour, RecordingBackend};
-use support::{eventually, free_port, get, get_with, test_dir, write_file, TestServer};
+use support::{eventually, free_port, get, get_with, test_dir, try_get, write_file, TestServer};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -439,9 +439,9 @@ async fn a_prometheus_server_scrapes_the_per_route_message_counter() {
     let url = format!("/api/v1/query?query={}", percent_encode(query));
     let value = eventually(Duration::from_secs(60), || async {
         // Until Prometheus listens, try again rather than let `get` fail.
-        tokio::net::TcpStream::connect(prometheus.addr).await.ok()?;
-        let reply = get(prometheus.addr, &url).await;
-        let body: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+        // Prometheus may accept and then reset while it starts up.
+        let (_, reply) = try_get(prometheus.addr, &url).await.ok()?;
+        let body: serde_json::Value = serde_json::from_slice(&reply).ok()?;
         let result = body["data"]["result"].as_array()?.first()?.clone();
         assert_eq!(result["metric"]["job"], "wsgate");
         result["value"][1].as_str().map(str::to_owned)

@@ -6,10 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +15,9 @@ use support::metrics::{reloads, scrape};
 use support::process::{Process, BIN};
 use support::tls::TestCa;
 use support::ws::{Behaviour, RecordingBackend, Seen};
-use support::{assert_none_failed, eventually, free_port, replace_file, run, test_dir, write_file};
+use support::{
+    assert_none_failed, eventually, free_port, replace_file, run, test_dir, try_get, write_file,
+};
 
 /// Starts an in-process WebSocket echo backend on a loopback port.
 async fn echo_backend() -> SocketAddr {
@@ -95,37 +94,6 @@ async fn chatter(addr: SocketAddr, path: &'static str, stop: CancellationToken) 
     }
     while let Some(Ok(_)) = ws.next().await {}
     report
-}
-
-/// GET `path` on a new connection; `Err` says what went wrong.
-async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
-    let exchange = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(connection);
-        let request = http::Request::get(path)
-            .header("host", "localhost")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        Ok((status, body.to_bytes()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 5s".to_owned()))
 }
 
 /// Requests `path` over and over until `stop`; returns (answered, failures).

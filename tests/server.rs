@@ -98,6 +98,39 @@ async fn malformed_requests_get_400() {
 }
 
 #[tokio::test]
+async fn hosts_and_authorities_that_are_not_host_port_get_400() {
+    let server = plain_site().await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: user@a\r\nConnection: close\r\n\r\n",
+        // RFC 9112 §3.2: Host is required with an absolute-form target too.
+        b"GET http://a/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET http://user@a/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(server.addr, request).await;
+        assert_eq!(
+            raw_status(&answer),
+            400,
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let fine = raw(
+        server.addr,
+        b"GET http://a/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&fine), 200);
+    let with_port = raw(
+        server.addr,
+        b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&with_port), 200);
+}
+
+#[tokio::test]
 async fn an_oversized_request_head_gets_431() {
     let server = plain_site().await;
     let huge = "x".repeat(70 * 1024);

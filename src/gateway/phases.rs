@@ -229,15 +229,32 @@ fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
 
 /// The host the request is for: the URI's authority (HTTP/2, absolute-form)
 /// or the single `Host` header, without port. HTTP/1.1 requires `Host`
-/// (RFC 9112 §3.2), so its absence or repetition is an error.
+/// (RFC 9112 §3.2), even with an absolute-form target, so its absence or
+/// repetition is an error; so is a value that is not `host[:port]`, an
+/// authority with userinfo (RFC 9113 §8.3.1) and a scheme other than ours.
 fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, ()> {
-    if let Some(host) = req.uri().host() {
-        return Ok(Some(host_name(host)));
-    }
     let mut hosts = req.headers().get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(host), None) => host.to_str().map(|h| Some(host_name(h))).map_err(|_| ()),
-        (None, None) if req.version() != Version::HTTP_11 => Ok(None),
-        _ => Err(()),
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() || (first.is_none() && req.version() == Version::HTTP_11) {
+        return Err(());
+    }
+    if let Some(authority) = req.uri().authority() {
+        let scheme_ok = matches!(req.uri().scheme_str(), None | Some("http" | "https"));
+        if !scheme_ok || authority.as_str().contains('@') {
+            return Err(());
+        }
+        return Ok(Some(host_name(authority.as_str())));
+    }
+    match first {
+        Some(host) => {
+            let host = host.to_str().map_err(|_| ())?;
+            let valid = !host.contains('@') && host.parse::<http::uri::Authority>().is_ok();
+            if valid {
+                Ok(Some(host_name(host)))
+            } else {
+                Err(())
+            }
+        }
+        None => Ok(None),
     }
 }
