@@ -6,7 +6,7 @@
 //! `wsgate check` reports every error it can find in one pass.
 
 mod units;
-mod validate;
+pub(crate) mod validate;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -422,5 +422,65 @@ mod tests {
             "unknown section `rutes`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server` or `routes`"
         );
         assert_eq!(errors[0].span, Some(1..6));
+    }
+
+    use proptest::prelude::*;
+
+    /// Config-shaped text: real sections and keys with values of every kind,
+    /// some broken, in any order.
+    fn config_text() -> impl Strategy<Value = String> {
+        let lines = prop::sample::select(vec![
+            "[[listeners]]\n",
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"nonsense\"\n",
+            "tls = { cert = \"missing.pem\", key = \"missing.pem\" }\n",
+            "[admin]\n",
+            "[server]\n",
+            "max_connections = 0\n",
+            "shutdown_timeout = \"1s\"\n",
+            "drain_spread = \"5s\"\n",
+            "header_read_timeout = \"0s\"\n",
+            "max_request_head = \"1KiB\"\n",
+            "[[routes]]\n",
+            "name = \"a\"\n",
+            "name = \"\"\n",
+            "path = \"/\"\n",
+            "path = \"/a/../b\"\n",
+            "host = \"*.example.com\"\n",
+            "static = { root = \".\" }\n",
+            "static = { root = \".\", hide = [\"a/b\"] }\n",
+            "websocket = { backends = [\"ws://127.0.0.1:1\"], origins = [\"x\"] }\n",
+            "websocket = { backends = [] }\n",
+            "proxy = { backends = [\"http://u@a:1\"], balance = \"hash\", hash_key = \"cookie:\" }\n",
+            "trusted_proxies = [\"0.0.0.0/0\", \"10.0.0.1/8\"]\n",
+            "client_ip_headers = [\"bad header\"]\n",
+            "= broken\n",
+            "[[routes]\n",
+            "\u{e9}\u{1f600} = 1\n",
+        ]);
+        prop::collection::vec(lines, 0..16).prop_map(|lines| lines.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_config_text_gets_diagnostics_not_a_panic(text in config_text()) {
+            let (raw, mut items) = parse(&text);
+            let dir = std::env::temp_dir();
+            match validate::validate(raw, &dir) {
+                Ok((_, warnings)) => items.extend(warnings),
+                Err(errors) => items.extend(errors),
+            }
+            for item in &items {
+                if let Some(span) = &item.span {
+                    prop_assert!(span.end <= text.len(), "{:?} past the end of {:?}", span, text);
+                    let _ = line_col(&text, span.start);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_is_parsed_without_a_panic(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
     }
 }

@@ -37,6 +37,8 @@ pub(crate) mod connection;
 pub mod demo;
 pub mod echo;
 pub(crate) mod forwarding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod maybe_tls;
 pub(crate) mod metrics;

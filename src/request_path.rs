@@ -164,4 +164,41 @@ mod tests {
         assert_eq!(normalize("a/b"), Err(PathError::NotAbsolute));
         assert_eq!(normalize("*"), Err(PathError::NotAbsolute));
     }
+
+    use proptest::prelude::*;
+
+    /// Paths built from the pieces that make normalisation hard.
+    fn tricky_path() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "/", ".", "..", "a", "é", "%", "%2e", "%2E", "%2f", "%5c", "%25", "%00", "%c3%a9",
+            "%ff", "%", "2", "f", "?", " ", "//",
+        ]);
+        prop::collection::vec(pieces, 0..24).prop_map(|pieces| format!("/{}", pieces.concat()))
+    }
+
+    proptest! {
+        #[test]
+        fn normalised_paths_are_resolved_and_stable(raw in tricky_path()) {
+            let Ok(path) = normalize(&raw) else {
+                return Ok(());
+            };
+            prop_assert!(path.starts_with('/'));
+            prop_assert!(!path.contains("//"), "{}", path);
+            prop_assert!(!path.contains('\\') && !path.contains('\0'));
+            let interior = path.trim_end_matches('/');
+            prop_assert!(
+                interior.split('/').skip(1).all(|segment| segment != "." && segment != ".."),
+                "{}",
+                path
+            );
+            // Encoding and normalising again gives the same path back.
+            let encoded = encode(&path);
+            prop_assert_eq!(normalize(&encoded).map(Cow::into_owned), Ok(path.clone().into_owned()));
+        }
+
+        #[test]
+        fn any_text_is_answered_without_a_panic(raw in ".{0,64}") {
+            let _ = normalize(&raw);
+        }
+    }
 }

@@ -314,4 +314,66 @@ mod tests {
             Span::Full
         );
     }
+
+    use proptest::prelude::*;
+
+    fn header_text() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "bytes=",
+            "bytes",
+            "=",
+            "-",
+            ",",
+            "0",
+            "1",
+            "9",
+            "18446744073709551615",
+            " ",
+            "x",
+            "\"abc\"",
+            "W/",
+            "*",
+        ]);
+        prop::collection::vec(pieces, 0..10).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_range_gives_a_span_inside_the_file(
+            range in header_text(),
+            if_range in proptest::option::of(header_text()),
+            len in prop_oneof![Just(0u64), 1u64..2000, Just(u64::MAX)],
+        ) {
+            let mut headers = HeaderMap::new();
+            let Ok(value) = HeaderValue::from_str(&range) else {
+                return Ok(());
+            };
+            headers.insert(RANGE, value);
+            if let Some(Ok(value)) = if_range.map(|v| HeaderValue::from_str(&v)) {
+                headers.insert(IF_RANGE, value);
+            }
+            match requested_span(&Method::GET, &headers, ETAG, SystemTime::UNIX_EPOCH, len) {
+                Span::Partial(span) => {
+                    prop_assert!(span.start() <= span.end(), "{:?}", span);
+                    prop_assert!(*span.end() < len, "{:?} of {}", span, len);
+                }
+                Span::Full | Span::Unsatisfiable => {}
+            }
+        }
+
+        #[test]
+        fn any_validators_give_a_verdict(
+            if_match in proptest::option::of(header_text()),
+            if_none_match in proptest::option::of(header_text()),
+            since in proptest::option::of("[A-Za-z0-9 ,:]{0,40}"),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [(IF_MATCH, if_match), (IF_NONE_MATCH, if_none_match), (IF_MODIFIED_SINCE, since)] {
+                if let Some(Ok(value)) = value.map(|v| HeaderValue::from_str(&v)) {
+                    headers.insert(name, value);
+                }
+            }
+            let _ = preconditions(&Method::GET, &headers, ETAG, SystemTime::UNIX_EPOCH);
+        }
+    }
 }

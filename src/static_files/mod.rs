@@ -2,7 +2,7 @@
 //! requests, precompressed variants; and pages compiled into the binary.
 
 mod cache;
-mod conditional;
+pub(crate) mod conditional;
 mod embedded;
 mod encoding;
 mod hidden;
