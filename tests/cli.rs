@@ -231,6 +231,30 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
         process.log().contains("backing off").then_some(())
     })
     .await;
+    // Out of descriptors, the admin listener still answers (from its
+    // reserve), counts the failures, and the log says so once in a while.
+    let admin = process.admin().await;
+    let health = tokio::time::timeout(Duration::from_secs(5), get(admin, "/healthz"))
+        .await
+        .expect("/healthz answers while public accepts fail");
+    assert_eq!(health.status, 200);
+    let metrics = tokio::time::timeout(Duration::from_secs(5), get(admin, "/metrics"))
+        .await
+        .expect("/metrics answers while public accepts fail");
+    let failures = support::metrics::parse(metrics.text())
+        .get(
+            "wsgate_accept_errors_total",
+            &[("error", "out_of_file_descriptors")],
+        )
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "{}", metrics.text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = process.log().matches("accept failed; backing off").count();
+    assert!(
+        lines <= 2,
+        "{lines} warnings in a few seconds:\n{}",
+        process.log()
+    );
     drop(held);
     let reply = eventually(Duration::from_secs(20), || async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;

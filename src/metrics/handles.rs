@@ -293,6 +293,8 @@ impl DirectionTally {
 #[derive(Clone)]
 pub struct ListenerMeters {
     active: IntGauge,
+    /// By [`AcceptError`].
+    accept_errors: [IntCounter; AcceptError::ALL.len()],
     /// `None` on a plaintext listener, which has no handshake series.
     handshakes: Option<[IntCounter; TlsResult::ALL.len()]>,
 }
@@ -317,10 +319,34 @@ impl TlsResult {
     }
 }
 
+/// Why `accept` failed on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE or ENFILE: the process or the system is out of file descriptors.
+    OutOfFileDescriptors,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 2] = [AcceptError::OutOfFileDescriptors, AcceptError::Other];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AcceptError::OutOfFileDescriptors => "out_of_file_descriptors",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
 impl ListenerMeters {
     pub(crate) fn new(families: &Families, listener: &str, tls: bool) -> ListenerMeters {
         ListenerMeters {
             active: families.connections_active.with_label_values(&[listener]),
+            accept_errors: AcceptError::ALL.map(|error| {
+                families
+                    .accept_errors
+                    .with_label_values(&[listener, error.as_str()])
+            }),
             handshakes: tls.then(|| {
                 TlsResult::ALL.map(|result| {
                     families
@@ -334,6 +360,10 @@ impl ListenerMeters {
     /// Counts a connection as open until the returned guard is dropped.
     pub fn connection_opened(&self) -> Active {
         Active::new(&self.active)
+    }
+
+    pub fn accept_failed(&self, error: AcceptError) {
+        self.accept_errors[error as usize].inc();
     }
 
     pub fn handshake(&self, result: TlsResult) {

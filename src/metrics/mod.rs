@@ -15,8 +15,8 @@ use prometheus::{
 };
 
 pub use handles::{
-    Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters, SessionTally,
-    TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
+    AcceptError, Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters,
+    SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
 };
 
 /// What `/metrics` answers with (Prometheus text exposition format 0.0.4).
@@ -74,6 +74,7 @@ pub(crate) struct Families {
     pub upstream_healthy: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub connections_active: IntGaugeVec,
+    pub accept_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
 }
 
@@ -189,6 +190,12 @@ impl Metrics {
                 "TLS handshakes with clients, by listener and result.",
                 &["listener", "result"],
             ),
+            accept_errors: counters(
+                &registry,
+                "wsgate_accept_errors_total",
+                "Failed accepts on a listener, by error (out_of_file_descriptors: the open-file limit is reached).",
+                &["listener", "error"],
+            ),
             connections_active: gauges(
                 &registry,
                 "wsgate_connections_active",
@@ -298,6 +305,7 @@ impl Metrics {
         let labels = &[("listener", bind)];
         remove_matching(&f.tls_handshakes, labels);
         remove_matching(&f.connections_active, labels);
+        remove_matching(&f.accept_errors, labels);
     }
 
     /// Counts one reload attempt in `wsgate_config_reloads_total`.

@@ -16,15 +16,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::{ClientConnection, Handler};
 use crate::gateway::{self, Gateway};
-use crate::metrics::ListenerMeters;
+use crate::metrics::{AcceptError, ListenerMeters};
 use crate::model::Model;
 use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
+use crate::upstream::{warn_throttled, LogThrottle};
 
 pub mod fd_limit;
+mod fd_reserve;
 mod listen;
 mod serve;
 
+use fd_reserve::{is_out_of_descriptors, FdReserve};
 pub use listen::{bind, ListenerKey};
 use listen::{steer_to_successor, HANDOVER};
 use serve::serve_connection;
@@ -94,6 +97,8 @@ impl Server {
             handler: admin_handler,
             connections: TaskTracker::new(),
             stop: server.admin_stop.clone(),
+            reserve: Some(Arc::new(FdReserve::new())),
+            warnings: LogThrottle::default(),
         };
         *lock(&server.admin_loop) = Some(tokio::spawn(acceptor.run(admin)));
         server
@@ -113,6 +118,8 @@ impl Server {
                 handler,
                 connections: self.connections.clone(),
                 stop: stop.clone(),
+                reserve: None,
+                warnings: LogThrottle::default(),
             };
             let accept = tokio::spawn(acceptor.run(listener));
             running.push(Running {
@@ -269,6 +276,10 @@ struct Acceptor<H> {
     handler: H,
     connections: TaskTracker,
     stop: CancellationToken,
+    /// The admin listener's spare descriptors; `None` on public listeners.
+    reserve: Option<Arc<FdReserve>>,
+    /// Accept failures are logged at most once every few seconds.
+    warnings: LogThrottle,
 }
 
 impl<H: Handler> Acceptor<H> {
@@ -293,6 +304,9 @@ impl<H: Handler> Acceptor<H> {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
+                    if let Some(reserve) = &self.reserve {
+                        reserve.refill();
+                    }
                     let slot = match Arc::clone(&self.slots).try_acquire_owned() {
                         Ok(slot) => {
                             at_limit = false;
@@ -322,8 +336,22 @@ impl<H: Handler> Acceptor<H> {
                     tracing::debug!(%error, "accept failed for one connection");
                 }
                 Err(error) => {
+                    let out_of_descriptors = is_out_of_descriptors(&error);
+                    if let Some(meters) = self.meters() {
+                        meters.accept_failed(if out_of_descriptors {
+                            AcceptError::OutOfFileDescriptors
+                        } else {
+                            AcceptError::Other
+                        });
+                    }
+                    // The admin listener accepts into a spare descriptor.
+                    let spared = out_of_descriptors
+                        && self.reserve.as_ref().is_some_and(|r| r.release_one());
+                    if spared {
+                        continue;
+                    }
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
-                    tracing::warn!(%error, ?backoff, "accept failed; backing off");
+                    warn_throttled!(self.warnings, %error, ?backoff, "accept failed; backing off");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = self.stop.cancelled() => break,
@@ -352,6 +380,14 @@ impl<H: Handler> Acceptor<H> {
                 Err(_) => break,
             }
         }
+    }
+
+    /// The listener's series in the current snapshot (none for the admin listener).
+    fn meters(&self) -> Option<ListenerMeters> {
+        let snapshot = self.gateway.snapshot();
+        self.key
+            .and_then(|key| key.settings(&snapshot))
+            .and_then(|listener| listener.meters.clone())
     }
 
     /// Starts serving one accepted connection. Limits and the listener's
