@@ -13,8 +13,9 @@
 //! snapshot         the running config: Model → listeners' TLS, router, pools, metric handles
 //! router           (host, longest path prefix) → Route and its Content
 //! static_files  proxy  websocket      the actions (websocket: handshake, frame parser, relay)
-//! connection  body  response  upstream   what every handler shares: the client connection and
-//!                  its stream, response bodies, error responses, backend pools and connects
+//! connection  response   the client connection, its stream and Handler │ error responses
+//! body             response bodies: files, proxied bodies, the HTTP/2 stream watch
+//! upstream         backend pools: balance, health, bounded connects; the log throttle
 //! config  demo     TOML → raw serde types → validate → Model │ the demo's Model
 //! model            the config as plain data; diff(old, new); what /config serves
 //! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies

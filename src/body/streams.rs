@@ -9,11 +9,17 @@
 //! (nginx applies `send_timeout` to such streams too). The connection's
 //! watchdog reads these notes, and the count of open streams tells it when
 //! the connection is idle.
+//!
+//! A response's last chunk is not watched: hyper hands it to the stream's
+//! send buffer and drops the body (releasing its file or backend
+//! connection), so only those buffered bytes (at most the per-stream send
+//! buffer) wait for the client; `keepalive_timeout` then ends the connection.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 /// The open streams of one connection.
@@ -24,7 +30,8 @@ pub struct OpenStreams {
     changed: Notify,
     /// Per open stream: since when (ms on [`now_ms`], plus one) its response
     /// has waited for the client; 0 while it is not waiting. Bounded by the
-    /// connection's concurrent stream limit; dead entries go at each scan.
+    /// connection's concurrent stream limit: dead entries go at each scan and
+    /// whenever a stream opens.
     waits: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
@@ -40,7 +47,11 @@ impl OpenStreams {
     /// Counts a new stream open until the guard is dropped.
     pub fn opened(self: &Arc<Self>) -> StreamGuard {
         let waiting_since = Arc::new(AtomicU64::new(0));
-        self.lock_waits().push(Arc::downgrade(&waiting_since));
+        let mut waits = self.lock_waits();
+        // Kept at most as long as the open streams, whoever scans or not.
+        waits.retain(|wait| wait.strong_count() > 0);
+        waits.push(Arc::downgrade(&waiting_since));
+        drop(waits);
         self.open.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
         StreamGuard {
@@ -68,9 +79,10 @@ impl OpenStreams {
             .max()
     }
 
-    /// Resolves when a stream opens or closes after this call.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Resolves when a stream opens or closes after it is enabled (or first
+    /// polled): enable it before looking at the state it waits to change.
+    pub fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
     }
 
     fn lock_waits(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AtomicU64>>> {

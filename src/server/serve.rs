@@ -206,9 +206,10 @@ async fn watch_http2(
     send_timeout: Duration,
 ) -> Verdict {
     loop {
-        // Created before the checks, so a change between the two is not missed.
+        // Enabled before the checks, so a change between the two is not missed.
         let changed = streams.changed();
         tokio::pin!(changed);
+        changed.as_mut().enable();
         let wait = if streams.is_idle() {
             if !keepalive.is_zero() {
                 tokio::select! {

@@ -71,7 +71,11 @@ pub fn check_client<B>(req: &Request<B>, route: &WebSocketRoute) -> Result<(), R
     }
     // A body on a GET handshake is a request smuggled behind it, for
     // whichever side reads the stream after the 101.
-    if headers.contains_key(CONTENT_LENGTH) || headers.contains_key(TRANSFER_ENCODING) {
+    let empty_length = headers
+        .get(CONTENT_LENGTH)
+        .is_none_or(|length| length == "0")
+        && headers.get_all(CONTENT_LENGTH).iter().count() <= 1;
+    if !empty_length || headers.contains_key(TRANSFER_ENCODING) {
         return Err(Refusal::Body);
     }
     if headers

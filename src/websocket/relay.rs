@@ -628,7 +628,16 @@ impl Session {
                 }
                 Side::Backend => {
                     self.record_close(Initiator::Gateway, Some(code));
-                    self.close_both(1001, "backend broke the protocol", code, reason);
+                    match self.to_client.replace_close.take() {
+                        // The client broke the protocol first and is owed that close.
+                        Some(owed) => {
+                            self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
+                            self.to_client.insert(owed, true);
+                            let to_backend = frame::encode_close(code, reason, Some(mask_key()));
+                            self.to_backend.insert(Bytes::from(to_backend), true);
+                        }
+                        None => self.close_both(1001, "backend broke the protocol", code, reason),
+                    }
                 }
             }
         }

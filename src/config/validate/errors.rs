@@ -42,6 +42,8 @@ pub enum ConfigError {
     BadSize(String),
     #[error("max_connections must be at least 1")]
     NoConnections,
+    #[error("max_connections must be at most {0}")]
+    TooManyConnections(usize),
     #[error("max_request_head must be at least 8KiB")]
     RequestHeadTooSmall,
     #[error("route name must not be empty; it labels the route's metrics")]
@@ -74,6 +76,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Backend(BackendUrlError),
+    #[error("backend `{0}` is listed twice in this pool; list each backend once")]
+    DuplicateBackend(String),
     #[error("a {0} action needs at least one backend")]
     NoBackends(&'static str),
     #[error("`{0}` is not a balance; write \"round_robin\", \"least_connections\" or \"hash\"")]

@@ -42,6 +42,15 @@ pub(super) fn pool(check: &mut Checker, keys: PoolKeys<'_>, base_dir: &Path) -> 
     let mut backends = Vec::new();
     for url in keys.backends.get_ref() {
         match BackendAddress::parse(url.get_ref(), keys.schemes) {
+            // Listed twice, it would get twice the traffic and, from the
+            // first reload on, share one health and load record.
+            Ok(backend)
+                if backends
+                    .iter()
+                    .any(|b: &BackendAddress| b.url == backend.url) =>
+            {
+                check.error(url.span(), ConfigError::DuplicateBackend(backend.url));
+            }
             Ok(backend) => backends.push(backend),
             Err(error) => check.error(url.span(), ConfigError::Backend(error)),
         }

@@ -6,6 +6,10 @@ use super::{Checker, ConfigError};
 use crate::config::{Diagnostic, RawServer};
 use crate::model::{self, Drain, FileCache, Limits};
 
+/// Far above what one process can hold open, and below the limits of the
+/// semaphore and the descriptor arithmetic that size it.
+const MAX_CONNECTIONS: usize = 1 << 24;
+
 /// Below this, ordinary browser requests with a few cookies would get 431.
 const MIN_REQUEST_HEAD: u64 = 8 * 1024;
 
@@ -79,6 +83,10 @@ fn max_connections(check: &mut Checker, raw: &Option<Spanned<u64>>) -> usize {
         return model::DEFAULT_MAX_CONNECTIONS;
     };
     match usize::try_from(*raw.get_ref()) {
+        Ok(count) if count > MAX_CONNECTIONS => {
+            check.error(raw.span(), ConfigError::TooManyConnections(MAX_CONNECTIONS));
+            model::DEFAULT_MAX_CONNECTIONS
+        }
         Ok(count) if count >= 1 => count,
         _ => {
             check.error(raw.span(), ConfigError::NoConnections);

@@ -255,6 +255,8 @@ fn bad_host_duration_size_index_and_header() {
     assert_eq!(message, "`lots` is not a size; write a whole number and a unit: B, KiB, MiB or GiB (e.g. \"64KiB\")");
     let message = single_error("[server]\nmax_connections = 0\n");
     assert_eq!(message, "max_connections must be at least 1");
+    let message = single_error("[server]\nmax_connections = 9223372036854775807\n");
+    assert_eq!(message, "max_connections must be at most 16777216");
     let message = single_error("[server]\nmax_request_head = \"1KiB\"\n");
     assert_eq!(message, "max_request_head must be at least 8KiB");
     let message = single_error(
@@ -443,6 +445,11 @@ fn values_that_would_break_the_service_are_refused() {
         let message = single_error(&text);
         assert!(message.starts_with(expected), "{text}: {message}");
     }
+    let twice = "[[routes]]\nname = \"a\"\npath = \"/\"\nproxy = { backends = [\"http://a:1\", \"http://a:1\"] }\n";
+    assert_eq!(
+        single_error(twice),
+        "backend `http://a:1` is listed twice in this pool; list each backend once"
+    );
     let good = ws(", origins = [\"https://chat.example.com\", \"http://localhost:8080\", \"*\"]");
     assert_eq!(with_site(&good).1, Vec::<String>::new());
     assert_eq!(
