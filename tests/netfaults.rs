@@ -3,10 +3,13 @@
 //! makes (and removes), with `tc tbf` shaping the link. Messages keep their
 //! order and arrive whole through a slow link, and a link cut mid-session
 //! (both ends half-open) is found by the gateway's pings within
-//! `ping_interval + ping_timeout`, and the backend gets its close.
+//! `ping_interval + ping_timeout`, and the backend gets its close. (This
+//! kernel has no `netem`.) A fault-injecting relay on loopback adds what a
+//! link cannot: a fixed delay per chunk, a stall in the middle of a frame,
+//! and a reset.
 //!
-//! Needs root and `ip netns`; where either is missing the test says so on
-//! stderr and passes without running (`cargo test -- --nocapture` shows it).
+//! The namespace test needs root and `ip netns`; where either is missing it
+//! says so on stderr and passes without running (`-- --nocapture` shows it).
 
 mod support;
 
@@ -252,4 +255,141 @@ async fn read_frame_from(stream: &mut tokio::net::tcp::OwnedReadHalf) -> Option<
     let mut payload = vec![0u8; usize::try_from(len).ok()?];
     stream.read_exact(&mut payload).await.ok()?;
     Some((head[0] & 0x0f, payload))
+}
+
+/// What the fault-injecting relay does to the client → gateway direction.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Every chunk waits this long before it goes on.
+    Delay(Duration),
+    /// After this many bytes, nothing for the given time, then the rest.
+    Stall(usize, Duration),
+    /// After this many bytes, the connection is reset (RST, not FIN).
+    Reset(usize),
+}
+
+/// A TCP relay on 127.0.0.1 in front of `target`, applying `fault` to what
+/// the client sends; the other direction passes unchanged.
+async fn faulty_relay(target: std::net::SocketAddr, fault: Fault) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr");
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let upstream = TcpStream::connect(target).await.expect("relay to gateway");
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_gateway, mut to_gateway) = upstream.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from_gateway, &mut to_client).await;
+        });
+        let mut sent = 0usize;
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let Ok(read) = from_client.read(&mut buf).await else {
+                return;
+            };
+            if read == 0 {
+                return;
+            }
+            let mut chunk = &buf[..read];
+            match fault {
+                Fault::Delay(wait) => tokio::time::sleep(wait).await,
+                Fault::Stall(at, wait) if sent < at && sent + chunk.len() >= at => {
+                    let (before, after) = chunk.split_at(at - sent);
+                    to_gateway.write_all(before).await.expect("relay");
+                    sent += before.len();
+                    tokio::time::sleep(wait).await;
+                    chunk = after;
+                }
+                Fault::Reset(at) if sent + chunk.len() >= at => {
+                    // Linger 0: closing sends RST, as a crashed client's kernel would.
+                    let socket = socket2::SockRef::from(to_gateway.as_ref());
+                    socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                    return;
+                }
+                _ => {}
+            }
+            to_gateway.write_all(chunk).await.expect("relay");
+            sent += chunk.len();
+        }
+    });
+    addr
+}
+
+/// A gateway for the relay tests: `/chat` to `backend`, pings as `pings` says.
+async fn relay_gateway(backend: std::net::SocketAddr, pings: &str) -> TestServer {
+    let config = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
+         websocket = {{ backends = [\"ws://{backend}\"]{pings} }}\n"
+    );
+    TestServer::start_in(test_dir(), &config).await
+}
+
+/// Sends `count` numbered text messages on `stream` and checks that the
+/// backend gets each, whole and in order.
+async fn numbered_messages_pass(
+    stream: &mut TcpStream,
+    backend: &mut RecordingBackend,
+    count: u32,
+) {
+    for n in 0..count {
+        let text = format!("{n:04}{}", "x".repeat(300));
+        stream
+            .write_all(&masked(0x1, true, text.as_bytes()))
+            .await
+            .expect("send");
+    }
+    for n in 0..count {
+        let expected = format!("{n:04}{}", "x".repeat(300));
+        assert_eq!(
+            backend.next_message().await,
+            Some(Message::text(expected)),
+            "message {n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_or_stalling_client_loses_nothing_and_a_reset_one_is_closed() {
+    // Every chunk 5 ms late: order and content hold.
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = relay_gateway(backend.addr, "").await;
+    let relay = faulty_relay(server.addr, Fault::Delay(Duration::from_millis(5))).await;
+    let mut stream = TcpStream::connect(relay).await.expect("connect");
+    assert!(handshake(&mut stream).await.starts_with("HTTP/1.1 101"));
+    numbered_messages_pass(&mut stream, &mut backend, 50).await;
+
+    // A stall in the middle of a frame, shorter than the ping deadline:
+    // the frame is completed later and the session goes on.
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = relay_gateway(
+        backend.addr,
+        ", ping_interval = \"1s\", ping_timeout = \"2s\"",
+    )
+    .await;
+    // The handshake request is 150 bytes; the first frame (310 bytes) follows.
+    let head_len = 150;
+    let relay = faulty_relay(
+        server.addr,
+        Fault::Stall(head_len + 100, Duration::from_millis(1500)),
+    )
+    .await;
+    let mut stream = TcpStream::connect(relay).await.expect("connect");
+    assert!(handshake(&mut stream).await.starts_with("HTTP/1.1 101"));
+    numbered_messages_pass(&mut stream, &mut backend, 10).await;
+
+    // A client whose connection is reset mid-session: the backend gets a close.
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let server = relay_gateway(backend.addr, "").await;
+    let relay = faulty_relay(server.addr, Fault::Reset(400)).await;
+    let mut stream = TcpStream::connect(relay).await.expect("connect");
+    assert!(handshake(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let _ = stream.write_all(&masked(0x1, true, &[b'a'; 500])).await;
+    let Some(Message::Close(Some(frame))) = backend.next_message().await else {
+        panic!("the backend got no close after the client's reset");
+    };
+    assert_eq!(u16::from(frame.code), 1001);
 }
