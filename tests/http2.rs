@@ -154,3 +154,81 @@ async fn listeners_waiting_for_clients_hold_no_connection_slot() {
     assert_eq!(reply.text(), "home");
     drop(idle);
 }
+
+/// One request written by hand (hyper's client will not send these), as
+/// HPACK literals without indexing; returns the `:status` the gateway
+/// answered, or `None` when it reset the stream or the connection instead.
+async fn raw_h2_status(server: &TestServer, ca: &TestCa, headers: &[(&str, &str)]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tls::connect(server.addr, "localhost", ca.client_config(&["h2"])).await;
+    let mut block = Vec::new();
+    for (name, value) in headers {
+        block.push(0x00);
+        block.push(u8::try_from(name.len()).expect("short name"));
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).expect("short value"));
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let len = u32::try_from(block.len())
+        .expect("short block")
+        .to_be_bytes();
+    // HEADERS on stream 1 with END_STREAM | END_HEADERS.
+    out.extend_from_slice(&[len[1], len[2], len[3], 0x1, 0x5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    stream.write_all(&out).await.expect("write request");
+    let read = async {
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.ok()?;
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).await.ok()?;
+            let on_stream_1 = head[5..9] == [0, 0, 0, 1];
+            match head[3] {
+                // HEADERS: `:status` comes first, indexed (RFC 7541 Appendix A).
+                0x1 if on_stream_1 => {
+                    let status = match payload.first()? {
+                        0x88 => 200,
+                        0x8c => 400,
+                        0x8d => 404,
+                        other => u16::from(*other),
+                    };
+                    return Some(status);
+                }
+                0x3 if on_stream_1 => return None, // RST_STREAM
+                0x7 => return None,                // GOAWAY
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer")
+}
+
+#[tokio::test]
+async fn h2_authorities_with_userinfo_and_foreign_schemes_are_refused() {
+    let ca = TestCa::new();
+    let server = h2_site(&ca, "").await;
+    let request = |scheme: &'static str, authority: &'static str| {
+        [
+            (":method", "GET"),
+            (":scheme", scheme),
+            (":path", "/small.txt"),
+            (":authority", authority),
+        ]
+    };
+    assert_eq!(
+        raw_h2_status(&server, &ca, &request("https", "localhost")).await,
+        Some(200)
+    );
+    for (scheme, authority) in [("https", "user@localhost"), ("ftp", "localhost")] {
+        let status = raw_h2_status(&server, &ca, &request(scheme, authority)).await;
+        assert!(
+            status.is_none() || status == Some(400),
+            "{scheme}://{authority} got {status:?}"
+        );
+    }
+}

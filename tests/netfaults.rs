@@ -177,6 +177,12 @@ async fn sessions_survive_a_slow_link_and_a_cut_one_is_found_by_pings() {
     let addr = process.addr().await;
     assert_eq!(addr.ip().to_string(), link.host_ip);
 
+    let gateway_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", process.child.id()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    };
+    let fds_before = gateway_fds();
     let mut client = link.connect_from_inside(addr);
     assert_eq!(
         client.local_addr().expect("local").ip().to_string(),
@@ -232,6 +238,11 @@ async fn sessions_survive_a_slow_link_and_a_cut_one_is_found_by_pings() {
         noticed <= Duration::from_millis(2000 + 1500),
         "found after {noticed:?}, not within ping_interval + ping_timeout"
     );
+    // The dead session's client and backend sockets are gone, not leaked.
+    eventually(Duration::from_secs(5), || async {
+        (gateway_fds() <= fds_before).then_some(())
+    })
+    .await;
     drop((reader, writer));
 }
 
