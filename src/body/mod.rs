@@ -25,8 +25,6 @@ pub enum Body {
     Bytes(Option<Bytes>),
     /// A byte range of a file, read chunk by chunk as the connection drains.
     File(FileBody),
-    /// A backend's response body, streamed through.
-    Upstream(hyper::body::Incoming),
     /// A proxied response body, counted against its backend until it ends.
     Proxied(ProxiedBody),
     /// Another body, its bytes and time counted for the route's metrics.
@@ -74,7 +72,6 @@ impl http_body::Body for Body {
         let chunk = match self.get_mut() {
             Body::Bytes(bytes) => bytes.take().map(Ok),
             Body::File(file) => file.next_chunk(),
-            Body::Upstream(body) => return Pin::new(body).poll_frame(cx).map_err(io::Error::other),
             Body::Proxied(body) => return body.poll_frame(cx),
             Body::Metered(metered) => {
                 let (body, meter) = &mut **metered;
@@ -101,7 +98,6 @@ impl http_body::Body for Body {
         match self {
             Body::Bytes(bytes) => bytes.is_none(),
             Body::File(file) => file.remaining == 0,
-            Body::Upstream(body) => body.is_end_stream(),
             Body::Proxied(body) => body.is_end_stream(),
             Body::Metered(metered) => metered.0.is_end_stream(),
             Body::OnStream(watched) => watched.0.is_end_stream(),
@@ -114,7 +110,6 @@ impl http_body::Body for Body {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Body::File(file) => SizeHint::with_exact(file.remaining),
-            Body::Upstream(body) => body.size_hint(),
             Body::Proxied(body) => body.size_hint(),
             Body::Metered(metered) => metered.0.size_hint(),
             Body::OnStream(watched) => watched.0.size_hint(),

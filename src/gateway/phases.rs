@@ -14,6 +14,7 @@
 //! share their `CTX`: each adds what it learnt and later ones read it. A
 //! phase that answers the request itself skips to `log`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::Ordering;
@@ -50,7 +51,9 @@ pub struct RequestContext<'s> {
 /// What `route` found: the route, and the request path as it was normalised.
 struct Routed<'s> {
     route: &'s Route,
-    path: String,
+    /// `None` when the request's own path was already normal (the common
+    /// case): then it is borrowed from the request again, not copied.
+    normalised: Option<String>,
     upgrade: bool,
 }
 
@@ -116,7 +119,10 @@ fn route<'s>(
     cx.route = Some(route);
     Continue(Routed {
         route,
-        path: path.into_owned(),
+        normalised: match path {
+            Cow::Owned(path) => Some(path),
+            Cow::Borrowed(_) => None,
+        },
         upgrade: handshake::is_upgrade(req.headers()),
     })
 }
@@ -141,32 +147,36 @@ async fn act(
 ) -> Response<Body> {
     let Routed {
         route,
-        path,
+        normalised,
         upgrade,
     } = routed;
-    let relative = route.strip_prefix(&path);
+    let path = normalised.as_deref().unwrap_or(req.uri().path());
+    let relative = route.strip_prefix(path);
     let trusted = &cx.snapshot.model.trusted_proxies;
     if upgrade {
         let Some(websocket) = &route.websocket else {
             return response::status(StatusCode::NOT_FOUND);
         };
+        // The request moves into the action; the path outlives it.
+        let relative = relative.to_owned();
         let cx = UpgradeContext {
             route_name: &route.name,
             client: Arc::clone(&cx.client),
-            relative_path: relative,
+            relative_path: &relative,
             sessions: gateway.sessions(),
             trusted,
         };
         return websocket::upgrade(req, websocket, cx).await;
     }
     match &route.content {
-        Some(Content::Static(dir)) => static_files::serve(&req, dir, &path, relative),
+        Some(Content::Static(dir)) => static_files::serve(&req, dir, path, relative),
         Some(Content::Embedded(page)) => static_files::serve_page(&req, page, relative),
         Some(Content::Proxy(proxy)) => {
+            let relative = relative.to_owned();
             let cx = ForwardContext {
                 route_name: &route.name,
                 client: &cx.client,
-                relative_path: relative,
+                relative_path: &relative,
                 trusted,
             };
             proxy::forward(req, proxy, cx).await
@@ -198,6 +208,29 @@ fn log(gateway: &Gateway, cx: &RequestContext<'_>, response: Response<Body>) -> 
     meters.request(&cx.method, response.status());
     let meter = meters.body_meter(cx.started);
     response.map(|body| body.metered(meter))
+}
+
+/// Whether `text` is `host[:port]` (RFC 9110 §7.2): a bracketed IPv6
+/// literal or a reg-name, then an optional numeric port; no userinfo, no
+/// spaces. Checked byte by byte, without building a `Uri` on every request.
+fn is_host_port(text: &str) -> bool {
+    let is_port = |port: &str| port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let ipv6 = !literal.is_empty()
+            && literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return ipv6 && (after.is_empty() || after.strip_prefix(':').is_some_and(is_port));
+    }
+    let (host, port) = text.rsplit_once(':').unwrap_or((text, ""));
+    !host.is_empty()
+        && is_port(port)
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
 }
 
 /// Whether every `Transfer-Encoding` coding is `chunked` (or there is none).
@@ -248,13 +281,36 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, ()> {
     match first {
         Some(host) => {
             let host = host.to_str().map_err(|_| ())?;
-            let valid = !host.contains('@') && host.parse::<http::uri::Authority>().is_ok();
-            if valid {
+            if is_host_port(host) {
                 Ok(Some(host_name(host)))
             } else {
                 Err(())
             }
         }
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values_are_host_and_port() {
+        for good in [
+            "a",
+            "a.example:8080",
+            "[::1]",
+            "[::1]:8080",
+            "127.0.0.1:80",
+            "a:",
+        ] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "", "a b", "user@a", "a:80:80", "[::1", "[zz]", "[::1]x", "a:123456", ":80", "a/b",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
     }
 }
