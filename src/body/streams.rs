@@ -19,15 +19,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::futures::Notified;
-use tokio::sync::Notify;
-
 /// The open streams of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OpenStreams {
     open: AtomicUsize,
-    /// Notified when a stream opens or closes.
-    changed: Notify,
+    /// When a stream last closed (ms on [`now_ms`]), or the connection
+    /// started: while `open` is 0, since when it has been idle.
+    idle_since_ms: AtomicU64,
     /// Per open stream: since when (ms on [`now_ms`], plus one) its response
     /// has waited for the client; 0 while it is not waiting. Bounded by the
     /// connection's concurrent stream limit: dead entries go at each scan and
@@ -43,6 +41,16 @@ pub struct StreamGuard {
     waiting_since: Arc<AtomicU64>,
 }
 
+impl Default for OpenStreams {
+    fn default() -> OpenStreams {
+        OpenStreams {
+            open: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms()),
+            waits: Mutex::default(),
+        }
+    }
+}
+
 impl OpenStreams {
     /// Counts a new stream open until the guard is dropped.
     pub fn opened(self: &Arc<Self>) -> StreamGuard {
@@ -53,7 +61,6 @@ impl OpenStreams {
         waits.push(Arc::downgrade(&waiting_since));
         drop(waits);
         self.open.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
         StreamGuard {
             streams: Arc::clone(self),
             waiting_since,
@@ -63,6 +70,14 @@ impl OpenStreams {
     /// Whether no stream is open.
     pub fn is_idle(&self) -> bool {
         self.open.load(Ordering::Acquire) == 0
+    }
+
+    /// How long no stream has been open; `None` while one is.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.is_idle().then(|| {
+            let since = self.idle_since_ms.load(Ordering::Acquire);
+            Duration::from_millis(now_ms().saturating_sub(since))
+        })
     }
 
     /// How long the stream that has waited longest for the client has waited.
@@ -77,12 +92,6 @@ impl OpenStreams {
             .filter(|&since| since > 0)
             .map(|since| Duration::from_millis(now.saturating_sub(since - 1)))
             .max()
-    }
-
-    /// Resolves when a stream opens or closes after it is enabled (or first
-    /// polled): enable it before looking at the state it waits to change.
-    pub fn changed(&self) -> Notified<'_> {
-        self.changed.notified()
     }
 
     fn lock_waits(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AtomicU64>>> {
@@ -104,8 +113,10 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        // Every close stamps the time before the count drops, so once it
+        // reaches zero the stamp is the last close: never an older one.
+        self.streams.idle_since_ms.store(now_ms(), Ordering::Release);
         self.streams.open.fetch_sub(1, Ordering::AcqRel);
-        self.streams.changed.notify_waiters();
     }
 }
 
@@ -134,9 +145,13 @@ mod tests {
         assert!(waited >= Duration::from_millis(20), "{waited:?}");
         first.polled();
         assert_eq!(streams.longest_wait(), None);
+        assert_eq!(streams.idle_for(), None);
         drop(first);
         drop(second);
         assert!(streams.is_idle());
+        assert!(streams
+            .idle_for()
+            .is_some_and(|idle| idle < Duration::from_secs(1)));
         assert!(streams.lock_waits().iter().all(|w| w.strong_count() == 0));
     }
 }

@@ -42,6 +42,9 @@ const H2_MAX_STREAMS: u32 = 128;
 /// closed, so one connection buffers at most `H2_MAX_STREAMS` times this.
 const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 
+/// The longest the HTTP/2 watchdog sleeps when both of its timeouts are off.
+const WATCHDOG_MAX_SLEEP: Duration = Duration::from_secs(3600);
+
 /// How long a connection that got a GOAWAY (idle, or the server stopping
 /// it) may take to finish before it is closed.
 const GOAWAY_LINGER: Duration = Duration::from_secs(5);
@@ -199,43 +202,31 @@ enum Verdict {
 }
 
 /// Resolves when an HTTP/2 connection has been idle for `keepalive` or a
-/// stream has waited for its client for `send_timeout` (zero turns either off).
+/// stream has waited for its client for `send_timeout` (zero turns either
+/// off). Woken by its own timer only, never by a request: each turn
+/// sleeps until the earliest moment either could be true.
 async fn watch_http2(
     streams: &OpenStreams,
     keepalive: Duration,
     send_timeout: Duration,
 ) -> Verdict {
     loop {
-        // Enabled before the checks, so a change between the two is not missed.
-        let changed = streams.changed();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let wait = if streams.is_idle() {
-            if !keepalive.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(keepalive) => return Verdict::Idle,
-                    () = &mut changed => continue,
-                }
+        let mut next = WATCHDOG_MAX_SLEEP;
+        if !keepalive.is_zero() {
+            let idle = streams.idle_for().unwrap_or_default();
+            if idle >= keepalive {
+                return Verdict::Idle;
             }
-            None
-        } else if send_timeout.is_zero() {
-            None
-        } else {
+            next = next.min(keepalive - idle);
+        }
+        if !send_timeout.is_zero() {
             let waited = streams.longest_wait().unwrap_or_default();
             if waited >= send_timeout {
                 return Verdict::Stalled(waited);
             }
-            Some(send_timeout - waited)
-        };
-        match wait {
-            Some(wait) => {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = &mut changed => {}
-                }
-            }
-            None => changed.await,
+            next = next.min(send_timeout - waited);
         }
+        tokio::time::sleep(next).await;
     }
 }
 
