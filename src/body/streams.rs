@@ -115,7 +115,9 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         // Every close stamps the time before the count drops, so once it
         // reaches zero the stamp is the last close: never an older one.
-        self.streams.idle_since_ms.store(now_ms(), Ordering::Release);
+        self.streams
+            .idle_since_ms
+            .store(now_ms(), Ordering::Release);
         self.streams.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
