@@ -104,6 +104,26 @@ def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return ticks
 
 
+def cpu_split_ticks(pids: list[int]) -> dict[int, tuple[int, int]]:
+    """(utime, stime) per pid: user and kernel time apart."""
+    ticks = {}
+    for pid in pids:
+        try:
+            f = stat_fields(pid)
+            ticks[pid] = (int(f[11]), int(f[12]))
+        except OSError:
+            pass
+    return ticks
+
+
+def cpu_split_seconds(before: dict[int, tuple[int, int]],
+                      after: dict[int, tuple[int, int]]) -> tuple[float, float]:
+    """(user, system) seconds between two cpu_split_ticks readings."""
+    user = sum(u - before.get(pid, (0, 0))[0] for pid, (u, _) in after.items())
+    system = sum(s - before.get(pid, (0, 0))[1] for pid, (_, s) in after.items())
+    return user / CLK_TCK, system / CLK_TCK
+
+
 def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
     # Per-pid deltas: a process born mid-run counts from zero. One that
     # died mid-run is lost, but no server here forks per request or session.
@@ -149,9 +169,13 @@ class Server:
 
 def round_order(servers: list[Server], rnd: int) -> list[Server]:
     """The servers in the order round `rnd` runs them. Interleaved within
-    each round, and which goes first swaps every round, so drift (thermal,
-    noisy neighbours) hits both alike."""
-    return servers if rnd % 2 else servers[::-1]
+    each round, and which goes first changes every round, so drift
+    (thermal, noisy neighbours) hits all alike: two servers swap, more
+    rotate."""
+    if len(servers) <= 2:
+        return servers if rnd % 2 else servers[::-1]
+    k = (rnd - 1) % len(servers)
+    return servers[k:] + servers[:k]
 
 
 # --------------------------------------------------------------------------

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# WebSocket gateway benchmark: wsgate against nginx, side by side in one run.
+# WebSocket gateway benchmark: wsgate against nginx and HAProxy, side by
+# side in one run.
 #
 #   bash bench/websocket.sh
 #
-# One echo backend (`wsgate echo-server`) sits behind both wsgate and nginx;
+# One echo backend (`wsgate echo-server`) sits behind wsgate, nginx and
+# HAProxy (`mode http`, `timeout tunnel`); each also terminates TLS on a
+# second port with the same ECDSA P-256 certificate, made for the run;
 # the load generator is our own `examples/wsload.rs` (raw sockets, frames
 # encoded once, so it costs less CPU than the servers it measures). In
 # interleaved rounds it measures, for each gateway:
-#   - 100 connections echoing 64 B and 4 KiB messages in a closed loop:
-#     messages/s, p50/p99 round trip, gateway CPU microseconds per message;
+#   - 100 connections echoing 64 B and 4 KiB messages, and 64 B over wss, in
+#     a closed loop: messages/s, p50/p99 round trip, gateway CPU
+#     microseconds per message, user and system apart;
 #   - 1 MiB messages on one connection, a few in flight: MB/s relative to
 #     the same run against the backend directly;
-#   - handshakes/s (connect, upgrade, close) and gateway CPU per handshake;
+#   - handshakes/s (connect, upgrade, close), plain and over TLS (full
+#     handshakes, no resumption), and gateway CPU per handshake;
+#   - in one more round under `perf stat`, system calls and context
+#     switches per message and per handshake (that round's CPU is not used);
 # and, on freshly started gateways, the RSS each idle session costs
 # (RSS with IDLE_CONNECTIONS sessions open minus RSS before, per session).
 # Prints medians, every round's figures, and the issue's reference points
 # and targets next to them. Not run in CI: it wants a quiet machine and
-# takes a few minutes.
+# takes about ten minutes.
 #
 # Environment (defaults in brackets):
 #   WSGATE_BIN       wsgate binary to use; unset = `cargo build --release`
@@ -31,14 +38,15 @@
 #   HS_CONNECTIONS [50]  concurrent handshake loops
 #   IDLE_CONNECTIONS [5000]
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
-#   NGINX_WORKERS [2]
+#   NGINX_WORKERS [2], HAPROXY_THREADS [2]
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
-#   REFERENCE [nginx]  the second server: `nginx`, or `metrics-off` for a
-#                    second wsgate with `[admin] metrics = false`, which
-#                    measures what the metrics cost (the nginx reference
-#                    points and targets printed then do not apply)
+#   REFERENCE [nginx]  the references: `nginx` (nginx and HAProxy), or
+#                    `metrics-off` for a second wsgate with `[admin]
+#                    metrics = false`, which measures what the metrics cost
+#                    (the issue's targets printed then do not apply)
 #
-# Installs nginx-light from Debian packages when missing (needs root).
+# Installs nginx-light, haproxy, openssl and perf (linux-perf) from Debian
+# packages when missing (needs root).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -53,12 +61,14 @@ BULK_WINDOW=${BULK_WINDOW:-4}
 HS_CONNECTIONS=${HS_CONNECTIONS:-50}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
+HAPROXY_THREADS=${HAPROXY_THREADS:-2}
 REFERENCE=${REFERENCE:-nginx}
 
 # shellcheck source=common.sh source-path=SCRIPTDIR
 source "$REPO/bench/common.sh"
 
 BACKEND_PID=""
+HAPROXY_PID=""
 STOP_GRACE=10 # seconds stop_tree allows between TERM and KILL
 
 # What wait_ready polls for: the port accepts connections. (The echo checks
@@ -87,29 +97,53 @@ raise_fd_limit() {
 
 pick_ports() {
     local ports
-    mapfile -t ports < <(python3 "$HELPER" ports 5)
+    mapfile -t ports < <(python3 "$HELPER" ports 9)
     BACKEND_PORT=${ports[0]}
     WSGATE_PORT=${ports[1]}
-    ADMIN_PORT=${ports[2]}
-    # The reference server listens here, nginx or the second wsgate.
-    NGINX_PORT=${ports[3]}
-    REF_ADMIN_PORT=${ports[4]}
+    WSGATE_TLS_PORT=${ports[2]}
+    ADMIN_PORT=${ports[3]}
+    # nginx listens here, or the metrics-off wsgate in its place.
+    NGINX_PORT=${ports[4]}
+    NGINX_TLS_PORT=${ports[5]}
+    REF_ADMIN_PORT=${ports[6]}
+    HAPROXY_PORT=${ports[7]}
+    HAPROXY_TLS_PORT=${ports[8]}
+}
+
+# A CA and a server certificate for 127.0.0.1 signed by it, ECDSA P-256 for
+# every server alike: $TMP/ca.pem, $TMP/cert.pem, $TMP/key.pem, and
+# $TMP/haproxy.pem (certificate and key in one file, as HAProxy wants).
+make_certificates() {
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -days 2 -subj /CN=wsgate-bench-ca \
+        -keyout "$TMP/ca-key.pem" -out "$TMP/ca.pem" 2>/dev/null
+    openssl req "${ec[@]}" -subj /CN=127.0.0.1 -keyout "$TMP/key.pem" \
+        -out "$TMP/cert.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$TMP/cert.ext"
+    openssl x509 -req -in "$TMP/cert.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca-key.pem" \
+        -CAcreateserial -days 2 -extfile "$TMP/cert.ext" -out "$TMP/cert.pem" 2>/dev/null
+    cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/haproxy.pem"
 }
 
 # wsgate.toml for the gateway under test; wsgate-metrics-off.toml for the
 # metrics-off reference on the reference port.
 write_wsgate_config() {
-    wsgate_config "$WSGATE_PORT" "$ADMIN_PORT" true >"$TMP/wsgate.toml"
-    wsgate_config "$NGINX_PORT" "$REF_ADMIN_PORT" false >"$TMP/wsgate-metrics-off.toml"
+    wsgate_config "$WSGATE_PORT" "$WSGATE_TLS_PORT" "$ADMIN_PORT" true >"$TMP/wsgate.toml"
+    wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" false \
+        >"$TMP/wsgate-metrics-off.toml"
 }
 
 wsgate_config() {
-    local port=$1 admin=$2 metrics=$3
+    local port=$1 tls_port=$2 admin=$3 metrics=$4
     # ping_interval 0s: the gateway must not inject pings into the
     # measurements (nginx sends none either).
     cat <<EOF
 [[listeners]]
 bind = "127.0.0.1:$port"
+
+[[listeners]]
+bind = "127.0.0.1:$tls_port"
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
 
 [admin]
 bind = "127.0.0.1:$admin"
@@ -156,6 +190,9 @@ http {
 
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -168,6 +205,35 @@ http {
 EOF
 }
 
+# HAProxy as its documentation sets up WebSockets: `mode http` (it
+# recognises the upgrade and switches to tunnelling), `timeout tunnel` for
+# the sessions, TLS on the second bind.
+write_haproxy_config() {
+    cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread $HAPROXY_THREADS
+    maxconn $((2 * IDLE_CONNECTIONS + 1024))
+    log stderr local0 warning
+
+defaults
+    mode http
+    log global
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+
+frontend ws
+    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $TMP/haproxy.pem
+    default_backend echo
+
+backend echo
+    server echo 127.0.0.1:$BACKEND_PORT
+EOF
+    haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
+}
+
 # --- servers ---------------------------------------------------------------
 
 start_backend() {
@@ -176,12 +242,17 @@ start_backend() {
     wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend.log"
 }
 
-# Starts wsgate and the reference server; sets REF_NAME and REF_PID.
+# Starts wsgate and the references; sets SERVERS, the helper's --server
+# arguments (wsgate first).
 start_gateways() {
     if [[ "$REFERENCE" == nginx ]]; then
         start_wsgate_and_nginx
-        REF_NAME=nginx
-        REF_PID=$NGINX_PID
+        haproxy -db -f "$TMP/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
+        HAPROXY_PID=$!
+        wait_ready haproxy "$HAPROXY_PID" "$HAPROXY_PORT" "$TMP/haproxy.log"
+        SERVERS=(--server "wsgate:$WSGATE_PORT:$WSGATE_TLS_PORT:$WSGATE_PID"
+            --server "nginx:$NGINX_PORT:$NGINX_TLS_PORT:$NGINX_PID"
+            --server "haproxy:$HAPROXY_PORT:$HAPROXY_TLS_PORT:$HAPROXY_PID")
         return
     fi
     "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
@@ -191,43 +262,55 @@ start_gateways() {
     NGINX_PID=$!
     wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
     wait_ready metrics-off "$NGINX_PID" "$NGINX_PORT" "$TMP/wsgate-metrics-off.log"
-    REF_NAME="metrics-off"
-    REF_PID=$NGINX_PID
+    SERVERS=(--server "wsgate:$WSGATE_PORT:$WSGATE_TLS_PORT:$WSGATE_PID"
+        --server "metrics-off:$NGINX_PORT:$NGINX_TLS_PORT:$NGINX_PID")
 }
 
 stop_gateways() {
     stop_tree "$WSGATE_PID"
     stop_tree "$NGINX_PID"
+    stop_tree "$HAPROXY_PID"
     WSGATE_PID=""
     NGINX_PID=""
+    HAPROXY_PID=""
+}
+
+# perf comes as linux-perf; without it the counting round is skipped.
+install_perf() {
+    command -v perf >/dev/null && return
+    log "installing linux-perf"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y linux-perf ||
+        log "no perf: system calls and context switches will not be counted"
 }
 
 # --- main --------------------------------------------------------------------
 
 main() {
-    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "$BACKEND_PID"' EXIT
+    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "$HAPROXY_PID" "$BACKEND_PID"' EXIT
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
     case "$REFERENCE" in
     nginx | metrics-off) ;;
     *) die "REFERENCE must be nginx or metrics-off, not $REFERENCE" ;;
     esac
-    # shellcheck disable=SC2119  # nothing beyond what both scripts need
-    install_missing_tools
+    install_missing_tools haproxy openssl
+    install_perf
     build
     raise_fd_limit
     TMP=$(mktemp -d /tmp/wsgate-wsbench.XXXXXX)
     pick_ports
+    make_certificates
     write_wsgate_config
     write_nginx_config
     check_nginx_config
+    write_haproxy_config
     start_backend
 
-    local common=(--wsload "$WSLOAD_BIN" --backend "backend:$BACKEND_PORT:$BACKEND_PID"
-        --results "$TMP/results.json")
+    local common=(--wsload "$WSLOAD_BIN" --backend "backend:$BACKEND_PORT:0:$BACKEND_PID"
+        --results "$TMP/results.json" --ca "$TMP/ca.pem")
     [[ -n "${WSLOAD_THREADS:-}" ]] && common+=(--wsload-threads "$WSLOAD_THREADS")
 
-    log "$("$NGINX" -v 2>&1), $(nproc) cores, $ROUNDS rounds, open-file limit $FD_LIMIT"
+    log "$("$NGINX" -v 2>&1), $(haproxy -v | head -n 1), $(nproc) cores, $ROUNDS rounds, open-file limit $FD_LIMIT"
     log "machine load before measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
 
     # RSS per idle session is measured on freshly started gateways: memory
@@ -235,20 +318,16 @@ main() {
     # reused by the new sessions and hide their cost.
     local round
     for ((round = 1; round <= ROUNDS; round++)); do
-        log "idle sessions, round $round/$ROUNDS: fresh wsgate and $REFERENCE"
+        log "idle sessions, round $round/$ROUNDS: fresh gateways"
         start_gateways
-        helper idle "${common[@]}" --round "$round" \
-            --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
-            --server "$REF_NAME:$NGINX_PORT:$REF_PID" \
+        helper idle "${common[@]}" --round "$round" "${SERVERS[@]}" \
             --connections "$IDLE_CONNECTIONS"
         stop_gateways
     done
 
     log "throughput rounds"
     start_gateways
-    helper run "${common[@]}" \
-        --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
-        --server "$REF_NAME:$NGINX_PORT:$REF_PID" \
+    helper run "${common[@]}" "${SERVERS[@]}" \
         --rounds "$ROUNDS" --duration "$DURATION" \
         --echo-connections "$ECHO_CONNECTIONS" \
         --bulk-count "$BULK_COUNT" --bulk-window "$BULK_WINDOW" \

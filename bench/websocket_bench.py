@@ -9,20 +9,24 @@ configs and starts the servers; this file picks free ports, drives wsload
         print N free loopback TCP ports, one per line
     websocket_bench.py probe PORT
         exit 0 when 127.0.0.1:PORT accepts a TCP connection
-    websocket_bench.py idle --server NAME:PORT:PID ... --round R [options]
+    websocket_bench.py idle --server NAME:PORT:TLSPORT:PID ... --round R [options]
         on freshly started gateways: check echoes, then RSS with N idle
         sessions open minus RSS before; appends to --results
-    websocket_bench.py run --server NAME:PORT:PID ... [options]
+    websocket_bench.py run --server NAME:PORT:TLSPORT:PID ... [options]
         check echoes through every path, run the interleaved rounds (echo
-        64 B and 4 KiB, 1 MiB bulk against the backend directly as well,
-        handshakes), print every round and the medians with the issue's
-        reference points and targets, plus the idle results from --results
+        64 B and 4 KiB, 64 B over wss, 1 MiB bulk against the backend
+        directly as well, handshakes over ws and wss), then one counting
+        round under `perf stat` (system calls and context switches), and
+        print every round and the medians with the issue's targets, plus
+        the idle results from --results
 
-The first --server is the one under test and the second the reference;
-ratios are printed as first/second (wsgate/nginx). CPU time is
-utime+stime of a server's whole process tree (nginx: master and workers),
-read when wsload prints `start` and `done`, so connection setup and the
-closing handshakes after the window are not counted.
+The first --server is the one under test; the others are references
+(nginx, HAProxy), and every ratio is printed as first/reference. TLSPORT
+is where the server terminates TLS (0: none). CPU time is utime and stime
+of a server's whole process tree (nginx: master and workers), read when
+wsload prints `start` and `done`, so connection setup and the closing
+handshakes after the window are not counted. The counting round's CPU is
+not used: perf's tracepoint costs a little per system call.
 """
 
 from __future__ import annotations
@@ -31,29 +35,54 @@ import argparse
 import json
 import math
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 import bench_common
-from bench_common import (CLK_TCK, cpu_seconds, cpu_ticks, fmt_ratio, median,
+from bench_common import (CLK_TCK, cpu_split_seconds, cpu_split_ticks, fmt_ratio, median,
                           print_free_ports, print_head, ratio, round_order, rss_kib, warn)
 
-ECHO_SIZES = [64, 4096]
 BULK_SIZE = 1 << 20
 
-# The issue's reference points (nginx 1.22 on this kind of machine) and
-# wsgate's targets.
-REF_NGINX_CPU_US = {64: 6.5, 4096: 12.0}
-REF_NGINX_HS_CPU_US = 50.0
-REF_NGINX_IDLE_KIB = 18.0
-TARGET_MSG_CPU_RATIO = 0.6
-TARGET_HS_CPU_RATIO = 0.7
+# Echo kinds: (kind, message size, over TLS).
+ECHOES = [("echo64", 64, False), ("echo4096", 4096, False), ("wss64", 64, True)]
+HANDSHAKES = [("handshakes", False), ("wsshandshakes", True)]
+
+# The issue's targets: CPU per unit of work as a ratio to one reference
+# (kind -> (reference name, at most)), bulk throughput against the direct
+# path, and RSS per idle session.
+TARGET_CPU = {
+    "echo64": ("nginx", 0.9),
+    "handshakes": ("nginx", 0.9),
+    "wss64": ("nginx", 0.9),
+    "echo4096": ("haproxy", 0.8),
+}
 TARGET_BULK_RATIO = 0.9
 TARGET_IDLE_KIB = 2.0
+# The issue's table, measured on this kind of machine before this round
+# (CPU us per message or handshake, KiB per idle session).
+REFERENCE = {
+    "echo64": {"nginx": 13.7, "haproxy": 15.2, "wsgate": 16.2},
+    "handshakes": {"nginx": 114, "haproxy": 114, "wsgate": 170},
+    "wss64": {"nginx": 18.6, "haproxy": 23.3, "wsgate": 25.1},
+    "echo4096": {"nginx": 28.3, "haproxy": 17.6, "wsgate": 16.5},
+    "wsshandshakes": {"nginx": 499, "haproxy": 636, "wsgate": 367},
+    "idle": {"nginx": 18.2, "haproxy": 4.7, "wsgate": 4.5},
+}
+LABELS = {
+    "echo64": "64 B echo",
+    "echo4096": "4 KiB echo",
+    "wss64": "64 B echo over wss",
+    "handshakes": "ws handshake",
+    "wsshandshakes": "wss handshake (TLS + upgrade)",
+}
 
 
 def size_label(size: int) -> str:
@@ -107,8 +136,19 @@ def established(port: int) -> int:
 # --------------------------------------------------------------------------
 # servers
 
+@dataclass
 class Server(bench_common.Server):
-    def url(self) -> str:
+    tls_port: int = 0
+
+    @classmethod
+    def parse_server(cls, spec: str) -> Server:
+        """NAME:PORT:TLSPORT:PID, as given to --server and --backend."""
+        name, port, tls_port, pid = spec.split(":")
+        return cls(name, int(port), int(pid), int(tls_port))
+
+    def url(self, tls: bool = False) -> str:
+        if tls:
+            return f"wss://127.0.0.1:{self.tls_port}/bench"
         return f"ws://127.0.0.1:{self.port}/bench"
 
 
@@ -117,15 +157,17 @@ class Server(bench_common.Server):
 
 @dataclass
 class Load:
-    """One wsload run: its key=value results and the CPU seconds each
-    watched process tree spent between its `start` and `done` markers."""
+    """One wsload run: its key=value results, the (user, system) CPU
+    seconds each watched process tree spent between its `start` and `done`
+    markers, and, under perf, each tree's system calls and context switches."""
     values: dict[str, str]
-    cpu: dict[str, float]
+    cpu: dict[str, tuple[float, float]]
     wall: float
     # CPU seconds of every process on the machine, and stolen seconds,
     # over the same window: what else competed for the cores.
     machine_busy_s: float = math.nan
     steal_s: float = math.nan
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def num(self, key: str) -> float:
         try:
@@ -133,12 +175,50 @@ class Load:
         except (KeyError, ValueError):
             return math.nan
 
+    def cpu_total(self, name: str) -> float:
+        user, system = self.cpu.get(name, (math.nan, math.nan))
+        return user + system
+
+
+class Counter:
+    """`perf stat` counting system calls and context switches of one
+    process tree, from start() to stop(). Counts are scaled to the whole
+    window from perf's own running time, since attaching takes a moment."""
+    EVENTS = "raw_syscalls:sys_enter,context-switches"
+
+    def __init__(self, pids: list[int]):
+        self.out = tempfile.NamedTemporaryFile("r", suffix=".perf", delete=False)
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e", self.EVENTS, "-o", self.out.name,
+             "-p", ",".join(map(str, pids))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, window_s: float) -> dict[str, float]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        counts = {}
+        with open(self.out.name) as f:
+            for line in f:
+                cols = line.strip().split(",")
+                if len(cols) < 4 or not cols[0].replace(".", "").isdigit():
+                    continue
+                value, event, running_ns = float(cols[0]), cols[2], float(cols[3] or 0)
+                scale = window_s / (running_ns / 1e9) if running_ns else math.nan
+                key = "syscalls" if event.startswith("raw_syscalls") else "context_switches"
+                counts[key] = value * scale
+        os.unlink(self.out.name)
+        return counts
+
 
 def wsload(args: argparse.Namespace, mode: str, url: str, options: list[str],
-           watch: list[Server], on_ready=None, timeout: float = 300) -> Load:
+           watch: list[Server], on_ready=None, timeout: float = 300,
+           count: bool = False) -> Load:
     """Runs wsload, reading CPU ticks of `watch` (and of wsload itself)
-    when it prints `start` and `done`; calls on_ready() at `ready`."""
+    when it prints `start` and `done`; calls on_ready() at `ready`. With
+    `count`, perf stat counts the watched trees' system calls meanwhile."""
     cmd = [args.wsload, mode, "--url", url, *options]
+    if url.startswith("wss:"):
+        cmd += ["--ca", args.ca]
     if args.wsload_threads:
         cmd += ["--threads", str(args.wsload_threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -146,9 +226,11 @@ def wsload(args: argparse.Namespace, mode: str, url: str, options: list[str],
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     trees: dict[str, list[int]] = {}
-    before: dict[str, dict[int, int]] = {}
-    cpu: dict[str, float] = {}
+    before: dict[str, dict[int, tuple[int, int]]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     values: dict[str, str] = {}
+    counters: dict[str, Counter] = {}
+    counts: dict[str, dict[str, float]] = {}
     t_start = t_done = math.nan
     machine = (math.nan, math.nan)
     m_before = (0, 0)
@@ -160,16 +242,21 @@ def wsload(args: argparse.Namespace, mode: str, url: str, options: list[str],
                 # The trees are read once, before the window: nginx forks no
                 # workers mid-run, and a walk of /proc would cost time inside it.
                 trees = {s.name: s.pids() for s in watch}
+                if count:
+                    counters = {s.name: Counter(trees[s.name]) for s in watch}
                 trees["wsload"] = [proc.pid]
-                before = {k: cpu_ticks(p) for k, p in trees.items()}
+                before = {k: cpu_split_ticks(p) for k, p in trees.items()}
                 m_before = machine_ticks()
                 t_start = time.monotonic()
             elif line == "done":
                 t_done = time.monotonic()
-                cpu = {k: cpu_seconds(before[k], cpu_ticks(p)) for k, p in trees.items()}
+                cpu = {k: cpu_split_seconds(before[k], cpu_split_ticks(p))
+                       for k, p in trees.items()}
                 m_after = machine_ticks()
                 machine = ((m_after[0] - m_before[0]) / CLK_TCK,
                            (m_after[1] - m_before[1]) / CLK_TCK)
+                counts = {k: c.stop(t_done - t_start) for k, c in counters.items()}
+                counters = {}
             elif line == "ready":
                 if on_ready:
                     on_ready()
@@ -179,17 +266,19 @@ def wsload(args: argparse.Namespace, mode: str, url: str, options: list[str],
         rc = proc.wait()
     finally:
         killer.cancel()
+        for c in counters.values():
+            c.stop(1.0)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     if rc != 0:
         sys.exit(f"{' '.join(cmd)} failed with exit code {rc}")
-    return Load(values, cpu, t_done - t_start, *machine)
+    return Load(values, cpu, t_done - t_start, *machine, counts=counts)
 
 
-def url_of(target: Server, backend: Server) -> str:
+def url_of(target: Server, backend: Server, tls: bool = False) -> str:
     # The backend echoes on any path; the gateways forward the path as is.
-    return target.url() if target is not backend else f"ws://127.0.0.1:{backend.port}/bench"
+    return target.url(tls) if target is not backend else f"ws://127.0.0.1:{backend.port}/bench"
 
 
 def check_paths(targets: list[Server], backend: Server,
@@ -199,14 +288,16 @@ def check_paths(targets: list[Server], backend: Server,
     for t in targets:
         via_gateway = t is not backend
         watch = [t, backend] if via_gateway else [backend]
-        for size in ECHO_SIZES:
-            load = wsload(args, "echo", url_of(t, backend),
+        for kind, size, tls in ECHOES:
+            if tls and not via_gateway:
+                continue
+            load = wsload(args, "echo", url_of(t, backend, tls),
                           ["--connections", "4", "--size", str(size), "--seconds", "1"],
                           watch)
             n, sent = load.num("messages"), load.num("sent")
             if load.num("errors") != 0 or not n > 0 or n != sent:
-                sys.exit(f"echo check failed through {t.name} ({size} B): {load.values}")
-            if load.cpu.get(backend.name, 0) <= 0 or (via_gateway and load.cpu.get(t.name, 0) <= 0):
+                sys.exit(f"echo check failed through {t.name} ({kind}): {load.values}")
+            if load.cpu_total(backend.name) <= 0 or (via_gateway and load.cpu_total(t.name) <= 0):
                 sys.exit(f"echo check through {t.name}: no CPU time in "
                          f"{'the gateway or ' if via_gateway else ''}the backend; "
                          f"is traffic going where it should? {load.cpu}")
@@ -214,12 +305,15 @@ def check_paths(targets: list[Server], backend: Server,
                       ["--count", "8", "--size", str(BULK_SIZE), "--window", "2"], watch)
         if load.num("errors") != 0 or load.num("messages") != 8:
             sys.exit(f"1 MiB echo check failed through {t.name}: {load.values}")
-        load = wsload(args, "handshakes", url_of(t, backend),
-                      ["--connections", "4", "--seconds", "0.5"], watch)
-        if load.num("errors") != 0 or not load.num("handshakes") > 0:
-            sys.exit(f"handshake check failed through {t.name}: {load.values}")
-    say(f"echo check: 64 B, 4 KiB and 1 MiB messages echoed byte for byte and "
-        f"handshakes closed cleanly via {', '.join(t.name for t in targets)}")
+        for kind, tls in HANDSHAKES:
+            if tls and not via_gateway:
+                continue
+            load = wsload(args, "handshakes", url_of(t, backend, tls),
+                          ["--connections", "4", "--seconds", "0.5"], watch)
+            if load.num("errors") != 0 or not load.num("handshakes") > 0:
+                sys.exit(f"{kind} check failed through {t.name}: {load.values}")
+    say(f"echo check: 64 B, 4 KiB, 64 B over wss and 1 MiB messages echoed byte for byte "
+        f"and handshakes (ws and wss) closed cleanly via {', '.join(t.name for t in targets)}")
 
 
 def sanity(load: Load, what: str, expect_connections: int | None = None) -> list[str]:
@@ -242,8 +336,9 @@ def sanity(load: Load, what: str, expect_connections: int | None = None) -> list
 
 @dataclass
 class Row:
-    """One measured run of one kind, for one target, in one round."""
-    kind: str  # echo64 | echo4096 | bulk | handshakes | idle
+    """One measured run of one kind, for one target, in one round (round 0:
+    the counting round under perf)."""
+    kind: str  # echo64 | echo4096 | wss64 | bulk | handshakes | wsshandshakes | idle
     target: str
     round: int
     rate: float = math.nan  # msgs/s, MB/s, handshakes/s
@@ -251,11 +346,14 @@ class Row:
     seconds: float = math.nan
     p50_us: float = math.nan
     p99_us: float = math.nan
-    gw_cpu_s: float = math.nan
+    gw_user_s: float = math.nan
+    gw_sys_s: float = math.nan
     backend_cpu_s: float = math.nan
     wsload_cpu_s: float = math.nan
     others_cpu_s: float = math.nan  # every other process on the machine
     steal_s: float = math.nan
+    syscalls: float = math.nan  # counting round only
+    context_switches: float = math.nan
     # idle only
     rss_before_kib: float = math.nan
     rss_with_kib: float = math.nan
@@ -266,8 +364,15 @@ class Row:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def gw_cpu_s(self) -> float:
+        return self.gw_user_s + self.gw_sys_s
+
+    def per_op(self, value: float, scale: float = 1e6) -> float:
+        return value * scale / self.ops if self.ops else math.nan
+
+    @property
     def cpu_us_per_op(self) -> float:
-        return self.gw_cpu_s * 1e6 / self.ops if self.ops else math.nan
+        return self.per_op(self.gw_cpu_s)
 
     def cores(self, cpu_s: float) -> float:
         return cpu_s / self.seconds if self.seconds else math.nan
@@ -280,24 +385,28 @@ class Row:
 
 def fill_cpu(row: Row, load: Load, target: Server, backend: Server) -> None:
     # The window as wsload timed it; CPU as read at its markers.
-    row.gw_cpu_s = load.cpu.get(target.name, math.nan) if target is not backend else math.nan
-    row.backend_cpu_s = load.cpu.get(backend.name, math.nan)
-    row.wsload_cpu_s = load.cpu.get("wsload", math.nan)
-    ours = sum(load.cpu.values())
+    if target is not backend:
+        row.gw_user_s, row.gw_sys_s = load.cpu.get(target.name, (math.nan, math.nan))
+    row.backend_cpu_s = load.cpu_total(backend.name)
+    row.wsload_cpu_s = load.cpu_total("wsload")
+    ours = sum(u + s for u, s in load.cpu.values())
     row.others_cpu_s = max(0.0, load.machine_busy_s - ours)
     row.steal_s = load.steal_s
+    counted = load.counts.get(target.name, {})
+    row.syscalls = counted.get("syscalls", math.nan)
+    row.context_switches = counted.get("context_switches", math.nan)
 
 
-def measure_echo(target: Server, backend: Server, size: int, rnd: int,
-                 args: argparse.Namespace) -> Row:
-    load = wsload(args, "echo", url_of(target, backend),
+def measure_echo(target: Server, backend: Server, kind: str, size: int, tls: bool,
+                 rnd: int, args: argparse.Namespace) -> Row:
+    load = wsload(args, "echo", url_of(target, backend, tls),
                   ["--connections", str(args.echo_connections), "--size", str(size),
-                   "--seconds", str(args.duration)], [target, backend])
-    row = Row(f"echo{size}", target.name, rnd, rate=load.num("msgs_per_sec"),
+                   "--seconds", str(args.duration)], [target, backend], count=rnd == 0)
+    row = Row(kind, target.name, rnd, rate=load.num("msgs_per_sec"),
               ops=load.num("messages"), seconds=load.num("seconds"),
               p50_us=load.num("p50_us"), p99_us=load.num("p99_us"))
     fill_cpu(row, load, target, backend)
-    row.problems = sanity(load, f"round {rnd} echo {size} B via {target.name}",
+    row.problems = sanity(load, f"round {rnd} {kind} via {target.name}",
                           args.echo_connections)
     return row
 
@@ -306,7 +415,8 @@ def measure_bulk(target: Server, backend: Server, rnd: int,
                  args: argparse.Namespace) -> Row:
     load = wsload(args, "bulk", url_of(target, backend),
                   ["--size", str(BULK_SIZE), "--count", str(args.bulk_count),
-                   "--window", str(args.bulk_window)], [target, backend] if target is not backend else [backend])
+                   "--window", str(args.bulk_window)],
+                  [target, backend] if target is not backend else [backend])
     row = Row("bulk", target.name, rnd, rate=load.num("mb_per_sec"),
               ops=load.num("bytes") / BULK_SIZE, seconds=load.num("seconds"))
     fill_cpu(row, load, target, backend)
@@ -318,16 +428,16 @@ def measure_bulk(target: Server, backend: Server, rnd: int,
     return row
 
 
-def measure_handshakes(target: Server, backend: Server, rnd: int,
+def measure_handshakes(target: Server, backend: Server, kind: str, tls: bool, rnd: int,
                        args: argparse.Namespace) -> Row:
-    load = wsload(args, "handshakes", url_of(target, backend),
+    load = wsload(args, "handshakes", url_of(target, backend, tls),
                   ["--connections", str(args.hs_connections), "--seconds", str(args.duration)],
-                  [target, backend])
-    row = Row("handshakes", target.name, rnd, rate=load.num("handshakes_per_sec"),
+                  [target, backend], count=rnd == 0)
+    row = Row(kind, target.name, rnd, rate=load.num("handshakes_per_sec"),
               ops=load.num("handshakes"), seconds=load.num("seconds"),
               p50_us=load.num("p50_us"), p99_us=load.num("p99_us"))
     fill_cpu(row, load, target, backend)
-    row.problems = sanity(load, f"round {rnd} handshakes via {target.name}")
+    row.problems = sanity(load, f"round {rnd} {kind} via {target.name}")
     return row
 
 
@@ -379,12 +489,13 @@ def f(v: float, width: int, digits: int = 0) -> str:
     return f"{'n/a':>{width}}" if math.isnan(v) else f"{v:{width}.{digits}f}"
 
 
-def med(rows: list[Row], kind: str, target: str, attr: str) -> float:
-    return median([getattr(r, attr) for r in rows if r.kind == kind and r.target == target])
+def rows_of(rows: list[Row], kind: str, target: str, counting: bool = False) -> list[Row]:
+    return [r for r in rows if r.kind == kind and r.target == target
+            and (r.round == 0) == counting]
 
 
-def med_fn(rows: list[Row], kind: str, target: str, fn) -> float:
-    return median([fn(r) for r in rows if r.kind == kind and r.target == target])
+def med(rows: list[Row], kind: str, target: str, fn, counting: bool = False) -> float:
+    return median([fn(r) for r in rows_of(rows, kind, target, counting)])
 
 
 def cores_part(r: Row) -> str:
@@ -396,23 +507,26 @@ def cores_part(r: Row) -> str:
 
 
 def round_line(r: Row) -> str:
-    if r.kind.startswith("echo"):
-        return (f"  round {r.round} echo {size_label(int(r.kind[4:])):>6} {r.target:7} "
-                f"{f(r.rate, 8)} msg/s  {f(r.cpu_us_per_op, 6, 2)} CPU us/msg  "
-                f"p50 {f(r.p50_us, 6)} us  p99 {f(r.p99_us, 6)} us  {cores_part(r)}")
+    label = "count" if r.round == 0 else f"round {r.round}"
     if r.kind == "bulk":
-        return (f"  round {r.round} bulk 1 MiB  {r.target:7} {f(r.rate, 8, 1)} MB/s   "
+        return (f"  {label} bulk 1 MiB  {r.target:8} {f(r.rate, 8, 1)} MB/s   "
                 f"{f(r.cpu_us_per_op, 6, 0)} CPU us/MiB  {f(r.seconds, 5, 2)} s  "
                 f"{'':14}{cores_part(r)}")
-    if r.kind == "handshakes":
-        return (f"  round {r.round} handshakes  {r.target:7} {f(r.rate, 8)} hs/s   "
-                f"{f(r.cpu_us_per_op, 6, 1)} CPU us/hs   "
-                f"p50 {f(r.p50_us, 6)} us  p99 {f(r.p99_us, 6)} us  {cores_part(r)}")
-    return (f"  round {r.round} idle {int(r.sessions)} {r.target:7} RSS "
-            f"{r.rss_before_kib / 1024:7.1f} -> {r.rss_with_kib / 1024:7.1f} MiB "
-            f"({f(r.kib_per_session, 5, 2)} KiB/session, after close "
-            f"{r.rss_after_kib / 1024:.1f} MiB)  backend sessions {r.backend_sessions:.0f}  "
-            f"opened in {r.open_seconds:.2f} s")
+    if r.kind == "idle":
+        return (f"  {label} idle {int(r.sessions)} {r.target:8} RSS "
+                f"{r.rss_before_kib / 1024:7.1f} -> {r.rss_with_kib / 1024:7.1f} MiB "
+                f"({f(r.kib_per_session, 5, 2)} KiB/session, after close "
+                f"{r.rss_after_kib / 1024:.1f} MiB)  backend sessions {r.backend_sessions:.0f}  "
+                f"opened in {r.open_seconds:.2f} s")
+    unit = "msg" if r.kind in {k for k, _, _ in ECHOES} else "hs"
+    counted = ""
+    if r.round == 0:
+        counted = (f"  syscalls/{unit} {f(r.per_op(r.syscalls, 1), 5, 2)}"
+                   f"  ctxsw/{unit} {f(r.per_op(r.context_switches, 1), 5, 2)}")
+    return (f"  {label} {r.kind:13} {r.target:8} {f(r.rate, 8)} {unit}/s  "
+            f"{f(r.cpu_us_per_op, 6, 2)} CPU us/{unit} (user {f(r.per_op(r.gw_user_s), 5, 2)}"
+            f" sys {f(r.per_op(r.gw_sys_s), 5, 2)})  p50 {f(r.p50_us, 6)} us  "
+            f"p99 {f(r.p99_us, 6)} us  {cores_part(r)}{counted}")
 
 
 def save(path: str, rows: list[Row]) -> None:
@@ -437,116 +551,99 @@ def load_rows(path: str) -> list[Row]:
 
 def print_summary(rows: list[Row], servers: list[Server], backend: Server,
                   args: argparse.Namespace) -> None:
-    test, ref = servers[0].name, servers[1].name
+    test, refs = servers[0].name, [s.name for s in servers[1:]]
     names = [s.name for s in servers]
     targets_met: list[str] = []
-    cores = lambda attr: (lambda r: r.cores(getattr(r, attr)))  # noqa: E731
     cpu_op = lambda r: r.cpu_us_per_op  # noqa: E731
+    timed_rounds = len({r.round for r in rows if r.round > 0 and r.kind != "idle"})
 
-    say()
-    say(f"Echo: {args.echo_connections} connections, one message in flight each "
-        f"(closed loop); medians over {args.rounds} rounds of {args.duration} s")
-    head = (f"{'size':7} {'server':13} {'msgs/s':>8} {'p50 us':>8} {'p99 us':>8} "
-            f"{'CPU us/msg':>10}   {'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    print_head(head)
-    for size in ECHO_SIZES:
-        kind = f"echo{size}"
-        m = {}
+    def table(kind: str, unit: str, what: str) -> None:
+        say()
+        say(f"{LABELS[kind]}: {what}; medians over {timed_rounds} rounds of "
+            f"{args.duration} s (syscalls and context switches: the counting round)")
+        head = (f"{'server':13} {unit + '/s':>8} {'p50 us':>8} {'p99 us':>8} "
+                f"{'CPU us/' + unit:>10} {'user':>6} {'sys':>6} {'syscalls':>8} "
+                f"{'ctxsw':>6}   {'cores: gw':>9} {'backend':>7} {'wsload':>6}   issue's table")
+        print_head(head)
+        cpu = {}
         for n in names:
-            m[n] = {"rate": med(rows, kind, n, "rate"), "p50": med(rows, kind, n, "p50_us"),
-                    "p99": med(rows, kind, n, "p99_us"), "cpu": med_fn(rows, kind, n, cpu_op)}
-            say(f"{size_label(size):7} {n:13} {f(m[n]['rate'], 8)} {f(m[n]['p50'], 8)} "
-                f"{f(m[n]['p99'], 8)} {f(m[n]['cpu'], 10, 2)}   "
-                f"{f(med_fn(rows, kind, n, cores('gw_cpu_s')), 9, 2)} "
-                f"{f(med_fn(rows, kind, n, cores('backend_cpu_s')), 7, 2)} "
-                f"{f(med_fn(rows, kind, n, cores('wsload_cpu_s')), 6, 2)}")
-        a, b = m[test], m[ref]
-        cpu_ratio = ratio(a["cpu"], b["cpu"])
-        say(f"{size_label(size):7} {test + '/' + ref:13} {fmt_ratio(ratio(a['rate'], b['rate'])):>8} "
-            f"{fmt_ratio(ratio(a['p50'], b['p50'])):>8} {fmt_ratio(ratio(a['p99'], b['p99'])):>8} "
-            f"{fmt_ratio(cpu_ratio):>10}   target <= {TARGET_MSG_CPU_RATIO:.1f}x: "
-            f"{verdict(cpu_ratio, TARGET_MSG_CPU_RATIO, True)}")
-        say(f"{'':7} reference: nginx 1.22 ~{REF_NGINX_CPU_US[size]} us CPU per "
-            f"{size_label(size)} message (here: {f(b['cpu'], 0, 2).strip()})")
-        targets_met.append(f"CPU per {size_label(size)} message  {test}/{ref} {fmt_ratio(cpu_ratio):>6}  "
-                           f"(target <= {TARGET_MSG_CPU_RATIO:.1f}x)  "
-                           f"{verdict(cpu_ratio, TARGET_MSG_CPU_RATIO, True)}")
+            cpu[n] = med(rows, kind, n, cpu_op)
+            before = REFERENCE.get(kind, {}).get(n)
+            say(f"{n:13} {f(med(rows, kind, n, lambda r: r.rate), 8)} "
+                f"{f(med(rows, kind, n, lambda r: r.p50_us), 8)} "
+                f"{f(med(rows, kind, n, lambda r: r.p99_us), 8)} {f(cpu[n], 10, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.per_op(r.gw_user_s)), 6, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.per_op(r.gw_sys_s)), 6, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.per_op(r.syscalls, 1), True), 8, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.per_op(r.context_switches, 1), True), 6, 2)}   "
+                f"{f(med(rows, kind, n, lambda r: r.cores(r.gw_cpu_s)), 9, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.cores(r.backend_cpu_s)), 7, 2)} "
+                f"{f(med(rows, kind, n, lambda r: r.cores(r.wsload_cpu_s)), 6, 2)}   "
+                f"{'' if before is None else before}")
+        for ref in refs:
+            rel = ratio(cpu[test], cpu[ref])
+            line = f"{test + '/' + ref:13} CPU per {unit} {fmt_ratio(rel)}"
+            target = TARGET_CPU.get(kind)
+            if target and target[0] == ref:
+                line += f"   target <= {target[1]:.1f}x: {verdict(rel, target[1], True)}"
+                targets_met.append(f"{LABELS[kind]:30} CPU {test}/{ref} {fmt_ratio(rel):>6}  "
+                                   f"(target <= {target[1]:.1f}x)  "
+                                   f"{verdict(rel, target[1], True)}")
+            say(line)
+
+    for kind, size, tls in ECHOES:
+        table(kind, "msg", f"{args.echo_connections} connections, one message in flight "
+              "each (closed loop)")
 
     say()
     say(f"1 MiB messages: 1 connection, {args.bulk_window} in flight, "
-        f"{args.bulk_count} messages; medians over {args.rounds} rounds "
+        f"{args.bulk_count} messages; medians over {timed_rounds} rounds "
         "('vs direct': median of each round's ratio to that round's direct run)")
     head = (f"{'path':13} {'MB/s':>8} {'vs direct':>9} {'gw CPU us/MiB':>13}   "
             f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
     print_head(head)
     # Each round's rate over the same round's direct rate, then the median:
-    # the three runs of a round are seconds apart, so they share the
-    # machine's mood, which rounds minutes apart need not.
+    # the runs of a round are seconds apart, so they share the machine's
+    # mood, which rounds minutes apart need not.
     direct = {r.round: r.rate for r in rows if r.kind == "bulk" and r.target == backend.name}
     for n in [backend.name, *names]:
-        rate = med(rows, "bulk", n, "rate")
         rel = median([ratio(r.rate, direct.get(r.round, math.nan))
-                      for r in rows if r.kind == "bulk" and r.target == n])
+                      for r in rows_of(rows, "bulk", n)])
         label = "direct" if n == backend.name else n
         note = ""
         if n == test:
             note = f"   target >= {TARGET_BULK_RATIO:.1f}x: {verdict(rel, TARGET_BULK_RATIO, False)}"
-            targets_met.append(f"1 MiB throughput  {test}/direct {fmt_ratio(rel):>6}  "
+            targets_met.append(f"{'1 MiB messages':30} MB/s {test}/direct {fmt_ratio(rel):>6}  "
                                f"(target >= {TARGET_BULK_RATIO:.1f}x)  "
                                f"{verdict(rel, TARGET_BULK_RATIO, False)}")
-        say(f"{label:13} {f(rate, 8, 1)} {fmt_ratio(rel):>9} "
-            f"{f(med_fn(rows, 'bulk', n, cpu_op), 13, 0)}   "
-            f"{f(med_fn(rows, 'bulk', n, cores('gw_cpu_s')), 9, 2)} "
-            f"{f(med_fn(rows, 'bulk', n, cores('backend_cpu_s')), 7, 2)} "
-            f"{f(med_fn(rows, 'bulk', n, cores('wsload_cpu_s')), 6, 2)}{note}")
+        say(f"{label:13} {f(med(rows, 'bulk', n, lambda r: r.rate), 8, 1)} {fmt_ratio(rel):>9} "
+            f"{f(med(rows, 'bulk', n, cpu_op), 13, 0)}   "
+            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.gw_cpu_s)), 9, 2)} "
+            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.backend_cpu_s)), 7, 2)} "
+            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.wsload_cpu_s)), 6, 2)}{note}")
 
-    say()
-    say(f"Handshakes (connect, upgrade, close frame, wait for close and EOF): "
-        f"{args.hs_connections} loops; medians over {args.rounds} rounds of {args.duration} s")
-    head = (f"{'server':13} {'hs/s':>8} {'p50 us':>8} {'p99 us':>8} {'CPU us/hs':>10}   "
-            f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    print_head(head)
-    m = {}
-    for n in names:
-        m[n] = {"rate": med(rows, "handshakes", n, "rate"),
-                "p50": med(rows, "handshakes", n, "p50_us"),
-                "p99": med(rows, "handshakes", n, "p99_us"),
-                "cpu": med_fn(rows, "handshakes", n, cpu_op)}
-        say(f"{n:13} {f(m[n]['rate'], 8)} {f(m[n]['p50'], 8)} {f(m[n]['p99'], 8)} "
-            f"{f(m[n]['cpu'], 10, 1)}   "
-            f"{f(med_fn(rows, 'handshakes', n, cores('gw_cpu_s')), 9, 2)} "
-            f"{f(med_fn(rows, 'handshakes', n, cores('backend_cpu_s')), 7, 2)} "
-            f"{f(med_fn(rows, 'handshakes', n, cores('wsload_cpu_s')), 6, 2)}")
-    a, b = m[test], m[ref]
-    hs_ratio = ratio(a["cpu"], b["cpu"])
-    say(f"{test + '/' + ref:13} {fmt_ratio(ratio(a['rate'], b['rate'])):>8} "
-        f"{fmt_ratio(ratio(a['p50'], b['p50'])):>8} {fmt_ratio(ratio(a['p99'], b['p99'])):>8} "
-        f"{fmt_ratio(hs_ratio):>10}   target <= {TARGET_HS_CPU_RATIO:.1f}x: "
-        f"{verdict(hs_ratio, TARGET_HS_CPU_RATIO, True)}")
-    say(f"{'':13} reference: nginx 1.22 ~{REF_NGINX_HS_CPU_US:.0f} us CPU per handshake "
-        f"(here: {f(b['cpu'], 0, 1).strip()})")
-    targets_met.append(f"CPU per handshake  {test}/{ref} {fmt_ratio(hs_ratio):>6}  "
-                       f"(target <= {TARGET_HS_CPU_RATIO:.1f}x)  "
-                       f"{verdict(hs_ratio, TARGET_HS_CPU_RATIO, True)}")
+    for kind, tls in HANDSHAKES:
+        table(kind, "hs", f"{args.hs_connections} loops of connect, "
+              f"{'TLS handshake, ' if tls else ''}upgrade, close frame, wait for close and EOF")
 
     say()
     idle_rounds = len({r.round for r in rows if r.kind == "idle"})
     say(f"Idle sessions: {args.idle_connections} per gateway on freshly started processes "
         f"(nginx: master + workers); medians over {idle_rounds} rounds")
     head = (f"{'server':13} {'RSS before MiB':>14} {'with MiB':>9} {'KiB/session':>11} "
-            f"{'backend sessions':>16}")
+            f"{'backend sessions':>16}   issue's table")
     print_head(head)
     kib = {}
     for n in names:
-        kib[n] = med_fn(rows, "idle", n, lambda r: r.kib_per_session)
-        say(f"{n:13} {f(med(rows, 'idle', n, 'rss_before_kib') / 1024, 14, 1)} "
-            f"{f(med(rows, 'idle', n, 'rss_with_kib') / 1024, 9, 1)} {f(kib[n], 11, 2)} "
-            f"{f(med(rows, 'idle', n, 'backend_sessions'), 16)}")
-    say(f"{test + '/' + ref:13} {'':14} {'':9} {fmt_ratio(ratio(kib[test], kib[ref])):>11}"
-        f"   target <= {TARGET_IDLE_KIB:.0f} KiB: {verdict(kib[test], TARGET_IDLE_KIB, True)}")
-    say(f"{'':13} reference: nginx 1.22 ~{REF_NGINX_IDLE_KIB:.0f} KiB per idle WebSocket "
-        f"(here: {f(kib[ref], 0, 1).strip()})")
-    targets_met.append(f"RSS per idle session  {f(kib[test], 0, 2).strip()} KiB  "
+        kib[n] = med(rows, "idle", n, lambda r: r.kib_per_session)
+        before = REFERENCE["idle"].get(n)
+        say(f"{n:13} {f(med(rows, 'idle', n, lambda r: r.rss_before_kib) / 1024, 14, 1)} "
+            f"{f(med(rows, 'idle', n, lambda r: r.rss_with_kib) / 1024, 9, 1)} {f(kib[n], 11, 2)} "
+            f"{f(med(rows, 'idle', n, lambda r: r.backend_sessions), 16)}   "
+            f"{'' if before is None else before}")
+    say(f"{test:13} {'':14} {'':9} target <= {TARGET_IDLE_KIB:.0f} KiB: "
+        f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
+    targets_met.append(f"{'RSS per idle session':30} {f(kib[test], 0, 2).strip()} KiB  "
                        f"(target <= {TARGET_IDLE_KIB:.0f} KiB)  "
                        f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
 
@@ -598,17 +695,23 @@ def cmd_run(args: argparse.Namespace) -> None:
             if not s.alive():
                 sys.exit(f"{s.name} (pid {s.pid}) died during the run")
 
-    for rnd in range(1, args.rounds + 1):
-        order = round_order(servers, rnd)
-        for size in ECHO_SIZES:
+    counting = shutil.which("perf") is not None
+    if not counting:
+        warn("perf is not installed: no system call or context switch counts")
+    # Round 0, last: the counting round, under perf.
+    for rnd in [*range(1, args.rounds + 1), *([0] if counting else [])]:
+        order = round_order(servers, max(rnd, 1))
+        for kind, size, tls in ECHOES:
             for s in order:
-                keep(measure_echo(s, backend, size, rnd, args))
-        bulk_order = [backend, *order]
-        bulk_order = bulk_order[rnd % 3:] + bulk_order[:rnd % 3]
-        for t in bulk_order:
-            keep(measure_bulk(t, backend, rnd, args))
-        for s in order:
-            keep(measure_handshakes(s, backend, rnd, args))
+                keep(measure_echo(s, backend, kind, size, tls, rnd, args))
+        if rnd > 0:
+            bulk_order = [backend, *order]
+            k = rnd % len(bulk_order)
+            for t in bulk_order[k:] + bulk_order[:k]:
+                keep(measure_bulk(t, backend, rnd, args))
+        for kind, tls in HANDSHAKES:
+            for s in order:
+                keep(measure_handshakes(s, backend, kind, tls, rnd, args))
     save(args.results, rows)
     print_summary(load_rows(args.results), servers, backend, args)
 
@@ -621,9 +724,11 @@ def main() -> None:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--wsload", required=True, help="the wsload binary")
         sp.add_argument("--wsload-threads", type=int, default=0)
+        sp.add_argument("--ca", required=True, help="PEM file the servers' certificate is in")
         sp.add_argument("--server", action="append", type=Server.parse_server, required=True,
-                        help="NAME:PORT:PID (give two: under test, reference)")
-        sp.add_argument("--backend", type=Server.parse_server, required=True, help="NAME:PORT:PID")
+                        help="NAME:PORT:TLSPORT:PID (the one under test first)")
+        sp.add_argument("--backend", type=Server.parse_server, required=True,
+                        help="NAME:PORT:0:PID")
         sp.add_argument("--results", required=True, help="JSON lines file, appended to")
 
     idle = sub.add_parser("idle", help="RSS per idle session, one round")
@@ -650,8 +755,8 @@ def main() -> None:
         return
     if args.cmd == "probe":
         sys.exit(0 if probe(args.port) else 1)
-    if len(args.server) != 2:
-        p.error("give exactly two --server (under test first, reference second)")
+    if len(args.server) < 2:
+        p.error("give at least two --server (under test first, then references)")
     if args.cmd == "idle":
         cmd_idle(args)
     else:

@@ -6,7 +6,12 @@
 //! wsload idle       --url ... [--connections 5000] [--hold-seconds 10] [--open-concurrency 100]
 //! wsload handshakes --url ... [--connections 50] [--seconds 5]
 //! common:           [--threads N]  (runtime worker threads; default: all cores)
+//!                   [--ca FILE]    (PEM roots for wss:// URLs)
 //! ```
+//!
+//! `wss://` URLs work for echo, idle and handshakes (bulk measures relaying
+//! large frames and stays on plaintext); each wss session is a full TLS
+//! handshake, no resumption, like a fresh browser tab.
 //!
 //! It has to cost far less CPU than the gateway it measures, because on a
 //! benchmark machine it shares the cores with the gateway and the backend.
@@ -28,9 +33,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+use tokio_rustls::TlsConnector;
 use wsgate::websocket::frame::{encode, encode_close, OpCode};
 
 const USAGE: &str = "usage: wsload echo|bulk|idle|handshakes --url ws://HOST:PORT/PATH [options]
@@ -38,7 +45,8 @@ const USAGE: &str = "usage: wsload echo|bulk|idle|handshakes --url ws://HOST:POR
   bulk        --connections 1 --size 1048576 --count 200 --window 4
   idle        --connections 5000 --hold-seconds 10 --open-concurrency 100
   handshakes  --connections 50 --seconds 5
-  any         --threads N (tokio worker threads; default: number of cores)";
+  any         --threads N (tokio worker threads; default: number of cores)
+              --ca FILE (PEM certificates trusted for wss:// URLs)";
 
 /// The key from RFC 6455 §1.3 and its accept value. One fixed key is fine for
 /// load: servers only hash it, and checking a known answer needs no SHA-1.
@@ -63,15 +71,16 @@ enum Mode {
     Handshakes,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Target {
     addr: SocketAddr,
     /// `Host` header value: the URL's authority as written.
     host: String,
     path: String,
+    /// For `wss://`: the TLS client and the name to verify.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-#[derive(Debug)]
 struct Args {
     mode: Mode,
     target: Target,
@@ -83,6 +92,7 @@ struct Args {
     hold_seconds: f64,
     open_concurrency: usize,
     threads: usize,
+    ca: Option<String>,
 }
 
 fn usage_exit(msg: &str) -> ! {
@@ -110,6 +120,7 @@ fn parse_args() -> Args {
             addr: ([127, 0, 0, 1], 80).into(),
             host: String::new(),
             path: String::new(),
+            tls: None,
         },
         connections: match mode {
             Mode::Echo => 100,
@@ -124,6 +135,7 @@ fn parse_args() -> Args {
         hold_seconds: 10.0,
         open_concurrency: 100,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ca: None,
     };
     let mut url = None;
     while let Some(flag) = argv.next() {
@@ -144,11 +156,15 @@ fn parse_args() -> Args {
             "--hold-seconds" => args.hold_seconds = num(&value),
             "--open-concurrency" => args.open_concurrency = num(&value) as usize,
             "--threads" => args.threads = num(&value) as usize,
+            "--ca" => args.ca = Some(value),
             _ => usage_exit(&format!("unknown option {flag}")),
         }
     }
     let url = url.unwrap_or_else(|| usage_exit("--url is required"));
-    args.target = parse_url(&url).unwrap_or_else(|e| usage_exit(&e));
+    args.target = parse_url(&url, args.ca.as_deref()).unwrap_or_else(|e| usage_exit(&e));
+    if args.mode == Mode::Bulk && args.target.tls.is_some() {
+        usage_exit("bulk measures plaintext relaying: give it a ws:// URL");
+    }
     if args.connections == 0 || args.window == 0 || args.threads == 0 || args.open_concurrency == 0
     {
         usage_exit("--connections, --window, --threads and --open-concurrency must be at least 1");
@@ -156,23 +172,33 @@ fn parse_args() -> Args {
     args
 }
 
-/// `ws://host[:port][/path]`, resolved once here so that the handshakes
+/// `ws[s]://host[:port][/path]`, resolved once here so that the handshakes
 /// mode measures connections, not name lookups.
-fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+fn parse_url(url: &str, ca: Option<&str>) -> Result<Target, String> {
+    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
+    let (host, with_port) = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => (host, authority.to_owned()),
+        _ => (
+            authority,
+            format!("{authority}:{}", if secure { 443 } else { 80 }),
+        ),
+    };
+    let tls = if secure {
+        let ca = ca.ok_or_else(|| format!("{url}: wss:// needs --ca FILE"))?;
+        Some((
+            tls_connector(ca)?,
+            ServerName::try_from(host.to_owned()).map_err(|e| format!("{url}: {e}"))?,
+        ))
     } else {
-        format!("{authority}:80")
+        None
     };
     use std::net::ToSocketAddrs;
     let addr = with_port
@@ -184,7 +210,84 @@ fn parse_url(url: &str) -> Result<Target, String> {
         addr,
         host: authority.to_owned(),
         path: path.to_owned(),
+        tls,
     })
+}
+
+/// A TLS client trusting the certificates in the PEM file `ca`.
+fn tls_connector(ca: &str) -> Result<TlsConnector, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{ca}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{ca}: {e}"))?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every session pays a full handshake, as a first visit does; what
+    // resumption saves belongs to its own measurement.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A session's byte stream: plaintext, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Writes all of `bytes` and pushes them out: a TLS stream may hold
+/// ciphertext until flushed.
+async fn send(stream: &mut Stream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 // ---------------------------------------------------------------------------
@@ -193,7 +296,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
 /// An open WebSocket client session: the socket and a reader holding any
 /// bytes that arrived with the server's 101.
 struct Session {
-    stream: TcpStream,
+    stream: Stream,
     reader: FrameReader,
 }
 
@@ -205,16 +308,22 @@ async fn open(target: &Target, read_buf: usize) -> io::Result<Session> {
 }
 
 async fn open_inner(target: &Target, read_buf: usize) -> io::Result<Session> {
-    let mut stream = TcpStream::connect(target.addr).await?;
+    let tcp = TcpStream::connect(target.addr).await?;
     // Small messages go out as one write each; do not let Nagle hold the
     // close frame that follows an echo, nor add delay to any round trip.
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &target.tls {
+        None => Stream::Plain(tcp),
+        Some((connector, name)) => {
+            Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+        }
+    };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         target.path, target.host
     );
-    stream.write_all(request.as_bytes()).await?;
+    send(&mut stream, request.as_bytes()).await?;
 
     // Read until the end of the answer's head; whatever follows it is the
     // first bytes of the frame stream.
@@ -497,7 +606,7 @@ impl FrameReader {
 /// Sends a close frame and waits for the server's close and then its EOF
 /// (RFC 6455 §7.1.1: the server closes the TCP connection first).
 async fn close_session(session: &mut Session) -> io::Result<()> {
-    session.stream.write_all(&close_frame()).await?;
+    send(&mut session.stream, &close_frame()).await?;
     let wait = async {
         let mut got_close = false;
         loop {
@@ -628,7 +737,7 @@ async fn echo(args: &Args) {
                 let m = &messages[(result.sent & 1) as usize];
                 let t0 = Instant::now();
                 result.sent += 1;
-                if let Err(e) = session.stream.write_all(&m.frame).await {
+                if let Err(e) = send(&mut session.stream, &m.frame).await {
                     errors.report("write", &e);
                     healthy = false;
                     break;
@@ -652,7 +761,7 @@ async fn echo(args: &Args) {
                         }
                         Ok(Incoming::Ping(body)) => {
                             let pong = encode(OpCode::Pong, &body, Some(mask_key(9)));
-                            if let Err(e) = session.stream.write_all(&pong).await {
+                            if let Err(e) = send(&mut session.stream, &pong).await {
                                 errors.report("pong", &e);
                                 healthy = false;
                                 break;
@@ -771,6 +880,10 @@ async fn bulk(args: &Args) {
                 return;
             }
             let Session { stream, mut reader } = session;
+            // parse_args keeps bulk on plaintext.
+            let Stream::Plain(stream) = stream else {
+                return;
+            };
             let (mut rd, mut wr) = stream.into_split();
             // The writer may run `window` messages ahead of the echoes.
             let credit = Arc::new(Semaphore::new(window));
@@ -837,7 +950,10 @@ async fn bulk(args: &Args) {
             let Ok(wr) = writer.await else { return };
             if healthy {
                 let Ok(stream) = rd.reunite(wr) else { return };
-                let mut session = Session { stream, reader };
+                let mut session = Session {
+                    stream: Stream::Plain(stream),
+                    reader,
+                };
                 if let Err(e) = close_session(&mut session).await {
                     errors.report("close", &e);
                 }
@@ -935,7 +1051,7 @@ async fn idle(args: &Args) {
                         match incoming {
                             Ok(Incoming::Ping(body)) => {
                                 let pong = encode(OpCode::Pong, &body, Some(mask_key(9)));
-                                if let Err(e) = session.stream.write_all(&pong).await {
+                                if let Err(e) = send(&mut session.stream, &pong).await {
                                     errors.report("pong", &e);
                                 }
                             }
@@ -944,7 +1060,7 @@ async fn idle(args: &Args) {
                                 // Answer the server's close as the RFC asks, then stop.
                                 lost.fetch_add(1, Ordering::Relaxed);
                                 errors.report("idle", &"server closed an idle session");
-                                let _ = session.stream.write_all(&close_frame()).await;
+                                let _ = send(&mut session.stream, &close_frame()).await;
                                 return;
                             }
                             other => {
