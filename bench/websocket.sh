@@ -36,7 +36,9 @@
 #   BULK_COUNT [1000]  1 MiB messages per bulk run
 #   BULK_WINDOW [4]    1 MiB messages in flight
 #   HS_CONNECTIONS [50]  concurrent handshake loops
-#   IDLE_CONNECTIONS [5000]
+#   IDLE_CONNECTIONS [5000]; 0 skips the idle rounds
+#   KINDS            the timed runs to make, space-separated (default: all:
+#                    echo64 echo4096 wss64 bulk handshakes wsshandshakes)
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
 #   NGINX_WORKERS [2], HAPROXY_THREADS [2]
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
@@ -317,7 +319,7 @@ main() {
     # that earlier tests (or earlier rounds) left in the allocator would be
     # reused by the new sessions and hide their cost.
     local round
-    for ((round = 1; round <= ROUNDS; round++)); do
+    for ((round = 1; IDLE_CONNECTIONS > 0 && round <= ROUNDS; round++)); do
         log "idle sessions, round $round/$ROUNDS: fresh gateways"
         start_gateways
         helper idle "${common[@]}" --round "$round" "${SERVERS[@]}" \
@@ -331,7 +333,8 @@ main() {
         --rounds "$ROUNDS" --duration "$DURATION" \
         --echo-connections "$ECHO_CONNECTIONS" \
         --bulk-count "$BULK_COUNT" --bulk-window "$BULK_WINDOW" \
-        --hs-connections "$HS_CONNECTIONS" --idle-connections "$IDLE_CONNECTIONS"
+        --hs-connections "$HS_CONNECTIONS" --idle-connections "$IDLE_CONNECTIONS" \
+        ${KINDS:+--kinds "$KINDS"}
     log "machine load after measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 

@@ -54,6 +54,7 @@ BULK_SIZE = 1 << 20
 # Echo kinds: (kind, message size, over TLS).
 ECHOES = [("echo64", 64, False), ("echo4096", 4096, False), ("wss64", 64, True)]
 HANDSHAKES = [("handshakes", False), ("wsshandshakes", True)]
+ALL_KINDS = [*(k for k, _, _ in ECHOES), "bulk", *(k for k, _ in HANDSHAKES)]
 
 # The targets: CPU per unit of work as a ratio to one reference
 # (kind -> (reference name, at most)), bulk throughput against the direct
@@ -558,6 +559,8 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
     timed_rounds = len({r.round for r in rows if r.round > 0 and r.kind != "idle"})
 
     def table(kind: str, unit: str, what: str) -> None:
+        if not any(r.kind == kind for r in rows):
+            return
         say()
         say(f"{LABELS[kind]}: {what}; medians over {timed_rounds} rounds of "
             f"{args.duration} s (syscalls and context switches: the counting round)")
@@ -595,57 +598,59 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         table(kind, "msg", f"{args.echo_connections} connections, one message in flight "
               "each (closed loop)")
 
-    say()
-    say(f"1 MiB messages: 1 connection, {args.bulk_window} in flight, "
-        f"{args.bulk_count} messages; medians over {timed_rounds} rounds "
-        "('vs direct': median of each round's ratio to that round's direct run)")
-    head = (f"{'path':13} {'MB/s':>8} {'vs direct':>9} {'gw CPU us/MiB':>13}   "
-            f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
-    print_head(head)
-    # Each round's rate over the same round's direct rate, then the median:
-    # the runs of a round are seconds apart, so they share the machine's
-    # mood, which rounds minutes apart need not.
-    direct = {r.round: r.rate for r in rows if r.kind == "bulk" and r.target == backend.name}
-    for n in [backend.name, *names]:
-        rel = median([ratio(r.rate, direct.get(r.round, math.nan))
-                      for r in rows_of(rows, "bulk", n)])
-        label = "direct" if n == backend.name else n
-        note = ""
-        if n == test:
-            note = f"   target >= {TARGET_BULK_RATIO:.1f}x: {verdict(rel, TARGET_BULK_RATIO, False)}"
-            targets_met.append(f"{'1 MiB messages':30} MB/s {test}/direct {fmt_ratio(rel):>6}  "
-                               f"(target >= {TARGET_BULK_RATIO:.1f}x)  "
-                               f"{verdict(rel, TARGET_BULK_RATIO, False)}")
-        say(f"{label:13} {f(med(rows, 'bulk', n, lambda r: r.rate), 8, 1)} {fmt_ratio(rel):>9} "
-            f"{f(med(rows, 'bulk', n, cpu_op), 13, 0)}   "
-            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.gw_cpu_s)), 9, 2)} "
-            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.backend_cpu_s)), 7, 2)} "
-            f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.wsload_cpu_s)), 6, 2)}{note}")
+    if any(r.kind == "bulk" for r in rows):
+        say()
+        say(f"1 MiB messages: 1 connection, {args.bulk_window} in flight, "
+            f"{args.bulk_count} messages; medians over {timed_rounds} rounds "
+            "('vs direct': median of each round's ratio to that round's direct run)")
+        head = (f"{'path':13} {'MB/s':>8} {'vs direct':>9} {'gw CPU us/MiB':>13}   "
+                f"{'cores: gw':>9} {'backend':>7} {'wsload':>6}")
+        print_head(head)
+        # Each round's rate over the same round's direct rate, then the median:
+        # the runs of a round are seconds apart, so they share the machine's
+        # mood, which rounds minutes apart need not.
+        direct = {r.round: r.rate for r in rows if r.kind == "bulk" and r.target == backend.name}
+        for n in [backend.name, *names]:
+            rel = median([ratio(r.rate, direct.get(r.round, math.nan))
+                          for r in rows_of(rows, "bulk", n)])
+            label = "direct" if n == backend.name else n
+            note = ""
+            if n == test:
+                note = f"   target >= {TARGET_BULK_RATIO:.1f}x: {verdict(rel, TARGET_BULK_RATIO, False)}"
+                targets_met.append(f"{'1 MiB messages':30} MB/s {test}/direct {fmt_ratio(rel):>6}  "
+                                   f"(target >= {TARGET_BULK_RATIO:.1f}x)  "
+                                   f"{verdict(rel, TARGET_BULK_RATIO, False)}")
+            say(f"{label:13} {f(med(rows, 'bulk', n, lambda r: r.rate), 8, 1)} {fmt_ratio(rel):>9} "
+                f"{f(med(rows, 'bulk', n, cpu_op), 13, 0)}   "
+                f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.gw_cpu_s)), 9, 2)} "
+                f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.backend_cpu_s)), 7, 2)} "
+                f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.wsload_cpu_s)), 6, 2)}{note}")
 
     for kind, tls in HANDSHAKES:
         table(kind, "hs", f"{args.hs_connections} loops of connect, "
               f"{'TLS handshake, ' if tls else ''}upgrade, close frame, wait for close and EOF")
 
-    say()
-    idle_rounds = len({r.round for r in rows if r.kind == "idle"})
-    say(f"Idle sessions: {args.idle_connections} per gateway on freshly started processes "
-        f"(nginx: master + workers); medians over {idle_rounds} rounds")
-    head = (f"{'server':13} {'RSS before MiB':>14} {'with MiB':>9} {'KiB/session':>11} "
-            f"{'backend sessions':>16}   issue's table")
-    print_head(head)
-    kib = {}
-    for n in names:
-        kib[n] = med(rows, "idle", n, lambda r: r.kib_per_session)
-        before = REFERENCE["idle"].get(n)
-        say(f"{n:13} {f(med(rows, 'idle', n, lambda r: r.rss_before_kib) / 1024, 14, 1)} "
-            f"{f(med(rows, 'idle', n, lambda r: r.rss_with_kib) / 1024, 9, 1)} {f(kib[n], 11, 2)} "
-            f"{f(med(rows, 'idle', n, lambda r: r.backend_sessions), 16)}   "
-            f"{'' if before is None else before}")
-    say(f"{test:13} {'':14} {'':9} target <= {TARGET_IDLE_KIB:.0f} KiB: "
-        f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
-    targets_met.append(f"{'RSS per idle session':30} {f(kib[test], 0, 2).strip()} KiB  "
-                       f"(target <= {TARGET_IDLE_KIB:.0f} KiB)  "
-                       f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
+    if any(r.kind == "idle" for r in rows):
+        say()
+        idle_rounds = len({r.round for r in rows if r.kind == "idle"})
+        say(f"Idle sessions: {args.idle_connections} per gateway on freshly started processes "
+            f"(nginx: master + workers); medians over {idle_rounds} rounds")
+        head = (f"{'server':13} {'RSS before MiB':>14} {'with MiB':>9} {'KiB/session':>11} "
+                f"{'backend sessions':>16}   issue's table")
+        print_head(head)
+        kib = {}
+        for n in names:
+            kib[n] = med(rows, "idle", n, lambda r: r.kib_per_session)
+            before = REFERENCE["idle"].get(n)
+            say(f"{n:13} {f(med(rows, 'idle', n, lambda r: r.rss_before_kib) / 1024, 14, 1)} "
+                f"{f(med(rows, 'idle', n, lambda r: r.rss_with_kib) / 1024, 9, 1)} {f(kib[n], 11, 2)} "
+                f"{f(med(rows, 'idle', n, lambda r: r.backend_sessions), 16)}   "
+                f"{'' if before is None else before}")
+        say(f"{test:13} {'':14} {'':9} target <= {TARGET_IDLE_KIB:.0f} KiB: "
+            f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
+        targets_met.append(f"{'RSS per idle session':30} {f(kib[test], 0, 2).strip()} KiB  "
+                           f"(target <= {TARGET_IDLE_KIB:.0f} KiB)  "
+                           f"{verdict(kib[test], TARGET_IDLE_KIB, True)}")
 
     say()
     say(f"Targets for {test} (medians):")
@@ -702,14 +707,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     for rnd in [*range(1, args.rounds + 1), *([0] if counting else [])]:
         order = round_order(servers, max(rnd, 1))
         for kind, size, tls in ECHOES:
+            if kind not in args.kinds:
+                continue
             for s in order:
                 keep(measure_echo(s, backend, kind, size, tls, rnd, args))
-        if rnd > 0:
+        if rnd > 0 and "bulk" in args.kinds:
             bulk_order = [backend, *order]
             k = rnd % len(bulk_order)
             for t in bulk_order[k:] + bulk_order[:k]:
                 keep(measure_bulk(t, backend, rnd, args))
         for kind, tls in HANDSHAKES:
+            if kind not in args.kinds:
+                continue
             for s in order:
                 keep(measure_handshakes(s, backend, kind, tls, rnd, args))
     save(args.results, rows)
@@ -748,6 +757,8 @@ def main() -> None:
     run.add_argument("--hs-connections", type=int, default=50)
     run.add_argument("--idle-connections", type=int, default=5000,
                      help="only for the summary's heading")
+    run.add_argument("--kinds", type=lambda v: set(v.split()), default=set(ALL_KINDS),
+                     help=f"which runs, space-separated (default: all of {' '.join(ALL_KINDS)})")
     args = p.parse_args()
 
     if args.cmd == "ports":

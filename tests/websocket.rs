@@ -290,6 +290,81 @@ async fn the_handshake_reaches_the_backend_with_end_to_end_headers_only() {
     assert_eq!(seen["x-forwarded-host"], "public.example");
 }
 
+/// A hand-written backend on 127.0.0.1:0: reads one request head, then
+/// writes `pieces` with a pause between them, then holds the connection.
+async fn scripted_backend(pieces: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        for piece in pieces {
+            stream.write_all(&piece).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_101_in_pieces_with_a_frame_right_behind_it_starts_the_session() {
+    // The key raw_handshake sends is RFC 6455's sample; this is its accept.
+    let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    let (first, rest) = answer.as_bytes().split_at(20);
+    let (middle, last) = rest.split_at(40);
+    let mut last_and_frame = last.to_vec();
+    last_and_frame.extend_from_slice(b"\x81\x05early");
+    let backend = scripted_backend(vec![first.to_vec(), middle.to_vec(), last_and_frame]).await;
+    let server = gateway(backend, "").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut raw)).await;
+    assert_eq!(frame.expect("frame in time"), Some((0x1, b"early".to_vec())));
+}
+
+#[tokio::test]
+async fn a_chunked_refusal_reaches_the_client_whole() {
+    let refusal = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nX-Why: no room\r\n\r\n\
+                    5\r\nno ro\r\n".to_vec();
+    let backend = scripted_backend(vec![refusal, b"3\r\nom!\r\n0\r\n\r\n".to_vec()]).await;
+    let server = gateway(backend, "").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-why: no room"), "{head}");
+    // Re-framed by the gateway: read up to the last chunk and take the framing out.
+    let mut body = Vec::new();
+    while !body.ends_with(b"0\r\n\r\n") {
+        let mut chunk = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut chunk)).await;
+        match read.expect("body in time") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let payload: String = text
+        .split("\r\n")
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, part)| part)
+        .collect();
+    assert_eq!(payload, "no room!", "{text:?}");
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_a_502() {
+    let backend = scripted_backend(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()]).await;
+    let server = gateway(backend, "").await;
+    let (_, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+}
+
 #[tokio::test]
 async fn a_malformed_101_from_the_backend_is_a_502() {
     let liar = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,7 @@
 //! The WebSocket gateway: handshake checks, the backend handshake, and the
 //! frame-aware relay that follows.
 
+mod backend_handshake;
 pub mod frame;
 pub mod handshake;
 pub mod relay;
@@ -9,12 +10,9 @@ mod transport;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
 use http::{Request, Response, StatusCode};
-use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 
 use crate::body::proxied::UploadProgress;
 use crate::body::{Body, ProxiedBody};
@@ -24,9 +22,8 @@ use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
 use crate::sessions::Sessions;
-use crate::upstream::{
-    warn_throttled, Backend, BackendPool, ConnectError, UpstreamIo, UpstreamStream,
-};
+use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
+use backend_handshake::{Answer, ExchangeError};
 use handshake::Refusal;
 use relay::{Closing, Initiator, Peer};
 
@@ -65,7 +62,7 @@ enum UpstreamError {
     Handshake {
         backend: String,
         #[source]
-        source: hyper::Error,
+        source: ExchangeError,
     },
     #[error("{backend} did not answer the handshake within {after:?}")]
     AnswerTimeout { backend: String, after: Duration },
@@ -118,7 +115,7 @@ pub async fn upgrade<B>(
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.starting();
     let client = Arc::clone(&cx.client);
-    let (mut answer, backend) = match handshake_with_backends(&req, route, &cx).await {
+    let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
         Ok(answered) => answered,
         Err(error) => {
             warn_throttled!(
@@ -133,22 +130,29 @@ pub async fn upgrade<B>(
     };
     // Counts the session for `least_connections` until it ends.
     let busy = backend.busy();
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        count(UpgradeResult::BackendRejected);
-        // The backend's refusal (403, 404, 500…) is the client's answer;
-        // its body is cut off if it stalls, like a proxied one.
-        forwarding::response_headers(answer.headers_mut());
-        let stall_after = route.backends.connect_timeout;
-        return answer
-            .map(|body| ProxiedBody::new(body, busy, stall_after, UploadProgress::start()))
-            .map(Body::Proxied);
-    }
+    let (mut parts, backend_stream, leftover) = match answer {
+        Answer::Switched {
+            head,
+            stream,
+            leftover,
+        } => (head, stream, leftover),
+        Answer::Refused(mut refusal) => {
+            count(UpgradeResult::BackendRejected);
+            // The backend's refusal (403, 404, 500…) is the client's answer;
+            // its body is cut off if it stalls, like a proxied one.
+            forwarding::response_headers(refusal.headers_mut());
+            let stall_after = route.backends.connect_timeout;
+            return refusal
+                .map(|body| ProxiedBody::new(body, busy, stall_after, UploadProgress::start()))
+                .map(Body::Proxied);
+        }
+    };
     let key = req
         .headers()
         .get(SEC_WEBSOCKET_KEY)
         .cloned()
         .unwrap_or(HeaderValue::from_static(""));
-    if let Err(reason) = handshake::check_backend_answer(answer.headers(), &key) {
+    if let Err(reason) = handshake::check_backend_answer(&parts.headers, &key) {
         let error = UpstreamError::BadAnswer {
             backend: backend.url.clone(),
             reason,
@@ -164,9 +168,9 @@ pub async fn upgrade<B>(
         return response::status(StatusCode::BAD_GATEWAY);
     }
     count(UpgradeResult::Ok);
-    let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(answer.headers()));
-    let backend_upgrade = hyper::upgrade::on(&mut answer);
-    let (mut parts, _empty) = answer.into_parts();
+    let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(&parts.headers));
+    let (backend_socket, backend_tls) = backend_stream.into_parts();
+    let backend_peer = Peer::new(backend_socket, backend_tls, leftover);
     forwarding::strip_hop_by_hop(&mut parts.headers);
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
@@ -177,9 +181,6 @@ pub async fn upgrade<B>(
     let session = async move {
         let _client = client;
         let _busy = busy;
-        let Some(backend) = backend_peer(backend_upgrade.await) else {
-            return;
-        };
         let Some(client) = client_peer(client_upgrade.await) else {
             return;
         };
@@ -188,7 +189,7 @@ pub async fn upgrade<B>(
         let active = meters.map(WsMeters::session_started);
         let tally = meters.map(WsMeters::session_tally);
         let control = &registration.session;
-        let stats = relay::run(client, backend, policy, allowed_rsv, control, tally).await;
+        let stats = relay::run(client, backend_peer, policy, allowed_rsv, control, tally).await;
         drop(active);
         if let Some(meters) = meters {
             let closing = stats.closing.unwrap_or(Closing {
@@ -213,16 +214,9 @@ fn client_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
     Some(Peer::new(stream, tls, parts.read_buf))
 }
 
-/// The backend's side, as [`client_peer`] takes the client's.
-fn backend_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
-    let parts = upgraded_as::<UpstreamIo>(upgraded, "backend")?;
-    let (stream, tls) = parts.io.into_inner().into_parts();
-    Some(Peer::new(stream, tls, parts.read_buf))
-}
-
 /// The IO an upgraded connection was served over. `T` is the type the
-/// server or the backend handshake built (`ClientIo`, `UpstreamIo`), so a
-/// mismatch is a bug in this crate, never the peer's doing.
+/// server built (`ClientIo`), so a mismatch is a bug in this crate, never
+/// the peer's doing.
 fn upgraded_as<T>(
     upgraded: Result<Upgraded, hyper::Error>,
     side: &str,
@@ -263,7 +257,7 @@ async fn handshake_with_backends<'r, B>(
     req: &Request<B>,
     route: &'r WebSocketRoute,
     cx: &UpgradeContext<'_>,
-) -> Result<(Response<hyper::body::Incoming>, &'r Arc<Backend>), UpstreamError> {
+) -> Result<(Answer, &'r Arc<Backend>), UpstreamError> {
     let pool = &route.backends;
     let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
     let order = pool.order(req.headers(), client_ip);
@@ -272,9 +266,9 @@ async fn handshake_with_backends<'r, B>(
     }
     let mut last_error = None;
     for backend in order {
-        let request = backend_request(req, backend, route, cx);
+        let head = backend_request(req, backend, route, cx);
         let answer = match pool.connect(backend).await {
-            Ok(stream) => ask(stream, request, backend, pool.connect_timeout).await,
+            Ok(stream) => ask(stream, &head, backend, pool.connect_timeout).await,
             Err(error) => Err(error.into()),
         };
         let error = match answer {
@@ -296,13 +290,14 @@ async fn handshake_with_backends<'r, B>(
     Err(last_error.unwrap_or(UpstreamError::Connect(ConnectError::NoHealthyBackend)))
 }
 
-/// The client's handshake as the backend gets it (RFC 9110 §7.6 forwarding rules).
+/// The head of the client's handshake as the backend gets it (RFC 9110
+/// §7.6 forwarding rules).
 fn backend_request<B>(
     req: &Request<B>,
     backend: &Backend,
     route: &WebSocketRoute,
     cx: &UpgradeContext<'_>,
-) -> Request<Empty<Bytes>> {
+) -> Vec<u8> {
     let target = forwarding::backend_target(
         &backend.path,
         req.uri(),
@@ -318,45 +313,29 @@ fn backend_request<B>(
         forwarding::backend_headers(req.headers(), req.uri(), &origin, true, backend.authority());
     handshake::restore_handshake_fields(req.headers(), &mut headers);
     handshake::set_upgrade_headers(&mut headers);
-    let mut request = Request::new(Empty::new());
-    // Cannot fail: the path is the request's own or encoded, and the
-    // backend's path was parsed from its URL when the config was loaded.
-    *request.uri_mut() = target
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
-    *request.headers_mut() = headers;
-    request
+    backend_handshake::request_head(&target, &headers)
 }
 
 /// Sends the handshake on a fresh connection and waits (bounded) for the answer.
 async fn ask(
     stream: UpstreamStream,
-    request: Request<Empty<Bytes>>,
+    head: &[u8],
     backend: &Backend,
     within: Duration,
-) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-    let handshake_error = |source| UpstreamError::Handshake {
-        backend: backend.url.clone(),
-        source,
-    };
-    let exchange = async {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(handshake_error)?;
-        // The driver hands the socket over on 101, or streams a refusal's body.
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "backend connection ended with an error");
-            }
-        });
-        sender.send_request(request).await.map_err(handshake_error)
-    };
-    tokio::time::timeout(within, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(UpstreamError::AnswerTimeout {
-                backend: backend.url.clone(),
-                after: within,
-            })
-        })
+) -> Result<Answer, UpstreamError> {
+    match tokio::time::timeout(within, backend_handshake::exchange(stream, head)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(ExchangeError::Malformed(reason))) => Err(UpstreamError::BadAnswer {
+            backend: backend.url.clone(),
+            reason,
+        }),
+        Ok(Err(source)) => Err(UpstreamError::Handshake {
+            backend: backend.url.clone(),
+            source,
+        }),
+        Err(_) => Err(UpstreamError::AnswerTimeout {
+            backend: backend.url.clone(),
+            after: within,
+        }),
+    }
 }
