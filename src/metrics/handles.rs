@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use super::Families;
@@ -174,7 +173,7 @@ pub struct WsMeters {
     ping_rtt: Histogram,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct DirectionMeters {
     frames: IntCounter,
     messages: IntCounter,
@@ -228,64 +227,62 @@ impl WsMeters {
             .inc();
     }
 
-    /// Fresh local tallies for one session's relay.
-    pub fn session_tally(&self) -> SessionTally {
+    /// Tallies for one session's relay, borrowing the route's series: the
+    /// session holds its route to the end, and an idle session then holds
+    /// no handles or local histograms of its own.
+    pub fn session_tally(&self) -> SessionTally<'_> {
         let [to_backend, to_client] = &self.directions;
         SessionTally {
             to_backend: DirectionTally::new(to_backend),
             to_client: DirectionTally::new(to_client),
-            ping_rtt: self.ping_rtt.clone(),
+            ping_rtt: &self.ping_rtt,
         }
     }
 }
 
-/// What one session's relay counts: tallied locally per direction and added
-/// to the route's series once per read batch.
+/// What one session's relay counts: totals per direction, added to the
+/// route's series once per read batch.
 #[derive(Debug)]
-pub struct SessionTally {
-    pub to_backend: DirectionTally,
-    pub to_client: DirectionTally,
-    pub ping_rtt: Histogram,
+pub struct SessionTally<'a> {
+    pub to_backend: DirectionTally<'a>,
+    pub to_client: DirectionTally<'a>,
+    pub ping_rtt: &'a Histogram,
 }
 
-/// One direction of a session: message sizes observed locally, totals
-/// flushed as differences from what was flushed before.
+/// One direction of a session: totals flushed as differences from what was
+/// flushed before.
 #[derive(Debug)]
-pub struct DirectionTally {
-    frames: IntCounter,
-    messages: IntCounter,
-    payload_bytes: IntCounter,
-    sizes: LocalHistogram,
+pub struct DirectionTally<'a> {
+    meters: &'a DirectionMeters,
     flushed: [u64; 3],
 }
 
-impl DirectionTally {
-    fn new(meters: &DirectionMeters) -> DirectionTally {
+impl<'a> DirectionTally<'a> {
+    fn new(meters: &'a DirectionMeters) -> DirectionTally<'a> {
         DirectionTally {
-            frames: meters.frames.clone(),
-            messages: meters.messages.clone(),
-            payload_bytes: meters.payload_bytes.clone(),
-            sizes: meters.message_size.local(),
+            meters,
             flushed: [0; 3],
         }
     }
 
-    /// Notes a complete data message of `size` payload bytes (not yet flushed).
+    /// Counts a complete data message of `size` payload bytes. Straight into
+    /// the shared histogram: most read batches hold one message, and a
+    /// local histogram's flush walks every bucket.
     pub fn message(&self, size: u64) {
-        self.sizes.observe(size as f64);
+        self.meters.message_size.observe(size as f64);
     }
 
     /// Brings the route's series up to these running totals.
     pub fn flush(&mut self, frames: u64, messages: u64, payload_bytes: u64) {
         let totals = [frames, messages, payload_bytes];
-        let counters = [&self.frames, &self.messages, &self.payload_bytes];
+        let meters = self.meters;
+        let counters = [&meters.frames, &meters.messages, &meters.payload_bytes];
         for ((counter, total), flushed) in counters.into_iter().zip(totals).zip(&mut self.flushed) {
             if total > *flushed {
                 counter.inc_by(total - *flushed);
                 *flushed = total;
             }
         }
-        self.sizes.flush();
     }
 }
 
