@@ -214,7 +214,8 @@ write_haproxy_config() {
     cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread $HAPROXY_THREADS
-    maxconn $((2 * IDLE_CONNECTIONS + 1024))
+    # Counts client connections; HAProxy reserves two fds for each.
+    maxconn $((IDLE_CONNECTIONS + 512))
     log stderr local0 warning
 
 defaults

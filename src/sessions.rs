@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
@@ -68,12 +69,14 @@ impl CloseRequest {
     };
 }
 
-/// Set once to ask a session to close; the relay waits on it.
+/// Set once to ask a session to close; the relay waits on it. One waiter,
+/// so an `AtomicWaker`: registering again on every turn of the relay costs
+/// two atomic operations, where a `Notify` would take its lock.
 #[derive(Debug, Default)]
 struct CloseSignal {
     /// Index into `REQUESTS` plus one; 0 while nobody asked.
     request: AtomicU16,
-    notify: Notify,
+    waiter: AtomicWaker,
 }
 
 /// The requests a signal can carry, so it stores a small index, not a pointer.
@@ -93,7 +96,7 @@ impl CloseSignal {
             .compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_waiters();
+            self.waiter.wake();
         }
     }
 
@@ -108,13 +111,17 @@ impl CloseSignal {
 impl Session {
     /// Resolves once the session is asked to close.
     pub async fn close_requested(&self) -> CloseRequest {
-        loop {
-            // Registered before the check, so a request between the two is not missed.
-            let notified = self.close.notify.notified();
-            if let Some(request) = self.close.current() {
-                return request;
-            }
-            notified.await;
+        std::future::poll_fn(|cx| self.poll_close_requested(cx)).await
+    }
+
+    /// Ready once the session is asked to close. One task at a time may
+    /// wait on it (the session's relay), as on a socket's readiness.
+    pub fn poll_close_requested(&self, cx: &mut Context<'_>) -> Poll<CloseRequest> {
+        // Registered before the check, so a request between the two is not missed.
+        self.close.waiter.register(cx.waker());
+        match self.close.current() {
+            Some(request) => Poll::Ready(request),
+            None => Poll::Pending,
         }
     }
 }

@@ -325,18 +325,25 @@ async fn a_101_in_pieces_with_a_frame_right_behind_it_starts_the_session() {
     let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut raw)).await;
-    assert_eq!(frame.expect("frame in time"), Some((0x1, b"early".to_vec())));
+    assert_eq!(
+        frame.expect("frame in time"),
+        Some((0x1, b"early".to_vec()))
+    );
 }
 
 #[tokio::test]
 async fn a_chunked_refusal_reaches_the_client_whole() {
     let refusal = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nX-Why: no room\r\n\r\n\
-                    5\r\nno ro\r\n".to_vec();
+                    5\r\nno ro\r\n"
+        .to_vec();
     let backend = scripted_backend(vec![refusal, b"3\r\nom!\r\n0\r\n\r\n".to_vec()]).await;
     let server = gateway(backend, "").await;
     let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("x-why: no room"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-why: no room"),
+        "{head}"
+    );
     // Re-framed by the gateway: read up to the last chunk and take the framing out.
     let mut body = Vec::new();
     while !body.ends_with(b"0\r\n\r\n") {

@@ -91,7 +91,9 @@ pub async fn exchange(mut stream: UpstreamStream, head: &[u8]) -> Result<Answer,
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut answer = httparse::Response::new(&mut slots);
         let parsed = answer.parse(&buffer).map_err(|error| match error {
-            httparse::Error::TooManyHeaders => ExchangeError::Malformed("more than 100 header lines"),
+            httparse::Error::TooManyHeaders => {
+                ExchangeError::Malformed("more than 100 header lines")
+            }
             _ => ExchangeError::Malformed("not an HTTP/1.1 answer"),
         })?;
         let httparse::Status::Complete(head_len) = parsed else {
@@ -193,7 +195,11 @@ impl AsyncRead for Replayed {
 }
 
 impl AsyncWrite for Replayed {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.request_written = true;
         if let Some(reader) = this.reader.take() {

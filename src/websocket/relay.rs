@@ -11,6 +11,9 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::ops::DerefMut;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -20,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
-use super::transport::{self, Transport};
+use super::transport::Transport;
 use crate::buffer_pool;
 use crate::metrics::{DirectionTally, SessionTally};
 use crate::model::Policy;
@@ -476,57 +479,17 @@ pub fn run<'a>(
         }
     }
     async move {
-        let mut draining = false;
         // One timer for the session, moved when the next deadline changes,
-        // instead of a new timer entry on every turn of the loop.
-        let mut armed = None;
+        // instead of a new timer entry on every turn.
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
-        // Made once: a fresh one each turn would join and leave the
-        // session's waiter list (a lock each way) on every message.
-        let close_requested = control.close_requested();
-        tokio::pin!(close_requested);
-        while !session.is_finished() {
-            let deadline = session.next_deadline();
-            if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
-                timer.as_mut().reset(deadline);
-                armed = Some(deadline);
-            }
-            let client_buffered = session.client_io.is_buffered();
-            let backend_buffered = session.backend_io.is_buffered();
-            tokio::select! {
-                ready = transport::readable(&client, client_buffered), if session.to_backend.wants_read() => {
-                    // One clock reading for the turn's read and write.
-                    let now = Instant::now();
-                    session.read(Side::Client, &client, ready, now);
-                    // Writing at once usually succeeds and saves a trip through the loop.
-                    session.written(Side::Backend, &backend, Ok(()), now);
-                }
-                ready = transport::readable(&backend, backend_buffered), if session.to_client.wants_read() => {
-                    let now = Instant::now();
-                    session.read(Side::Backend, &backend, ready, now);
-                    session.written(Side::Client, &client, Ok(()), now);
-                }
-                ready = backend.writable(), if session.to_backend.wants_write(&session.backend_io) => {
-                    session.written(Side::Backend, &backend, ready, Instant::now());
-                }
-                ready = client.writable(), if session.to_client.wants_write(&session.client_io) => {
-                    session.written(Side::Client, &client, ready, Instant::now());
-                }
-                () = &mut timer, if deadline.is_some() => {
-                    armed = None;
-                    if session.on_timer(Instant::now()) {
-                        break;
-                    }
-                }
-                request = &mut close_requested, if !draining => {
-                    draining = true;
-                    session.close_both(request.code, request.reason, request.code, request.reason);
-                }
-                // Nothing left to wait for: both peers are gone.
-                else => break,
-            }
-        }
+        let mut waits = Waits {
+            timer,
+            armed: None,
+            draining: false,
+        };
+        std::future::poll_fn(|cx| session.poll_relay(cx, &client, &backend, control, &mut waits))
+            .await;
         tokio::join!(
             session.client_io.close(&mut client),
             session.backend_io.close(&mut backend)
@@ -537,9 +500,118 @@ pub fn run<'a>(
     }
 }
 
+/// What the relay waits on besides the sockets.
+struct Waits<T> {
+    timer: Pin<T>,
+    /// The deadline the timer is set to, if it is set to one.
+    armed: Option<Instant>,
+    /// The server's close request has been acted on.
+    draining: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Turns of the relay until the session is over. Written as a poll
+    /// function, not a `select!`: the sockets keep this task's waker in
+    /// their own readiness slots, so a turn builds no wait futures and an
+    /// idle session stores none.
+    fn poll_relay<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &TcpStream,
+        backend: &TcpStream,
+        control: &sessions::Session,
+        waits: &mut Waits<T>,
+    ) -> Poll<()>
+    where
+        T: DerefMut<Target = tokio::time::Sleep>,
+    {
+        loop {
+            if self.is_finished() {
+                return Poll::Ready(());
+            }
+            let mut waiting_on_something = false;
+            let mut progressed = false;
+            if self.to_backend.wants_read() {
+                waiting_on_something = true;
+                if let Poll::Ready(ready) = poll_readable(cx, client, &self.client_io) {
+                    // One clock reading for the turn's read and write.
+                    let now = Instant::now();
+                    self.read(Side::Client, client, ready, now);
+                    // Writing at once usually succeeds and saves a turn.
+                    self.written(Side::Backend, backend, Ok(()), now);
+                    progressed = true;
+                }
+            }
+            if self.to_client.wants_read() {
+                waiting_on_something = true;
+                if let Poll::Ready(ready) = poll_readable(cx, backend, &self.backend_io) {
+                    let now = Instant::now();
+                    self.read(Side::Backend, backend, ready, now);
+                    self.written(Side::Client, client, Ok(()), now);
+                    progressed = true;
+                }
+            }
+            if self.to_backend.wants_write(&self.backend_io) {
+                waiting_on_something = true;
+                if let Poll::Ready(ready) = backend.poll_write_ready(cx) {
+                    self.written(Side::Backend, backend, ready, Instant::now());
+                    progressed = true;
+                }
+            }
+            if self.to_client.wants_write(&self.client_io) {
+                waiting_on_something = true;
+                if let Poll::Ready(ready) = client.poll_write_ready(cx) {
+                    self.written(Side::Client, client, ready, Instant::now());
+                    progressed = true;
+                }
+            }
+            if !waits.draining {
+                waiting_on_something = true;
+                if let Poll::Ready(request) = control.poll_close_requested(cx) {
+                    waits.draining = true;
+                    let (code, reason) = (request.code, request.reason);
+                    self.close_both(code, reason, code, reason);
+                    progressed = true;
+                }
+            }
+            if let Some(deadline) = self.next_deadline() {
+                waiting_on_something = true;
+                if waits.armed != Some(deadline) {
+                    waits.timer.as_mut().reset(deadline);
+                    waits.armed = Some(deadline);
+                }
+                if waits.timer.as_mut().poll(cx).is_ready() {
+                    waits.armed = None;
+                    if self.on_timer(Instant::now()) {
+                        return Poll::Ready(());
+                    }
+                    progressed = true;
+                }
+            }
+            if !waiting_on_something {
+                // Nothing left to wait for: both peers are gone.
+                return Poll::Ready(());
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Ready when a read may make progress: at once if the TLS session holds
+/// bytes (see [`Transport::is_buffered`]), else when the socket is readable.
+fn poll_readable(cx: &mut Context<'_>, stream: &TcpStream, io: &Transport) -> Poll<io::Result<()>> {
+    if io.is_buffered() {
+        return Poll::Ready(Ok(()));
+    }
+    stream.poll_read_ready(cx)
+}
+
 /// hyper's connection task, the one that ran the handshake, left its waker
-/// in the socket's read and write slots when it last waited. The relay waits
-/// through readiness futures and never replaces it, so that waker would keep
+/// in the socket's read and write slots when it last waited. The relay puts
+/// its own in a slot only when it waits on that direction (the write slot
+/// perhaps never), so the old waker would keep
 /// the finished task's memory (8.5 KiB, measured with massif) alive until
 /// the socket next became ready: for an idle session, perhaps never. A
 /// no-op waker takes its place.

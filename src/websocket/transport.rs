@@ -104,15 +104,6 @@ impl Transport {
     }
 }
 
-/// Resolves when a read may make progress: at once if `buffered` (see
-/// [`Transport::is_buffered`]), else when the socket is readable.
-pub async fn readable(stream: &TcpStream, buffered: bool) -> io::Result<()> {
-    if buffered {
-        return Ok(());
-    }
-    stream.readable().await
-}
-
 /// One read from the socket. A read that leaves room in the buffer drained
 /// the socket: report "would block" to tokio so it clears the readiness now,
 /// instead of paying for a second read that would only say so. Edge-triggered
