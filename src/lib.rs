@@ -19,8 +19,8 @@
 //! config  demo     TOML → raw serde types → validate → Model │ the demo's Model
 //! model            the config as plain data; diff(old, new); what /config serves
 //! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies
-//! leaves           metrics, tls, sessions, stall, buffer_pool, request_path, maybe_tls,
-//!                  service_manager, echo
+//! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
+//!                  maybe_tls, service_manager, echo
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -53,6 +53,7 @@ pub mod server;
 pub(crate) mod service_manager;
 pub(crate) mod sessions;
 pub(crate) mod snapshot;
+pub(crate) mod splice;
 pub(crate) mod stall;
 pub(crate) mod static_files;
 pub(crate) mod tls;

@@ -621,6 +621,73 @@ async fn shutdown_closes_sessions_with_1001_on_both_sides() {
     server.stopped(Duration::from_secs(10)).await;
 }
 
+/// A backend on 127.0.0.1:0 that answers one upgrade (the key
+/// `raw_handshake` sends) and keeps every byte the gateway sends after it,
+/// readable while they arrive.
+async fn recording_raw_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&received);
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        stream.write_all(answer.as_bytes()).await.expect("101");
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(read @ 1..) = stream.read(&mut chunk).await {
+            keep.lock().expect("lock").extend_from_slice(&chunk[..read]);
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_large_frame_in_flight_is_finished_before_the_drain_close() {
+    // Past its first read, the frame's payload goes from socket to socket
+    // in the kernel (splice) while the parser only counts it; the close must
+    // still wait for the frame's last byte, even when one splice takes the
+    // whole rest of the frame (the last 20 KiB, sent in one write).
+    let (backend, received) = recording_raw_backend().await;
+    let mut server = gateway(backend, "").await;
+    let (mut raw, head) = raw_handshake(server.addr, "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let frame = masked(0x2, true, &payload);
+    let (first, rest) = frame.split_at(frame.len() - 20 * 1024);
+    raw.write_all(first).await.expect("most of the frame");
+    eventually(Duration::from_secs(10), || async {
+        (received.lock().expect("lock").len() == first.len()).then_some(())
+    })
+    .await;
+    server.begin_shutdown();
+    assert_eq!(close_code(&mut raw).await, Some(1001), "the client's close");
+    raw.write_all(rest).await.expect("the frame's last bytes");
+    let after = eventually(Duration::from_secs(10), || async {
+        let received = received.lock().expect("lock");
+        // The close: opcode, masked length, key, then the masked code.
+        (received.len() >= frame.len() + 8).then(|| received.clone())
+    })
+    .await;
+    assert!(
+        after[..frame.len()] == frame[..],
+        "the frame arrives unchanged"
+    );
+    let close = &after[frame.len()..];
+    assert_eq!(close[0], 0x88, "a close frame follows the frame");
+    let key = &close[2..6];
+    let code = u16::from_be_bytes([close[6] ^ key[0], close[7] ^ key[1]]);
+    assert_eq!(code, 1001);
+}
+
 #[tokio::test]
 async fn the_demo_echo_route_works() {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0")

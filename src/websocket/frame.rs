@@ -192,6 +192,24 @@ impl FrameParser {
         self.current.is_some()
     }
 
+    /// Payload bytes of the current data frame still to come; 0 outside
+    /// one. Control frames count as none: their payloads must be seen.
+    pub fn data_payload_left(&self) -> u64 {
+        match self.current {
+            Some(header) if !header.opcode.is_control() => self.payload_left,
+            _ => 0,
+        }
+    }
+
+    /// Counts `len` payload bytes of the current data frame as consumed
+    /// without seeing them (they were forwarded by the kernel). At most
+    /// [`Self::data_payload_left`]; the frame's end is reported by the next
+    /// [`Self::advance`], which then consumes nothing.
+    pub fn skip_data_payload(&mut self, len: u64) {
+        debug_assert!(len <= self.data_payload_left());
+        self.payload_left -= len.min(self.data_payload_left());
+    }
+
     /// Header bytes consumed but not yet forming a complete header.
     pub fn partial_header(&self) -> &[u8] {
         &self.header[..self.header_len]
@@ -513,6 +531,50 @@ mod tests {
             assert_eq!((header.payload_len, header.mask), (len as u64, KEY));
             assert_eq!(seen[1].0, bytes.len(), "boundary after the payload");
         }
+    }
+
+    #[test]
+    fn skipped_data_payload_ends_the_frame_as_if_it_had_been_read() {
+        let mut bytes = fragment(false, OpCode::Binary, &[9; 1000], KEY);
+        bytes.extend(encode(OpCode::Ping, b"hi", KEY));
+        bytes.extend(encode(OpCode::Continuation, &[8; 70000], KEY));
+        let read = stream_events(FROM_CLIENT, &[&bytes]);
+
+        let mut parser = FrameParser::new(FROM_CLIENT);
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        while offset < bytes.len() || !parser.at_boundary() {
+            if parser.data_payload_left() > 1 {
+                // The relay skips what the kernel forwarded, in pieces.
+                let piece = parser.data_payload_left() / 2;
+                parser.skip_data_payload(piece);
+                offset += piece as usize;
+                continue;
+            }
+            let (used, event) = parser.advance(&bytes[offset..]);
+            offset += used;
+            match event {
+                Some(event) => seen.push((offset, event)),
+                None if used == 0 => break,
+                None => {}
+            }
+        }
+        assert_eq!(seen, read);
+        assert_eq!(parser.data_payload_left(), 0);
+    }
+
+    #[test]
+    fn control_payloads_are_never_skipped() {
+        let mut parser = FrameParser::new(FROM_CLIENT);
+        let ping = encode(OpCode::Ping, &[5; 100], KEY);
+        let (_, event) = parser.advance(&ping[..6]);
+        assert!(matches!(event, Some(Event::Header(_))));
+        assert!(parser.in_payload());
+        assert_eq!(
+            parser.data_payload_left(),
+            0,
+            "a control payload must be read"
+        );
     }
 
     #[test]

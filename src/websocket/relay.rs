@@ -28,12 +28,22 @@ use crate::buffer_pool;
 use crate::metrics::{DirectionTally, SessionTally};
 use crate::model::Policy;
 use crate::sessions;
+use crate::splice;
 
 /// How long the gateway waits for the far end of a closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The gateway's pings carry an 8-byte counter, so their pongs can be recognised.
 const PING_PAYLOAD_LEN: u64 = 8;
+
+/// Data payload left in a frame from which on the kernel forwards it
+/// (`splice(2)`) instead of a copy through user space; below it, a pipe's
+/// two system calls buy little over the copy.
+const SPLICE_MIN: u64 = 16 * 1024;
+
+/// The most one splice is asked to move: the kernel stops at the pipe's
+/// capacity (64 KiB by default) anyway.
+const SPLICE_MAX: usize = 1 << 20;
 
 /// One end of a session: its socket, the TLS session over it if that side
 /// speaks TLS, and any (decrypted) bytes read past the handshake.
@@ -123,6 +133,10 @@ struct Pump<'a> {
     message_len: u64,
     /// The route's series this direction's traffic is added to.
     tally: Option<DirectionTally<'a>>,
+    /// Payload bytes the kernel moved from the source into a pipe (see
+    /// [`Session::splice_len`]); they go to the destination before `out`.
+    pipe: Option<splice::Pipe>,
+    piped: usize,
     /// Source bytes are dropped from here on: a close passed, or the gateway cut the stream.
     discarding: bool,
     /// Inside a frame that is not forwarded (a pong answering the gateway's ping).
@@ -145,6 +159,8 @@ impl<'a> Pump<'a> {
             traffic: Traffic::default(),
             message_len: 0,
             tally,
+            pipe: None,
+            piped: 0,
             discarding: false,
             skipping: false,
             inject: None,
@@ -157,13 +173,14 @@ impl<'a> Pump<'a> {
     }
 
     fn wants_read(&self) -> bool {
-        self.out.is_empty() && !self.source_done
+        self.out.is_empty() && self.piped == 0 && !self.source_done
     }
 
     /// Whether bytes wait for the destination: queued frames, or ciphertext
     /// its TLS layer could not write yet.
     fn wants_write(&self, destination: &Transport) -> bool {
-        !self.destination_failed && (!self.out.is_empty() || destination.has_pending_output())
+        !self.destination_failed
+            && (!self.out.is_empty() || self.piped > 0 || destination.has_pending_output())
     }
 
     /// Whether the bytes forwarded so far end at a frame boundary: partial
@@ -173,7 +190,7 @@ impl<'a> Pump<'a> {
     }
 
     fn is_done(&self) -> bool {
-        (self.out.is_empty() || self.destination_failed)
+        (self.out.is_empty() && self.piped == 0 || self.destination_failed)
             && (self.source_done || self.close_from_source)
             && (self.close_to_destination || self.destination_failed)
     }
@@ -202,6 +219,15 @@ impl<'a> Pump<'a> {
         } else {
             self.replace_close = Some(frame);
         }
+    }
+
+    /// The destination cannot take more: what waits for it is dropped.
+    fn fail_destination(&mut self) {
+        self.destination_failed = true;
+        self.out.clear();
+        // A pipe with bytes still in it is closed, not pooled.
+        self.pipe = None;
+        self.piped = 0;
     }
 
     fn end_stream(&mut self) {
@@ -346,9 +372,9 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Writes queued bytes until the socket would block.
+    /// Writes queued bytes, spliced ones first, until the socket would block.
     fn flush(&mut self, stream: &TcpStream, destination: &mut Transport) {
-        let result = loop {
+        let result = self.drain_pipe(stream).and_then(|()| loop {
             let Some(front) = self.out.front_mut() else {
                 break destination.flush(stream);
             };
@@ -363,15 +389,32 @@ impl<'a> Pump<'a> {
                 }
                 Err(e) => break Err(e),
             }
-        };
+        });
         match result {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
                 tracing::debug!(error = %e, "websocket peer stopped reading");
-                self.destination_failed = true;
-                self.out.clear();
+                self.fail_destination();
             }
             _ => {}
         }
+    }
+
+    /// Splices the pipe's bytes into the destination; the emptied pipe goes
+    /// back to the pool.
+    fn drain_pipe(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let Some(pipe) = &self.pipe else {
+            return Ok(());
+        };
+        while self.piped > 0 {
+            match pipe.drain_to(stream, self.piped)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                moved => self.piped -= moved,
+            }
+        }
+        if let Some(pipe) = self.pipe.take() {
+            splice::give_back(pipe);
+        }
+        Ok(())
     }
 }
 
@@ -638,6 +681,11 @@ impl<'a> Session<'a> {
         if ready.is_err() {
             return self.source_gone(side);
         }
+        if let Some(len) = self.splice_len(side) {
+            if let Some(pipe) = splice::take() {
+                return self.splice_in(side, stream, pipe, len, now);
+            }
+        }
         let mut buffer = buffer_pool::take();
         let source = match side {
             Side::Client => &mut self.client_io,
@@ -653,6 +701,56 @@ impl<'a> Session<'a> {
             Err(e) => {
                 buffer_pool::give_back(buffer);
                 tracing::debug!(error = %e, ?side, "websocket read failed");
+                self.source_gone(side);
+            }
+        }
+    }
+
+    /// How many bytes the next read from `side` may leave to the kernel:
+    /// the rest of a large data frame, when both sides are plain TCP (TLS
+    /// records must pass through rustls) and the bytes are to be forwarded.
+    /// Frame headers and control frames are always read, so the parser
+    /// sees every one of them.
+    fn splice_len(&self, side: Side) -> Option<usize> {
+        let pump = match side {
+            Side::Client => &self.to_backend,
+            Side::Backend => &self.to_client,
+        };
+        let plain = self.client_io.is_plain() && self.backend_io.is_plain();
+        let forwarding = !pump.discarding && !pump.skipping && !pump.destination_failed;
+        let left = pump.parser.data_payload_left();
+        (plain && forwarding && left >= SPLICE_MIN)
+            .then(|| usize::try_from(left).map_or(SPLICE_MAX, |left| left.min(SPLICE_MAX)))
+    }
+
+    /// Moves up to `len` payload bytes from `side`'s socket into `pipe`,
+    /// for the destination to take with the next write.
+    fn splice_in(
+        &mut self,
+        side: Side,
+        stream: &TcpStream,
+        pipe: splice::Pipe,
+        len: usize,
+        now: Instant,
+    ) {
+        match pipe.fill_from(stream, len) {
+            Ok(0) => {
+                splice::give_back(pipe);
+                self.source_gone(side);
+            }
+            Ok(moved) => {
+                let pump = self.pump(side);
+                pump.parser.skip_data_payload(moved as u64);
+                pump.pipe = Some(pipe);
+                pump.piped = moved;
+                // Nothing to scan; this lets the parser report the frame's
+                // end and keeps the liveness and tallies current.
+                self.received(side, Bytes::new(), now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => splice::give_back(pipe),
+            Err(e) => {
+                splice::give_back(pipe);
+                tracing::debug!(error = %e, ?side, "websocket splice failed");
                 self.source_gone(side);
             }
         }
@@ -674,7 +772,7 @@ impl<'a> Session<'a> {
         pump.flush_tally();
         if pump.destination_failed {
             // Nobody to deliver to; keep reading so the source's close is seen.
-            pump.out.clear();
+            pump.fail_destination();
         }
         if let (Some(_), Some((sent_at, _))) = (scan.pong, self.pinger.awaiting) {
             let rtt = now - sent_at;
@@ -727,8 +825,7 @@ impl<'a> Session<'a> {
             Side::Client => (&mut self.to_client, &mut self.client_io),
         };
         if ready.is_err() {
-            pump.destination_failed = true;
-            pump.out.clear();
+            pump.fail_destination();
             return;
         }
         if !pump.wants_write(destination) {
@@ -750,8 +847,7 @@ impl<'a> Session<'a> {
             Side::Client => &mut self.to_client,
             Side::Backend => &mut self.to_backend,
         };
-        back.destination_failed = true;
-        back.out.clear();
+        back.fail_destination();
         if !vanished {
             return;
         }
@@ -771,8 +867,7 @@ impl<'a> Session<'a> {
             pump.insert(frame, true);
         } else {
             // Mid-frame: no valid close frame can follow; end the connection.
-            pump.destination_failed = true;
-            pump.out.clear();
+            pump.fail_destination();
         }
     }
 

@@ -29,6 +29,11 @@ impl Transport {
         }
     }
 
+    /// Whether bytes go straight to and from the socket, with no TLS layer.
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// Whether a read can make progress without waiting for the socket.
     pub fn is_buffered(&self) -> bool {
         self.buffered
