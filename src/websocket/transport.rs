@@ -176,8 +176,23 @@ fn flush_tls(tls: &mut Connection, stream: &TcpStream) -> io::Result<()> {
 struct SocketIo<'a>(&'a TcpStream);
 
 impl Read for SocketIo<'_> {
+    /// As [`read_plain`]: a read that leaves room in rustls' buffer drained
+    /// the socket, so tokio's readiness is cleared now instead of by one
+    /// more `recv` per message that would only say "empty".
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
+        let mut read = 0;
+        let outcome = self.0.try_io(Interest::READABLE, || {
+            read = self.0.try_read(buf)?;
+            if read > 0 && read < buf.len() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match outcome {
+            _ if read > 0 => Ok(read),
+            Ok(()) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }
 
