@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import bench_common
-from bench_common import (cpu_seconds, cpu_ticks, fmt_ratio, median,
+from bench_common import (cpu_split_seconds, cpu_split_ticks, fmt_ratio, median,
                           print_free_ports, print_head, ratio, round_order,
                           rss_kib, warn)
 
@@ -82,6 +82,8 @@ class Run:
     seconds: float = math.nan
     rps: float = math.nan
     cpu_s: float = math.nan
+    user_s: float = math.nan
+    sys_s: float = math.nan
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     problems: list[str] = field(default_factory=list)
@@ -89,6 +91,14 @@ class Run:
     @property
     def cpu_us_per_req(self) -> float:
         return self.cpu_s * 1e6 / self.requests if self.requests else math.nan
+
+    @property
+    def user_us_per_req(self) -> float:
+        return self.user_s * 1e6 / self.requests if self.requests else math.nan
+
+    @property
+    def sys_us_per_req(self) -> float:
+        return self.sys_s * 1e6 / self.requests if self.requests else math.nan
 
     @property
     def cores(self) -> float:
@@ -132,9 +142,10 @@ def wrk(server: Server, path: str, args: argparse.Namespace,
 def measure(server: Server, path: str, rnd: int,
             args: argparse.Namespace) -> Run:
     run = Run(server.name, path, rnd)
-    before = cpu_ticks(server.pids())
+    before = cpu_split_ticks(server.pids())
     out = wrk(server, path, args, args.duration)
-    run.cpu_s = cpu_seconds(before, cpu_ticks(server.pids()))
+    run.user_s, run.sys_s = cpu_split_seconds(before, cpu_split_ticks(server.pids()))
+    run.cpu_s = run.user_s + run.sys_s
     parse_wrk(out, run)
     for p in run.problems:
         warn(f"round {rnd} {server.name} /{path}: {p}")
@@ -158,7 +169,8 @@ def bench_rounds(servers: list[Server], args: argparse.Namespace) -> list[Run]:
                 runs.append(run)
                 print(f"  round {rnd} {path:7} {s.name:7} "
                       f"{run.rps:10.0f} req/s  {run.cpu_us_per_req:7.2f} "
-                      f"CPU us/req  {run.cores:4.2f} cores  "
+                      f"CPU us/req (user {run.user_us_per_req:6.2f} "
+                      f"sys {run.sys_us_per_req:6.2f})  {run.cores:4.2f} cores  "
                       f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms",
                       flush=True)
     return runs
@@ -173,6 +185,7 @@ def print_summary(servers: list[Server], runs: list[Run],
     print(f"Summary: medians over {args.rounds} rounds of "
           f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
     print_head(f"{'file':8} {'server':13} {'req/s':>10} {'CPU us/req':>11} "
+               f"{'user':>7} {'sys':>7} "
                f"{'cores':>6} {'p50 ms':>8} {'p99 ms':>8}")
     test, ref = servers[0].name, servers[1].name
     for path in BENCH_FILES:
@@ -180,15 +193,17 @@ def print_summary(servers: list[Server], runs: list[Run],
         for s in servers:
             rs = [r for r in runs if r.server == s.name and r.path == path]
             med[s.name] = {k: median([getattr(r, k) for r in rs])
-                           for k in ("rps", "cpu_us_per_req", "cores",
-                                     "p50_ms", "p99_ms")}
+                           for k in ("rps", "cpu_us_per_req", "user_us_per_req",
+                                     "sys_us_per_req", "cores", "p50_ms", "p99_ms")}
             m = med[s.name]
             print(f"{path:8} {s.name:13} {m['rps']:10.0f} "
-                  f"{m['cpu_us_per_req']:11.2f} {m['cores']:6.2f} "
+                  f"{m['cpu_us_per_req']:11.2f} {m['user_us_per_req']:7.2f} "
+                  f"{m['sys_us_per_req']:7.2f} {m['cores']:6.2f} "
                   f"{m['p50_ms']:8.3f} {m['p99_ms']:8.3f}")
         r = {k: fmt_ratio(ratio(med[test][k], med[ref][k])) for k in med[test]}
         print(f"{path:8} {test + '/' + ref:13} {r['rps']:>10} "
-              f"{r['cpu_us_per_req']:>11} {r['cores']:>6} "
+              f"{r['cpu_us_per_req']:>11} {r['user_us_per_req']:>7} "
+              f"{r['sys_us_per_req']:>7} {r['cores']:>6} "
               f"{r['p50_ms']:>8} {r['p99_ms']:>8}")
     print("(req/s ratio > 1 and CPU us/req ratio < 1 favour "
           f"{test}; 'cores' = server CPU seconds per wall second)")
