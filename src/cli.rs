@@ -321,6 +321,7 @@ fn serve(
         // SIGHUP or SIGTERM would end the process without a word.
         let shutdown = shutdown_signal()?;
         let reloads = reload::Triggers::install(config)?;
+        let mut reopen = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
         server::fd_limit::raise(model.limits.max_connections);
         let mut listeners = Vec::new();
         for listener in &model.listeners {
@@ -346,6 +347,14 @@ fn serve(
             admin::handler(&gateway),
             Arc::clone(&gateway),
         );
+        let access_log = gateway.access_log().clone();
+        tokio::spawn(async move {
+            // logrotate's postrotate: the old file was renamed; write a new one.
+            while reopen.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the access log");
+                access_log.reopen();
+            }
+        });
         let service = Arc::new(ServiceManager::from_env());
         service.ready(reload::SERVING);
         tokio::spawn(Arc::clone(&service).feed_watchdog());

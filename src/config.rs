@@ -85,6 +85,21 @@ pub struct RawRoute {
     pub static_files: Option<Spanned<RawStatic>>,
     pub websocket: Option<Spanned<RawWebSocket>>,
     pub proxy: Option<Spanned<RawProxy>>,
+    /// `"all"`, `"errors"` or `"off"`: which of the route's requests and
+    /// sessions the access log records.
+    pub access_log: Option<Spanned<String>>,
+    /// Whether logged paths keep their query string.
+    pub log_query: Option<bool>,
+}
+
+/// `[log]`: the access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `"stdout"`, `"stderr"`, `"off"`, or a file path.
+    pub access: Option<Spanned<String>>,
+    /// `"json"`, `"combined"`, or a template of `$field` names.
+    pub format: Option<Spanned<String>>,
 }
 
 /// `websocket = { ... }` on a route.
@@ -164,6 +179,7 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
+    pub log: Option<Spanned<RawLog>>,
     pub routes: Vec<Spanned<RawRoute>>,
 }
 
@@ -346,6 +362,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
             "routes" => raw.routes = entries(value, &mut errors),
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
+            "log" => raw.log = section(value, &mut errors),
             "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),
             "client_ip_headers" => raw.client_ip_headers = section(value, &mut errors),
             other => errors.push(Diagnostic::error(
@@ -419,7 +436,7 @@ mod tests {
         let (_, errors) = parse("[rutes]\n");
         assert_eq!(
             errors[0].error.to_string(),
-            "unknown section `rutes`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server` or `routes`"
+            "unknown section `rutes`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server`, `log` or `routes`"
         );
         assert_eq!(errors[0].span, Some(1..6));
     }

@@ -25,6 +25,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         path: "/".to_owned(),
         content: Some(Content::Page(Page::Demo)),
         websocket: None,
+        logging: Default::default(),
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -35,6 +36,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         websocket: Some(WebSocketAction::new(Pool::new(
             echo_backend.into_iter().collect(),
         ))),
+        logging: Default::default(),
     };
     Model {
         listeners: vec![Listener::plain(bind)],
@@ -44,6 +46,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         drain: Default::default(),
         file_cache: Default::default(),
         trusted_proxies: Default::default(),
+        access_log: Default::default(),
         routes: vec![page, echo],
     }
 }

@@ -20,7 +20,7 @@
 //! model            the config as plain data; diff(old, new); what /config serves
 //! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
-//!                  maybe_tls, service_manager, echo
+//!                  maybe_tls, service_manager, echo, access_log
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -29,6 +29,7 @@
 //! `websocket::upgrade`, then `relay::run` on both raw sockets; anything
 //! else to static files, the embedded page or `proxy::forward`), `log`.
 
+pub(crate) mod access_log;
 pub mod admin;
 pub(crate) mod body;
 pub(crate) mod buffer_pool;

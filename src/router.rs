@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::metrics::HttpMeters;
-use crate::model::HostMatch;
+use crate::model::{HostMatch, RouteLogging};
 use crate::proxy::ProxyRoute;
 use crate::static_files::{EmbeddedPage, StaticDir};
 use crate::upstream::BackendPool;
@@ -27,6 +27,8 @@ pub struct Route {
     pub websocket: Option<Arc<WebSocketRoute>>,
     /// `None` with metrics off.
     pub meters: Option<HttpMeters>,
+    /// What the access log records of the route.
+    pub logging: RouteLogging,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -126,6 +128,7 @@ mod tests {
             content: None,
             websocket: None,
             meters: None,
+            logging: Default::default(),
         }
     }
 

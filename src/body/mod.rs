@@ -13,6 +13,7 @@ use http_body::{Frame, SizeHint};
 pub mod proxied;
 pub mod streams;
 
+use crate::access_log::Pending;
 use crate::buffer_pool;
 use crate::metrics::BodyMeter;
 pub use proxied::ProxiedBody;
@@ -31,6 +32,8 @@ pub enum Body {
     Metered(Box<(Body, BodyMeter)>),
     /// Another body on an HTTP/2 stream, watched for a client that stops reading.
     OnStream(Box<(Body, StreamGuard)>),
+    /// Another body whose access log record is written when it is done.
+    Logged(Box<(Body, Pending)>),
 }
 
 impl Body {
@@ -41,6 +44,11 @@ impl Body {
     /// This body, counted by `meter` as it is sent.
     pub fn metered(self, meter: BodyMeter) -> Body {
         Body::Metered(Box::new((self, meter)))
+    }
+
+    /// This body, recorded in the access log by `pending` once it is done.
+    pub fn logged(self, pending: Pending) -> Body {
+        Body::Logged(Box::new((self, pending)))
     }
 
     /// This body, sent on the HTTP/2 stream `stream` stands for.
@@ -81,6 +89,14 @@ impl http_body::Body for Body {
                 }
                 return poll;
             }
+            Body::Logged(logged) => {
+                let (body, pending) = &mut **logged;
+                let poll = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &poll {
+                    pending.sent(frame.data_ref().map_or(0, Bytes::len));
+                }
+                return poll;
+            }
             Body::OnStream(watched) => {
                 let (body, stream) = &mut **watched;
                 stream.polled();
@@ -101,6 +117,7 @@ impl http_body::Body for Body {
             Body::Proxied(body) => body.is_end_stream(),
             Body::Metered(metered) => metered.0.is_end_stream(),
             Body::OnStream(watched) => watched.0.is_end_stream(),
+            Body::Logged(logged) => logged.0.is_end_stream(),
         }
     }
 
@@ -113,6 +130,7 @@ impl http_body::Body for Body {
             Body::Proxied(body) => body.size_hint(),
             Body::Metered(metered) => metered.0.size_hint(),
             Body::OnStream(watched) => watched.0.size_hint(),
+            Body::Logged(logged) => logged.0.size_hint(),
         }
     }
 }

@@ -16,6 +16,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::access_log::TlsFacts;
 use crate::body::Body;
 use crate::metrics::{Active, ListenerMeters};
 pub use send_deadline::SendDeadline;
@@ -27,8 +28,12 @@ pub use stream::{client_io, ClientIo, ClientStream};
 #[derive(Debug)]
 pub struct ClientConnection {
     pub addr: SocketAddr,
+    /// The address the client connected to, for the access log.
+    pub local: Option<SocketAddr>,
     /// Whether the client reached us over TLS (`https`, `wss`).
     pub tls: bool,
+    /// The TLS version, ALPN protocol and SNI name, once the handshake is done.
+    pub tls_facts: Option<TlsFacts>,
     /// Set on a plaintext listener that sends everyone to `https://` on this port.
     pub redirect_https: Option<u16>,
     /// The listener's series; `None` on the admin listener or with metrics off.
@@ -43,6 +48,7 @@ impl ClientConnection {
     /// A connection from `addr` holding `slot`, counted by `meters` while it lives.
     pub fn new(
         addr: SocketAddr,
+        local: Option<SocketAddr>,
         tls: bool,
         redirect_https: Option<u16>,
         meters: Option<ListenerMeters>,
@@ -50,7 +56,9 @@ impl ClientConnection {
     ) -> ClientConnection {
         ClientConnection {
             addr,
+            local,
             tls,
+            tls_facts: None,
             redirect_https,
             _active: meters.as_ref().map(ListenerMeters::connection_opened),
             meters,

@@ -3,6 +3,7 @@
 //! metrics registry and the health checks of the snapshot in service. What
 //! one request goes through is in [`phases`].
 
+mod access;
 mod phases;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{AccessLog, Format, Target};
 use crate::metrics::Metrics;
-use crate::model::Model;
+use crate::model::{AccessLogSettings, LogTarget, Model};
 use crate::sessions::Sessions;
 use crate::snapshot::{BuildError, Snapshot};
 use crate::upstream::health;
@@ -31,14 +33,29 @@ pub struct Gateway {
     checks: Mutex<CancellationToken>,
     /// `None` when the config turned metrics off.
     metrics: Option<Metrics>,
+    access_log: AccessLog,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot start the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
 }
 
 impl Gateway {
     /// A gateway serving `model`, with a metrics registry of its own unless
     /// the model turns metrics off. Must be called inside a Tokio runtime
     /// when a pool has `health_check` (the checks are spawned on it).
-    pub fn new(model: Model) -> Result<Arc<Gateway>, BuildError> {
+    pub fn new(model: Model) -> Result<Arc<Gateway>, GatewayError> {
         let metrics = model.metrics.then(Metrics::new);
+        let access_log = AccessLog::start(
+            log_output(&model.access_log),
+            metrics.as_ref().map(Metrics::log_dropped),
+        )
+        .map_err(GatewayError::AccessLog)?;
         let snapshot = Snapshot::build(model, metrics.as_ref(), None)?;
         let checks = CancellationToken::new();
         start_health_checks(&snapshot, &checks);
@@ -49,7 +66,13 @@ impl Gateway {
             draining: AtomicBool::new(false),
             refusing_upgrades: AtomicBool::new(false),
             sessions: Arc::default(),
+            access_log,
         }))
+    }
+
+    /// Where requests and sessions are recorded.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
     }
 
     /// The WebSocket sessions in progress.
@@ -77,6 +100,9 @@ impl Gateway {
     pub fn swap(&self, next: Arc<Snapshot>) {
         let checks = CancellationToken::new();
         start_health_checks(&next, &checks);
+        if next.model.access_log != self.snapshot.load().model.access_log {
+            self.access_log.retarget(log_output(&next.model.access_log));
+        }
         self.snapshot.store(next);
         let replaced = std::mem::replace(
             &mut *self.checks.lock().unwrap_or_else(PoisonError::into_inner),
@@ -96,6 +122,19 @@ impl Gateway {
     pub fn refuse_upgrades(&self, refuse: bool) {
         self.refusing_upgrades.store(refuse, Ordering::Release);
     }
+}
+
+/// The access log's target and format, or `None` when it is off.
+fn log_output(settings: &AccessLogSettings) -> Option<(Target, Format)> {
+    let target = match settings.target.as_ref()? {
+        LogTarget::Stdout => Target::Stdout,
+        LogTarget::Stderr => Target::Stderr,
+        LogTarget::File(path) => Target::File(path.clone()),
+    };
+    // Validation parsed the format already; a model read back from /config
+    // that does not parse falls back to JSON rather than losing lines.
+    let format = Format::parse(&settings.format).unwrap_or(Format::Json);
+    Some((target, format))
 }
 
 /// Starts the active health checks of every pool in `snapshot`; they stop

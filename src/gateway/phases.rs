@@ -8,7 +8,10 @@
 //! 3. [`act`]: the route's action: a WebSocket upgrade, a static file, an
 //!    embedded page, a proxied request, or 426 on a WebSocket-only route.
 //! 4. [`log`]: the request's record once its response is known: the route's
-//!    metrics, counted as the body goes out; the access log plugs in here.
+//!    metrics, counted as the body goes out, and the access log line,
+//!    written when the body is done (see [`super::access`]). An upgrade
+//!    that became a session takes its record along instead, and writes it
+//!    when the session ends.
 //!
 //! The phases share a [`RequestContext`], as Pingora's `ProxyHttp` phases
 //! share their `CTX`: each adds what it learnt and later ones read it. A
@@ -25,10 +28,12 @@ use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::Gateway;
+use super::{access, Gateway};
+use crate::access_log::Record;
 use crate::body::Body;
 use crate::connection::ClientConnection;
 use crate::metrics::Metrics;
+use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
 use crate::router::{host_name, Content, Route};
 use crate::snapshot::Snapshot;
@@ -46,6 +51,11 @@ pub struct RequestContext<'s> {
     pub snapshot: &'s Snapshot,
     /// Set by `route`: `None` until then, and for requests no route took.
     pub route: Option<&'s Route>,
+    /// The access log's record, while the log is on and the route logs;
+    /// an upgrade that becomes a session takes it.
+    pub record: Option<Box<Record>>,
+    /// The route logs only errors (`access_log = "errors"`).
+    pub errors_only: bool,
 }
 
 /// What `route` found: the route, and the request path as it was normalised.
@@ -64,15 +74,21 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let snapshot = gateway.snapshot();
+    let record = gateway
+        .access_log()
+        .is_on()
+        .then(|| access::capture(&req, &client, &snapshot));
     let mut cx = RequestContext {
         started: Instant::now(),
         method: req.method().clone(),
         client,
         snapshot: &snapshot,
         route: None,
+        record,
+        errors_only: false,
     };
     let response = respond(&gateway, &mut cx, req).await;
-    Ok(log(&gateway, &cx, response))
+    Ok(log(&gateway, &mut cx, response))
 }
 
 async fn respond(
@@ -117,6 +133,11 @@ fn route<'s>(
         return Break(response::status(StatusCode::NOT_FOUND));
     };
     cx.route = Some(route);
+    cx.record = cx
+        .record
+        .take()
+        .and_then(|record| access::for_route(record, &route.name, route.logging));
+    cx.errors_only = route.logging.requests == LogRequests::Errors;
     Continue(Routed {
         route,
         normalised: match path {
@@ -141,7 +162,7 @@ fn admit(gateway: &Gateway, routed: &Routed<'_>) -> ControlFlow<Response<Body>> 
 /// Phase 3: the route's action.
 async fn act(
     gateway: &Gateway,
-    cx: &RequestContext<'_>,
+    cx: &mut RequestContext<'_>,
     req: Request<Incoming>,
     routed: Routed<'_>,
 ) -> Response<Body> {
@@ -165,6 +186,10 @@ async fn act(
             relative_path: &relative,
             sessions: gateway.sessions(),
             trusted,
+            started: cx.started,
+            record: &mut cx.record,
+            errors_only: cx.errors_only,
+            access_log: gateway.access_log(),
         };
         return websocket::upgrade(req, websocket, cx).await;
     }
@@ -196,18 +221,31 @@ async fn act(
 }
 
 /// Phase 4: counts the response under its route (or `unmatched`), its body
-/// bytes and duration as they go out.
-fn log(gateway: &Gateway, cx: &RequestContext<'_>, response: Response<Body>) -> Response<Body> {
+/// bytes and duration as they go out, and attaches its access log record.
+fn log(
+    gateway: &Gateway,
+    cx: &mut RequestContext<'_>,
+    mut response: Response<Body>,
+) -> Response<Body> {
     let meters = match cx.route {
         Some(route) => route.meters.as_ref(),
         None => gateway.metrics().map(Metrics::unmatched),
     };
-    let Some(meters) = meters else {
-        return response;
-    };
-    meters.request(&cx.method, response.status());
-    let meter = meters.body_meter(cx.started);
-    response.map(|body| body.metered(meter))
+    if let Some(meters) = meters {
+        meters.request(&cx.method, response.status());
+        let meter = meters.body_meter(cx.started);
+        response = response.map(|body| body.metered(meter));
+    }
+    match cx.record.take() {
+        Some(record) => access::attach(
+            record,
+            cx.errors_only,
+            cx.started,
+            gateway.access_log(),
+            response,
+        ),
+        None => response,
+    }
 }
 
 /// Whether `text` is `host[:port]` (RFC 9110 §7.2): a bracketed IPv6

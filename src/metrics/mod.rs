@@ -76,6 +76,7 @@ pub(crate) struct Families {
     pub connections_active: IntGaugeVec,
     pub accept_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub log_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -208,6 +209,11 @@ impl Metrics {
                 "Config reloads, by result.",
                 &["result"],
             ),
+            log_dropped: counter(
+                &registry,
+                "wsgate_log_dropped_total",
+                "Access log lines dropped because the log writer was behind.",
+            ),
         };
         for result in ["success", "failure"] {
             families.config_reloads.with_label_values(&[result]);
@@ -261,6 +267,11 @@ impl Metrics {
     /// A listener's handles; `tls` adds its handshake series.
     pub fn listener(&self, bind: &str, tls: bool) -> ListenerMeters {
         ListenerMeters::new(&self.families, bind, tls)
+    }
+
+    /// The counter of access log lines dropped while the writer was behind.
+    pub fn log_dropped(&self) -> IntCounter {
+        self.families.log_dropped.clone()
     }
 
     /// The handles for requests that matched no route.
@@ -365,6 +376,12 @@ fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Int
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     register(registry, family.clone());
     family
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, counter.clone());
+    counter
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {

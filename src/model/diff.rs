@@ -213,6 +213,7 @@ mod tests {
             path: format!("/{name}"),
             content: None,
             websocket,
+            logging: Default::default(),
         }
     }
 
@@ -225,6 +226,7 @@ mod tests {
             drain: Default::default(),
             file_cache: Default::default(),
             trusted_proxies: Default::default(),
+            access_log: Default::default(),
             routes,
         }
     }

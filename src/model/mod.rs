@@ -10,6 +10,7 @@
 pub mod diff;
 mod host;
 mod listener;
+mod log;
 mod pool;
 mod route;
 
@@ -24,6 +25,7 @@ use sha1::{Digest, Sha1};
 use crate::forwarding::TrustedProxies;
 pub use host::HostMatch;
 pub use listener::{Certificate, Listener, ListenerTls};
+pub use log::{AccessLogSettings, LogRequests, LogTarget, RouteLogging};
 pub use pool::{
     BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,
     DEFAULT_CONNECT_TIMEOUT, HTTP, WEBSOCKET,
@@ -67,6 +69,7 @@ pub struct Model {
     pub file_cache: FileCache,
     /// Whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    pub access_log: AccessLogSettings,
     /// In the order the file lists them.
     pub routes: Vec<Route>,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HostMatch, Pool};
+use super::{HostMatch, Pool, RouteLogging};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +20,9 @@ pub struct Route {
     pub content: Option<Content>,
     /// Where WebSocket upgrades go; `None`: upgrades get 404.
     pub websocket: Option<WebSocketAction>,
+    /// What the access log records of this route.
+    #[serde(default)]
+    pub logging: RouteLogging,
 }
 
 /// What a route answers plain requests with.
@@ -169,6 +172,12 @@ impl Route {
         }
         if self.websocket != other.websocket {
             keys.push("websocket");
+        }
+        if self.logging.requests != other.logging.requests {
+            keys.push("access_log");
+        }
+        if self.logging.query != other.logging.query {
+            keys.push("log_query");
         }
         keys.sort_unstable();
         keys

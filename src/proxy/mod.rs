@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::access_log::UpstreamFacts;
 use crate::body::proxied::{ClientBodyError, ProxiedBody, RequestBody, UploadProgress};
 use crate::body::Body;
 use crate::connection::ClientConnection;
@@ -97,6 +98,19 @@ pub async fn forward(
     route: &ProxyRoute,
     cx: ForwardContext<'_>,
 ) -> Response<Body> {
+    let mut facts = UpstreamFacts::default();
+    let mut response = forward_to_backends(req, route, cx, &mut facts).await;
+    // For the access log: which backend answered, after how many tries.
+    response.extensions_mut().insert(facts);
+    response
+}
+
+async fn forward_to_backends(
+    req: Request<Incoming>,
+    route: &ProxyRoute,
+    cx: ForwardContext<'_>,
+    facts: &mut UpstreamFacts,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let pool = &route.backends;
     let settings = &route.settings;
@@ -104,6 +118,7 @@ pub async fn forward(
     let order = pool.order(&parts.headers, client_ip);
     if order.is_empty() {
         let error = pool.none_healthy();
+        facts.error = Some(error.kind().as_str());
         warn_throttled!(pool.warnings, route = cx.route_name, %error, "proxy request refused");
         return response::status(StatusCode::BAD_GATEWAY);
     }
@@ -118,6 +133,9 @@ pub async fn forward(
         let Some(client) = route.client(backend) else {
             continue;
         };
+        facts.attempts += 1;
+        facts.backend = Some(backend.url.clone());
+        facts.error = None;
         let target = forwarding::backend_target(
             &backend.path,
             &parts.uri,
@@ -154,6 +172,8 @@ pub async fn forward(
             // goes to the websocket action): forwarded, it would leave the
             // client's connection in a state nobody drives.
             Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                facts.status = Some(response.status().as_u16());
+                facts.error = Some(UpstreamErrorKind::InvalidResponse.as_str());
                 backend.failed(UpstreamErrorKind::InvalidResponse);
                 warn_throttled!(
                     backend.warnings,
@@ -163,13 +183,18 @@ pub async fn forward(
                 );
                 return response::status(StatusCode::BAD_GATEWAY);
             }
-            Ok(Ok(response)) => return proxied(response, busy, settings.body_timeout, upload),
+            Ok(Ok(response)) => {
+                facts.status = Some(response.status().as_u16());
+                return proxied(response, busy, settings.body_timeout, upload);
+            }
             Ok(Err(error)) => error,
             Err(Silence::Client) => {
+                facts.reason = Some("request body stalled");
                 tracing::debug!(route = cx.route_name, after = ?settings.response_timeout, "the client's request body stopped coming");
                 return response::status(StatusCode::REQUEST_TIMEOUT);
             }
             Err(Silence::Backend) => {
+                facts.error = Some(UpstreamErrorKind::ResponseTimeout.as_str());
                 backend.failed(UpstreamErrorKind::ResponseTimeout);
                 warn_throttled!(
                     backend.warnings,
@@ -182,9 +207,15 @@ pub async fn forward(
             }
         };
         if let Some(client_error) = ClientBodyError::find(&error) {
+            facts.reason = Some("request body broken off");
             tracing::debug!(route = cx.route_name, error = %client_error, "request abandoned by the client");
             return response::status(client_error.status());
         }
+        facts.error = Some(
+            connect_error_kind(&error)
+                .unwrap_or(UpstreamErrorKind::Protocol)
+                .as_str(),
+        );
         // Connect failures were counted and logged where they happened.
         if !error.is_connect() {
             backend.failed(UpstreamErrorKind::Protocol);
@@ -259,6 +290,18 @@ fn proxied(
     forwarding::response_headers(&mut parts.headers);
     let body = ProxiedBody::new(body, busy, body_timeout, upload);
     Response::from_parts(parts, Body::Proxied(body))
+}
+
+/// The kind of the connect error behind a failed request, if one caused it.
+fn connect_error_kind(error: &dyn StdError) -> Option<UpstreamErrorKind> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return Some(connect.kind());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// An error and its causes, for one log line.

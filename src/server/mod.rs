@@ -414,6 +414,7 @@ impl<H: Handler> Acceptor<H> {
         let settings = last.clone();
         let client = ClientConnection::new(
             peer,
+            stream.local_addr().ok(),
             settings.tls.is_some(),
             settings.redirect_https,
             settings.meters,

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::TlsFacts;
 use crate::body::streams::OpenStreams;
 use crate::body::Body;
 use crate::connection::{
@@ -59,10 +60,10 @@ pub(super) async fn serve_connection<H: Handler>(
     limits: Limits,
     stop: CancellationToken,
 ) {
-    let client = Arc::new(client);
+    let mut client = client;
     let Some(tls) = tls else {
         let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
-        return serve_http1(io, &client, handler, limits, stop).await;
+        return serve_http1(io, &Arc::new(client), handler, limits, stop).await;
     };
     // Not cut short by a stop: the client is waiting for an answer, and the
     // listener's handshake timeout bounds it.
@@ -88,12 +89,30 @@ pub(super) async fn serve_connection<H: Handler>(
             return;
         }
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let session = stream.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    client.tls_facts = Some(TlsFacts {
+        version: session.protocol_version().map(tls_version_name),
+        alpn: session
+            .alpn_protocol()
+            .map(|alpn| String::from_utf8_lossy(alpn).into_owned()),
+        sni: session.server_name().map(str::to_owned),
+    });
+    let client = Arc::new(client);
     let io = client_io(ClientStream::Tls(Box::new(stream)), limits.send_timeout);
     if h2 {
         serve_http2(io, &client, handler, limits, stop).await;
     } else {
         serve_http1(io, &client, handler, limits, stop).await;
+    }
+}
+
+/// How the access log names a TLS version.
+fn tls_version_name(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
     }
 }
 

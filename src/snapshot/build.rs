@@ -163,6 +163,7 @@ fn build_route(
         content,
         websocket,
         meters: metrics.map(|m| m.route(name)),
+        logging: route.logging,
     })
 }
 

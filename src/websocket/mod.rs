@@ -10,10 +10,14 @@ mod transport;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+};
 use http::{Request, Response, StatusCode};
 use hyper::upgrade::Upgraded;
 
+use crate::access_log::{self, AccessLog, Kind, Record, SessionFacts, UpstreamFacts};
 use crate::body::proxied::UploadProgress;
 use crate::body::{Body, ProxiedBody};
 use crate::connection::{ClientConnection, ClientIo};
@@ -51,6 +55,14 @@ pub struct UpgradeContext<'a> {
     pub relative_path: &'a str,
     pub sessions: &'a Arc<Sessions>,
     pub trusted: &'a TrustedProxies,
+    /// When the request head arrived.
+    pub started: Instant,
+    /// The access log record of the upgrade request; a session takes it
+    /// and writes it when it ends, a refusal leaves it to the log phase.
+    pub record: &'a mut Option<Box<Record>>,
+    /// Only sessions that did not end with a normal close are recorded.
+    pub errors_only: bool,
+    pub access_log: &'a AccessLog,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -99,7 +111,7 @@ pub async fn upgrade<B>(
     };
     if let Err(refusal) = handshake::check_client(&req, route) {
         tracing::debug!(route = cx.route_name, %refusal, "refused websocket handshake");
-        count(match refusal {
+        let result = match refusal {
             Refusal::Origin => UpgradeResult::OriginDenied,
             Refusal::Subprotocol => UpgradeResult::SubprotocolDenied,
             Refusal::NotGet
@@ -107,8 +119,13 @@ pub async fn upgrade<B>(
             | Refusal::Key
             | Refusal::Repeated
             | Refusal::Body => UpgradeResult::BadRequest,
-        });
-        return refuse(refusal);
+        };
+        count(result);
+        let facts = UpstreamFacts {
+            reason: Some(result.as_str()),
+            ..UpstreamFacts::default()
+        };
+        return with_facts(refuse(refusal), facts);
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     // Counts as a session from here, so a drain that starts while the backend
@@ -125,7 +142,12 @@ pub async fn upgrade<B>(
                 "no backend took the websocket"
             );
             count(UpgradeResult::BackendUnavailable);
-            return response::status(StatusCode::BAD_GATEWAY);
+            let facts = UpstreamFacts {
+                error: Some(error.kind().as_str()),
+                reason: Some(UpgradeResult::BackendUnavailable.as_str()),
+                ..UpstreamFacts::default()
+            };
+            return with_facts(response::status(StatusCode::BAD_GATEWAY), facts);
         }
     };
     // Counts the session for `least_connections` until it ends.
@@ -138,6 +160,14 @@ pub async fn upgrade<B>(
         } => (head, stream, leftover),
         Answer::Refused(mut refusal) => {
             count(UpgradeResult::BackendRejected);
+            let facts = UpstreamFacts {
+                backend: Some(backend.url.clone()),
+                attempts: 1,
+                status: Some(refusal.status().as_u16()),
+                error: None,
+                reason: Some(UpgradeResult::BackendRejected.as_str()),
+            };
+            refusal.extensions_mut().insert(facts);
             // The backend's refusal (403, 404, 500…) is the client's answer;
             // its body is cut off if it stalls, like a proxied one.
             forwarding::response_headers(refusal.headers_mut());
@@ -165,9 +195,24 @@ pub async fn upgrade<B>(
         );
         count(UpgradeResult::BackendInvalid);
         backend.failed(error.kind());
-        return response::status(StatusCode::BAD_GATEWAY);
+        let facts = UpstreamFacts {
+            backend: Some(backend.url.clone()),
+            attempts: 1,
+            status: Some(parts.status.as_u16()),
+            error: Some(error.kind().as_str()),
+            reason: Some(UpgradeResult::BackendInvalid.as_str()),
+        };
+        return with_facts(response::status(StatusCode::BAD_GATEWAY), facts);
     }
     count(UpgradeResult::Ok);
+    let record = cx.record.take().map(|mut record| {
+        record.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        record.ttfb = Some(cx.started.elapsed());
+        record.backend = Some(backend.url.clone());
+        record
+    });
+    let negotiated = Negotiated::of(&parts.headers);
+    let (access_log, errors_only) = (cx.access_log.clone(), cx.errors_only);
     let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(&parts.headers));
     let (backend_socket, backend_tls) = backend_stream.into_parts();
     let backend_peer = Peer::new(backend_socket, backend_tls, leftover);
@@ -191,12 +236,34 @@ pub async fn upgrade<B>(
         let control = &registration.session;
         let stats = relay::run(client, backend_peer, policy, allowed_rsv, control, tally).await;
         drop(active);
+        let closing = stats.closing.unwrap_or(Closing {
+            initiator: Initiator::Gateway,
+            code: None,
+            reason: None,
+        });
         if let Some(meters) = meters {
-            let closing = stats.closing.unwrap_or(Closing {
-                initiator: Initiator::Gateway,
-                code: None,
-            });
             meters.session_ended(started.elapsed(), closing.initiator.as_str(), closing.code);
+        }
+        if let Some(mut record) = record {
+            let normal = matches!(closing.code, Some(1000 | 1001));
+            if !errors_only || !normal {
+                record.kind = Kind::Session;
+                record.session = Some(SessionFacts {
+                    duration: started.elapsed(),
+                    client_messages: stats.client_to_backend.messages,
+                    client_bytes: stats.client_to_backend.payload_bytes,
+                    backend_messages: stats.backend_to_client.messages,
+                    backend_bytes: stats.backend_to_client.payload_bytes,
+                    close_code: closing.code,
+                    closed_by: closing.initiator.as_str(),
+                    close_reason: closing.reason,
+                    ping_rtt: stats.ping_rtt,
+                    subprotocol: negotiated.subprotocol,
+                    extensions: negotiated.extensions,
+                });
+                record.duration = record.ttfb.unwrap_or_default() + started.elapsed();
+                access_log.write(&record);
+            }
         }
         tracing::debug!(route = %route_name, ?stats, "websocket session ended");
     };
@@ -240,6 +307,32 @@ where
             None
         }
     }
+}
+
+/// The subprotocol and extensions the backend's 101 chose, for the log.
+struct Negotiated {
+    subprotocol: Option<String>,
+    extensions: Option<String>,
+}
+
+impl Negotiated {
+    fn of(headers: &HeaderMap) -> Negotiated {
+        let text = |name: HeaderName| {
+            headers
+                .get(name)
+                .map(|value| access_log::header_text(value.as_bytes()))
+        };
+        Negotiated {
+            subprotocol: text(SEC_WEBSOCKET_PROTOCOL),
+            extensions: text(SEC_WEBSOCKET_EXTENSIONS),
+        }
+    }
+}
+
+/// `response` with what the log phase should know about the backends.
+fn with_facts(mut response: Response<Body>, facts: UpstreamFacts) -> Response<Body> {
+    response.extensions_mut().insert(facts);
+    response
 }
 
 fn refuse(refusal: Refusal) -> Response<Body> {

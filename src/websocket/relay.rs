@@ -97,6 +97,8 @@ impl Initiator {
 pub struct Closing {
     pub initiator: Initiator,
     pub code: Option<u16>,
+    /// Why the gateway closed, when it was the gateway.
+    pub reason: Option<&'static str>,
 }
 
 /// What a session did, for logs and metrics.
@@ -784,7 +786,7 @@ impl<'a> Session<'a> {
         }
         if let Some(code) = scan.close {
             // RFC 6455 §7.1.5: a close frame without a code reports 1005.
-            self.record_close(initiator(side), Some(code.unwrap_or(1005)));
+            self.record_close(initiator(side), Some(code.unwrap_or(1005)), None);
             self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
         }
         if let Some(violation) = scan.violation {
@@ -794,7 +796,7 @@ impl<'a> Session<'a> {
                 Side::Client => {
                     // The backend may still be answering messages the client
                     // sent before the violation: pass those on, then close.
-                    self.record_close(Initiator::Gateway, Some(code));
+                    self.record_close(Initiator::Gateway, Some(code), Some(reason));
                     self.close_by.get_or_insert(now + CLOSE_TIMEOUT);
                     let to_backend =
                         frame::encode_close(1001, "client broke the protocol", Some(mask_key()));
@@ -803,7 +805,7 @@ impl<'a> Session<'a> {
                     self.to_client.close_after_reply(Bytes::from(to_client));
                 }
                 Side::Backend => {
-                    self.record_close(Initiator::Gateway, Some(code));
+                    self.record_close(Initiator::Gateway, Some(code), Some(reason));
                     match self.to_client.replace_close.take() {
                         // The client broke the protocol first and is owed that close.
                         Some(owed) => {
@@ -851,7 +853,7 @@ impl<'a> Session<'a> {
         if !vanished {
             return;
         }
-        self.record_close(initiator(side), None);
+        self.record_close(initiator(side), None, None);
         self.close_by.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
         let (code, reason, mask) = match side {
             // RFC 6455 §7.4.1: 1014, the gateway got an invalid response from the server.
@@ -875,11 +877,11 @@ impl<'a> Session<'a> {
     fn close_both(
         &mut self,
         client_code: u16,
-        client_reason: &str,
+        client_reason: &'static str,
         backend_code: u16,
-        backend_reason: &str,
+        backend_reason: &'static str,
     ) {
-        self.record_close(Initiator::Gateway, Some(client_code));
+        self.record_close(Initiator::Gateway, Some(client_code), Some(client_reason));
         self.close_by.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
         let to_client = frame::encode_close(client_code, client_reason, None);
         self.to_client.insert(Bytes::from(to_client), true);
@@ -887,10 +889,17 @@ impl<'a> Session<'a> {
         self.to_backend.insert(Bytes::from(to_backend), true);
     }
 
-    fn record_close(&mut self, initiator: Initiator, code: Option<u16>) {
-        self.stats
-            .closing
-            .get_or_insert(Closing { initiator, code });
+    fn record_close(
+        &mut self,
+        initiator: Initiator,
+        code: Option<u16>,
+        reason: Option<&'static str>,
+    ) {
+        self.stats.closing.get_or_insert(Closing {
+            initiator,
+            code,
+            reason,
+        });
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -930,7 +939,11 @@ impl<'a> Session<'a> {
             // Recorded first, so the session counts as closed by the gateway
             // with no close frame (a dead peer, unlike an idle timeout's
             // 1001); then treated like a client that vanished (1001 to the backend).
-            self.record_close(Initiator::Gateway, None);
+            self.record_close(
+                Initiator::Gateway,
+                None,
+                Some("no answer to the gateway's ping"),
+            );
             self.source_gone(Side::Client);
             return false;
         }

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use wsgate::gateway::Gateway;
-use wsgate::model::Model;
+use wsgate::model::{LogTarget, Model};
 
 /// A running server with its own temporary directory.
 pub struct TestServer {
@@ -98,6 +98,9 @@ pub fn assert_none_failed(what: &str, (succeeded, failures): (u64, Vec<String>))
     succeeded
 }
 
+/// Where a test server's access log goes unless its config says otherwise.
+pub const ACCESS_LOG: &str = "access.log";
+
 /// The listener and admin sections every test config starts with.
 pub const LISTENERS: &str =
     "[[listeners]]\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n";
@@ -118,8 +121,13 @@ impl TestServer {
         Self::start_model(dir, loaded.model).await
     }
 
-    /// Starts the server with an already validated model.
-    pub async fn start_model(dir: tempfile::TempDir, model: Model) -> TestServer {
+    /// Starts the server with an already validated model. An access log
+    /// left at its default (stdout, which the test harness does not
+    /// capture) goes to `access.log` in `dir` instead: see `access_log`.
+    pub async fn start_model(dir: tempfile::TempDir, mut model: Model) -> TestServer {
+        if model.access_log.target == Some(LogTarget::Stdout) {
+            model.access_log.target = Some(LogTarget::File(dir.path().join(ACCESS_LOG)));
+        }
         let mut listeners = Vec::new();
         for _ in &model.listeners {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
@@ -154,6 +162,30 @@ impl TestServer {
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The access log's lines so far, when it went to the default file.
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join(ACCESS_LOG))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the access log has a line `matching`, and returns it
+    /// parsed (the default JSON format).
+    pub async fn access_record(
+        &self,
+        matching: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        eventually(Duration::from_secs(10), || async {
+            self.access_log()
+                .iter()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .find(|record| matching(record))
+        })
+        .await
     }
 
     /// Begins a graceful shutdown; `stopped` waits for it to finish.

@@ -18,7 +18,7 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Toml(String),
-    #[error("unknown section `{0}`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server` or `routes`")]
+    #[error("unknown section `{0}`; expected `trusted_proxies`, `client_ip_headers`, `listeners`, `admin`, `server`, `log` or `routes`")]
     UnknownSection(String),
     #[error("expected an array of tables, written as [[listeners]] or [[routes]]")]
     NotAnArrayOfTables,
@@ -153,4 +153,16 @@ pub enum ConfigError {
     CaWithoutTls,
     #[error("no CA certificates found on this machine to verify wss:// or https:// backends; set `backend_ca = \"ca.pem\"`")]
     NoPlatformRoots,
+    #[error("access log file {path} cannot be opened for appending: {source}; create its directory or give wsgate write access")]
+    LogFileUnopenable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("access log `access` must be \"stdout\", \"stderr\", \"off\" or a file path")]
+    EmptyLogTarget,
+    #[error(transparent)]
+    LogFormat(#[from] crate::access_log::UnknownField),
+    #[error("access_log must be \"all\", \"errors\" or \"off\", not `{0}`")]
+    BadLogRequests(String),
 }

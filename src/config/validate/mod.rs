@@ -5,6 +5,7 @@
 
 mod errors;
 mod listeners;
+mod log;
 mod pools;
 mod routes;
 mod server;
@@ -116,6 +117,7 @@ pub fn validate(
     let drain = server::drain_settings(&mut check, &raw.server);
     let trusted_proxies =
         pools::trusted_proxies(&mut check, &raw.trusted_proxies, &raw.client_ip_headers);
+    let access_log = log::access_log(&mut check, &raw.log, base_dir);
     let routes = routes::routes(&mut check, raw.routes, base_dir);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
     match admin {
@@ -128,6 +130,7 @@ pub fn validate(
                 drain,
                 file_cache,
                 trusted_proxies,
+                access_log,
                 routes,
             },
             check.errors,

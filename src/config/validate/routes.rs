@@ -40,6 +40,7 @@ pub(super) fn routes(
             }),
         };
         let prefix = route_prefix(check, &raw.path);
+        let logging = super::log::route_logging(check, &raw);
         let static_files = raw
             .static_files
             .as_ref()
@@ -75,6 +76,7 @@ pub(super) fn routes(
             path: prefix,
             content,
             websocket,
+            logging,
         });
     }
     compiled

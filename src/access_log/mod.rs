@@ -1,0 +1,334 @@
+//! The access log: one line per HTTP request and per WebSocket session.
+//!
+//! Workers never wait on the log. A record is rendered where it ends and
+//! handed to a bounded queue; one writer thread drains it in batches, one
+//! write per batch. When the queue is full (the disk or the reader of
+//! stdout is slower than the traffic) lines are dropped and counted, never
+//! waited for. `reopen` (SIGUSR1) closes and reopens a log file, after
+//! logrotate moved it away; a reload may point the log somewhere else.
+
+mod format;
+mod record;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use prometheus::IntCounter;
+
+pub use format::{Format, UnknownField};
+pub use record::{
+    bounded, header_text, Kind, Record, SessionFacts, TlsFacts, UpstreamFacts, MAX_PATH,
+};
+
+/// Lines waiting for the writer at most; more are dropped and counted.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// How often the writer may warn that it cannot write.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// Opens `path` for appending, creating it (mode 0640 where it is new).
+pub fn open_file(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+    options.open(path)
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Reopen,
+    Retarget(Target),
+}
+
+/// The handle every request and session logs through; cheap to clone.
+#[derive(Clone)]
+pub struct AccessLog {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: SyncSender<Message>,
+    /// `None` while the log is off: nothing is rendered.
+    format: ArcSwapOption<Format>,
+    dropped: AtomicU64,
+    dropped_metric: Option<IntCounter>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("on", &self.is_on())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl AccessLog {
+    /// Starts the writer thread; `output` is `None` for a log that is off.
+    /// `dropped` counts lines the full queue refused.
+    pub fn start(
+        output: Option<(Target, Format)>,
+        dropped: Option<IntCounter>,
+    ) -> io::Result<AccessLog> {
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let (target, format) = match output {
+            Some((target, format)) => (Some(target), Some(Arc::new(format))),
+            None => (None, None),
+        };
+        let sink = match &target {
+            Some(target) => Sink::open(target)?,
+            None => Sink::Off,
+        };
+        std::thread::Builder::new()
+            .name("wsgate-access-log".into())
+            .spawn(move || write_lines(lines, sink))?;
+        Ok(AccessLog {
+            shared: Arc::new(Shared {
+                queue,
+                format: ArcSwapOption::new(format),
+                dropped: AtomicU64::new(0),
+                dropped_metric: dropped,
+            }),
+        })
+    }
+
+    /// Whether records are written; callers skip building them when not.
+    pub fn is_on(&self) -> bool {
+        self.shared.format.load().is_some()
+    }
+
+    /// Renders `record` and queues it, or drops and counts it.
+    pub fn write(&self, record: &Record) {
+        let Some(format) = self.shared.format.load_full() else {
+            return;
+        };
+        self.send(Message::Line(format.render(record)));
+    }
+
+    /// Lines dropped since start because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Closes and reopens the log file (after logrotate renamed it).
+    pub fn reopen(&self) {
+        self.send(Message::Reopen);
+    }
+
+    /// Points the log at `output` from now on (a reload changed `[log]`).
+    pub fn retarget(&self, output: Option<(Target, Format)>) {
+        match output {
+            Some((target, format)) => {
+                self.send(Message::Retarget(target));
+                self.shared.format.store(Some(Arc::new(format)));
+            }
+            None => self.shared.format.store(None),
+        }
+    }
+
+    fn send(&self, message: Message) {
+        match self.shared.queue.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(metric) = &self.shared.dropped_metric {
+                    metric.inc();
+                }
+            }
+            // The writer thread is gone only if it panicked; nothing to do.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// A request's record waiting for its response body to end (or be
+/// abandoned): it counts the body's bytes and is written when dropped.
+#[derive(Debug)]
+pub struct Pending {
+    record: Box<Record>,
+    log: AccessLog,
+    started: Instant,
+}
+
+impl Pending {
+    /// `record`, timed from `started` (when the request head arrived).
+    pub fn new(record: Box<Record>, log: AccessLog, started: Instant) -> Pending {
+        Pending {
+            record,
+            log,
+            started,
+        }
+    }
+
+    /// `bytes` more of the response body went out.
+    pub fn sent(&mut self, bytes: usize) {
+        self.record.bytes_sent += bytes as u64;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.record.duration = self.started.elapsed();
+        self.log.write(&self.record);
+    }
+}
+
+/// Where the writer thread writes.
+enum Sink {
+    Off,
+    Stdout(BufWriter<io::Stdout>),
+    Stderr(BufWriter<io::Stderr>),
+    File(BufWriter<File>, PathBuf),
+}
+
+impl Sink {
+    fn open(target: &Target) -> io::Result<Sink> {
+        Ok(match target {
+            Target::Stdout => Sink::Stdout(BufWriter::new(io::stdout())),
+            Target::Stderr => Sink::Stderr(BufWriter::new(io::stderr())),
+            Target::File(path) => Sink::File(BufWriter::new(open_file(path)?), path.clone()),
+        })
+    }
+
+    fn writer(&mut self) -> Option<&mut dyn Write> {
+        match self {
+            Sink::Off => None,
+            Sink::Stdout(out) => Some(out),
+            Sink::Stderr(out) => Some(out),
+            Sink::File(out, _) => Some(out),
+        }
+    }
+}
+
+/// The writer thread: drains the queue in batches until every handle is gone.
+fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
+    let mut last_warning: Option<Instant> = None;
+    let mut warn = |what: &str, error: &io::Error| {
+        if last_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            last_warning = Some(Instant::now());
+            tracing::warn!(%error, "access log: {what}");
+        }
+    };
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    if let Some(out) = sink.writer() {
+                        if let Err(error) = out.write_all(&line) {
+                            warn("cannot write", &error);
+                        }
+                    }
+                }
+                Message::Reopen => {
+                    if let Sink::File(out, path) = &mut sink {
+                        let _ = out.flush();
+                        match open_file(path) {
+                            Ok(file) => *out = BufWriter::new(file),
+                            Err(error) => warn("cannot reopen the file", &error),
+                        }
+                    }
+                }
+                Message::Retarget(target) => {
+                    if let Some(out) = sink.writer() {
+                        let _ = out.flush();
+                    }
+                    match Sink::open(&target) {
+                        Ok(opened) => sink = opened,
+                        Err(error) => warn("cannot open the new target", &error),
+                    }
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        if let Some(out) = sink.writer() {
+            if let Err(error) = out.flush() {
+                warn("cannot write", &error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_reach_the_file_and_a_reopen_follows_a_rename() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(
+            Some((
+                Target::File(path.clone()),
+                Format::parse("$status").expect("format"),
+            )),
+            None,
+        )
+        .expect("start");
+        let mut record = test_record();
+        log.write(&record);
+        wait_for(&path, "200\n");
+        std::fs::rename(&path, dir.path().join("access.log.1")).expect("rotate");
+        log.reopen();
+        record.status = 404;
+        log.write(&record);
+        wait_for(&path, "404\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("access.log.1")).expect("rotated"),
+            "200\n"
+        );
+    }
+
+    fn wait_for(path: &Path, contents: &str) {
+        for _ in 0..500 {
+            if std::fs::read_to_string(path).is_ok_and(|text| text == contents) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{} never held {contents:?}", path.display());
+    }
+
+    fn test_record() -> Record {
+        Record {
+            kind: Kind::Request,
+            time: std::time::SystemTime::now(),
+            remote_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            remote_port: 1,
+            listener: None,
+            tls: None,
+            protocol: "HTTP/1.1",
+            method: "GET".into(),
+            host: None,
+            path: "/".into(),
+            status: 200,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            ttfb: None,
+            route: None,
+            backend: None,
+            attempts: None,
+            upstream_status: None,
+            error: None,
+            reason: None,
+            user_agent: None,
+            referer: None,
+            session: None,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! One access log record and its fields: what a request or a WebSocket
+//! session leaves behind, rendered as a JSON object, nginx's `combined`
+//! line, or a template of `$field` names. Every format reads the same
+//! [`Field`] list, so a field has one name and one value everywhere.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest path (with its query) a record keeps, in bytes; longer ones
+/// are cut and end in `...`, so a hostile URL cannot grow a line without bound.
+pub const MAX_PATH: usize = 2048;
+
+/// The longest header value (user agent, referer) a record keeps, in bytes.
+pub const MAX_HEADER: usize = 512;
+
+/// What a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTTP request, including an upgrade that did not become a session.
+    Request,
+    /// A WebSocket session, written when it ends.
+    Session,
+}
+
+/// The TLS facts of a client connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFacts {
+    pub version: Option<&'static str>,
+    pub alpn: Option<String>,
+    pub sni: Option<String>,
+}
+
+/// What a WebSocket session adds to its upgrade's record.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFacts {
+    pub duration: Duration,
+    pub client_messages: u64,
+    pub client_bytes: u64,
+    pub backend_messages: u64,
+    pub backend_bytes: u64,
+    /// `None`: the session ended without a close frame.
+    pub close_code: Option<u16>,
+    pub closed_by: &'static str,
+    /// Why the gateway closed it, when it did.
+    pub close_reason: Option<&'static str>,
+    pub ping_rtt: Option<Duration>,
+    pub subprotocol: Option<String>,
+    pub extensions: Option<String>,
+}
+
+/// What answering a request learnt about the backends, carried from the
+/// action to the log phase in the response's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamFacts {
+    /// The last backend tried.
+    pub backend: Option<String>,
+    pub attempts: u32,
+    /// The status the backend answered with.
+    pub status: Option<u16>,
+    /// What went wrong with the last backend tried, as `wsgate_upstream_errors_total` names it.
+    pub error: Option<&'static str>,
+    /// Why the gateway refused or cut the request short itself.
+    pub reason: Option<&'static str>,
+}
+
+/// One line of the access log. Fields that do not apply are `None` and left
+/// out of the line (JSON) or written as `-` (text formats).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: Kind,
+    /// When the request arrived.
+    pub time: SystemTime,
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
+    pub listener: Option<SocketAddr>,
+    pub tls: Option<TlsFacts>,
+    pub protocol: &'static str,
+    pub method: String,
+    pub host: Option<String>,
+    /// Bounded by [`MAX_PATH`]; with or without the query, as the route says.
+    pub path: String,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    /// Until the response head was ready.
+    pub ttfb: Option<Duration>,
+    pub route: Option<String>,
+    pub backend: Option<String>,
+    pub attempts: Option<u32>,
+    pub upstream_status: Option<u16>,
+    /// What went wrong with the backend: `connect_refused`, `timeout`…
+    pub error: Option<&'static str>,
+    /// Why the gateway itself refused or ended it.
+    pub reason: Option<&'static str>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub session: Option<SessionFacts>,
+}
+
+/// The fields a format can name, in the order a JSON line lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Time,
+    Type,
+    RemoteAddr,
+    RemotePort,
+    Listener,
+    TlsVersion,
+    Alpn,
+    Sni,
+    Protocol,
+    Method,
+    Host,
+    Path,
+    Status,
+    BytesSent,
+    DurationMs,
+    TtfbMs,
+    Route,
+    Backend,
+    Attempts,
+    UpstreamStatus,
+    Error,
+    Reason,
+    UserAgent,
+    Referer,
+    SessionMs,
+    ClientMessages,
+    ClientBytes,
+    BackendMessages,
+    BackendBytes,
+    CloseCode,
+    ClosedBy,
+    CloseReason,
+    PingRttMs,
+    Subprotocol,
+    Extensions,
+    /// Text formats only: `METHOD path PROTOCOL`, as nginx's `$request`.
+    Request,
+    /// Text formats only: `04/Dec/2026:17:40:00 +0000`, as nginx's `$time_local`.
+    TimeLocal,
+}
+
+impl Field {
+    /// The fields of a JSON line, in order.
+    pub const JSON: [Field; 35] = [
+        Field::Time,
+        Field::Type,
+        Field::RemoteAddr,
+        Field::RemotePort,
+        Field::Listener,
+        Field::TlsVersion,
+        Field::Alpn,
+        Field::Sni,
+        Field::Protocol,
+        Field::Method,
+        Field::Host,
+        Field::Path,
+        Field::Status,
+        Field::BytesSent,
+        Field::DurationMs,
+        Field::TtfbMs,
+        Field::Route,
+        Field::Backend,
+        Field::Attempts,
+        Field::UpstreamStatus,
+        Field::Error,
+        Field::Reason,
+        Field::UserAgent,
+        Field::Referer,
+        Field::SessionMs,
+        Field::ClientMessages,
+        Field::ClientBytes,
+        Field::BackendMessages,
+        Field::BackendBytes,
+        Field::CloseCode,
+        Field::ClosedBy,
+        Field::CloseReason,
+        Field::PingRttMs,
+        Field::Subprotocol,
+        Field::Extensions,
+    ];
+
+    /// Its name: the JSON key, and `$name` in a template.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Time => "time",
+            Field::Type => "type",
+            Field::RemoteAddr => "remote_addr",
+            Field::RemotePort => "remote_port",
+            Field::Listener => "listener",
+            Field::TlsVersion => "tls_version",
+            Field::Alpn => "alpn",
+            Field::Sni => "sni",
+            Field::Protocol => "protocol",
+            Field::Method => "method",
+            Field::Host => "host",
+            Field::Path => "path",
+            Field::Status => "status",
+            Field::BytesSent => "bytes_sent",
+            Field::DurationMs => "duration_ms",
+            Field::TtfbMs => "ttfb_ms",
+            Field::Route => "route",
+            Field::Backend => "backend",
+            Field::Attempts => "attempts",
+            Field::UpstreamStatus => "upstream_status",
+            Field::Error => "error",
+            Field::Reason => "reason",
+            Field::UserAgent => "user_agent",
+            Field::Referer => "referer",
+            Field::SessionMs => "session_ms",
+            Field::ClientMessages => "client_messages",
+            Field::ClientBytes => "client_bytes",
+            Field::BackendMessages => "backend_messages",
+            Field::BackendBytes => "backend_bytes",
+            Field::CloseCode => "close_code",
+            Field::ClosedBy => "closed_by",
+            Field::CloseReason => "close_reason",
+            Field::PingRttMs => "ping_rtt_ms",
+            Field::Subprotocol => "subprotocol",
+            Field::Extensions => "extensions",
+            Field::Request => "request",
+            Field::TimeLocal => "time_local",
+        }
+    }
+
+    /// The field a template's `$name` stands for.
+    pub fn named(name: &str) -> Option<Field> {
+        Field::JSON
+            .into_iter()
+            .chain([Field::Request, Field::TimeLocal])
+            .find(|field| field.name() == name)
+    }
+}
+
+/// A field's value in one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Text(Cow<'a, str>),
+    Number(u64),
+    /// Milliseconds, written with three decimals.
+    Millis(Duration),
+}
+
+impl Record {
+    /// `field`'s value, or `None` where it does not apply.
+    pub fn value(&self, field: Field) -> Option<Value<'_>> {
+        let text = |s: &'static str| Some(Value::Text(Cow::Borrowed(s)));
+        let session = self.session.as_ref();
+        let tls = self.tls.as_ref();
+        match field {
+            Field::Time => Some(Value::Text(Cow::Owned(rfc3339_millis(self.time)))),
+            Field::TimeLocal => Some(Value::Text(Cow::Owned(common_log_time(self.time)))),
+            Field::Type => text(match self.kind {
+                Kind::Request => "request",
+                Kind::Session => "session",
+            }),
+            Field::RemoteAddr => Some(Value::Text(Cow::Owned(self.remote_addr.to_string()))),
+            Field::RemotePort => Some(Value::Number(self.remote_port.into())),
+            Field::Listener => self
+                .listener
+                .map(|addr| Value::Text(Cow::Owned(addr.to_string()))),
+            Field::TlsVersion => tls.and_then(|tls| tls.version).and_then(text),
+            Field::Alpn => tls.and_then(|tls| owned_text(&tls.alpn)),
+            Field::Sni => tls.and_then(|tls| owned_text(&tls.sni)),
+            Field::Protocol => text(self.protocol),
+            Field::Method => Some(Value::Text(Cow::Borrowed(&self.method))),
+            Field::Host => owned_text(&self.host),
+            Field::Path => Some(Value::Text(Cow::Borrowed(&self.path))),
+            Field::Request => Some(Value::Text(Cow::Owned(format!(
+                "{} {} {}",
+                self.method, self.path, self.protocol
+            )))),
+            Field::Status => Some(Value::Number(self.status.into())),
+            Field::BytesSent => Some(Value::Number(self.bytes_sent)),
+            Field::DurationMs => Some(Value::Millis(self.duration)),
+            Field::TtfbMs => self.ttfb.map(Value::Millis),
+            Field::Route => owned_text(&self.route),
+            Field::Backend => owned_text(&self.backend),
+            Field::Attempts => self.attempts.map(|n| Value::Number(n.into())),
+            Field::UpstreamStatus => self.upstream_status.map(|s| Value::Number(s.into())),
+            Field::Error => self.error.and_then(text),
+            Field::Reason => self.reason.and_then(text),
+            Field::UserAgent => owned_text(&self.user_agent),
+            Field::Referer => owned_text(&self.referer),
+            Field::SessionMs => session.map(|s| Value::Millis(s.duration)),
+            Field::ClientMessages => session.map(|s| Value::Number(s.client_messages)),
+            Field::ClientBytes => session.map(|s| Value::Number(s.client_bytes)),
+            Field::BackendMessages => session.map(|s| Value::Number(s.backend_messages)),
+            Field::BackendBytes => session.map(|s| Value::Number(s.backend_bytes)),
+            Field::CloseCode => session
+                .and_then(|s| s.close_code)
+                .map(|code| Value::Number(code.into())),
+            Field::ClosedBy => session.map(|s| s.closed_by).and_then(text),
+            Field::CloseReason => session.and_then(|s| s.close_reason).and_then(text),
+            Field::PingRttMs => session.and_then(|s| s.ping_rtt).map(Value::Millis),
+            Field::Subprotocol => session.and_then(|s| owned_text(&s.subprotocol)),
+            Field::Extensions => session.and_then(|s| owned_text(&s.extensions)),
+        }
+    }
+}
+
+fn owned_text(text: &Option<String>) -> Option<Value<'_>> {
+    text.as_deref().map(|text| Value::Text(Cow::Borrowed(text)))
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with
+/// `...` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// A header value as text: bytes that are not UTF-8 (obs-text) become
+/// U+FFFD, and the result is bounded by [`MAX_HEADER`].
+pub fn header_text(bytes: &[u8]) -> String {
+    bounded(&String::from_utf8_lossy(bytes), MAX_HEADER)
+}
+
+/// `2026-12-04T17:40:00.123Z`.
+pub fn rfc3339_millis(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (date, secs) = civil(since.as_secs());
+    let mut out = String::with_capacity(24);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        date.0,
+        date.1,
+        date.2,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis()
+    );
+    out
+}
+
+/// `04/Dec/2026:17:40:00 +0000`: the common log format's time, in UTC.
+fn common_log_time(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ((year, month, day), secs) = civil(since.as_secs());
+    format!(
+        "{day:02}/{}/{year:04}:{:02}:{:02}:{:02} +0000",
+        MONTHS[usize::from(month - 1)],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The UTC date (year, month, day) of a Unix time, and the seconds into that
+/// day. Howard Hinnant's `civil_from_days`, valid for every date after 1970.
+fn civil(unix_secs: u64) -> ((u64, u8, u8), u64) {
+    let days = unix_secs / 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    ((year, month, day), unix_secs % 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        let time = UNIX_EPOCH + Duration::from_millis(1_796_406_000_123);
+        assert_eq!(rfc3339_millis(time), "2026-12-04T17:40:00.123Z");
+        assert_eq!(common_log_time(time), "04/Dec/2026:17:40:00 +0000");
+        // A leap day.
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary() {
+        assert_eq!(bounded("abc", 3), "abc");
+        assert_eq!(bounded("abcdef", 5), "ab...");
+        let cut = bounded(&"é".repeat(10), 8);
+        assert_eq!(cut, "éé...");
+        assert_eq!(header_text(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn every_json_field_has_a_distinct_name_that_finds_it() {
+        for field in Field::JSON {
+            assert_eq!(Field::named(field.name()), Some(field));
+        }
+        assert_eq!(Field::named("request"), Some(Field::Request));
+        assert_eq!(Field::named("nope"), None);
+    }
+}
