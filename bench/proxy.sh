@@ -65,6 +65,10 @@ bind = "127.0.0.1:$WSGATE_PORT"
 [admin]
 bind = "127.0.0.1:$ADMIN_PORT"
 
+# nginx logs nothing here either.
+[log]
+access = "off"
+
 [[routes]]
 name = "app"
 path = "/"

@@ -20,6 +20,9 @@
 #   NGINX_WORKERS [2]
 #   RSS_RATE [50M]   curl --limit-rate for the 100 MB stream (~2 s)
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
+#   LOG_COST         set to also run a second wsgate writing its access log
+#                    (JSON lines to a file) beside the first, which has the
+#                    log off as nginx does: the log's cost per request
 #
 # Installs nginx-light and wrk from Debian packages when missing (needs root).
 set -euo pipefail
@@ -49,19 +52,32 @@ ready_check() { curl -sf -o /dev/null "http://127.0.0.1:$1/1k.bin"; }
 
 pick_ports() {
     local ports
-    mapfile -t ports < <(python3 "$HELPER" ports 3)
+    mapfile -t ports < <(python3 "$HELPER" ports 5)
     WSGATE_PORT=${ports[0]}
     ADMIN_PORT=${ports[1]}
     NGINX_PORT=${ports[2]}
+    LOGGING_PORT=${ports[3]}
+    LOGGING_ADMIN_PORT=${ports[4]}
 }
 
+# The gateway under test logs nothing, as nginx here; with LOG_COST a
+# second one on LOGGING_PORT writes JSON lines to $TMP/access.log.
 write_wsgate_config() {
-    cat >"$TMP/wsgate.toml" <<EOF
+    wsgate_config "$WSGATE_PORT" "$ADMIN_PORT" '"off"' >"$TMP/wsgate.toml"
+    wsgate_config "$LOGGING_PORT" "$LOGGING_ADMIN_PORT" "\"$TMP/access.log\"" \
+        >"$TMP/wsgate-logging.toml"
+}
+
+wsgate_config() {
+    cat <<EOF
 [[listeners]]
-bind = "127.0.0.1:$WSGATE_PORT"
+bind = "127.0.0.1:$1"
 
 [admin]
-bind = "127.0.0.1:$ADMIN_PORT"
+bind = "127.0.0.1:$2"
+
+[log]
+access = $3
 
 [[routes]]
 name = "files"
@@ -86,7 +102,7 @@ write_nginx_config() {
 # --- main --------------------------------------------------------------------
 
 main() {
-    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID"' EXIT
+    trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "${LOGGING_PID:-}"' EXIT
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
     install_missing_tools wrk curl
@@ -99,13 +115,20 @@ main() {
     write_nginx_config
     check_nginx_config
     start_wsgate_and_nginx
+    local logging=()
+    if [[ -n "${LOG_COST:-}" ]]; then
+        "$WSGATE_BIN" --config "$TMP/wsgate-logging.toml" >>"$TMP/wsgate-logging.log" 2>&1 &
+        LOGGING_PID=$!
+        wait_ready wsgate-log "$LOGGING_PID" "$LOGGING_PORT" "$TMP/wsgate-logging.log"
+        logging=(--server "wsgate-log:$LOGGING_PORT:$LOGGING_PID")
+    fi
 
     log "$("$NGINX" -v 2>&1), wrk -t$WRK_THREADS -c$WRK_CONNECTIONS," \
         "$(nproc) cores, $ROUNDS rounds of ${DURATION}s"
     helper run \
         --files "$TMP/files" \
         --server "wsgate:$WSGATE_PORT:$WSGATE_PID" \
-        --server "nginx:$NGINX_PORT:$NGINX_PID" \
+        --server "nginx:$NGINX_PORT:$NGINX_PID" "${logging[@]}" \
         --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
         --threads "$WRK_THREADS" --connections "$WRK_CONNECTIONS" \
         --rss-rate "$RSS_RATE"

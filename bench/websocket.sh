@@ -151,6 +151,10 @@ tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
 bind = "127.0.0.1:$admin"
 metrics = $metrics
 
+# nginx and HAProxy log nothing here either.
+[log]
+access = "off"
+
 [[routes]]
 name = "ws"
 path = "/"

@@ -40,10 +40,16 @@ impl Process {
 
     /// Runs `command` with its log (stderr) captured.
     pub fn spawn(command: &mut Command) -> Process {
+        Process::spawn_with_stdout(command, Stdio::null())
+    }
+
+    /// Runs `command` with its log captured and `stdout` as its standard
+    /// output (a pipe stays in `child.stdout`, for the test to read or not).
+    pub fn spawn_with_stdout(command: &mut Command, stdout: Stdio) -> Process {
         let mut child = command
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("spawn wsgate");
         let log = Arc::new(Mutex::new(String::new()));
