@@ -20,7 +20,7 @@
 //! model            the config as plain data; diff(old, new); what /config serves
 //! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
-//!                  maybe_tls, service_manager, echo, access_log
+//!                  maybe_tls, service_manager, echo, access_log, request_ids
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -47,6 +47,7 @@ pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod proxy;
 pub(crate) mod reload;
+pub(crate) mod request_ids;
 pub(crate) mod request_path;
 pub(crate) mod response;
 pub(crate) mod router;

@@ -178,7 +178,10 @@ async fn sessions_get_a_line_when_they_end_and_refusals_get_theirs() {
     assert_eq!(field(&session, "status"), 101);
     assert_eq!(field(&session, "route"), "chat");
     assert_eq!(field(&session, "path"), "/chat?room=1");
-    assert_eq!(field(&session, "backend"), &format!("ws://{}", backend.addr));
+    assert_eq!(
+        field(&session, "backend"),
+        &format!("ws://{}", backend.addr)
+    );
     assert_eq!(field(&session, "close_code"), 1009);
     assert_eq!(field(&session, "closed_by"), "gateway");
     assert_eq!(field(&session, "close_reason"), "message too big");

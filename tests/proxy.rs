@@ -924,3 +924,53 @@ async fn framing_a_backend_gets_wrong_is_fixed_or_refused() {
     .await;
     assert_eq!(raw_status(&answer), 501, "{answer}");
 }
+
+#[tokio::test]
+async fn request_ids_and_trace_context_reach_the_backend_the_client_and_the_log() {
+    let app = python_app("ids");
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let claimed = [
+        ("x-request-id", "client-chosen"),
+        ("traceparent", parent),
+        ("tracestate", "vendor=x"),
+    ];
+    for trusted in [false, true] {
+        let proxies = if trusted { "[\"127.0.0.0/8\"]" } else { "[]" };
+        let config = format!(
+            "trusted_proxies = {proxies}\n{LISTENERS}[[routes]]\nname = \"app\"\npath = \"/\"\n\
+             proxy = {{ backends = [\"{}\"] }}\n",
+            app.url("http")
+        );
+        let server = TestServer::start_whole(test_dir(), &config).await;
+        let reply = get_with(server.addr, "/whoami", &claimed).await;
+        assert_eq!(reply.status, 200);
+        let headers = &json(&reply)["headers"];
+        let id = reply.header("x-request-id").expect("an ID for the client");
+        assert_eq!(headers["x-request-id"], id, "the backend sees the same ID");
+        let traceparent = headers["traceparent"].as_str().expect("a traceparent");
+        let fields: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(fields.len(), 4, "{traceparent}");
+        assert_eq!(
+            (fields[0], fields[1].len(), fields[2].len()),
+            ("00", 32, 16)
+        );
+        assert_ne!(fields[2], "00f067aa0ba902b7", "the gateway's own span");
+        let record = server.access_record(|r| r["route"] == "app").await;
+        assert_eq!(record["request_id"], id);
+        assert_eq!(record["trace_id"], fields[1]);
+        assert_eq!(record["span_id"], fields[2]);
+        if trusted {
+            assert_eq!(id, "client-chosen");
+            assert_eq!(
+                fields[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+                "the trace goes on"
+            );
+            assert_eq!(fields[3], "01");
+            assert_eq!(headers["tracestate"], "vendor=x");
+        } else {
+            assert_ne!(id, "client-chosen");
+            assert_ne!(fields[1], "4bf92f3577b34da6a3ce929d0e0e4736", "a new trace");
+            assert!(headers.get("tracestate").is_none(), "{headers}");
+        }
+    }
+}

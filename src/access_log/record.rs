@@ -94,6 +94,9 @@ pub struct Record {
     pub error: Option<&'static str>,
     /// Why the gateway itself refused or ended it.
     pub reason: Option<&'static str>,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
     pub user_agent: Option<String>,
     pub referer: Option<String>,
     pub session: Option<SessionFacts>,
@@ -124,6 +127,9 @@ pub enum Field {
     UpstreamStatus,
     Error,
     Reason,
+    RequestId,
+    TraceId,
+    SpanId,
     UserAgent,
     Referer,
     SessionMs,
@@ -145,7 +151,7 @@ pub enum Field {
 
 impl Field {
     /// The fields of a JSON line, in order.
-    pub const JSON: [Field; 35] = [
+    pub const JSON: [Field; 38] = [
         Field::Time,
         Field::Type,
         Field::RemoteAddr,
@@ -168,6 +174,9 @@ impl Field {
         Field::UpstreamStatus,
         Field::Error,
         Field::Reason,
+        Field::RequestId,
+        Field::TraceId,
+        Field::SpanId,
         Field::UserAgent,
         Field::Referer,
         Field::SessionMs,
@@ -208,6 +217,9 @@ impl Field {
             Field::UpstreamStatus => "upstream_status",
             Field::Error => "error",
             Field::Reason => "reason",
+            Field::RequestId => "request_id",
+            Field::TraceId => "trace_id",
+            Field::SpanId => "span_id",
             Field::UserAgent => "user_agent",
             Field::Referer => "referer",
             Field::SessionMs => "session_ms",
@@ -283,6 +295,9 @@ impl Record {
             Field::UpstreamStatus => self.upstream_status.map(|s| Value::Number(s.into())),
             Field::Error => self.error.and_then(text),
             Field::Reason => self.reason.and_then(text),
+            Field::RequestId => owned_text(&self.request_id),
+            Field::TraceId => owned_text(&self.trace_id),
+            Field::SpanId => owned_text(&self.span_id),
             Field::UserAgent => owned_text(&self.user_agent),
             Field::Referer => owned_text(&self.referer),
             Field::SessionMs => session.map(|s| Value::Millis(s.duration)),

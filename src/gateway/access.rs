@@ -14,6 +14,7 @@ use crate::access_log::{
 use crate::body::Body;
 use crate::connection::ClientConnection;
 use crate::model::{LogRequests, RouteLogging};
+use crate::request_ids::Ids;
 use crate::snapshot::Snapshot;
 
 /// What the log records of a request, as far as the request tells.
@@ -21,6 +22,7 @@ pub(super) fn capture<B>(
     req: &Request<B>,
     client: &ClientConnection,
     snapshot: &Snapshot,
+    ids: &Ids,
 ) -> Box<Record> {
     let headers = req.headers();
     let header = |name| headers.get(name).map(|value| header_text(value.as_bytes()));
@@ -57,6 +59,9 @@ pub(super) fn capture<B>(
         upstream_status: None,
         error: None,
         reason: None,
+        request_id: ids.request_id.to_str().ok().map(str::to_owned),
+        trace_id: Some(ids.trace_id.clone()),
+        span_id: Some(ids.span_id.clone()),
         user_agent: header(USER_AGENT),
         referer: header(REFERER),
         session: None,

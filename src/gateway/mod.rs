@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log::{AccessLog, Format, Target};
 use crate::metrics::Metrics;
 use crate::model::{AccessLogSettings, LogTarget, Model};
+use crate::request_ids::IdSource;
 use crate::sessions::Sessions;
 use crate::snapshot::{BuildError, Snapshot};
 use crate::upstream::health;
@@ -34,6 +35,8 @@ pub struct Gateway {
     /// `None` when the config turned metrics off.
     metrics: Option<Metrics>,
     access_log: AccessLog,
+    /// Request and trace IDs for every request.
+    ids: IdSource,
 }
 
 /// Why a gateway could not start.
@@ -67,6 +70,7 @@ impl Gateway {
             refusing_upgrades: AtomicBool::new(false),
             sessions: Arc::default(),
             access_log,
+            ids: IdSource::default(),
         }))
     }
 

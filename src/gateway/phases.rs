@@ -39,7 +39,7 @@ use crate::router::{host_name, Content, Route};
 use crate::snapshot::Snapshot;
 use crate::static_files;
 use crate::websocket::{self, handshake, UpgradeContext};
-use crate::{request_path, response};
+use crate::{request_ids, request_path, response};
 
 /// What one request carries from phase to phase.
 pub struct RequestContext<'s> {
@@ -71,13 +71,18 @@ struct Routed<'s> {
 pub async fn handle(
     gateway: Arc<Gateway>,
     client: Arc<ClientConnection>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let snapshot = gateway.snapshot();
+    let trusted = snapshot
+        .model
+        .trusted_proxies
+        .trusts(client.addr.ip().to_canonical());
+    let ids = request_ids::assign(req.headers_mut(), trusted, &gateway.ids);
     let record = gateway
         .access_log()
         .is_on()
-        .then(|| access::capture(&req, &client, &snapshot));
+        .then(|| access::capture(&req, &client, &snapshot, &ids));
     let mut cx = RequestContext {
         started: Instant::now(),
         method: req.method().clone(),
@@ -87,7 +92,11 @@ pub async fn handle(
         record,
         errors_only: false,
     };
-    let response = respond(&gateway, &mut cx, req).await;
+    let mut response = respond(&gateway, &mut cx, req).await;
+    // The client can quote it in a report; the backend and the log have it too.
+    response
+        .headers_mut()
+        .insert(request_ids::REQUEST_ID.clone(), ids.request_id);
     Ok(log(&gateway, &mut cx, response))
 }
 
