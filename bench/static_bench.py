@@ -200,13 +200,20 @@ def print_summary(servers: list[Server], runs: list[Run],
                   f"{m['cpu_us_per_req']:11.2f} {m['user_us_per_req']:7.2f} "
                   f"{m['sys_us_per_req']:7.2f} {m['cores']:6.2f} "
                   f"{m['p50_ms']:8.3f} {m['p99_ms']:8.3f}")
-        r = {k: fmt_ratio(ratio(med[test][k], med[ref][k])) for k in med[test]}
-        print(f"{path:8} {test + '/' + ref:13} {r['rps']:>10} "
-              f"{r['cpu_us_per_req']:>11} {r['user_us_per_req']:>7} "
-              f"{r['sys_us_per_req']:>7} {r['cores']:>6} "
-              f"{r['p50_ms']:>8} {r['p99_ms']:>8}")
+        pairs = [(test, ref)] + [(s.name, test) for s in servers[2:]]
+        for a, b in pairs:
+            print_ratio(path, a, b, med)
     print("(req/s ratio > 1 and CPU us/req ratio < 1 favour "
           f"{test}; 'cores' = server CPU seconds per wall second)")
+
+
+def print_ratio(path: str, a: str, b: str, med: dict) -> None:
+    """One row of a/b ratios of the medians."""
+    r = {k: fmt_ratio(ratio(med[a][k], med[b][k])) for k in med[a]}
+    print(f"{path:8} {a + '/' + b:13} {r['rps']:>10} "
+          f"{r['cpu_us_per_req']:>11} {r['user_us_per_req']:>7} "
+          f"{r['sys_us_per_req']:>7} {r['cores']:>6} "
+          f"{r['p50_ms']:>8} {r['p99_ms']:>8}")
 
 
 # --------------------------------------------------------------------------
@@ -267,8 +274,9 @@ def main() -> None:
     if args.cmd == "ports":
         print_free_ports(args.n)
         return
-    if len(args.server) != 2:
-        p.error("give exactly two --server (under test first, reference second)")
+    if len(args.server) not in (2, 3):
+        p.error("give two --server (under test first, reference second), and "
+                "optionally a variant of the first to compare with it")
     check_content(args.server, args.files)
     print(f"Rounds (each wrk run {args.duration}s; "
           "CPU = utime+stime of the server's whole process tree):")

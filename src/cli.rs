@@ -348,6 +348,7 @@ fn serve(
             Arc::clone(&gateway),
         );
         let access_log = gateway.access_log().clone();
+        let gateway_log = access_log.clone();
         tokio::spawn(async move {
             // logrotate's postrotate: the old file was renamed; write a new one.
             while reopen.recv().await.is_some() {
@@ -362,6 +363,8 @@ fn serve(
         shutdown.await;
         service.stopping();
         server.shutdown().await;
+        // The last lines are still gathering in the log's queue.
+        gateway_log.flush(Duration::from_secs(1));
         tracing::info!("stopped");
         anyhow::Ok(())
     });

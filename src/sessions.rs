@@ -4,12 +4,13 @@
 //! shutdown closes all of them (1001), each spread over time so clients do
 //! not reconnect in one herd.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
@@ -21,12 +22,42 @@ pub const GOING_AWAY: u16 = 1001;
 /// IANA registry: the service is restarting; the client may reconnect.
 pub const SERVICE_RESTART: u16 = 1012;
 
+/// The gateway's most recent closes kept for the dashboard.
+const RECENT_CLOSES: usize = 32;
+
 /// Every session in progress.
 #[derive(Debug, Default)]
 pub struct Sessions {
     tracker: TaskTracker,
     live: Mutex<Live>,
     next_id: AtomicU64,
+    /// The last sessions the gateway itself closed, newest last.
+    recent_closes: Mutex<VecDeque<GatewayClose>>,
+}
+
+/// A session the gateway closed, and why.
+#[derive(Debug, Clone)]
+pub struct GatewayClose {
+    pub time: SystemTime,
+    pub route: String,
+    pub backend: String,
+    pub client: IpAddr,
+    /// `None`: closed without a close frame (a client that stopped answering pings).
+    pub code: Option<u16>,
+    pub reason: &'static str,
+}
+
+/// One live session as `/sessions` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    pub route: String,
+    pub backend: String,
+    pub client: IpAddr,
+    pub age_seconds: f64,
+    pub client_messages: u64,
+    pub client_bytes: u64,
+    pub backend_messages: u64,
+    pub backend_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +75,36 @@ pub struct Session {
     pub route: String,
     /// The backend's URL as configured.
     pub backend: String,
+    /// The client's address (after `trusted_proxies`).
+    pub client: IpAddr,
+    opened: Instant,
+    /// What passed so far, as the relay last reported it.
+    pub traffic: LiveTraffic,
     close: CloseSignal,
+}
+
+/// A session's data messages and payload bytes each way, stored by the
+/// relay once per read batch (two relaxed stores) for `/sessions`.
+#[derive(Debug, Default)]
+pub struct LiveTraffic {
+    client_messages: AtomicU64,
+    client_bytes: AtomicU64,
+    backend_messages: AtomicU64,
+    backend_bytes: AtomicU64,
+}
+
+impl LiveTraffic {
+    /// The totals so far from the client.
+    pub fn set_client(&self, messages: u64, bytes: u64) {
+        self.client_messages.store(messages, Ordering::Relaxed);
+        self.client_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The totals so far from the backend.
+    pub fn set_backend(&self, messages: u64, bytes: u64) {
+        self.backend_messages.store(messages, Ordering::Relaxed);
+        self.backend_bytes.store(bytes, Ordering::Relaxed);
+    }
 }
 
 /// A close code and the reason sent with it.
@@ -152,11 +212,14 @@ impl Sessions {
         self.tracker.token()
     }
 
-    /// Adds a session that is about to relay.
-    pub fn register(self: &Arc<Self>, route: &str, backend: &str) -> Registration {
+    /// Adds a session from `client` that is about to relay.
+    pub fn register(self: &Arc<Self>, route: &str, backend: &str, client: IpAddr) -> Registration {
         let session = Arc::new(Session {
             route: route.to_owned(),
             backend: backend.to_owned(),
+            client,
+            opened: Instant::now(),
+            traffic: LiveTraffic::default(),
             close: CloseSignal::default(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -192,6 +255,56 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Live sessions oldest first, from `offset`, at most `limit` of
+    /// them, and how many there are in all.
+    pub fn list(&self, offset: usize, limit: usize) -> (usize, Vec<SessionView>) {
+        let live = self.live();
+        let mut ids: Vec<u64> = live.by_id.keys().copied().collect();
+        ids.sort_unstable();
+        let now = Instant::now();
+        let page = ids
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|id| live.by_id.get(id))
+            .map(|session| {
+                let traffic = &session.traffic;
+                SessionView {
+                    route: session.route.clone(),
+                    backend: session.backend.clone(),
+                    client: session.client,
+                    age_seconds: (now - session.opened).as_secs_f64(),
+                    client_messages: traffic.client_messages.load(Ordering::Relaxed),
+                    client_bytes: traffic.client_bytes.load(Ordering::Relaxed),
+                    backend_messages: traffic.backend_messages.load(Ordering::Relaxed),
+                    backend_bytes: traffic.backend_bytes.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        (ids.len(), page)
+    }
+
+    /// Notes a session the gateway closed, for the dashboard.
+    pub fn closed_by_gateway(&self, close: GatewayClose) {
+        let mut recent = self
+            .recent_closes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_CLOSES {
+            recent.pop_front();
+        }
+        recent.push_back(close);
+    }
+
+    /// The gateway's most recent closes, newest last.
+    pub fn recent_closes(&self) -> Vec<GatewayClose> {
+        let recent = self
+            .recent_closes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recent.iter().cloned().collect()
     }
 
     /// Live sessions counted by (route, backend).
@@ -268,11 +381,13 @@ where
 mod tests {
     use super::*;
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[tokio::test(start_paused = true)]
     async fn closes_are_spread_evenly_after_the_grace() {
         let sessions = Arc::new(Sessions::default());
         let registrations: Vec<Registration> = (0..4)
-            .map(|i| sessions.register(if i < 3 { "gone" } else { "kept" }, "ws://b"))
+            .map(|i| sessions.register(if i < 3 { "gone" } else { "kept" }, "ws://b", CLIENT))
             .collect();
         let started = Instant::now();
         let picked = sessions.close_spread(
@@ -310,9 +425,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_session_registered_during_shutdown_is_closed_at_once() {
         let sessions = Arc::new(Sessions::default());
-        let early = sessions.register("chat", "ws://b");
+        let early = sessions.register("chat", "ws://b", CLIENT);
         assert_eq!(sessions.close_all(Duration::from_secs(10)), 1);
-        let late = sessions.register("chat", "ws://b");
+        let late = sessions.register("chat", "ws://b", CLIENT);
         assert_eq!(late.session.close_requested().await, CloseRequest::SHUTDOWN);
         assert_eq!(
             early.session.close_requested().await,
@@ -336,11 +451,58 @@ mod tests {
     #[test]
     fn counts_by_route_and_backend() {
         let sessions = Arc::new(Sessions::default());
-        let _a = sessions.register("chat", "ws://a");
-        let _b = sessions.register("chat", "ws://a");
-        let _c = sessions.register("chat", "ws://b");
+        let _a = sessions.register("chat", "ws://a", CLIENT);
+        let _b = sessions.register("chat", "ws://a", CLIENT);
+        let _c = sessions.register("chat", "ws://b", CLIENT);
         let counts = sessions.counts();
         assert_eq!(counts[&("chat".to_owned(), "ws://a".to_owned())], 2);
         assert_eq!(counts[&("chat".to_owned(), "ws://b".to_owned())], 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_are_listed_oldest_first_in_pages_with_their_traffic() {
+        let sessions = Arc::new(Sessions::default());
+        let first = sessions.register("chat", "ws://a", CLIENT);
+        let _second = sessions.register("feed", "ws://b", CLIENT);
+        first.session.traffic.set_client(3, 300);
+        first.session.traffic.set_backend(2, 20);
+        let (total, page) = sessions.list(0, 1);
+        assert_eq!((total, page.len()), (2, 1));
+        let listed = &page[0];
+        assert_eq!((listed.route.as_str(), listed.client_messages), ("chat", 3));
+        assert_eq!(
+            (
+                listed.client_bytes,
+                listed.backend_messages,
+                listed.backend_bytes
+            ),
+            (300, 2, 20)
+        );
+        let (_, rest) = sessions.list(1, 10);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].route, "feed");
+        drop(first);
+        assert_eq!(sessions.list(0, 10).0, 1);
+    }
+
+    #[test]
+    fn only_the_most_recent_gateway_closes_are_kept() {
+        let sessions = Sessions::default();
+        for code in 0..(RECENT_CLOSES as u16 + 5) {
+            sessions.closed_by_gateway(GatewayClose {
+                time: SystemTime::now(),
+                route: "chat".into(),
+                backend: "ws://a".into(),
+                client: CLIENT,
+                code: Some(code),
+                reason: "idle timeout",
+            });
+        }
+        let recent = sessions.recent_closes();
+        assert_eq!(recent.len(), RECENT_CLOSES);
+        assert_eq!(
+            recent.last().and_then(|c| c.code),
+            Some(RECENT_CLOSES as u16 + 4)
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! operator's template of `$field` names and literal text.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use super::record::{Field, Record, Value};
 
@@ -76,7 +77,12 @@ impl Format {
     pub fn render(&self, record: &Record) -> Vec<u8> {
         let mut line = String::with_capacity(512);
         match self {
-            Format::Json => render_json(record, &mut line),
+            Format::Json => {
+                let mut line = Vec::with_capacity(640);
+                render_json(record, &mut line);
+                line.push(b'\n');
+                return line;
+            }
             Format::Text(pieces) => {
                 for piece in pieces {
                     match piece {
@@ -97,30 +103,35 @@ impl Format {
 /// Writes `{"time":…,…}`: fields that do not apply are left out, and
 /// strings are escaped by serde_json, so the line is valid JSON whatever
 /// the client sent (control characters become `\u00XX`).
-fn render_json(record: &Record, line: &mut String) {
-    line.push('{');
+fn render_json(record: &Record, line: &mut Vec<u8>) {
+    line.push(b'{');
     for field in Field::JSON {
         let Some(value) = record.value(field) else {
             continue;
         };
         if line.len() > 1 {
-            line.push(',');
+            line.push(b',');
         }
-        push_json_string(line, field.name());
-        line.push(':');
+        line.push(b'"');
+        line.extend_from_slice(field.name().as_bytes());
+        line.extend_from_slice(b"\":");
         match value {
             Value::Text(text) => push_json_string(line, &text),
-            other => write_text(line, &other),
+            Value::Number(n) => {
+                let _ = write!(line, "{n}");
+            }
+            Value::Millis(duration) => {
+                let _ = write!(line, "{:.3}", duration.as_secs_f64() * 1000.0);
+            }
         }
     }
-    line.push('}');
+    line.push(b'}');
 }
 
-fn push_json_string(line: &mut String, text: &str) {
-    // Serialising a &str cannot fail; the fallback keeps the line valid anyway.
-    match serde_json::to_string(text) {
-        Ok(quoted) => line.push_str(&quoted),
-        Err(_) => line.push_str("\"\""),
+fn push_json_string(line: &mut Vec<u8>, text: &str) {
+    // Writing a &str into a Vec cannot fail; the fallback keeps the line valid anyway.
+    if serde_json::to_writer(&mut *line, text).is_err() {
+        line.extend_from_slice(b"\"\"");
     }
 }
 

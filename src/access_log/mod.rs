@@ -23,7 +23,8 @@ use prometheus::IntCounter;
 
 pub use format::{Format, UnknownField};
 pub use record::{
-    bounded, header_text, Kind, Record, SessionFacts, TlsFacts, UpstreamFacts, MAX_PATH,
+    bounded, header_text, rfc3339_millis, Kind, Record, SessionFacts, TlsFacts, UpstreamFacts,
+    MAX_PATH,
 };
 
 /// Lines waiting for the writer at most; more are dropped and counted.
@@ -31,6 +32,10 @@ const QUEUE_LINES: usize = 16 * 1024;
 
 /// How often the writer may warn that it cannot write.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// How long the writer lets lines gather after the first one arrives: it
+/// then writes them in one go, and requests never wake it one by one.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// Where the lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,8 @@ enum Message {
     Line(Vec<u8>),
     Reopen,
     Retarget(Target),
+    /// Write everything queued before this, then say so.
+    Flush(SyncSender<()>),
 }
 
 /// The handle every request and session logs through; cheap to clone.
@@ -128,6 +135,14 @@ impl AccessLog {
     /// Closes and reopens the log file (after logrotate renamed it).
     pub fn reopen(&self) {
         self.send(Message::Reopen);
+    }
+
+    /// Writes what is queued, waiting at most `within` (at shutdown, so
+    /// the last lines are not lost with the process).
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.send(Message::Flush(done));
+        let _ = wait.recv_timeout(within);
     }
 
     /// Points the log at `output` from now on (a reload changed `[log]`).
@@ -215,7 +230,9 @@ impl Sink {
     }
 }
 
-/// The writer thread: drains the queue in batches until every handle is gone.
+/// The writer thread: waits for a first line, lets more gather for
+/// [`BATCH_WINDOW`] (senders do not wake a thread that is not waiting), then
+/// writes them all and flushes once; until every handle is gone.
 fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
     let mut last_warning: Option<Instant> = None;
     let mut warn = |what: &str, error: &io::Error| {
@@ -225,9 +242,14 @@ fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
         }
     };
     while let Ok(first) = lines.recv() {
+        if !matches!(first, Message::Flush(_)) {
+            std::thread::sleep(BATCH_WINDOW);
+        }
         let mut next = Some(first);
+        let mut flushed = Vec::new();
         while let Some(message) = next {
             match message {
+                Message::Flush(done) => flushed.push(done),
                 Message::Line(line) => {
                     if let Some(out) = sink.writer() {
                         if let Err(error) = out.write_all(&line) {
@@ -260,6 +282,9 @@ fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
             if let Err(error) = out.flush() {
                 warn("cannot write", &error);
             }
+        }
+        for done in flushed {
+            let _ = done.try_send(());
         }
     }
 }

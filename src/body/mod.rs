@@ -34,6 +34,20 @@ pub enum Body {
     OnStream(Box<(Body, StreamGuard)>),
     /// Another body whose access log record is written when it is done.
     Logged(Box<(Body, Pending)>),
+    /// Server-sent events, until the client goes away.
+    Events(Box<Events>),
+}
+
+/// A server-sent event stream: `render`'s text at once, then every period.
+pub struct Events {
+    ticks: tokio::time::Interval,
+    render: Box<dyn FnMut() -> Bytes + Send + Sync>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
 }
 
 impl Body {
@@ -44,6 +58,20 @@ impl Body {
     /// This body, counted by `meter` as it is sent.
     pub fn metered(self, meter: BodyMeter) -> Body {
         Body::Metered(Box::new((self, meter)))
+    }
+
+    /// An endless stream of `render`'s events, one now and one every `every`.
+    pub fn events(
+        every: std::time::Duration,
+        render: impl FnMut() -> Bytes + Send + Sync + 'static,
+    ) -> Body {
+        let mut ticks = tokio::time::interval(every);
+        // A client that fell behind gets the current state, not a backlog.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Body::Events(Box::new(Events {
+            ticks,
+            render: Box::new(render),
+        }))
     }
 
     /// This body, recorded in the access log by `pending` once it is done.
@@ -97,6 +125,12 @@ impl http_body::Body for Body {
                 }
                 return poll;
             }
+            Body::Events(events) => {
+                if events.ticks.poll_tick(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Some(Ok((events.render)()))
+            }
             Body::OnStream(watched) => {
                 let (body, stream) = &mut **watched;
                 stream.polled();
@@ -118,6 +152,7 @@ impl http_body::Body for Body {
             Body::Metered(metered) => metered.0.is_end_stream(),
             Body::OnStream(watched) => watched.0.is_end_stream(),
             Body::Logged(logged) => logged.0.is_end_stream(),
+            Body::Events(_) => false,
         }
     }
 
@@ -131,6 +166,7 @@ impl http_body::Body for Body {
             Body::Metered(metered) => metered.0.size_hint(),
             Body::OnStream(watched) => watched.0.size_hint(),
             Body::Logged(logged) => logged.0.size_hint(),
+            Body::Events(_) => SizeHint::default(),
         }
     }
 }

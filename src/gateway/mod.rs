@@ -8,6 +8,7 @@ mod phases;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,16 @@ pub struct Gateway {
     access_log: AccessLog,
     /// Request and trace IDs for every request.
     ids: IdSource,
+    reloads: Mutex<ReloadStatus>,
+}
+
+/// Which config is serving, and how the last reload went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReloadStatus {
+    /// 0 for the config started with; one more for every config swapped in.
+    pub generation: u64,
+    /// When the last reload was tried, and whether it succeeded.
+    pub last: Option<(SystemTime, bool)>,
 }
 
 /// Why a gateway could not start.
@@ -71,6 +82,7 @@ impl Gateway {
             sessions: Arc::default(),
             access_log,
             ids: IdSource::default(),
+            reloads: Mutex::default(),
         }))
     }
 
@@ -108,11 +120,26 @@ impl Gateway {
             self.access_log.retarget(log_output(&next.model.access_log));
         }
         self.snapshot.store(next);
+        self.reloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation += 1;
         let replaced = std::mem::replace(
             &mut *self.checks.lock().unwrap_or_else(PoisonError::into_inner),
             checks,
         );
         replaced.cancel();
+    }
+
+    /// Notes a reload's outcome (a success has swapped its snapshot in).
+    pub fn reloaded(&self, ok: bool) {
+        let mut status = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        status.last = Some((SystemTime::now(), ok));
+    }
+
+    /// The config generation and the last reload's outcome.
+    pub fn reload_status(&self) -> ReloadStatus {
+        *self.reloads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `/readyz` answers 503 from now on.

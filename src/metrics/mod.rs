@@ -329,6 +329,11 @@ impl Metrics {
     }
 
     /// Everything, in the text exposition format.
+    /// Every family's current samples, for views other than the text format.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     pub fn encode(&self) -> String {
         let families = self.registry.gather();
         TextEncoder::new()

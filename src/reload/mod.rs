@@ -100,6 +100,7 @@ pub fn reload(path: &Path, server: &Server, gateway: &Arc<Gateway>) -> bool {
     if let Some(metrics) = gateway.metrics() {
         metrics.reloaded(ok);
     }
+    gateway.reloaded(ok);
     ok
 }
 

@@ -25,7 +25,7 @@ use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
-use crate::sessions::Sessions;
+use crate::sessions::{GatewayClose, Sessions};
 use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
 use backend_handshake::{Answer, ExchangeError};
 use handshake::Refusal;
@@ -219,8 +219,10 @@ pub async fn upgrade<B>(
     forwarding::strip_hop_by_hop(&mut parts.headers);
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
+    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
     // Listed before the 101 goes out, so a reload or drain from now on sees it.
-    let registration = cx.sessions.register(cx.route_name, &backend.url);
+    let registration = cx.sessions.register(cx.route_name, &backend.url, client_ip);
+    let sessions = Arc::clone(cx.sessions);
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
     let session = async move {
@@ -243,6 +245,16 @@ pub async fn upgrade<B>(
         });
         if let Some(meters) = meters {
             meters.session_ended(started.elapsed(), closing.initiator.as_str(), closing.code);
+        }
+        if let (Initiator::Gateway, Some(reason)) = (closing.initiator, closing.reason) {
+            sessions.closed_by_gateway(GatewayClose {
+                time: std::time::SystemTime::now(),
+                route: route_name.clone(),
+                backend: registration.session.backend.clone(),
+                client: client_ip,
+                code: closing.code,
+                reason,
+            });
         }
         if let Some(mut record) = record {
             let normal = matches!(closing.code, Some(1000 | 1001));

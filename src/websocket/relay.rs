@@ -444,6 +444,8 @@ struct Session<'a> {
     stats: SessionStats,
     /// The route's ping round-trip series.
     ping_rtt: Option<&'a Histogram>,
+    /// Where `/sessions` reads the totals so far.
+    live: &'a sessions::LiveTraffic,
 }
 
 /// Relays a session until both closing handshakes are done, a peer vanishes,
@@ -515,6 +517,7 @@ pub fn run<'a>(
         close_by: None,
         stats: SessionStats::default(),
         ping_rtt,
+        live: &control.traffic,
     };
     // The leftovers share hyper's read buffers: scan them, then let them go
     // here, or an idle session would keep two of those buffers alive.
@@ -772,6 +775,16 @@ impl<'a> Session<'a> {
         let scan = pump.scan(chunk, our_ping);
         // Per read batch, so open sessions show their traffic as it happens.
         pump.flush_tally();
+        let Traffic {
+            messages,
+            payload_bytes,
+            ..
+        } = pump.traffic;
+        match side {
+            Side::Client => self.live.set_client(messages, payload_bytes),
+            Side::Backend => self.live.set_backend(messages, payload_bytes),
+        }
+        let pump = self.pump(side);
         if pump.destination_failed {
             // Nobody to deliver to; keep reading so the source's close is seen.
             pump.fail_destination();

@@ -1,5 +1,8 @@
-//! The operator's listener: `/healthz`, `/readyz`, `/metrics` and
-//! `/config`. Never served on a public listener.
+//! The operator's listener: `/healthz`, `/readyz`, `/metrics`, `/config`,
+//! `/sessions`, and the live dashboard (`/` and its `/events`). Never
+//! served on a public listener.
+
+mod dashboard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +34,9 @@ pub async fn handle<B>(
         return Ok(response::method_not_allowed("GET, HEAD"));
     }
     let response = match req.uri().path() {
+        "/" => html(dashboard::PAGE),
+        "/events" => dashboard::events(Arc::clone(&gateway)),
+        "/sessions" => json(&sessions(&gateway, req.uri().query().unwrap_or(""))),
         // Liveness: the process answers, whatever it is doing.
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // Readiness: load balancers stop sending new work once draining starts.
@@ -47,14 +53,7 @@ pub async fn handle<B>(
             }
             None => response::status(StatusCode::NOT_FOUND),
         },
-        "/config" => {
-            let body = serde_json::to_vec_pretty(&running_config(&gateway)).unwrap_or_default();
-            let mut response = Response::new(Body::from(Bytes::from(body)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        "/config" => json(&running_config(&gateway)),
         _ => response::status(StatusCode::NOT_FOUND),
     };
     Ok(response)
@@ -82,6 +81,54 @@ fn running_config(gateway: &Gateway) -> RunningConfig {
         listeners: snapshot.model.listeners.clone(),
         routes,
     }
+}
+
+/// Sessions listed at most this many at a time.
+const MAX_SESSIONS_PAGE: usize = 1000;
+
+/// `GET /sessions?offset=N&limit=M`: live sessions, oldest first, a page
+/// at a time (100 by default, at most 1000).
+#[derive(Debug, serde::Serialize)]
+struct SessionsPage {
+    total: usize,
+    offset: usize,
+    sessions: Vec<crate::sessions::SessionView>,
+}
+
+fn sessions(gateway: &Gateway, query: &str) -> SessionsPage {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| value.parse::<usize>().ok())
+    };
+    let offset = param("offset").unwrap_or(0);
+    let limit = param("limit").unwrap_or(100).min(MAX_SESSIONS_PAGE);
+    let (total, sessions) = gateway.sessions().list(offset, limit);
+    SessionsPage {
+        total,
+        offset,
+        sessions,
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Body::from(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn html(page: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(page));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
