@@ -181,3 +181,66 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
+    blocking(|| {
+        run(Command::new("bash").arg(browser_dir().join("install.sh")));
+    })
+    .await;
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let config = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_in(test_dir(), &config).await;
+    let mut client = support::ws::connect(server.addr, "/chat").await;
+    let _ = backend.next().await; // the handshake
+    // Messages keep flowing while the page watches.
+    let chatter = tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        for i in 0..300 {
+            if client.send(Message::text(format!("m{i}"))).await.is_err() {
+                break;
+            }
+            let _ = client.next().await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        client
+    });
+
+    let listed = get(server.admin, "/sessions").await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.body).expect("JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(listed["sessions"][0]["route"], "chat");
+
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts directory");
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let home = test_dir();
+    let url = format!("http://{}/", server.admin);
+    let (shot, home_path) = (screenshot.clone(), home.path().to_owned());
+    let output = blocking(move || {
+        run(Command::new("node")
+            .arg(browser_dir().join("dashboard.mjs"))
+            .arg(&url)
+            .arg("chat")
+            .arg(&shot)
+            .arg(&home_path)
+            .env("FORCE_COLOR", "0"))
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("dashboard.mjs printed no JSON ({e}): {}", shorten(line)));
+    assert_ne!(report["before"], report["after"], "{report}");
+    assert_eq!(report["backendSessions"], "1", "{report}");
+    assert_eq!(report["foreign"], serde_json::json!([]), "nothing fetched from elsewhere");
+    let png = std::fs::read(&screenshot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", screenshot.display());
+    chatter.abort();
+}
+
