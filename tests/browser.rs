@@ -34,6 +34,28 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+/// Installs Chromium, certutil and playwright-core (tests/browser/install.sh);
+/// apt-get and npm take a while the first time, so off the runtime's threads.
+async fn install_browser() {
+    blocking(|| {
+        let script = browser_dir().join("install.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            output.status.success(),
+            "installing Chromium, certutil and playwright-core with {} failed ({}); \
+             this test needs them and is not skipped without them\n--- stdout\n{}\n--- stderr\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    })
+    .await;
+}
+
 /// A HOME whose NSS database trusts the CA in `ca_pem` to identify TLS
 /// servers, as Chromium on Linux reads it.
 fn home_trusting(ca_pem: &str) -> tempfile::TempDir {
@@ -88,24 +110,7 @@ fn shorten(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
-    // apt-get and npm take a while the first time; keep them off the runtime's threads.
-    blocking(|| {
-        let script = browser_dir().join("install.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            output.status.success(),
-            "installing Chromium, certutil and playwright-core with {} failed ({}); \
-             this test needs them and is not skipped without them\n--- stdout\n{}\n--- stderr\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-        );
-    })
-    .await;
+    install_browser().await;
 
     let ca = TestCa::new();
     let ca_pem = ca.pem.clone();
@@ -184,10 +189,7 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
-    blocking(|| {
-        run(Command::new("bash").arg(browser_dir().join("install.sh")));
-    })
-    .await;
+    install_browser().await;
     let mut backend = RecordingBackend::start(Behaviour::Echo).await;
     let config = format!(
         "[[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
@@ -197,7 +199,7 @@ async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
     let server = TestServer::start_in(test_dir(), &config).await;
     let mut client = support::ws::connect(server.addr, "/chat").await;
     let _ = backend.next().await; // the handshake
-    // Messages keep flowing while the page watches.
+                                  // Messages keep flowing while the page watches.
     let chatter = tokio::spawn(async move {
         use futures_util::{SinkExt, StreamExt};
         for i in 0..300 {
@@ -238,9 +240,16 @@ async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
         .unwrap_or_else(|e| panic!("dashboard.mjs printed no JSON ({e}): {}", shorten(line)));
     assert_ne!(report["before"], report["after"], "{report}");
     assert_eq!(report["backendSessions"], "1", "{report}");
-    assert_eq!(report["foreign"], serde_json::json!([]), "nothing fetched from elsewhere");
+    assert_eq!(
+        report["foreign"],
+        serde_json::json!([]),
+        "nothing fetched from elsewhere"
+    );
     let png = std::fs::read(&screenshot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", screenshot.display());
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a PNG at {}",
+        screenshot.display()
+    );
     chatter.abort();
 }
-

@@ -290,6 +290,16 @@ async fn the_handshake_reaches_the_backend_with_end_to_end_headers_only() {
     assert_eq!(seen["x-forwarded-host"], "public.example");
 }
 
+/// Reads a request head byte by byte, up to its blank line (or the end).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    head
+}
+
 /// A hand-written backend on 127.0.0.1:0: reads one request head, then
 /// writes `pieces` with a pause between them, then holds the connection.
 async fn scripted_backend(pieces: Vec<Vec<u8>>) -> std::net::SocketAddr {
@@ -297,11 +307,7 @@ async fn scripted_backend(pieces: Vec<Vec<u8>>) -> std::net::SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut stream).await;
         for piece in pieces {
             stream.write_all(&piece).await.expect("write");
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -634,11 +640,7 @@ async fn recording_raw_backend() -> (
     let keep = std::sync::Arc::clone(&received);
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut stream).await;
         let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                       Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         stream.write_all(answer.as_bytes()).await.expect("101");
@@ -748,11 +750,7 @@ async fn a_backend_refusal_whose_body_stalls_is_cut_off() {
     let backend_addr = backend.local_addr().expect("addr");
     let stalling = tokio::spawn(async move {
         let (mut stream, _) = backend.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut stream).await;
         let refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot all of it";
         stream.write_all(refusal).await.expect("write refusal");
         // Never the rest: hold the connection open.

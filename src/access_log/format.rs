@@ -160,40 +160,19 @@ fn write_text(line: &mut String, value: &Value<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::Duration;
 
-    use super::super::record::Kind;
     use super::*;
 
     fn record() -> Record {
         Record {
-            kind: Kind::Request,
-            time: UNIX_EPOCH + Duration::from_millis(1_796_406_000_123),
-            remote_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            remote_port: 50000,
-            listener: None,
-            tls: None,
-            protocol: "HTTP/1.1",
-            method: "GET".into(),
             host: Some("example.com".into()),
             path: "/a\"b\n\u{1}é".into(),
-            status: 200,
             bytes_sent: 5,
             duration: Duration::from_micros(1500),
-            ttfb: None,
             route: Some("site".into()),
-            backend: None,
-            attempts: None,
-            upstream_status: None,
-            error: None,
-            reason: None,
-            request_id: None,
-            trace_id: None,
-            span_id: None,
             user_agent: Some("curl/8".into()),
-            referer: None,
-            session: None,
+            ..Record::example()
         }
     }
 

@@ -330,33 +330,6 @@ mod tests {
     }
 
     fn test_record() -> Record {
-        Record {
-            kind: Kind::Request,
-            time: std::time::SystemTime::now(),
-            remote_addr: std::net::Ipv4Addr::LOCALHOST.into(),
-            remote_port: 1,
-            listener: None,
-            tls: None,
-            protocol: "HTTP/1.1",
-            method: "GET".into(),
-            host: None,
-            path: "/".into(),
-            status: 200,
-            bytes_sent: 0,
-            duration: Duration::ZERO,
-            ttfb: None,
-            route: None,
-            backend: None,
-            attempts: None,
-            upstream_status: None,
-            error: None,
-            reason: None,
-            request_id: None,
-            trace_id: None,
-            span_id: None,
-            user_agent: None,
-            referer: None,
-            session: None,
-        }
+        Record::example()
     }
 }

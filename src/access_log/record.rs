@@ -321,6 +321,41 @@ fn owned_text(text: &Option<String>) -> Option<Value<'_>> {
     text.as_deref().map(|text| Value::Text(Cow::Borrowed(text)))
 }
 
+#[cfg(test)]
+impl Record {
+    /// A `GET /` answered 200, with nothing else known: for tests to vary.
+    pub fn example() -> Record {
+        Record {
+            kind: Kind::Request,
+            time: UNIX_EPOCH + Duration::from_millis(1_796_406_000_123),
+            remote_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            remote_port: 50000,
+            listener: None,
+            tls: None,
+            protocol: "HTTP/1.1",
+            method: "GET".into(),
+            host: None,
+            path: "/".into(),
+            status: 200,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            ttfb: None,
+            route: None,
+            backend: None,
+            attempts: None,
+            upstream_status: None,
+            error: None,
+            reason: None,
+            request_id: None,
+            trace_id: None,
+            span_id: None,
+            user_agent: None,
+            referer: None,
+            session: None,
+        }
+    }
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, marked with
 /// `...` when cut.
 pub fn bounded(text: &str, max: usize) -> String {

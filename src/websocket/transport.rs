@@ -109,22 +109,34 @@ impl Transport {
     }
 }
 
-/// One read from the socket. A read that leaves room in the buffer drained
-/// the socket: report "would block" to tokio so it clears the readiness now,
-/// instead of paying for a second read that would only say so. Edge-triggered
-/// epoll wakes the task again when more bytes arrive, and a closed socket
-/// stays readable.
+/// One read from the socket into `buffer`'s spare capacity.
 fn read_plain(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
-    let mut read = 0;
+    read_draining(stream, || {
+        let read = stream.try_read_buf(buffer)?;
+        Ok((read, buffer.len() < buffer.capacity()))
+    })
+}
+
+/// One read by `read`, which says how many bytes it got and whether it
+/// left room. A read that leaves room drained the socket: report "would
+/// block" to tokio so it clears the readiness now, instead of paying for a
+/// second read that would only say so. Edge-triggered epoll wakes the task
+/// again when more bytes arrive, and a closed socket stays readable.
+fn read_draining(
+    stream: &TcpStream,
+    mut read: impl FnMut() -> io::Result<(usize, bool)>,
+) -> io::Result<usize> {
+    let mut got = 0;
     let outcome = stream.try_io(Interest::READABLE, || {
-        read = stream.try_read_buf(buffer)?;
-        if read > 0 && buffer.len() < buffer.capacity() {
+        let (read, room_left) = read()?;
+        got = read;
+        if read > 0 && room_left {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(())
     });
     match outcome {
-        _ if read > 0 => Ok(read),
+        _ if got > 0 => Ok(got),
         Ok(()) => Ok(0),
         Err(e) => Err(e),
     }
@@ -180,19 +192,11 @@ impl Read for SocketIo<'_> {
     /// the socket, so tokio's readiness is cleared now instead of by one
     /// more `recv` per message that would only say "empty".
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut read = 0;
-        let outcome = self.0.try_io(Interest::READABLE, || {
-            read = self.0.try_read(buf)?;
-            if read > 0 && read < buf.len() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match outcome {
-            _ if read > 0 => Ok(read),
-            Ok(()) => Ok(0),
-            Err(e) => Err(e),
-        }
+        let stream = self.0;
+        read_draining(stream, || {
+            let read = stream.try_read(buf)?;
+            Ok((read, read < buf.len()))
+        })
     }
 }
 

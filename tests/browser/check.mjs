@@ -6,7 +6,7 @@
 // HOME holds the NSS database (.pki/nssdb) that trusts the test CA: that is
 // how Chromium on Linux learns of user-added roots, so the browser verifies
 // the gateway's certificate for real.
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const [url, home] = process.argv.slice(2);
 if (!url || !home) {
@@ -16,24 +16,12 @@ if (!url || !home) {
 
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    env: { ...process.env, HOME: home },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      // QUIC would bypass the TCP listener under test.
-      '--disable-quic',
-      '--no-first-run',
-      // Otherwise Chromium's own background connections fail noisily here.
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // The gateway listens on 127.0.0.1 only; never try ::1 first.
-      '--host-resolver-rules=MAP localhost 127.0.0.1',
-    ],
-    timeout: 20_000,
-  });
+  browser = await launch(home, [
+    // QUIC would bypass the TCP listener under test.
+    '--disable-quic',
+    // The gateway listens on 127.0.0.1 only; never try ::1 first.
+    '--host-resolver-rules=MAP localhost 127.0.0.1',
+  ]);
   const page = await browser.newPage();
   const messages = [];
   page.on('console', (m) => messages.push(`${m.type()}: ${m.text()}`));

@@ -2,7 +2,7 @@
 // Chromium, waits until it shows `route` with one open session, then until
 // that route's message count moves, saves a screenshot, and prints what it
 // read as one JSON line. Usage: node dashboard.mjs URL ROUTE SCREENSHOT HOME
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const [url, route, screenshot, home] = process.argv.slice(2);
 if (!url || !route || !screenshot || !home) {
@@ -12,19 +12,7 @@ if (!url || !route || !screenshot || !home) {
 
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    env: { ...process.env, HOME: home },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 20_000,
-  });
+  browser = await launch(home);
   const page = await browser.newPage({ viewport: { width: 1400, height: 700 } });
   const log = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
