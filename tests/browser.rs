@@ -100,6 +100,24 @@ ws.onclose = (e) => {{ window.result ||= {{ error: `closed ${{e.code}} ${{e.reas
     )
 }
 
+/// Runs tests/browser/`script` with `args` and returns the JSON of its last
+/// line of output, and that line.
+async fn node_script(script: &'static str, args: Vec<String>) -> (serde_json::Value, String) {
+    let output = blocking(move || {
+        run(Command::new("node")
+            .arg(browser_dir().join(script))
+            .args(&args)
+            // Playwright's error call logs are for terminals; keep them plain.
+            .env("FORCE_COLOR", "0"))
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default().to_owned();
+    let report = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {}", shorten(&line)));
+    (report, line)
+}
+
 /// `text` cut short enough for an assertion message.
 fn shorten(text: &str) -> String {
     match text.char_indices().nth(400) {
@@ -139,36 +157,24 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
 
     // The name the certificate is for, not the address: Chromium checks it.
     let url = format!("https://localhost:{}/", server.addr.port());
-    let home_path = home.path().to_owned();
-    let output = blocking(move || {
-        run(Command::new("node")
-            .arg(browser_dir().join("check.mjs"))
-            .arg(&url)
-            .arg(&home_path)
-            // Playwright's error call logs are for terminals; keep them plain.
-            .env("FORCE_COLOR", "0"))
-    })
-    .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("check.mjs printed no JSON ({e}): {}", shorten(line)));
+    let home_path = home.path().to_str().expect("utf-8 path").to_owned();
+    let (report, line) = node_script("check.mjs", vec![url, home_path]).await;
     assert_eq!(
         report["protocol"],
         "h2",
         "the page's nextHopProtocol; check.mjs said {}",
-        shorten(line)
+        shorten(&line)
     );
     assert_eq!(
         report["websocketStatus"],
         101,
         "the WebSocket handshake's status (101 is HTTP/1.1); check.mjs said {}",
-        shorten(line)
+        shorten(&line)
     );
     assert!(
         report["result"]["echoes"] == serde_json::json!(messages),
         "the echoes the page received; check.mjs said {}",
-        shorten(line)
+        shorten(&line)
     );
 
     let Seen::Handshake(headers, target) = backend.next().await else {
@@ -223,21 +229,12 @@ async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
     let _ = std::fs::remove_file(&screenshot);
     let home = test_dir();
     let url = format!("http://{}/", server.admin);
-    let (shot, home_path) = (screenshot.clone(), home.path().to_owned());
-    let output = blocking(move || {
-        run(Command::new("node")
-            .arg(browser_dir().join("dashboard.mjs"))
-            .arg(&url)
-            .arg("chat")
-            .arg(&shot)
-            .arg(&home_path)
-            .env("FORCE_COLOR", "0"))
-    })
-    .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("dashboard.mjs printed no JSON ({e}): {}", shorten(line)));
+    let args = [url.as_str(), "chat"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([&screenshot, home.path()].map(|p| p.to_str().expect("utf-8 path").to_owned()))
+        .collect();
+    let (report, _) = node_script("dashboard.mjs", args).await;
     assert_ne!(report["before"], report["after"], "{report}");
     assert_eq!(report["backendSessions"], "1", "{report}");
     assert_eq!(
