@@ -254,6 +254,41 @@ async fn the_binary_writes_combined_lines_and_reopens_its_file_on_sigusr1() {
 }
 
 #[tokio::test]
+async fn the_binary_writes_a_template_line_per_request_and_per_session() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    let config = format!(
+        "[log]\naccess = \"access.log\"\n\
+         format = \"$type $status $route $close_code $closed_by $client_messages [$request]\"\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n",
+        backend.addr
+    );
+    let process = Process::start(dir.path(), &config, "");
+    let addr = process.addr().await;
+    assert_eq!(hit(addr, "/nowhere").await, 404);
+    let mut client = connect(addr, "/chat").await;
+    let _ = backend.next().await; // the handshake
+    client.send(Message::text("one")).await.expect("send");
+    assert_eq!(receive(&mut client).await, Message::text("one"));
+    // A close frame without a code: the record says 1005, as RFC 6455 §7.1.5 reports it.
+    client.close(None).await.expect("close");
+    let log = dir.path().join("access.log");
+    let text = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.lines().count() == 2)
+    })
+    .await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "request 404 - - - - [GET /nowhere HTTP/1.1]");
+    assert_eq!(
+        lines[1],
+        "session 101 chat 1005 client 1 [GET /chat HTTP/1.1]"
+    );
+}
+
+#[tokio::test]
 async fn a_reader_that_stalls_costs_log_lines_never_requests() {
     let dir = test_dir();
     let config = format!(
