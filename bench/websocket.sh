@@ -42,7 +42,9 @@
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
 #   NGINX_WORKERS [2], HAPROXY_THREADS [2]
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
-#   REFERENCE [nginx]  the references: `nginx` (nginx and HAProxy), or
+#   REFERENCE [nginx]  the references: `nginx` (nginx and HAProxy),
+#                    `log-on` for a second wsgate that writes its access
+#                    log (JSON lines to a file): what the log costs; or
 #                    `metrics-off` for a second wsgate with `[admin]
 #                    metrics = false`, which measures what the metrics cost
 #                    (the issue's targets printed then do not apply)
@@ -104,7 +106,7 @@ pick_ports() {
     WSGATE_PORT=${ports[1]}
     WSGATE_TLS_PORT=${ports[2]}
     ADMIN_PORT=${ports[3]}
-    # nginx listens here, or the metrics-off wsgate in its place.
+    # nginx listens here, or the reference wsgate in its place.
     NGINX_PORT=${ports[4]}
     NGINX_TLS_PORT=${ports[5]}
     REF_ADMIN_PORT=${ports[6]}
@@ -127,16 +129,21 @@ make_certificates() {
     cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/haproxy.pem"
 }
 
-# wsgate.toml for the gateway under test; wsgate-metrics-off.toml for the
-# metrics-off reference on the reference port.
+# wsgate.toml for the gateway under test; wsgate-reference.toml for the
+# metrics-off or log-on reference on the reference port.
 write_wsgate_config() {
-    wsgate_config "$WSGATE_PORT" "$WSGATE_TLS_PORT" "$ADMIN_PORT" true >"$TMP/wsgate.toml"
-    wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" false \
-        >"$TMP/wsgate-metrics-off.toml"
+    wsgate_config "$WSGATE_PORT" "$WSGATE_TLS_PORT" "$ADMIN_PORT" true '"off"' >"$TMP/wsgate.toml"
+    if [[ "$REFERENCE" == log-on ]]; then
+        wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" true "\"$TMP/access.log\"" \
+            >"$TMP/wsgate-reference.toml"
+    else
+        wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" false '"off"' \
+            >"$TMP/wsgate-reference.toml"
+    fi
 }
 
 wsgate_config() {
-    local port=$1 tls_port=$2 admin=$3 metrics=$4
+    local port=$1 tls_port=$2 admin=$3 metrics=$4 access=$5
     # ping_interval 0s: the gateway must not inject pings into the
     # measurements (nginx sends none either).
     cat <<EOF
@@ -151,9 +158,9 @@ tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
 bind = "127.0.0.1:$admin"
 metrics = $metrics
 
-# nginx and HAProxy log nothing here either.
+# nginx and HAProxy log nothing here either (but the log-on reference).
 [log]
-access = "off"
+access = $access
 
 [[routes]]
 name = "ws"
@@ -264,13 +271,13 @@ start_gateways() {
     fi
     "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
     WSGATE_PID=$!
-    "$WSGATE_BIN" --config "$TMP/wsgate-metrics-off.toml" >>"$TMP/wsgate-metrics-off.log" 2>&1 &
+    "$WSGATE_BIN" --config "$TMP/wsgate-reference.toml" >>"$TMP/wsgate-reference.log" 2>&1 &
     # Stopped and cleaned up through the same variable as nginx.
     NGINX_PID=$!
     wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
-    wait_ready metrics-off "$NGINX_PID" "$NGINX_PORT" "$TMP/wsgate-metrics-off.log"
+    wait_ready "$REFERENCE" "$NGINX_PID" "$NGINX_PORT" "$TMP/wsgate-reference.log"
     SERVERS=(--server "wsgate:$WSGATE_PORT:$WSGATE_TLS_PORT:$WSGATE_PID"
-        --server "metrics-off:$NGINX_PORT:$NGINX_TLS_PORT:$NGINX_PID")
+        --server "$REFERENCE:$NGINX_PORT:$NGINX_TLS_PORT:$NGINX_PID")
 }
 
 stop_gateways() {
@@ -297,8 +304,8 @@ main() {
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
     case "$REFERENCE" in
-    nginx | metrics-off) ;;
-    *) die "REFERENCE must be nginx or metrics-off, not $REFERENCE" ;;
+    nginx | metrics-off | log-on) ;;
+    *) die "REFERENCE must be nginx, log-on or metrics-off, not $REFERENCE" ;;
     esac
     install_missing_tools haproxy openssl
     install_perf
