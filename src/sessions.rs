@@ -260,16 +260,16 @@ impl Sessions {
     /// Live sessions oldest first, from `offset`, at most `limit` of
     /// them, and how many there are in all.
     pub fn list(&self, offset: usize, limit: usize) -> (usize, Vec<SessionView>) {
-        let live = self.live();
-        let mut ids: Vec<u64> = live.by_id.keys().copied().collect();
-        ids.sort_unstable();
+        // Sorted and formatted outside the lock that opening and closing
+        // sessions take.
+        let mut all = self.all();
+        all.sort_unstable_by_key(|(id, _)| *id);
         let now = Instant::now();
-        let page = ids
+        let page = all
             .iter()
             .skip(offset)
             .take(limit)
-            .filter_map(|id| live.by_id.get(id))
-            .map(|session| {
+            .map(|(_, session)| {
                 let traffic = &session.traffic;
                 SessionView {
                     route: session.route.clone(),
@@ -283,7 +283,16 @@ impl Sessions {
                 }
             })
             .collect();
-        (ids.len(), page)
+        (all.len(), page)
+    }
+
+    /// Every live session with its ID, copied out of the list.
+    fn all(&self) -> Vec<(u64, Arc<Session>)> {
+        let live = self.live();
+        live.by_id
+            .iter()
+            .map(|(id, session)| (*id, Arc::clone(session)))
+            .collect()
     }
 
     /// Notes a session the gateway closed, for the dashboard.
@@ -309,13 +318,17 @@ impl Sessions {
 
     /// Live sessions counted by (route, backend).
     pub fn counts(&self) -> HashMap<(String, String), usize> {
-        let mut counts = HashMap::new();
-        for session in self.live().by_id.values() {
+        let all = self.all();
+        let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+        for (_, session) in &all {
             *counts
-                .entry((session.route.clone(), session.backend.clone()))
+                .entry((&session.route, &session.backend))
                 .or_insert(0) += 1;
         }
         counts
+            .into_iter()
+            .map(|((route, backend), n)| ((route.to_owned(), backend.to_owned()), n))
+            .collect()
     }
 
     /// Asks the sessions `pick` chooses (it returns the close to send, or

@@ -6,9 +6,10 @@
 //! pool per thread, so idle sessions hold none and a busy one reuses a warm
 //! pipe instead of paying two system calls to make it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -17,10 +18,16 @@ use tokio::net::TcpStream;
 const PIPE_SIZE: libc::c_int = 256 * 1024;
 
 /// At most this many empty pipes are kept per thread; more are closed.
-const MAX_IDLE: usize = 16;
+/// Each charges its pages to the user's pipe quota even while empty.
+const MAX_IDLE: usize = 8;
+
+/// After the kernel refused a pipe its size, none is made for this long:
+/// the relay copies instead.
+const REFUSED_FOR: Duration = Duration::from_secs(10);
 
 thread_local! {
     static IDLE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    static REFUSED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// A non-blocking pipe, both ends owned.
@@ -40,9 +47,14 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and nothing else owns them.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; a refusal (the per-user
-        // pipe limits) leaves the default 64 KiB, which works, only slower.
-        let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // SAFETY: F_SETPIPE_SZ on a pipe we own. The kernel refuses it once
+        // the user's pipe quota (pipe-user-pages-soft) is used up, and then
+        // has given the pipe only two pages: slower than a copy, so it is
+        // closed again and the caller copies.
+        let sized = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        if sized < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Pipe { read, write })
     }
 
@@ -68,15 +80,22 @@ impl Pipe {
 /// can be made (out of descriptors: the caller copies through user space).
 pub fn take() -> Option<Pipe> {
     let reused = IDLE.try_with(|idle| idle.borrow_mut().pop()).ok().flatten();
-    match reused {
-        Some(pipe) => Some(pipe),
-        None => match Pipe::new() {
-            Ok(pipe) => Some(pipe),
-            Err(error) => {
-                tracing::debug!(%error, "no pipe for splice; copying instead");
-                None
-            }
-        },
+    if reused.is_some() {
+        return reused;
+    }
+    let refused = REFUSED_AT
+        .try_with(|at| at.get().is_some_and(|at| at.elapsed() < REFUSED_FOR))
+        .unwrap_or(false);
+    if refused {
+        return None;
+    }
+    match Pipe::new() {
+        Ok(pipe) => Some(pipe),
+        Err(error) => {
+            tracing::debug!(%error, "no pipe for splice; copying instead");
+            let _ = REFUSED_AT.try_with(|at| at.set(Some(Instant::now())));
+            None
+        }
     }
 }
 

@@ -13,7 +13,7 @@ mod record;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +24,19 @@ use prometheus::IntCounter;
 pub use format::{Format, UnknownField};
 pub use record::{
     bounded, header_text, rfc3339_millis, Kind, Record, SessionFacts, TlsFacts, UpstreamFacts,
-    MAX_PATH,
+    MAX_METHOD, MAX_PATH,
 };
 
 /// Lines waiting for the writer at most; more are dropped and counted.
 const QUEUE_LINES: usize = 16 * 1024;
+
+/// Bytes of lines waiting for the writer at most: hostile requests make
+/// long lines, and the queue must stay small whatever they send.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Room the queue keeps beyond its lines for reopen, retarget and flush,
+/// so a full queue never loses them.
+const CONTROL_ROOM: usize = 64;
 
 /// How often the writer may warn that it cannot write.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -70,6 +78,10 @@ pub struct AccessLog {
 
 struct Shared {
     queue: SyncSender<Message>,
+    /// Bytes of lines queued and not yet taken by the writer.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Lines queued and not yet taken by the writer.
+    queued_lines: Arc<AtomicUsize>,
     /// `None` while the log is off: nothing is rendered.
     format: ArcSwapOption<Format>,
     dropped: AtomicU64,
@@ -92,7 +104,10 @@ impl AccessLog {
         output: Option<(Target, Format)>,
         dropped: Option<IntCounter>,
     ) -> io::Result<AccessLog> {
-        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES + CONTROL_ROOM);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queued_lines = Arc::new(AtomicUsize::new(0));
+        let taken = (Arc::clone(&queued_bytes), Arc::clone(&queued_lines));
         let (target, format) = match output {
             Some((target, format)) => (Some(target), Some(Arc::new(format))),
             None => (None, None),
@@ -103,10 +118,12 @@ impl AccessLog {
         };
         std::thread::Builder::new()
             .name("wsgate-access-log".into())
-            .spawn(move || write_lines(lines, sink))?;
+            .spawn(move || write_lines(lines, sink, taken))?;
         Ok(AccessLog {
             shared: Arc::new(Shared {
                 queue,
+                queued_bytes,
+                queued_lines,
                 format: ArcSwapOption::new(format),
                 dropped: AtomicU64::new(0),
                 dropped_metric: dropped,
@@ -124,7 +141,23 @@ impl AccessLog {
         let Some(format) = self.shared.format.load_full() else {
             return;
         };
-        self.send(Message::Line(format.render(record)));
+        let line = format.render(record);
+        let len = line.len();
+        let shared = &self.shared;
+        let bytes = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let lines = shared.queued_lines.fetch_add(1, Ordering::Relaxed);
+        // Lines stop short of the channel's capacity, so control messages fit.
+        let accepted = bytes + len <= QUEUE_BYTES
+            && lines < QUEUE_LINES
+            && self.send(Message::Line(line)).is_ok();
+        if !accepted {
+            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            shared.queued_lines.fetch_sub(1, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(metric) = &shared.dropped_metric {
+                metric.inc();
+            }
+        }
     }
 
     /// Lines dropped since start because the writer was behind.
@@ -134,14 +167,14 @@ impl AccessLog {
 
     /// Closes and reopens the log file (after logrotate renamed it).
     pub fn reopen(&self) {
-        self.send(Message::Reopen);
+        self.control(Message::Reopen);
     }
 
     /// Writes what is queued, waiting at most `within` (at shutdown, so
     /// the last lines are not lost with the process).
     pub fn flush(&self, within: Duration) {
         let (done, wait) = mpsc::sync_channel(1);
-        self.send(Message::Flush(done));
+        self.control(Message::Flush(done));
         let _ = wait.recv_timeout(within);
     }
 
@@ -149,24 +182,25 @@ impl AccessLog {
     pub fn retarget(&self, output: Option<(Target, Format)>) {
         match output {
             Some((target, format)) => {
-                self.send(Message::Retarget(target));
+                self.control(Message::Retarget(target));
                 self.shared.format.store(Some(Arc::new(format)));
             }
             None => self.shared.format.store(None),
         }
     }
 
-    fn send(&self, message: Message) {
-        match self.shared.queue.try_send(message) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if let Some(metric) = &self.shared.dropped_metric {
-                    metric.inc();
-                }
-            }
-            // The writer thread is gone only if it panicked; nothing to do.
-            Err(TrySendError::Disconnected(_)) => {}
+    fn send(&self, message: Message) -> Result<(), TrySendError<Message>> {
+        self.shared.queue.try_send(message)
+    }
+
+    /// Queues a control message in the room lines leave free; only a
+    /// flood of control messages (64 signals before the writer's next
+    /// batch) could lose one, and then an equal one is already queued.
+    fn control(&self, message: Message) {
+        if let Err(TrySendError::Full(_)) = self.send(message) {
+            tracing::warn!(
+                "access log: too many reopen or reload requests at once; one was dropped"
+            );
         }
     }
 }
@@ -233,7 +267,11 @@ impl Sink {
 /// The writer thread: waits for a first line, lets more gather for
 /// [`BATCH_WINDOW`] (senders do not wake a thread that is not waiting), then
 /// writes them all and flushes once; until every handle is gone.
-fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
+fn write_lines(
+    lines: Receiver<Message>,
+    mut sink: Sink,
+    (queued_bytes, queued_lines): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
     let mut last_warning: Option<Instant> = None;
     let mut warn = |what: &str, error: &io::Error| {
         if last_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
@@ -251,6 +289,8 @@ fn write_lines(lines: Receiver<Message>, mut sink: Sink) {
             match message {
                 Message::Flush(done) => flushed.push(done),
                 Message::Line(line) => {
+                    queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
+                    queued_lines.fetch_sub(1, Ordering::Relaxed);
                     if let Some(out) = sink.writer() {
                         if let Err(error) = out.write_all(&line) {
                             warn("cannot write", &error);

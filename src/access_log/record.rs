@@ -15,6 +15,9 @@ pub const MAX_PATH: usize = 2048;
 /// The longest header value (user agent, referer) a record keeps, in bytes.
 pub const MAX_HEADER: usize = 512;
 
+/// The longest method a record keeps, in bytes.
+pub const MAX_METHOD: usize = 32;
+
 /// What a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -4,6 +4,7 @@
 //! as JSON once a second. The page turns the running totals into rates.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,9 +24,32 @@ pub const PAGE: &str = include_str!("dashboard.html");
 /// How often the stream sends the state.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The event stream of the gateway's state, until the page goes away.
-pub fn events(gateway: Arc<Gateway>) -> Response<Body> {
+/// Event streams open at once: each holds one of the admin listener's
+/// connection slots for as long as its page is open, and `/healthz` must
+/// keep a slot.
+const MAX_STREAMS: usize = 8;
+
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts an open stream until the stream's body is dropped.
+struct StreamSlot;
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The event stream of the gateway's state, until the page goes away;
+/// `None` when [`MAX_STREAMS`] are open already.
+pub fn events(gateway: Arc<Gateway>) -> Option<Response<Body>> {
+    if STREAMS.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+        STREAMS.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    let slot = StreamSlot;
     let body = Body::events(EVERY, move || {
+        let _open = &slot;
         let state = serde_json::to_string(&state(&gateway)).unwrap_or_default();
         Bytes::from(format!("data: {state}\n\n"))
     });
@@ -33,7 +57,7 @@ pub fn events(gateway: Arc<Gateway>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Some(response)
 }
 
 /// What the page shows, as running totals.

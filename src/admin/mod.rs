@@ -35,7 +35,12 @@ pub async fn handle<B>(
     }
     let response = match req.uri().path() {
         "/" => html(dashboard::PAGE),
-        "/events" => dashboard::events(Arc::clone(&gateway)),
+        "/events" => dashboard::events(Arc::clone(&gateway)).unwrap_or_else(|| {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many dashboards open\n",
+            )
+        }),
         "/sessions" => json(&sessions(&gateway, req.uri().query().unwrap_or(""))),
         // Liveness: the process answers, whatever it is doing.
         "/healthz" => text(StatusCode::OK, "ok\n"),

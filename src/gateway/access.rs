@@ -9,7 +9,7 @@ use http::header::{HOST, REFERER, USER_AGENT};
 use http::{Request, Response, Version};
 
 use crate::access_log::{
-    bounded, header_text, AccessLog, Kind, Pending, Record, UpstreamFacts, MAX_PATH,
+    bounded, header_text, AccessLog, Kind, Pending, Record, UpstreamFacts, MAX_METHOD, MAX_PATH,
 };
 use crate::body::Body;
 use crate::connection::ClientConnection;
@@ -46,7 +46,8 @@ pub(super) fn capture<B>(
         listener: client.local,
         tls: client.tls_facts.clone(),
         protocol: protocol_name(req.version()),
-        method: req.method().as_str().to_owned(),
+        // Extension methods are any token hyper accepted: bounded too.
+        method: bounded(req.method().as_str(), MAX_METHOD),
         host,
         path: bounded(target, MAX_PATH),
         status: 0,

@@ -229,6 +229,11 @@ pub async fn upgrade<B>(
         let _client = client;
         let _busy = busy;
         let Some(client) = client_peer(client_upgrade.await) else {
+            // The 101 was answered but the connection never became a session.
+            if let Some(mut record) = record {
+                record.reason = Some("client upgrade failed");
+                access_log.write(&record);
+            }
             return;
         };
         let meters = route.meters.as_ref();
