@@ -73,6 +73,7 @@ pub async fn handle(
     client: Arc<ClientConnection>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let snapshot = gateway.snapshot();
     let trusted = snapshot
         .model
@@ -84,7 +85,7 @@ pub async fn handle(
         .is_on()
         .then(|| access::capture(&req, &client, &snapshot, &ids));
     let mut cx = RequestContext {
-        started: Instant::now(),
+        started,
         method: req.method().clone(),
         client,
         snapshot: &snapshot,
