@@ -2,7 +2,6 @@
 //! operator's template of `$field` names and literal text.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use super::record::{Field, Record, Value};
 
@@ -117,15 +116,28 @@ fn render_json(record: &Record, line: &mut Vec<u8>) {
         line.extend_from_slice(b"\":");
         match value {
             Value::Text(text) => push_json_string(line, &text),
-            Value::Number(n) => {
-                let _ = write!(line, "{n}");
+            Value::Number(_) | Value::Millis(_) => {
+                let _ = value.write_plain(&mut Utf8(line));
             }
-            Value::Millis(duration) => {
-                let _ = write!(line, "{:.3}", duration.as_secs_f64() * 1000.0);
+            // Strings whose characters never need escaping.
+            Value::Time(_) | Value::Ip(_) | Value::Socket(_) => {
+                line.push(b'"');
+                let _ = value.write_plain(&mut Utf8(line));
+                line.push(b'"');
             }
         }
     }
     line.push(b'}');
+}
+
+/// `fmt::Write` into a byte line, so plain values are written in place.
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
 }
 
 fn push_json_string(line: &mut Vec<u8>, text: &str) {
@@ -149,11 +161,8 @@ fn write_text(line: &mut String, value: &Value<'_>) {
                 }
             }
         }
-        Value::Number(n) => {
-            let _ = write!(line, "{n}");
-        }
-        Value::Millis(duration) => {
-            let _ = write!(line, "{:.3}", duration.as_secs_f64() * 1000.0);
+        other => {
+            let _ = other.write_plain(line);
         }
     }
 }

@@ -4,7 +4,6 @@
 //! [`Field`] list, so a field has one name and one value everywhere.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -257,6 +256,28 @@ pub enum Value<'a> {
     Number(u64),
     /// Milliseconds, written with three decimals.
     Millis(Duration),
+    /// RFC 3339 in UTC with milliseconds.
+    Time(SystemTime),
+    Ip(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl Value<'_> {
+    /// Writes a value that needs no escaping (all but `Text`) to `out`.
+    pub fn write_plain(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        match self {
+            Value::Text(text) => out.write_str(text),
+            Value::Number(n) => write!(out, "{n}"),
+            // Integer arithmetic: exact float formatting costs more than the rest of a line.
+            Value::Millis(duration) => {
+                let micros = duration.as_micros();
+                write!(out, "{}.{:03}", micros / 1000, micros % 1000)
+            }
+            Value::Time(time) => write_rfc3339_millis(out, *time),
+            Value::Ip(ip) => write!(out, "{ip}"),
+            Value::Socket(addr) => write!(out, "{addr}"),
+        }
+    }
 }
 
 impl Record {
@@ -266,17 +287,15 @@ impl Record {
         let session = self.session.as_ref();
         let tls = self.tls.as_ref();
         match field {
-            Field::Time => Some(Value::Text(Cow::Owned(rfc3339_millis(self.time)))),
+            Field::Time => Some(Value::Time(self.time)),
             Field::TimeLocal => Some(Value::Text(Cow::Owned(common_log_time(self.time)))),
             Field::Type => text(match self.kind {
                 Kind::Request => "request",
                 Kind::Session => "session",
             }),
-            Field::RemoteAddr => Some(Value::Text(Cow::Owned(self.remote_addr.to_string()))),
+            Field::RemoteAddr => Some(Value::Ip(self.remote_addr)),
             Field::RemotePort => Some(Value::Number(self.remote_port.into())),
-            Field::Listener => self
-                .listener
-                .map(|addr| Value::Text(Cow::Owned(addr.to_string()))),
+            Field::Listener => self.listener.map(Value::Socket),
             Field::TlsVersion => tls.and_then(|tls| tls.version).and_then(text),
             Field::Alpn => tls.and_then(|tls| owned_text(&tls.alpn)),
             Field::Sni => tls.and_then(|tls| owned_text(&tls.sni)),
@@ -380,10 +399,15 @@ pub fn header_text(bytes: &[u8]) -> String {
 
 /// `2026-12-04T17:40:00.123Z`.
 pub fn rfc3339_millis(time: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    let _ = write_rfc3339_millis(&mut out, time);
+    out
+}
+
+fn write_rfc3339_millis(out: &mut impl std::fmt::Write, time: SystemTime) -> std::fmt::Result {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (date, secs) = civil(since.as_secs());
-    let mut out = String::with_capacity(24);
-    let _ = write!(
+    write!(
         out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         date.0,
@@ -393,8 +417,7 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
         secs / 60 % 60,
         secs % 60,
         since.subsec_millis()
-    );
-    out
+    )
 }
 
 /// `04/Dec/2026:17:40:00 +0000`: the common log format's time, in UTC.
