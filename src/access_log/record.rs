@@ -267,11 +267,13 @@ impl Value<'_> {
     pub fn write_plain(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         match self {
             Value::Text(text) => out.write_str(text),
-            Value::Number(n) => write!(out, "{n}"),
+            Value::Number(n) => decimal(out, *n, 1),
             // Integer arithmetic: exact float formatting costs more than the rest of a line.
             Value::Millis(duration) => {
-                let micros = duration.as_micros();
-                write!(out, "{}.{:03}", micros / 1000, micros % 1000)
+                let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+                decimal(out, micros / 1000, 1)?;
+                out.write_char('.')?;
+                decimal(out, micros % 1000, 3)
             }
             Value::Time(time) => write_rfc3339_millis(out, *time),
             Value::Ip(ip) => write!(out, "{ip}"),
@@ -406,18 +408,39 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
 
 fn write_rfc3339_millis(out: &mut impl std::fmt::Write, time: SystemTime) -> std::fmt::Result {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (date, secs) = civil(since.as_secs());
-    write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        date.0,
-        date.1,
-        date.2,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        since.subsec_millis()
-    )
+    let ((year, month, day), secs) = civil(since.as_secs());
+    let parts = [
+        (year, 4, '-'),
+        (month.into(), 2, '-'),
+        (day.into(), 2, 'T'),
+        (secs / 3600, 2, ':'),
+        (secs / 60 % 60, 2, ':'),
+        (secs % 60, 2, '.'),
+        (since.subsec_millis().into(), 3, 'Z'),
+    ];
+    for (value, width, after) in parts {
+        decimal(out, value, width)?;
+        out.write_char(after)?;
+    }
+    Ok(())
+}
+
+/// `value` in decimal, zero-padded to `width` digits: by hand, because the
+/// formatting machinery costs a noticeable part of a log line.
+fn decimal(out: &mut impl std::fmt::Write, mut value: u64, width: usize) -> std::fmt::Result {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    let start = start.min(digits.len() - width.min(digits.len()));
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"))
 }
 
 /// `04/Dec/2026:17:40:00 +0000`: the common log format's time, in UTC.
@@ -464,6 +487,23 @@ mod tests {
         // A leap day.
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn decimals_are_padded_and_durations_have_three_places() {
+        let text = |value: Value<'_>| {
+            let mut out = String::new();
+            value.write_plain(&mut out).expect("write");
+            out
+        };
+        assert_eq!(text(Value::Number(0)), "0");
+        assert_eq!(text(Value::Number(u64::MAX)), u64::MAX.to_string());
+        assert_eq!(text(Value::Millis(Duration::from_micros(1500))), "1.500");
+        assert_eq!(
+            text(Value::Millis(Duration::from_micros(12_345_007))),
+            "12345.007"
+        );
+        assert_eq!(text(Value::Millis(Duration::ZERO)), "0.000");
     }
 
     #[test]
