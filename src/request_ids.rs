@@ -58,14 +58,30 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The identifiers a request carries from here on.
+/// The identifiers a request carries from here on. The trace and span IDs
+/// stay on the stack: only a request that is logged copies them.
 #[derive(Debug, Clone)]
 pub struct Ids {
     pub request_id: HeaderValue,
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+}
+
+impl Ids {
     /// 32 lowercase hex digits.
-    pub trace_id: String,
+    pub fn trace_id(&self) -> &str {
+        ascii(&self.trace_id)
+    }
+
     /// This hop's span: 16 lowercase hex digits.
-    pub span_id: String,
+    pub fn span_id(&self) -> &str {
+        ascii(&self.span_id)
+    }
+}
+
+/// Hex digits as text; they are ASCII by construction.
+fn ascii(digits: &[u8]) -> &str {
+    std::str::from_utf8(digits).unwrap_or("")
 }
 
 /// Sets the request's `X-Request-Id` and `traceparent` as the backend will
@@ -76,7 +92,7 @@ pub fn assign(headers: &mut HeaderMap, trusted: bool, source: &IdSource) -> Ids 
         .flatten()
         .filter(|id| is_usable_id(id.as_bytes()))
         .cloned()
-        .unwrap_or_else(|| hex_value(&hex64(source.next())));
+        .unwrap_or_else(|| header_value(&hex64(source.next())));
     let parent = trusted
         .then(|| single(headers, &TRACEPARENT))
         .flatten()
@@ -86,15 +102,20 @@ pub fn assign(headers: &mut HeaderMap, trusted: bool, source: &IdSource) -> Ids 
         Some(parent) => (parent.trace_id, parent.flags),
         None => {
             headers.remove(&TRACESTATE);
-            let trace_id = format!("{}{}", hex64(source.next()), hex64(source.next()));
-            (trace_id, "00".to_owned())
+            let mut trace_id = [0; 32];
+            trace_id[..16].copy_from_slice(&hex64(source.next()));
+            trace_id[16..].copy_from_slice(&hex64(source.next()));
+            (trace_id, *b"00")
         }
     };
+    // 00-<trace-id>-<span-id>-<flags>, built in place.
+    let mut traceparent = [b'-'; 55];
+    traceparent[..2].copy_from_slice(b"00");
+    traceparent[3..35].copy_from_slice(&trace_id);
+    traceparent[36..52].copy_from_slice(&span_id);
+    traceparent[53..].copy_from_slice(&flags);
     headers.insert(REQUEST_ID.clone(), request_id.clone());
-    headers.insert(
-        TRACEPARENT.clone(),
-        hex_value(&format!("00-{trace_id}-{span_id}-{flags}")),
-    );
+    headers.insert(TRACEPARENT.clone(), header_value(&traceparent));
     Ids {
         request_id,
         trace_id,
@@ -118,8 +139,8 @@ fn is_usable_id(id: &[u8]) -> bool {
 /// What a valid `traceparent` (version 00) carries forward.
 #[derive(Debug, PartialEq, Eq)]
 struct Parent {
-    trace_id: String,
-    flags: String,
+    trace_id: [u8; 32],
+    flags: [u8; 2],
 }
 
 /// `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, lowercase, with
@@ -141,25 +162,32 @@ fn parse_traceparent(value: &[u8]) -> Option<Parent> {
         && lower_hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && parent_id.bytes().any(|b| b != b'0');
-    valid.then(|| Parent {
-        trace_id: trace_id.to_owned(),
-        flags: flags.to_owned(),
-    })
+    if !valid {
+        return None;
+    }
+    // The lengths were checked above.
+    let mut parent = Parent {
+        trace_id: [0; 32],
+        flags: [0; 2],
+    };
+    parent.trace_id.copy_from_slice(trace_id.as_bytes());
+    parent.flags.copy_from_slice(flags.as_bytes());
+    Some(parent)
 }
 
 /// 16 lowercase hex digits, without the formatting machinery (four IDs a request).
-fn hex64(value: u64) -> String {
+fn hex64(value: u64) -> [u8; 16] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let text: Vec<u8> = (0..16)
-        .rev()
-        .map(|nibble| DIGITS[((value >> (nibble * 4)) & 0xF) as usize])
-        .collect();
-    String::from_utf8(text).unwrap_or_default()
+    let mut text = [0; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> ((15 - i) * 4)) & 0xF) as usize];
+    }
+    text
 }
 
-fn hex_value(text: &str) -> HeaderValue {
+fn header_value(bytes: &[u8]) -> HeaderValue {
     // Only hex digits and dashes: always a valid header value.
-    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(bytes).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
@@ -172,7 +200,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
             let id = hex64(source.next());
-            assert_eq!(id.len(), 16);
+            assert!(id.iter().all(u8::is_ascii_hexdigit));
             assert!(seen.insert(id), "an ID repeated");
         }
     }
@@ -188,15 +216,15 @@ mod tests {
         let mut untrusted = headers.clone();
 
         let ids = assign(&mut headers, true, &source);
-        assert_eq!(ids.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ids.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ids.request_id, "abc-123");
         let sent = headers[&TRACEPARENT].to_str().expect("ascii");
-        assert_eq!(sent, format!("00-{}-{}-01", ids.trace_id, ids.span_id));
-        assert_ne!(ids.span_id, "00f067aa0ba902b7", "a new span");
+        assert_eq!(sent, format!("00-{}-{}-01", ids.trace_id(), ids.span_id()));
+        assert_ne!(ids.span_id(), "00f067aa0ba902b7", "a new span");
         assert!(headers.contains_key(&TRACESTATE));
 
         let ids = assign(&mut untrusted, false, &source);
-        assert_ne!(ids.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(ids.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(ids.request_id, "abc-123");
         assert!(!untrusted.contains_key(&TRACESTATE));
         let sent = untrusted[&TRACEPARENT].to_str().expect("ascii").to_owned();

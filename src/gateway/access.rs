@@ -22,7 +22,7 @@ pub(super) fn capture<B>(
     req: &Request<B>,
     client: &ClientConnection,
     snapshot: &Snapshot,
-    ids: Ids,
+    ids: &Ids,
 ) -> Box<Record> {
     let headers = req.headers();
     let header = |name| headers.get(name).map(|value| header_text(value.as_bytes()));
@@ -61,8 +61,8 @@ pub(super) fn capture<B>(
         error: None,
         reason: None,
         request_id: ids.request_id.to_str().ok().map(str::to_owned),
-        trace_id: Some(ids.trace_id),
-        span_id: Some(ids.span_id),
+        trace_id: Some(ids.trace_id().to_owned()),
+        span_id: Some(ids.span_id().to_owned()),
         user_agent: header(USER_AGENT),
         referer: header(REFERER),
         session: None,

@@ -80,11 +80,10 @@ pub async fn handle(
         .trusted_proxies
         .trusts(client.addr.ip().to_canonical());
     let ids = request_ids::assign(req.headers_mut(), trusted, &gateway.ids);
-    let request_id = ids.request_id.clone();
     let record = gateway
         .access_log()
         .is_on()
-        .then(|| access::capture(&req, &client, &snapshot, ids));
+        .then(|| access::capture(&req, &client, &snapshot, &ids));
     let mut cx = RequestContext {
         started,
         method: req.method().clone(),
@@ -98,7 +97,7 @@ pub async fn handle(
     // The client can quote it in a report; the backend and the log have it too.
     response
         .headers_mut()
-        .insert(request_ids::REQUEST_ID.clone(), request_id);
+        .insert(request_ids::REQUEST_ID.clone(), ids.request_id);
     Ok(log(&gateway, &mut cx, response))
 }
 

@@ -7,6 +7,7 @@ pub mod handshake;
 pub mod relay;
 mod transport;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,8 @@ pub async fn upgrade<B>(
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.starting();
     let client = Arc::clone(&cx.client);
-    let (answer, backend) = match handshake_with_backends(&req, route, &cx).await {
+    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
+    let (answer, backend) = match handshake_with_backends(&req, route, &cx, client_ip).await {
         Ok(answered) => answered,
         Err(error) => {
             warn_throttled!(
@@ -211,7 +213,8 @@ pub async fn upgrade<B>(
         record.backend = Some(backend.url.clone());
         record
     });
-    let negotiated = Negotiated::of(&parts.headers);
+    // Read only for a session that will be logged.
+    let negotiated = record.as_ref().map(|_| Negotiated::of(&parts.headers));
     let (access_log, errors_only) = (cx.access_log.clone(), cx.errors_only);
     let (policy, allowed_rsv) = (route.policy, handshake::negotiated_rsv(&parts.headers));
     let (backend_socket, backend_tls) = backend_stream.into_parts();
@@ -219,7 +222,6 @@ pub async fn upgrade<B>(
     forwarding::strip_hop_by_hop(&mut parts.headers);
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
-    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
     // Listed before the 101 goes out, so a reload or drain from now on sees it.
     let registration = cx.sessions.register(cx.route_name, &backend.url, client_ip);
     let sessions = Arc::clone(cx.sessions);
@@ -265,6 +267,7 @@ pub async fn upgrade<B>(
             let normal = matches!(closing.code, Some(1000 | 1001));
             if !errors_only || !normal {
                 record.kind = Kind::Session;
+                let negotiated = negotiated.unwrap_or_default();
                 record.session = Some(SessionFacts {
                     duration: started.elapsed(),
                     client_messages: stats.client_to_backend.messages,
@@ -327,6 +330,7 @@ where
 }
 
 /// The subprotocol and extensions the backend's 101 chose, for the log.
+#[derive(Default)]
 struct Negotiated {
     subprotocol: Option<String>,
     extensions: Option<String>,
@@ -367,9 +371,9 @@ async fn handshake_with_backends<'r, B>(
     req: &Request<B>,
     route: &'r WebSocketRoute,
     cx: &UpgradeContext<'_>,
+    client_ip: IpAddr,
 ) -> Result<(Answer, &'r Arc<Backend>), UpstreamError> {
     let pool = &route.backends;
-    let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
     let order = pool.order(req.headers(), client_ip);
     if order.is_empty() {
         return Err(UpstreamError::Connect(pool.none_healthy()));
