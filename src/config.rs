@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::model::Model;
 
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 pub use validate::{ConfigError, DEFAULT_ADMIN_BIND};
 
 /// `[[listeners]]`: one socket that accepts client connections.
@@ -28,6 +28,10 @@ pub struct RawListener {
     pub tls: Option<Spanned<RawTls>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub https_port: Option<Spanned<i64>>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: Option<Spanned<bool>>,
+    pub request_rate: Option<Spanned<String>>,
+    pub request_burst: Option<Spanned<i64>>,
 }
 
 /// `tls = { ... }` on a listener: one certificate, or several picked by SNI.
@@ -70,6 +74,9 @@ pub struct RawServer {
     pub drain_spread: Option<Spanned<String>>,
     pub reload_grace: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
+    pub max_connections_per_client: Option<Spanned<i64>>,
+    pub client_ipv6_prefix: Option<Spanned<i64>>,
+    pub max_tracked_clients: Option<Spanned<i64>>,
     pub file_cache_size: Option<Spanned<String>>,
     pub file_cache_max_file: Option<Spanned<String>>,
 }
@@ -90,6 +97,8 @@ pub struct RawRoute {
     pub access_log: Option<Spanned<String>>,
     /// Whether logged paths keep their query string.
     pub log_query: Option<bool>,
+    pub request_rate: Option<Spanned<String>>,
+    pub request_burst: Option<Spanned<i64>>,
 }
 
 /// `[log]`: the access log.
@@ -124,6 +133,18 @@ pub struct RawWebSocket {
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub handshake_rate: Option<Spanned<String>>,
+    pub handshake_burst: Option<Spanned<i64>>,
+    pub max_sessions_per_client: Option<Spanned<i64>>,
+    pub client_message_rate: Option<Spanned<String>>,
+    pub client_message_burst: Option<Spanned<i64>>,
+    pub client_byte_rate: Option<Spanned<String>>,
+    pub client_byte_burst: Option<Spanned<String>>,
+    /// `"slow"` or `"close"`.
+    pub rate_exceeded: Option<Spanned<String>>,
+    pub rate_exceeded_grace: Option<Spanned<String>>,
+    pub max_session_duration: Option<Spanned<String>>,
+    pub max_session_duration_code: Option<Spanned<i64>>,
 }
 
 fn no_origins() -> Spanned<Vec<Spanned<String>>> {

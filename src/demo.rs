@@ -26,6 +26,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         content: Some(Content::Page(Page::Demo)),
         websocket: None,
         logging: Default::default(),
+        request_rate: None,
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -37,6 +38,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
             echo_backend.into_iter().collect(),
         ))),
         logging: Default::default(),
+        request_rate: None,
     };
     Model {
         listeners: vec![Listener::plain(bind)],

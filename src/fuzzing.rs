@@ -51,3 +51,21 @@ pub fn range(range: &[u8], if_range: &[u8], len: u64) {
         assert!(span.start() <= span.end() && *span.end() < len);
     }
 }
+
+/// The PROXY protocol parser: a header inside the input, and an answer that
+/// more bytes never change (every prefix gets "need more" or the same
+/// answer, and a header is not complete before its last byte).
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy_protocol::parse;
+    let whole = parse(data);
+    if let Ok(Some((len, _))) = whole {
+        assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
+    }
+    for cut in 0..data.len() {
+        let prefix = parse(&data[..cut]);
+        match whole {
+            Ok(Some((len, _))) if cut < len => assert_eq!(prefix, Ok(None)),
+            _ => assert!(prefix == Ok(None) || prefix == whole, "{prefix:?} at {cut}"),
+        }
+    }
+}

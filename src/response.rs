@@ -1,7 +1,9 @@
 //! Small responses the gateway writes itself: errors, redirects, refusals.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use std::time::Duration;
+
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
@@ -31,6 +33,20 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// 429 (RFC 6585 §4): the client sent too much; with `retry_after`, when
+/// to try again, in whole seconds rounded up so a client that waits that
+/// long is let through.
+pub fn too_many_requests(retry_after: Option<Duration>) -> Response<Body> {
+    let mut response = status(StatusCode::TOO_MANY_REQUESTS);
+    if let Some(wait) = retry_after {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
     response
 }
 

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::metrics::HttpMeters;
+use crate::client_limits::RateRule;
+use crate::metrics::{HttpMeters, LimitMeters};
 use crate::model::{HostMatch, RouteLogging};
 use crate::proxy::ProxyRoute;
 use crate::static_files::{EmbeddedPage, StaticDir};
@@ -29,6 +30,10 @@ pub struct Route {
     pub meters: Option<HttpMeters>,
     /// What the access log records of the route.
     pub logging: RouteLogging,
+    /// Requests per client, upgrades included.
+    pub request_rate: Option<RateRule>,
+    /// `None` with metrics off.
+    pub limit_meters: Option<LimitMeters>,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -129,6 +134,8 @@ mod tests {
             websocket: None,
             meters: None,
             logging: Default::default(),
+            request_rate: None,
+            limit_meters: None,
         }
     }
 

@@ -33,6 +33,24 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(bytes_per_unit)
 }
 
+/// Parses a rate, "20/s", "100/m" or "5/h": a whole number per second,
+/// minute or hour; with `sizes`, the number may carry a size unit ("1MiB/s").
+pub fn parse_rate(text: &str, sizes: bool) -> Option<(u64, Duration)> {
+    let (amount, period) = text.split_once('/')?;
+    let amount = if sizes {
+        parse_size(amount)?
+    } else {
+        amount.trim().parse().ok()?
+    };
+    let per = match period.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some((amount, per))
+}
+
 fn split_number(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let digits_end = text
@@ -58,6 +76,25 @@ mod tests {
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         for bad in ["", "s", "30", "30x", "-1s", "1.5s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            parse_rate("20/s", false),
+            Some((20, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            parse_rate("100/m", false),
+            Some((100, Duration::from_secs(60)))
+        );
+        assert_eq!(
+            parse_rate("1MiB/s", true),
+            Some((1 << 20, Duration::from_secs(1)))
+        );
+        for bad in ["", "20", "20/d", "/s", "1MiB/s", "-1/s", "1.5/s"] {
+            assert_eq!(parse_rate(bad, false), None, "{bad}");
         }
     }
 

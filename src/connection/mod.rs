@@ -18,6 +18,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::access_log::TlsFacts;
 use crate::body::Body;
+use crate::client_limits::{Held, RateRule};
 use crate::metrics::{Active, ListenerMeters};
 pub use send_deadline::SendDeadline;
 pub use stream::{client_io, ClientIo, ClientStream};
@@ -38,6 +39,10 @@ pub struct ClientConnection {
     pub redirect_https: Option<u16>,
     /// The listener's series; `None` on the admin listener or with metrics off.
     pub meters: Option<ListenerMeters>,
+    /// The listener's request rate per client.
+    pub request_rate: Option<RateRule>,
+    /// The connection's place under `max_connections_per_client`.
+    pub per_client: Option<Held>,
     closability: Closability,
     _slot: OwnedSemaphorePermit,
     /// Counts the connection in `wsgate_connections_active` while it lives.
@@ -62,6 +67,8 @@ impl ClientConnection {
             redirect_https,
             _active: meters.as_ref().map(ListenerMeters::connection_opened),
             meters,
+            request_rate: None,
+            per_client: None,
             closability: Closability::default(),
             _slot: slot,
         }

@@ -14,7 +14,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, Format, Target};
-use crate::metrics::Metrics;
+use crate::client_limits::{ClientLimits, TableMeters};
+use crate::metrics::{LimitMeters, Metrics};
 use crate::model::{AccessLogSettings, LogTarget, Model};
 use crate::request_ids::IdSource;
 use crate::sessions::Sessions;
@@ -39,6 +40,10 @@ pub struct Gateway {
     /// Request and trace IDs for every request.
     ids: IdSource,
     reloads: Mutex<ReloadStatus>,
+    /// Per-client budgets and counts; kept across reloads.
+    client_limits: ClientLimits,
+    /// The series of limits that apply before routing; `None` with metrics off.
+    edge_meters: Option<LimitMeters>,
 }
 
 /// Which config is serving, and how the last reload went.
@@ -70,6 +75,12 @@ impl Gateway {
             metrics.as_ref().map(Metrics::log_dropped),
         )
         .map_err(GatewayError::AccessLog)?;
+        let table_meters = metrics.as_ref().map(|metrics| {
+            let (entries, evicted) = metrics.rate_limit_table();
+            TableMeters { entries, evicted }
+        });
+        let client_limits = ClientLimits::new(model.limits.max_tracked_clients, table_meters);
+        let edge_meters = metrics.as_ref().map(|metrics| metrics.limits(""));
         let snapshot = Snapshot::build(model, metrics.as_ref(), None)?;
         let checks = CancellationToken::new();
         start_health_checks(&snapshot, &checks);
@@ -83,7 +94,21 @@ impl Gateway {
             access_log,
             ids: IdSource::default(),
             reloads: Mutex::default(),
+            client_limits,
+            edge_meters,
         }))
+    }
+
+    /// Per-client rate budgets and counts of what clients hold open.
+    pub fn client_limits(&self) -> &ClientLimits {
+        &self.client_limits
+    }
+
+    /// Counts a refusal by a limit that applies before routing.
+    pub fn edge_rejected(&self, limit: crate::metrics::Limit) {
+        if let Some(meters) = &self.edge_meters {
+            meters.rejected(limit);
+        }
     }
 
     /// Where requests and sessions are recorded.

@@ -2,9 +2,12 @@
 //!
 //! 1. [`route`]: the listener's `https://` redirect, path normalisation and
 //!    `Host`, then (host, longest prefix) → the route (400, 404, 308).
-//! 2. [`admit`]: what may refuse a routed request before its action runs.
-//!    Today the drain's refusal of new upgrades (503); per-client limits and
-//!    authentication plug in here.
+//! 2. [`admit`]: what may refuse a routed request before its action runs:
+//!    the drain's refusal of new upgrades (503), then the per-client limits,
+//!    the listener's and route's request rates, and for upgrades the
+//!    handshake rate and the cap on sessions per client (429). The listener's
+//!    rate is taken before routing, so requests no route takes count too.
+//!    Authentication plugs in here.
 //! 3. [`act`]: the route's action: a WebSocket upgrade, a static file, an
 //!    embedded page, a proxied request, or 426 on a WebSocket-only route.
 //! 4. [`log`]: the request's record once its response is known: the route's
@@ -29,10 +32,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{access, Gateway};
-use crate::access_log::Record;
+use crate::access_log::{Record, UpstreamFacts};
 use crate::body::Body;
+use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, LimitMeters, Metrics};
 use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
 use crate::router::{host_name, Content, Route};
@@ -106,14 +110,62 @@ async fn respond(
     cx: &mut RequestContext<'_>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let mut client_key = None;
+    if let Some(rule) = &cx.client.request_rate {
+        let key = *client_key.get_or_insert_with(|| who(cx, &req));
+        if let Break(answer) = take(gateway, rule, key, cx.started, None) {
+            gateway.edge_rejected(Limit::RequestRate);
+            return answer;
+        }
+    }
     let routed = match route(&req, cx) {
         Continue(routed) => routed,
         Break(answer) => return answer,
     };
-    if let Break(answer) = admit(gateway, &routed) {
-        return answer;
+    let held = match admit(gateway, cx, &req, &routed, client_key) {
+        Continue(held) => held,
+        Break(answer) => return answer,
+    };
+    act(gateway, cx, req, routed, held).await
+}
+
+/// The client as per-client limits know it: its address after
+/// `trusted_proxies`, an IPv6 one cut to its network.
+fn who<B>(cx: &RequestContext<'_>, req: &Request<B>) -> ClientKey {
+    let model = &cx.snapshot.model;
+    let ip = model
+        .trusted_proxies
+        .client_ip(cx.client.addr.ip(), req.headers());
+    ClientKey::from_ip(ip, model.limits.client_ipv6_prefix)
+}
+
+/// Takes one request from `key`'s budget under `rule`, or the 429 that says
+/// when to come back; `meters` counts the refusal under the route.
+fn take(
+    gateway: &Gateway,
+    rule: &RateRule,
+    key: ClientKey,
+    now: Instant,
+    meters: Option<(&LimitMeters, Limit)>,
+) -> ControlFlow<Response<Body>> {
+    let Err(wait) = gateway.client_limits().take(rule, key, now) else {
+        return Continue(());
+    };
+    let limit = meters.map_or(Limit::RequestRate, |(_, limit)| limit);
+    if let Some((meters, limit)) = meters {
+        meters.rejected(limit);
     }
-    act(gateway, cx, req, routed).await
+    Break(refused(limit, Some(wait)))
+}
+
+/// 429 for a request a limit refused, with the limit as the log's reason.
+fn refused(limit: Limit, retry_after: Option<std::time::Duration>) -> Response<Body> {
+    let mut answer = response::too_many_requests(retry_after);
+    answer.extensions_mut().insert(UpstreamFacts {
+        reason: Some(limit.as_str()),
+        ..UpstreamFacts::default()
+    });
+    answer
 }
 
 /// Phase 1: the route for the request, or the answer when there is none.
@@ -158,15 +210,62 @@ fn route<'s>(
     })
 }
 
-/// Phase 2: refusals that apply before any action runs.
-fn admit(gateway: &Gateway, routed: &Routed<'_>) -> ControlFlow<Response<Body>> {
+/// Phase 2: refusals that apply before any action runs. A new session
+/// gets its place under the route's `max_sessions_per_client`, held until
+/// it ends.
+fn admit<B>(
+    gateway: &Gateway,
+    cx: &RequestContext<'_>,
+    req: &Request<B>,
+    routed: &Routed<'_>,
+    mut client_key: Option<ClientKey>,
+) -> ControlFlow<Response<Body>, Option<Held>> {
+    let route = routed.route;
+    let websocket = route.websocket.as_ref().filter(|_| routed.upgrade);
     // The load balancer has not noticed `/readyz` yet: send the client to
     // an instance that is staying.
-    let new_session = routed.upgrade && routed.route.websocket.is_some();
-    if new_session && gateway.refusing_upgrades.load(Ordering::Acquire) {
+    if websocket.is_some() && gateway.refusing_upgrades.load(Ordering::Acquire) {
         return Break(response::status(StatusCode::SERVICE_UNAVAILABLE));
     }
-    Continue(())
+    let meters = route.limit_meters.as_ref();
+    if let Some(rule) = &route.request_rate {
+        let key = *client_key.get_or_insert_with(|| who(cx, req));
+        take(
+            gateway,
+            rule,
+            key,
+            cx.started,
+            meters.map(|m| (m, Limit::RequestRate)),
+        )?;
+    }
+    let Some(websocket) = websocket else {
+        return Continue(None);
+    };
+    if let Some(rule) = &websocket.handshake_rate {
+        let key = *client_key.get_or_insert_with(|| who(cx, req));
+        take(
+            gateway,
+            rule,
+            key,
+            cx.started,
+            meters.map(|m| (m, Limit::HandshakeRate)),
+        )?;
+    }
+    let Some(cap) = websocket.max_sessions_per_client else {
+        return Continue(None);
+    };
+    let key = client_key.unwrap_or_else(|| who(cx, req));
+    let open = &gateway.client_limits().open;
+    match open.try_hold(websocket.sessions_scope, key, cap) {
+        Some(held) => Continue(Some(held)),
+        None => {
+            if let Some(meters) = meters {
+                meters.rejected(Limit::SessionsPerClient);
+            }
+            // No Retry-After: when one of its sessions ends is the client's doing.
+            Break(refused(Limit::SessionsPerClient, None))
+        }
+    }
 }
 
 /// Phase 3: the route's action.
@@ -175,6 +274,7 @@ async fn act(
     cx: &mut RequestContext<'_>,
     req: Request<Incoming>,
     routed: Routed<'_>,
+    held: Option<Held>,
 ) -> Response<Body> {
     let Routed {
         route,
@@ -200,6 +300,7 @@ async fn act(
             record: &mut cx.record,
             errors_only: cx.errors_only,
             access_log: gateway.access_log(),
+            held,
         };
         return websocket::upgrade(req, websocket, cx).await;
     }

@@ -5,12 +5,13 @@
 //! here knows the rest of the crate.
 
 mod handles;
+mod limits;
 
 use std::collections::HashMap;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -18,6 +19,7 @@ pub use handles::{
     AcceptError, Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters,
     SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
 };
+pub use limits::{Limit, LimitMeters};
 
 /// What `/metrics` answers with (Prometheus text exposition format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -77,6 +79,11 @@ pub(crate) struct Families {
     pub accept_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub log_dropped: IntCounter,
+    pub limit_rejections: IntCounterVec,
+    pub limit_throttled: IntCounterVec,
+    pub rate_limit_clients: IntGauge,
+    pub rate_limit_evictions: IntCounter,
+    pub proxy_protocol_rejected: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -214,6 +221,34 @@ impl Metrics {
                 "wsgate_log_dropped_total",
                 "Access log lines dropped because the log writer was behind.",
             ),
+            limit_rejections: counters(
+                &registry,
+                "wsgate_limit_rejections_total",
+                "Connections, requests and sessions refused or closed by a per-client or per-session limit, by route (empty for limits that apply before routing) and limit.",
+                &["route", "limit"],
+            ),
+            limit_throttled: counters(
+                &registry,
+                "wsgate_limit_throttled_total",
+                "Times a WebSocket session stopped reading from its client until its message or byte rate allowed more.",
+                &["route", "limit"],
+            ),
+            rate_limit_clients: gauge(
+                &registry,
+                "wsgate_rate_limit_clients",
+                "Client states the rate limits hold; at most max_tracked_clients.",
+            ),
+            rate_limit_evictions: counter(
+                &registry,
+                "wsgate_rate_limit_evictions_total",
+                "Client states dropped from the full rate-limit table while still limiting their client; if this grows, raise max_tracked_clients.",
+            ),
+            proxy_protocol_rejected: counters(
+                &registry,
+                "wsgate_proxy_protocol_rejected_total",
+                "Connections closed because of their PROXY protocol header (malformed, missing, timed out, or sent by a peer not in trusted_proxies), by listener and reason.",
+                &["listener", "reason"],
+            ),
         };
         for result in ["success", "failure"] {
             families.config_reloads.with_label_values(&[result]);
@@ -269,6 +304,27 @@ impl Metrics {
         ListenerMeters::new(&self.families, bind, tls)
     }
 
+    /// A route's limit series; `""` for the limits that apply before routing.
+    pub fn limits(&self, route: &str) -> LimitMeters {
+        LimitMeters::new(&self.families, route)
+    }
+
+    /// The rate-limit table's series.
+    pub fn rate_limit_table(&self) -> (IntGauge, IntCounter) {
+        (
+            self.families.rate_limit_clients.clone(),
+            self.families.rate_limit_evictions.clone(),
+        )
+    }
+
+    /// Counts a connection closed for its PROXY header on `listener`.
+    pub fn proxy_protocol_rejected(&self, listener: &str, reason: &str) {
+        self.families
+            .proxy_protocol_rejected
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
     /// The counter of access log lines dropped while the writer was behind.
     pub fn log_dropped(&self) -> IntCounter {
         self.families.log_dropped.clone()
@@ -298,6 +354,8 @@ impl Metrics {
         remove_matching(&f.upstream_connect, route);
         remove_matching(&f.upstream_errors, route);
         remove_matching(&f.upstream_healthy, route);
+        remove_matching(&f.limit_rejections, route);
+        remove_matching(&f.limit_throttled, route);
     }
 
     /// Drops the series of one backend of a route, for a backend a reload
@@ -317,6 +375,7 @@ impl Metrics {
         remove_matching(&f.tls_handshakes, labels);
         remove_matching(&f.connections_active, labels);
         remove_matching(&f.accept_errors, labels);
+        remove_matching(&f.proxy_protocol_rejected, labels);
     }
 
     /// Counts one reload attempt in `wsgate_config_reloads_total`.
@@ -387,6 +446,12 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let counter = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     register(registry, counter.clone());
     counter
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, gauge.clone());
+    gauge
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {

@@ -87,6 +87,11 @@ pub fn diff(current: &Model, next: &Model) -> Changes {
         current.limits.max_connections.to_string(),
         next.limits.max_connections.to_string(),
     );
+    restart_only(
+        "server.max_tracked_clients",
+        current.limits.max_tracked_clients.to_string(),
+        next.limits.max_tracked_clients.to_string(),
+    );
     changes
 }
 
@@ -214,6 +219,7 @@ mod tests {
             content: None,
             websocket,
             logging: Default::default(),
+            request_rate: None,
         }
     }
 

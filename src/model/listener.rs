@@ -7,7 +7,7 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
-use super::Material;
+use super::{Material, RateLimit};
 
 /// One `[[listeners]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,13 @@ pub struct Listener {
     /// On a plaintext listener: answer every request with a 308 to the
     /// `https://` URL, on this port.
     pub redirect_https: Option<u16>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) whose source address is the client's.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Requests per client on this listener, whatever their route.
+    #[serde(default)]
+    pub request_rate: Option<RateLimit>,
 }
 
 impl Listener {
@@ -27,6 +34,8 @@ impl Listener {
             bind,
             tls: None,
             redirect_https: None,
+            proxy_protocol: false,
+            request_rate: None,
         }
     }
 }

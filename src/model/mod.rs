@@ -9,6 +9,7 @@
 
 pub mod diff;
 mod host;
+mod limits;
 mod listener;
 mod log;
 mod pool;
@@ -24,6 +25,9 @@ use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
 pub use host::HostMatch;
+pub use limits::{
+    RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,
+};
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use log::{AccessLogSettings, LogRequests, LogTarget, RouteLogging};
 pub use pool::{
@@ -91,6 +95,13 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     pub max_request_head: usize,
     pub max_connections: usize,
+    /// Connections one client (see `client_ipv6_prefix`) may hold open.
+    pub max_connections_per_client: Option<u32>,
+    /// IPv6 clients count per network of this prefix length for every
+    /// per-client limit.
+    pub client_ipv6_prefix: u8,
+    /// Rate-limit states kept at most; see `client_limits::RateTable`.
+    pub max_tracked_clients: usize,
 }
 
 impl Default for Limits {
@@ -101,6 +112,9 @@ impl Default for Limits {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_request_head: DEFAULT_MAX_REQUEST_HEAD,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: None,
+            client_ipv6_prefix: DEFAULT_CLIENT_IPV6_PREFIX,
+            max_tracked_clients: DEFAULT_MAX_TRACKED_CLIENTS,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HostMatch, Pool, RouteLogging};
+use super::{HostMatch, Pool, RateLimit, RouteLogging, SessionLimits};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ pub struct Route {
     /// What the access log records of this route.
     #[serde(default)]
     pub logging: RouteLogging,
+    /// Requests per client on this route, upgrades included.
+    #[serde(default)]
+    pub request_rate: Option<RateLimit>,
 }
 
 /// What a route answers plain requests with.
@@ -106,6 +109,12 @@ pub struct WebSocketAction {
     pub subprotocols: Vec<String>,
     pub policy: Policy,
     pub strip_prefix: bool,
+    /// Upgrade requests per client.
+    #[serde(default)]
+    pub handshake_rate: Option<RateLimit>,
+    /// Sessions one client may hold open on the route.
+    #[serde(default)]
+    pub max_sessions_per_client: Option<u32>,
 }
 
 impl WebSocketAction {
@@ -118,6 +127,8 @@ impl WebSocketAction {
             subprotocols: Vec::new(),
             policy: Policy::default(),
             strip_prefix: false,
+            handshake_rate: None,
+            max_sessions_per_client: None,
         }
     }
 }
@@ -129,6 +140,8 @@ pub struct Policy {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    #[serde(default)]
+    pub limits: SessionLimits,
 }
 
 impl Default for Policy {
@@ -139,6 +152,7 @@ impl Default for Policy {
             ping_interval: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(10),
             idle_timeout: None,
+            limits: SessionLimits::default(),
         }
     }
 }
@@ -178,6 +192,9 @@ impl Route {
         }
         if self.logging.query != other.logging.query {
             keys.push("log_query");
+        }
+        if self.request_rate != other.request_rate {
+            keys.push("request_rate");
         }
         keys.sort_unstable();
         keys

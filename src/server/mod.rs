@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::RateRule;
 use crate::connection::{ClientConnection, Handler};
 use crate::gateway::{self, Gateway};
 use crate::metrics::{AcceptError, ListenerMeters};
@@ -22,11 +23,13 @@ use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
 use crate::upstream::{warn_throttled, LogThrottle};
 
+mod admission;
 pub mod fd_limit;
 mod fd_reserve;
 mod listen;
 mod serve;
 
+use admission::Admission;
 use fd_reserve::{is_out_of_descriptors, FdReserve};
 pub use listen::{bind, ListenerKey};
 use listen::{steer_to_successor, HANDOVER};
@@ -265,6 +268,8 @@ struct ListenerSettings {
     tls: Option<Arc<ServerTls>>,
     redirect_https: Option<u16>,
     meters: Option<ListenerMeters>,
+    proxy_protocol: bool,
+    request_rate: Option<RateRule>,
 }
 
 /// One listener's accept loop and what its connections need.
@@ -409,10 +414,12 @@ impl<H: Handler> Acceptor<H> {
                 tls: listener.tls.clone(),
                 redirect_https: listener.redirect_https,
                 meters: listener.meters.clone(),
+                proxy_protocol: listener.proxy_protocol,
+                request_rate: listener.request_rate,
             };
         }
         let settings = last.clone();
-        let client = ClientConnection::new(
+        let mut client = ClientConnection::new(
             peer,
             stream.local_addr().ok(),
             settings.tls.is_some(),
@@ -420,8 +427,19 @@ impl<H: Handler> Acceptor<H> {
             settings.meters,
             slot,
         );
+        client.request_rate = settings.request_rate;
+        let admission = self.key.and_then(|key| {
+            Admission::for_connection(
+                &self.gateway,
+                &snapshot,
+                key.bind,
+                settings.proxy_protocol,
+                peer,
+            )
+        });
         let connection = serve_connection(
             stream,
+            admission,
             settings.tls,
             client,
             self.handler.clone(),

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Admission;
 use crate::access_log::TlsFacts;
 use crate::body::streams::OpenStreams;
 use crate::body::Body;
@@ -50,10 +51,12 @@ const WATCHDOG_MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// it) may take to finish before it is closed.
 const GOAWAY_LINGER: Duration = Duration::from_secs(5);
 
-/// Runs the TLS handshake if the listener has TLS, then serves HTTP/2 when
-/// ALPN chose it and HTTP/1.1 (with upgrades) otherwise.
+/// Admits the connection (PROXY header, per-client cap) where its listener
+/// asks for that, runs the TLS handshake if the listener has TLS, then
+/// serves HTTP/2 when ALPN chose it and HTTP/1.1 (with upgrades) otherwise.
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
+    admission: Option<Admission>,
     tls: Option<Arc<ServerTls>>,
     client: ClientConnection,
     handler: H,
@@ -61,6 +64,11 @@ pub(super) async fn serve_connection<H: Handler>(
     stop: CancellationToken,
 ) {
     let mut client = client;
+    if let Some(admission) = admission {
+        if !admission.admit(&stream, &mut client).await {
+            return;
+        }
+    }
     let Some(tls) = tls else {
         let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
         return serve_http1(io, &Arc::new(client), handler, limits, stop).await;

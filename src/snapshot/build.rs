@@ -10,9 +10,10 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 
 use super::{Listener, Snapshot};
+use crate::client_limits::{self, RateRule};
 use crate::demo;
 use crate::metrics::Metrics;
-use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page};
+use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
 use crate::proxy::ProxyRoute;
 use crate::router::{Content, Route, Router};
 use crate::static_files::{CacheBudget, EmbeddedPage, StaticDir};
@@ -98,6 +99,11 @@ fn build_listener(
         meters: metrics.map(|m| m.listener(&bind.to_string(), tls.is_some())),
         tls,
         redirect_https: listener.redirect_https,
+        proxy_protocol: listener.proxy_protocol,
+        request_rate: rate_rule(
+            &["listener", &bind.to_string(), "requests"],
+            listener.request_rate,
+        ),
     })
 }
 
@@ -154,6 +160,10 @@ fn build_route(
             policy: ws.policy,
             strip_prefix: ws.strip_prefix,
             meters: metrics.map(|m| m.websocket(name)),
+            handshake_rate: rate_rule(&["route", name, "handshakes"], ws.handshake_rate),
+            max_sessions_per_client: ws.max_sessions_per_client,
+            sessions_scope: client_limits::scope_id(&["route", name, "sessions"]),
+            limit_meters: metrics.map(|m| m.limits(name)),
         })),
     };
     Ok(Route {
@@ -164,7 +174,15 @@ fn build_route(
         websocket,
         meters: metrics.map(|m| m.route(name)),
         logging: route.logging,
+        request_rate: rate_rule(&["route", name, "requests"], route.request_rate),
+        limit_meters: metrics.map(|m| m.limits(name)),
     })
+}
+
+/// A rate limit's runtime form; its scope names it, so a reload that keeps
+/// the limit keeps every client's budget.
+fn rate_rule(scope: &[&str], limit: Option<RateLimit>) -> Option<RateRule> {
+    limit.map(|limit| RateRule::new(scope, limit.amount, limit.per, limit.burst))
 }
 
 fn build_pool(

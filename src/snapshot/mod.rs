@@ -9,6 +9,7 @@ mod build;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::client_limits::RateRule;
 use crate::metrics::ListenerMeters;
 use crate::model::Model;
 use crate::router::Router;
@@ -37,4 +38,8 @@ pub struct Listener {
     pub redirect_https: Option<u16>,
     /// `None` with metrics off.
     pub meters: Option<ListenerMeters>,
+    /// Connections from trusted proxies start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Requests per client on the listener.
+    pub request_rate: Option<RateRule>,
 }

@@ -5,6 +5,7 @@ mod backend_handshake;
 pub mod frame;
 pub mod handshake;
 pub mod relay;
+mod throttle;
 mod transport;
 
 use std::net::IpAddr;
@@ -21,9 +22,10 @@ use hyper::upgrade::Upgraded;
 use crate::access_log::{self, AccessLog, Kind, Record, SessionFacts, UpstreamFacts};
 use crate::body::proxied::UploadProgress;
 use crate::body::{Body, ProxiedBody};
+use crate::client_limits::{Held, RateRule};
 use crate::connection::{ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
-use crate::metrics::{UpgradeResult, UpstreamErrorKind, WsMeters};
+use crate::metrics::{LimitMeters, UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
 use crate::sessions::{GatewayClose, Sessions};
@@ -45,6 +47,14 @@ pub struct WebSocketRoute {
     pub strip_prefix: bool,
     /// `None` with metrics off.
     pub meters: Option<WsMeters>,
+    /// Upgrade requests per client.
+    pub handshake_rate: Option<RateRule>,
+    /// Sessions one client may hold open on the route.
+    pub max_sessions_per_client: Option<u32>,
+    /// Names the route's sessions in the per-client counts.
+    pub sessions_scope: u64,
+    /// The route's limit series; `None` with metrics off.
+    pub limit_meters: Option<LimitMeters>,
 }
 
 /// What an upgrade needs from the connection and the server.
@@ -64,6 +74,8 @@ pub struct UpgradeContext<'a> {
     /// Only sessions that did not end with a normal close are recorded.
     pub errors_only: bool,
     pub access_log: &'a AccessLog,
+    /// The session's place under `max_sessions_per_client`, kept until it ends.
+    pub held: Option<Held>,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -227,9 +239,11 @@ pub async fn upgrade<B>(
     let sessions = Arc::clone(cx.sessions);
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
+    let held = cx.held;
     let session = async move {
         let _client = client;
         let _busy = busy;
+        let _held = held;
         let Some(client) = client_peer(client_upgrade.await) else {
             // The 101 was answered but the connection never became a session.
             if let Some(mut record) = record {
@@ -243,7 +257,17 @@ pub async fn upgrade<B>(
         let active = meters.map(WsMeters::session_started);
         let tally = meters.map(WsMeters::session_tally);
         let control = &registration.session;
-        let stats = relay::run(client, backend_peer, policy, allowed_rsv, control, tally).await;
+        let limit_meters = route.limit_meters.as_ref();
+        let stats = relay::run(
+            client,
+            backend_peer,
+            policy,
+            allowed_rsv,
+            control,
+            tally,
+            limit_meters,
+        )
+        .await;
         drop(active);
         let closing = stats.closing.unwrap_or(Closing {
             initiator: Initiator::Gateway,

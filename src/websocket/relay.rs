@@ -23,9 +23,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
+use super::throttle::{Throttle, Verdict};
 use super::transport::Transport;
 use crate::buffer_pool;
-use crate::metrics::{DirectionTally, SessionTally};
+use crate::metrics::{DirectionTally, Limit, LimitMeters, SessionTally};
 use crate::model::Policy;
 use crate::sessions;
 use crate::splice;
@@ -446,6 +447,12 @@ struct Session<'a> {
     ping_rtt: Option<&'a Histogram>,
     /// Where `/sessions` reads the totals so far.
     live: &'a sessions::LiveTraffic,
+    /// The client's message and byte budgets, if the route sets rates.
+    throttle: Option<Throttle>,
+    /// When `max_session_duration` ends the session.
+    lifetime_ends: Option<Instant>,
+    /// The route's limit series.
+    limit_meters: Option<&'a LimitMeters>,
 }
 
 /// Relays a session until both closing handshakes are done, a peer vanishes,
@@ -465,6 +472,7 @@ pub fn run<'a>(
     allowed_rsv: u8,
     control: &'a sessions::Session,
     tally: Option<SessionTally<'a>>,
+    limit_meters: Option<&'a LimitMeters>,
 ) -> impl Future<Output = SessionStats> + 'a {
     let (to_backend, to_client, ping_rtt) = match tally {
         Some(tally) => (
@@ -518,12 +526,15 @@ pub fn run<'a>(
         stats: SessionStats::default(),
         ping_rtt,
         live: &control.traffic,
+        throttle: Throttle::new(&policy.limits, now),
+        lifetime_ends: policy.limits.max_duration.map(|cap| now + lifetime(cap)),
+        limit_meters,
     };
     // The leftovers share hyper's read buffers: scan them, then let them go
     // here, or an idle session would keep two of those buffers alive.
     for (side, leftover) in [(Side::Client, from_client), (Side::Backend, from_backend)] {
         if !leftover.is_empty() {
-            session.received(side, leftover, now);
+            session.received(side, leftover, 0, now);
         }
     }
     async move {
@@ -579,7 +590,7 @@ impl<'a> Session<'a> {
             }
             let mut waiting_on_something = false;
             let mut progressed = false;
-            if self.to_backend.wants_read() {
+            if self.to_backend.wants_read() && !self.client_paused() {
                 waiting_on_something = true;
                 if let Poll::Ready(ready) = poll_readable(cx, client, &self.client_io) {
                     // One clock reading for the turn's read and write.
@@ -697,7 +708,7 @@ impl<'a> Session<'a> {
             Side::Backend => &mut self.backend_io,
         };
         match source.read(stream, &mut buffer) {
-            Ok(read) if read > 0 => self.received(side, buffer_pool::freeze(buffer), now),
+            Ok(read) if read > 0 => self.received(side, buffer_pool::freeze(buffer), 0, now),
             Ok(_) => {
                 buffer_pool::give_back(buffer);
                 self.source_gone(side);
@@ -724,8 +735,12 @@ impl<'a> Session<'a> {
         let plain = self.client_io.is_plain() && self.backend_io.is_plain();
         let forwarding = !pump.discarding && !pump.skipping && !pump.destination_failed;
         let left = pump.parser.data_payload_left();
+        let most = match (side, &self.throttle) {
+            (Side::Client, Some(throttle)) => throttle.max_read().unwrap_or(SPLICE_MAX),
+            _ => SPLICE_MAX,
+        };
         (plain && forwarding && left >= SPLICE_MIN)
-            .then(|| usize::try_from(left).map_or(SPLICE_MAX, |left| left.min(SPLICE_MAX)))
+            .then(|| usize::try_from(left).map_or(most, |left| left.min(most)))
     }
 
     /// Moves up to `len` payload bytes from `side`'s socket into `pipe`,
@@ -750,7 +765,7 @@ impl<'a> Session<'a> {
                 pump.piped = moved;
                 // Nothing to scan; this lets the parser report the frame's
                 // end and keeps the liveness and tallies current.
-                self.received(side, Bytes::new(), now);
+                self.received(side, Bytes::new(), moved, now);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => splice::give_back(pipe),
             Err(e) => {
@@ -761,8 +776,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn received(&mut self, side: Side, chunk: Bytes, now: Instant) {
+    /// Handles a chunk read from `side` (and `spliced` bytes the kernel
+    /// moved past it).
+    fn received(&mut self, side: Side, chunk: Bytes, spliced: usize, now: Instant) {
         self.last_activity = now;
+        let read = (chunk.len() + spliced) as u64;
+        let messages_before = self.to_backend.traffic.messages;
         let our_ping = match side {
             Side::Client => self.pinger.awaiting.map(|(_, payload)| payload),
             Side::Backend => None,
@@ -781,7 +800,10 @@ impl<'a> Session<'a> {
             ..
         } = pump.traffic;
         match side {
-            Side::Client => self.live.set_client(messages, payload_bytes),
+            Side::Client => {
+                self.live.set_client(messages, payload_bytes);
+                self.charge_client(messages - messages_before, read, now);
+            }
             Side::Backend => self.live.set_backend(messages, payload_bytes),
         }
         let pump = self.pump(side);
@@ -832,6 +854,41 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// Charges a read from the client to its budgets: past them, reading
+    /// pauses, or (`rate_exceeded = "close"`, after the grace) the session
+    /// closes with 1008.
+    fn charge_client(&mut self, messages: u64, bytes: u64, now: Instant) {
+        let Some(throttle) = &mut self.throttle else {
+            return;
+        };
+        match throttle.charge(messages, bytes, now) {
+            Verdict::Go => {}
+            Verdict::Paused(limit) => {
+                if let Some(meters) = self.limit_meters {
+                    meters.throttled(limit);
+                }
+            }
+            Verdict::Close(limit) => {
+                if let Some(meters) = self.limit_meters {
+                    meters.rejected(limit);
+                }
+                if self.stats.closing.is_none() {
+                    let reason = match limit {
+                        Limit::ByteRate => "byte rate exceeded",
+                        _ => "message rate exceeded",
+                    };
+                    self.close_both(1008, reason, 1001, "client exceeded its rate");
+                }
+            }
+        }
+    }
+
+    /// Whether reading from the client waits for its budgets. Once the
+    /// session is closing, its close reply is read whatever the budget.
+    fn client_paused(&self) -> bool {
+        self.stats.closing.is_none() && self.throttle.as_ref().is_some_and(Throttle::is_paused)
     }
 
     fn written(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>, now: Instant) {
@@ -928,10 +985,23 @@ impl<'a> Session<'a> {
             (Some(interval), None) if open => Some(self.pinger.last_client_data + interval),
             _ => None,
         };
-        [idle, ping_due, self.pinger.alive_by, self.close_by]
-            .into_iter()
-            .flatten()
-            .min()
+        let resume = self
+            .throttle
+            .as_ref()
+            .and_then(Throttle::resume_at)
+            .filter(|_| open);
+        let lifetime = self.lifetime_ends.filter(|_| open);
+        [
+            idle,
+            ping_due,
+            self.pinger.alive_by,
+            self.close_by,
+            resume,
+            lifetime,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Handles whatever deadline passed; true when the session must end now.
@@ -961,6 +1031,19 @@ impl<'a> Session<'a> {
             return false;
         }
         if self.stats.closing.is_some() {
+            return false;
+        }
+        if let Some(throttle) = &mut self.throttle {
+            throttle.resume_if_due(now);
+        }
+        if self.lifetime_ends.is_some_and(|ends| now >= ends) {
+            let code = self.policy.limits.max_duration_code;
+            self.close_both(
+                code,
+                "session lifetime reached",
+                1001,
+                "session lifetime reached",
+            );
             return false;
         }
         if self
@@ -1003,6 +1086,14 @@ fn violation_reason(violation: Violation) -> &'static str {
         Violation::MessageTooBig => "message too big",
         _ => "protocol error",
     }
+}
+
+/// How long a session with `max_session_duration = cap` lasts: between
+/// 90 % and 100 % of the cap, at random, so that sessions opened together
+/// (after a deploy, say) do not all end and reconnect together.
+fn lifetime(cap: Duration) -> Duration {
+    let unit = f64::from(u32::from_le_bytes(mask_key())) / f64::from(u32::MAX);
+    cap - (cap / 10).mul_f64(unit)
 }
 
 /// A masking key for the gateway's own frames to backends. RFC 6455 §5.3 asks

@@ -165,4 +165,31 @@ pub enum ConfigError {
     LogFormat(#[from] crate::access_log::UnknownField),
     #[error("access_log must be \"all\", \"errors\" or \"off\", not `{0}`")]
     BadLogRequests(String),
+    #[error("`{0}` is not a rate; write a whole number per s, m or h (e.g. \"20/s\")")]
+    BadRate(String),
+    #[error("`{0}` is not a byte rate; write a size per s, m or h (e.g. \"1MiB/s\")")]
+    BadByteRate(String),
+    #[error("{0} must allow at least 1 per period; leave it out for no limit")]
+    ZeroRate(&'static str),
+    #[error("{burst} only applies with {rate}")]
+    BurstWithoutRate {
+        burst: &'static str,
+        rate: &'static str,
+    },
+    #[error(
+        "client_ipv6_prefix must be between 0 and 128 (64 counts each /64 network as one client)"
+    )]
+    BadIpv6Prefix,
+    #[error("rate_exceeded must be \"slow\" (stop reading until the rate allows more) or \"close\" (close with 1008 after rate_exceeded_grace), not `{0}`")]
+    BadRateExceeded(String),
+    #[error("rate_exceeded_grace only applies with rate_exceeded = \"close\"")]
+    GraceWithoutClose,
+    #[error("rate_exceeded needs client_message_rate or client_byte_rate")]
+    RateExceededWithoutRate,
+    #[error("max_session_duration_code must be 1000, 1001 or between 4000 and 4999; RFC 6455 reserves the others")]
+    BadCloseCode,
+    #[error("max_session_duration_code only applies with max_session_duration")]
+    CloseCodeWithoutDuration,
+    #[error("proxy_protocol needs `trusted_proxies` to list the load balancers that send the header; a header from any other address is refused")]
+    ProxyProtocolUntrusted,
 }

@@ -36,11 +36,26 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
             .as_ref()
             .and_then(|tls| server_tls(check, tls, base_dir, bind, &mut names_elsewhere));
         let redirect_https = redirect_https(check, listener);
+        let proxy_protocol = listener.proxy_protocol.as_ref().filter(|on| *on.get_ref());
+        let no_senders = raw
+            .trusted_proxies
+            .as_ref()
+            .is_none_or(|list| list.get_ref().is_empty());
+        if let (Some(on), true) = (proxy_protocol, no_senders) {
+            check.error(on.span(), ConfigError::ProxyProtocolUntrusted);
+        }
+        let request_rate = super::limits::rate(
+            check,
+            ("request_rate", &listener.request_rate),
+            ("request_burst", &listener.request_burst),
+        );
         if addr.is_some() && taken.is_none() {
             compiled.push(Listener {
                 bind,
                 tls,
                 redirect_https,
+                proxy_protocol: proxy_protocol.is_some(),
+                request_rate,
             });
         }
     }

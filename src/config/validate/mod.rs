@@ -4,6 +4,7 @@
 //! checked here, once.
 
 mod errors;
+mod limits;
 mod listeners;
 mod log;
 mod pools;

@@ -41,6 +41,11 @@ pub(super) fn routes(
         };
         let prefix = route_prefix(check, &raw.path);
         let logging = super::log::route_logging(check, &raw);
+        let request_rate = super::limits::rate(
+            check,
+            ("request_rate", &raw.request_rate),
+            ("request_burst", &raw.request_burst),
+        );
         let static_files = raw
             .static_files
             .as_ref()
@@ -77,6 +82,7 @@ pub(super) fn routes(
             content,
             websocket,
             logging,
+            request_rate,
         });
     }
     compiled
@@ -140,8 +146,19 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
             )),
             ping_timeout: check.positive(&raw.ping_timeout, defaults.ping_timeout, "ping_timeout"),
             idle_timeout: optional(check.duration(&raw.idle_timeout, Duration::ZERO)),
+            limits: super::limits::session_limits(check, raw),
         },
         strip_prefix: raw.strip_prefix,
+        handshake_rate: super::limits::rate(
+            check,
+            ("handshake_rate", &raw.handshake_rate),
+            ("handshake_burst", &raw.handshake_burst),
+        ),
+        max_sessions_per_client: super::limits::cap(
+            check,
+            &raw.max_sessions_per_client,
+            "max_sessions_per_client",
+        ),
     }
 }
 

@@ -22,6 +22,8 @@ pub(super) fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, 
         }
         max_request_head = head_default;
     }
+    let (max_connections_per_client, client_ipv6_prefix, max_tracked_clients) =
+        super::limits::server_limits(check, raw);
     let limits = Limits {
         header_read_timeout: check.positive(
             &raw.header_read_timeout,
@@ -32,6 +34,9 @@ pub(super) fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, 
         keepalive_timeout: check.duration(&raw.keepalive_timeout, model::DEFAULT_KEEPALIVE_TIMEOUT),
         max_request_head: usize::try_from(max_request_head).unwrap_or(usize::MAX),
         max_connections: max_connections(check, &raw.max_connections),
+        max_connections_per_client,
+        client_ipv6_prefix,
+        max_tracked_clients,
     };
     let file_cache = FileCache {
         size: check.size(&raw.file_cache_size, model::DEFAULT_FILE_CACHE_SIZE),
