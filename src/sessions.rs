@@ -77,6 +77,8 @@ pub struct Session {
     pub backend: String,
     /// The client's address (after `trusted_proxies`).
     pub client: IpAddr,
+    /// The consistent-hash key it was placed by, when its pool hashes.
+    pub placement: Option<u64>,
     opened: Instant,
     /// What passed so far, as the relay last reported it.
     pub traffic: LiveTraffic,
@@ -127,6 +129,14 @@ impl CloseRequest {
         code: SERVICE_RESTART,
         reason: "backend removed by a config reload",
     };
+    pub const BACKEND_DRAINED: CloseRequest = CloseRequest {
+        code: SERVICE_RESTART,
+        reason: "backend drained",
+    };
+    pub const REBALANCED: CloseRequest = CloseRequest {
+        code: SERVICE_RESTART,
+        reason: "moved to rebalance backends",
+    };
 }
 
 /// Set once to ask a session to close; the relay waits on it. One waiter,
@@ -140,10 +150,12 @@ struct CloseSignal {
 }
 
 /// The requests a signal can carry, so it stores a small index, not a pointer.
-const REQUESTS: [CloseRequest; 3] = [
+const REQUESTS: [CloseRequest; 5] = [
     CloseRequest::SHUTDOWN,
     CloseRequest::ROUTE_REMOVED,
     CloseRequest::BACKEND_REMOVED,
+    CloseRequest::BACKEND_DRAINED,
+    CloseRequest::REBALANCED,
 ];
 
 impl CloseSignal {
@@ -213,11 +225,18 @@ impl Sessions {
     }
 
     /// Adds a session from `client` that is about to relay.
-    pub fn register(self: &Arc<Self>, route: &str, backend: &str, client: IpAddr) -> Registration {
+    pub fn register(
+        self: &Arc<Self>,
+        route: &str,
+        backend: &str,
+        client: IpAddr,
+        placement: Option<u64>,
+    ) -> Registration {
         let session = Arc::new(Session {
             route: route.to_owned(),
             backend: backend.to_owned(),
             client,
+            placement,
             opened: Instant::now(),
             traffic: LiveTraffic::default(),
             close: CloseSignal::default(),
@@ -354,6 +373,26 @@ impl Sessions {
         count
     }
 
+    /// The sessions open on `route`, oldest first.
+    pub fn on_route(&self, route: &str) -> Vec<Arc<Session>> {
+        let mut all = self.all();
+        all.retain(|(_, session)| session.route == route);
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, session)| session).collect()
+    }
+
+    /// Asks `chosen` to close with `request`, one by one, evenly over `spread`.
+    pub fn close_chosen(&self, chosen: Vec<Arc<Session>>, request: CloseRequest, spread: Duration) {
+        if !chosen.is_empty() {
+            tokio::spawn(close_in_turn(
+                chosen,
+                move |_| Some(request),
+                Instant::now(),
+                spread,
+            ));
+        }
+    }
+
     /// Shutdown: asks every session to close with 1001, spread over
     /// `spread`; sessions that register from now on close when it ends.
     /// Stops the drain from waiting for tasks spawned later.
@@ -400,7 +439,7 @@ mod tests {
     async fn closes_are_spread_evenly_after_the_grace() {
         let sessions = Arc::new(Sessions::default());
         let registrations: Vec<Registration> = (0..4)
-            .map(|i| sessions.register(if i < 3 { "gone" } else { "kept" }, "ws://b", CLIENT))
+            .map(|i| sessions.register(if i < 3 { "gone" } else { "kept" }, "ws://b", CLIENT, None))
             .collect();
         let started = Instant::now();
         let picked = sessions.close_spread(
@@ -438,9 +477,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_session_registered_during_shutdown_is_closed_at_once() {
         let sessions = Arc::new(Sessions::default());
-        let early = sessions.register("chat", "ws://b", CLIENT);
+        let early = sessions.register("chat", "ws://b", CLIENT, None);
         assert_eq!(sessions.close_all(Duration::from_secs(10)), 1);
-        let late = sessions.register("chat", "ws://b", CLIENT);
+        let late = sessions.register("chat", "ws://b", CLIENT, None);
         assert_eq!(late.session.close_requested().await, CloseRequest::SHUTDOWN);
         assert_eq!(
             early.session.close_requested().await,
@@ -464,9 +503,9 @@ mod tests {
     #[test]
     fn counts_by_route_and_backend() {
         let sessions = Arc::new(Sessions::default());
-        let _a = sessions.register("chat", "ws://a", CLIENT);
-        let _b = sessions.register("chat", "ws://a", CLIENT);
-        let _c = sessions.register("chat", "ws://b", CLIENT);
+        let _a = sessions.register("chat", "ws://a", CLIENT, None);
+        let _b = sessions.register("chat", "ws://a", CLIENT, None);
+        let _c = sessions.register("chat", "ws://b", CLIENT, None);
         let counts = sessions.counts();
         assert_eq!(counts[&("chat".to_owned(), "ws://a".to_owned())], 2);
         assert_eq!(counts[&("chat".to_owned(), "ws://b".to_owned())], 1);
@@ -475,8 +514,8 @@ mod tests {
     #[tokio::test]
     async fn sessions_are_listed_oldest_first_in_pages_with_their_traffic() {
         let sessions = Arc::new(Sessions::default());
-        let first = sessions.register("chat", "ws://a", CLIENT);
-        let _second = sessions.register("feed", "ws://b", CLIENT);
+        let first = sessions.register("chat", "ws://a", CLIENT, None);
+        let _second = sessions.register("feed", "ws://b", CLIENT, None);
         first.session.traffic.set_client(3, 300);
         first.session.traffic.set_backend(2, 20);
         let (total, page) = sessions.list(0, 1);

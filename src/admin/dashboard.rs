@@ -100,6 +100,8 @@ struct BackendState {
     route: String,
     url: String,
     healthy: bool,
+    /// Taken out of new placements by the operator.
+    drained: bool,
     sessions: usize,
     errors: f64,
 }
@@ -135,6 +137,7 @@ fn state(gateway: &Gateway) -> State {
                     route: route.name.clone(),
                     url: backend.url.clone(),
                     healthy: true,
+                    drained: backend.is_drained(),
                     ..BackendState::default()
                 })
             })

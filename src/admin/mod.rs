@@ -30,6 +30,9 @@ pub async fn handle<B>(
     gateway: Arc<Gateway>,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(rest) = req.uri().path().strip_prefix("/backends/") {
+        return Ok(drain(&gateway, req.method(), rest));
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(response::method_not_allowed("GET, HEAD"));
     }
@@ -64,16 +67,59 @@ pub async fn handle<B>(
     Ok(response)
 }
 
+/// `POST /backends/{route}/{backend}/drain` (or `/undrain`): the backend
+/// is named by its `host:port` or its percent-encoded URL.
+fn drain(gateway: &Gateway, method: &Method, rest: &str) -> Response<Body> {
+    if method != Method::POST {
+        return response::method_not_allowed("POST");
+    }
+    let Some((route_and_backend, action)) = rest.rsplit_once('/') else {
+        return response::status(StatusCode::NOT_FOUND);
+    };
+    let drain = match action {
+        "drain" => true,
+        "undrain" => false,
+        _ => return response::status(StatusCode::NOT_FOUND),
+    };
+    let Some((route, backend)) = route_and_backend.split_once('/') else {
+        return response::status(StatusCode::NOT_FOUND);
+    };
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .ok()
+            .map(|text| text.into_owned())
+    };
+    let (Some(route), Some(backend)) = (decode(route), decode(backend)) else {
+        return response::status(StatusCode::BAD_REQUEST);
+    };
+    match gateway.drain_backend(&route, &backend, drain) {
+        Some(done) => json(&done),
+        None => text(StatusCode::NOT_FOUND, "no such route and backend\n"),
+    }
+}
+
 /// The running model, each route with its live WebSocket sessions by
 /// backend: what `wsgate check --diff` compares a new file against.
 fn running_config(gateway: &Gateway) -> RunningConfig {
     let snapshot = gateway.snapshot();
     let counts = gateway.sessions().counts();
+    let drained = |name: &str| -> Vec<String> {
+        let running = snapshot.router.routes().iter().find(|r| r.name == name);
+        running
+            .into_iter()
+            .flat_map(|route| route.pools())
+            .flat_map(|pool| pool.backends())
+            .filter(|backend| backend.is_drained())
+            .map(|backend| backend.url.clone())
+            .collect()
+    };
     let routes = snapshot
         .model
         .routes
         .iter()
         .map(|route| RunningRoute {
+            drained: drained(&route.name),
             route: route.clone(),
             sessions: counts
                 .iter()

@@ -5,6 +5,7 @@
 
 mod access;
 mod phases;
+mod rebalance;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +23,7 @@ use crate::sessions::Sessions;
 use crate::snapshot::{BuildError, Snapshot};
 use crate::upstream::health;
 pub use phases::{handle, RequestContext};
+pub use rebalance::Drained;
 
 /// State shared by every connection of a running server.
 #[derive(Debug)]

@@ -129,6 +129,9 @@ pub struct RunningRoute {
     /// Live WebSocket sessions by backend URL.
     #[serde(default)]
     pub sessions: BTreeMap<String, usize>,
+    /// Backends the operator drained (`POST /backends/.../drain`), by URL.
+    #[serde(default)]
+    pub drained: Vec<String>,
 }
 
 impl RunningRoute {

@@ -133,8 +133,12 @@ fn try_reload(path: &Path, server: &Server, gateway: &Arc<Gateway>) -> Result<()
         drain.reload_grace,
         drain.spread,
     );
+    let rebalancing: usize = joined_pools(&current.model, &next.model)
+        .map(|route| gateway.rebalance(route))
+        .sum();
     tracing::info!(
         routes = next.router.routes().len(),
+        rebalancing,
         added = changes.routes_added.len(),
         removed = changes.routes_removed.len(),
         changed = changes.routes_changed.len(),
@@ -144,6 +148,19 @@ fn try_reload(path: &Path, server: &Server, gateway: &Arc<Gateway>) -> Result<()
         "config reloaded"
     );
     Ok(())
+}
+
+/// The routes whose WebSocket pool in `next` has a backend that `current` lacks.
+fn joined_pools<'m>(current: &'m Model, next: &'m Model) -> impl Iterator<Item = &'m str> {
+    next.routes.iter().filter_map(move |route| {
+        let pool = &route.websocket.as_ref()?.pool;
+        let before = &current.route(&route.name)?.websocket.as_ref()?.pool;
+        let joined = pool
+            .backends
+            .iter()
+            .any(|b| !before.backends.iter().any(|old| old.url == b.url));
+        joined.then_some(route.name.as_str())
+    })
 }
 
 /// Why `session` can no longer run on `model`, if it cannot.

@@ -7,7 +7,7 @@ mod log_throttle;
 pub mod stream;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,9 @@ pub struct Backend {
     pub meters: Option<BackendMeters>,
     /// Every warning about this backend goes through it.
     pub warnings: LogThrottle,
+    /// Set by the operator (`POST /backends/.../drain`): no new requests or
+    /// sessions. Kept by reloads that keep the backend.
+    drained: AtomicBool,
 }
 
 impl Backend {
@@ -106,7 +109,22 @@ impl Backend {
             busy: AtomicUsize::new(0),
             meters,
             warnings: LogThrottle::default(),
+            drained: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the backend out of (`true`) or back into new placements.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Where the backend ranks for a key under consistent hashing.
+    pub fn hash_score(&self, key: u64) -> u64 {
+        balance::score(key, self.hash_id)
     }
 
     /// `host:port` as a `Host` header would carry it.
@@ -265,11 +283,19 @@ impl BackendPool {
                 order
             }
         };
-        order.retain(|b| b.health.probed_up());
+        order.retain(|b| b.health.probed_up() && !b.is_drained());
         let now = now_ms();
         // Stable: the balance's order holds within each group.
         order.sort_by_key(|b| b.health.backing_off(now));
         order
+    }
+
+    /// The consistent-hash key of a request, when the pool places by hash.
+    pub fn placement_key(&self, headers: &HeaderMap, client_ip: IpAddr) -> Option<u64> {
+        match &self.balance {
+            Balance::Hash(key) => Some(balance::key_hash(key, headers, client_ip)),
+            Balance::RoundRobin | Balance::LeastConnections => None,
+        }
     }
 
     /// Counts (and says) that a request found no backend to try.

@@ -235,7 +235,10 @@ pub async fn upgrade<B>(
     handshake::set_upgrade_headers(&mut parts.headers);
     let route_name = cx.route_name.to_owned();
     // Listed before the 101 goes out, so a reload or drain from now on sees it.
-    let registration = cx.sessions.register(cx.route_name, &backend.url, client_ip);
+    let placement = route.backends.placement_key(req.headers(), client_ip);
+    let registration = cx
+        .sessions
+        .register(cx.route_name, &backend.url, client_ip, placement);
     let sessions = Arc::clone(cx.sessions);
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
