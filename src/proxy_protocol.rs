@@ -13,9 +13,6 @@
 //! in this specification and MUST not try to guess whether the protocol header
 //! is present or not." So there is no fallback here: on a listener that
 //! expects the header, any error means closing the connection.
-// Remove once the server calls read_header: until then only parse() has a
-// caller outside the tests (the fuzz entry point).
-#![allow(dead_code, reason = "not yet wired into the server")]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -89,9 +86,9 @@ const V2_FIXED_LEN: usize = 16;
 /// length field allows 65535, but what balancers send is far smaller: the
 /// addresses take at most 216 bytes (AF_UNIX), and the TLVs in use
 /// (PP2_TYPE_SSL with its sub-TLVs and a certificate CN, AWS, Azure and GCP
-/// endpoint ids, unique ids) add at most a few hundred. 4 KiB leaves room
-/// for a custom TLV or two while bounding what a connection may make us
-/// buffer before it is authenticated by anything.
+/// endpoint ids, unique ids) typically add a few hundred. 4 KiB leaves
+/// room for a custom TLV or two while bounding what one connection can make
+/// us buffer before it has said anything we use.
 pub const V2_MAX_PAYLOAD_LEN: usize = 4096;
 /// The longest header [`parse`] accepts, of either version.
 pub const MAX_HEADER_LEN: usize = V2_FIXED_LEN + V2_MAX_PAYLOAD_LEN;

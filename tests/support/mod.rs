@@ -368,3 +368,35 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), Strin
         .await
         .unwrap_or_else(|_| Err("no answer within 5s".to_owned()))
 }
+
+/// A TCP connection to `addr` from `source` (any 127.0.0.0/8 address works
+/// on loopback), so one test can play many clients.
+pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Like [`raw`], from `source`; a connection the server closes without an
+/// answer gives an empty string.
+pub async fn raw_from(source: std::net::IpAddr, addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = connect_from(source, addr).await;
+    // The server may have closed already (a refused connection): then the
+    // write fails or the read finds nothing.
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "server did not close the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `127.0.0.<n>`, a distinct client on loopback.
+pub fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}

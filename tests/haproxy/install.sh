@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what tests/limits.rs needs to send the PROXY protocol from a
+# real load balancer: Debian's `haproxy` package.
+set -euo pipefail
+
+if command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]]; then
+    exit 0
+fi
+sudo=()
+if [[ "$(id -u)" -ne 0 ]]; then
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends haproxy
