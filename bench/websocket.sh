@@ -47,7 +47,11 @@
 #                    log (JSON lines to a file): what the log costs; or
 #                    `metrics-off` for a second wsgate with `[admin]
 #                    metrics = false`, which measures what the metrics cost
-#                    (the issue's targets printed then do not apply)
+#                    (the issue's targets printed then do not apply); or
+#                    `limits-on` for a second wsgate with every per-client
+#                    and per-session limit set far above the load (checked
+#                    on every connection, request and read, never tripped):
+#                    what the limits cost
 #
 # Installs nginx-light, haproxy, openssl and perf (linux-perf) from Debian
 # packages when missing (needs root).
@@ -136,6 +140,9 @@ write_wsgate_config() {
     if [[ "$REFERENCE" == log-on ]]; then
         wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" true "\"$TMP/access.log\"" \
             >"$TMP/wsgate-reference.toml"
+    elif [[ "$REFERENCE" == limits-on ]]; then
+        wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" true '"off"' limits \
+            >"$TMP/wsgate-reference.toml"
     else
         wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" false '"off"' \
             >"$TMP/wsgate-reference.toml"
@@ -143,7 +150,14 @@ write_wsgate_config() {
 }
 
 wsgate_config() {
-    local port=$1 tls_port=$2 admin=$3 metrics=$4 access=$5
+    local port=$1 tls_port=$2 admin=$3 metrics=$4 access=$5 limits=${6:-}
+    local server="" route_limits="" session_limits=""
+    if [[ "$limits" == limits ]]; then
+        server='[server]
+max_connections_per_client = 1000000'
+        route_limits='request_rate = "100000000/s"'
+        session_limits=', handshake_rate = "100000000/s", max_sessions_per_client = 1000000, client_message_rate = "1000000000/s", client_byte_rate = "1000GiB/s"'
+    fi
     # ping_interval 0s: the gateway must not inject pings into the
     # measurements (nginx sends none either).
     cat <<EOF
@@ -162,10 +176,13 @@ metrics = $metrics
 [log]
 access = $access
 
+$server
+
 [[routes]]
 name = "ws"
 path = "/"
-websocket = { backends = ["ws://127.0.0.1:$BACKEND_PORT"], max_message_size = "16MiB", ping_interval = "0s" }
+$route_limits
+websocket = { backends = ["ws://127.0.0.1:$BACKEND_PORT"], max_message_size = "16MiB", ping_interval = "0s"$session_limits }
 EOF
 }
 
@@ -304,8 +321,8 @@ main() {
     trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C as well
 
     case "$REFERENCE" in
-    nginx | metrics-off | log-on) ;;
-    *) die "REFERENCE must be nginx, log-on or metrics-off, not $REFERENCE" ;;
+    nginx | metrics-off | log-on | limits-on) ;;
+    *) die "REFERENCE must be nginx, log-on, limits-on or metrics-off, not $REFERENCE" ;;
     esac
     install_missing_tools haproxy openssl
     install_perf

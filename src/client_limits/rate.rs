@@ -63,6 +63,14 @@ impl Gcra {
         Duration::from_nanos(tat.saturating_sub(now).saturating_sub(self.tolerance))
     }
 
+    /// The units the budget at `tat` allows now.
+    pub fn available(&self, tat: u64, now: u64) -> u64 {
+        let spent = tat.saturating_sub(now);
+        let left = self.tolerance.saturating_sub(spent);
+        u64::try_from(u128::from(left) * u128::from(self.amount) / u128::from(self.per_nanos))
+            .unwrap_or(u64::MAX)
+    }
+
     /// The units a full budget holds: what may be spent at once.
     pub fn burst_units(&self) -> u64 {
         u64::try_from(
@@ -114,6 +122,10 @@ mod tests {
         assert_eq!(over, Duration::from_millis(500));
         assert_eq!(gcra.overdrawn(tat, SECOND / 2), Duration::ZERO);
         assert_eq!(gcra.burst_units(), 1 << 20);
+        // Overdrawn by half a second at 0; back to a full budget at 1.5 s.
+        assert_eq!(gcra.available(tat, SECOND / 2), 0);
+        assert_eq!(gcra.available(tat, SECOND), 1 << 19);
+        assert_eq!(gcra.available(tat, 3 * SECOND / 2), 1 << 20);
     }
 
     #[test]

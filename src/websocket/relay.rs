@@ -702,13 +702,25 @@ impl<'a> Session<'a> {
                 return self.splice_in(side, stream, pipe, len, now);
             }
         }
-        let mut buffer = buffer_pool::take();
+        // A rate-limited client's read is sized to its budget, in a buffer
+        // of that size (not a pooled one, which must keep its capacity).
+        let cap = match (side, &self.throttle) {
+            (Side::Client, Some(throttle)) => throttle.read_cap(now),
+            _ => None,
+        };
+        let mut buffer = cap.map_or_else(buffer_pool::take, Vec::with_capacity);
         let source = match side {
             Side::Client => &mut self.client_io,
             Side::Backend => &mut self.backend_io,
         };
         match source.read(stream, &mut buffer) {
-            Ok(read) if read > 0 => self.received(side, buffer_pool::freeze(buffer), 0, now),
+            Ok(read) if read > 0 => {
+                let chunk = match cap {
+                    Some(_) => Bytes::from(buffer),
+                    None => buffer_pool::freeze(buffer),
+                };
+                self.received(side, chunk, 0, now);
+            }
             Ok(_) => {
                 buffer_pool::give_back(buffer);
                 self.source_gone(side);
@@ -736,7 +748,9 @@ impl<'a> Session<'a> {
         let forwarding = !pump.discarding && !pump.skipping && !pump.destination_failed;
         let left = pump.parser.data_payload_left();
         let most = match (side, &self.throttle) {
-            (Side::Client, Some(throttle)) => throttle.max_read().unwrap_or(SPLICE_MAX),
+            (Side::Client, Some(throttle)) => {
+                throttle.read_cap(Instant::now()).unwrap_or(SPLICE_MAX)
+            }
             _ => SPLICE_MAX,
         };
         (plain && forwarding && left >= SPLICE_MIN)
@@ -860,7 +874,9 @@ impl<'a> Session<'a> {
     /// pauses, or (`rate_exceeded = "close"`, after the grace) the session
     /// closes with 1008.
     fn charge_client(&mut self, messages: u64, bytes: u64, now: Instant) {
-        let Some(throttle) = &mut self.throttle else {
+        // Once closing, the client's close reply is all that matters.
+        let open = self.stats.closing.is_none();
+        let Some(throttle) = self.throttle.as_mut().filter(|_| open) else {
             return;
         };
         match throttle.charge(messages, bytes, now) {
@@ -870,19 +886,20 @@ impl<'a> Session<'a> {
                     meters.throttled(limit);
                 }
             }
-            Verdict::Close(limit) => {
-                if let Some(meters) = self.limit_meters {
-                    meters.rejected(limit);
-                }
-                if self.stats.closing.is_none() {
-                    let reason = match limit {
-                        Limit::ByteRate => "byte rate exceeded",
-                        _ => "message rate exceeded",
-                    };
-                    self.close_both(1008, reason, 1001, "client exceeded its rate");
-                }
-            }
+            Verdict::Close(limit) => self.close_over_rate(limit),
         }
+    }
+
+    /// Close mode: the client kept over `limit` past the grace.
+    fn close_over_rate(&mut self, limit: Limit) {
+        if let Some(meters) = self.limit_meters {
+            meters.rejected(limit);
+        }
+        let reason = match limit {
+            Limit::ByteRate => "byte rate exceeded",
+            _ => "message rate exceeded",
+        };
+        self.close_both(1008, reason, 1001, "client exceeded its rate");
     }
 
     /// Whether reading from the client waits for its budgets. Once the
@@ -985,11 +1002,9 @@ impl<'a> Session<'a> {
             (Some(interval), None) if open => Some(self.pinger.last_client_data + interval),
             _ => None,
         };
-        let resume = self
-            .throttle
-            .as_ref()
-            .and_then(Throttle::resume_at)
-            .filter(|_| open);
+        let throttle = self.throttle.as_ref().filter(|_| open);
+        let resume = throttle.and_then(Throttle::resume_at);
+        let close_due = throttle.and_then(Throttle::close_due);
         let lifetime = self.lifetime_ends.filter(|_| open);
         [
             idle,
@@ -997,6 +1012,7 @@ impl<'a> Session<'a> {
             self.pinger.alive_by,
             self.close_by,
             resume,
+            close_due,
             lifetime,
         ]
         .into_iter()
@@ -1034,6 +1050,10 @@ impl<'a> Session<'a> {
             return false;
         }
         if let Some(throttle) = &mut self.throttle {
+            if let Some(limit) = throttle.close_if_due(now) {
+                self.close_over_rate(limit);
+                return false;
+            }
             throttle.resume_if_due(now);
         }
         if self.lifetime_ends.is_some_and(|ends| now >= ends) {

@@ -1,15 +1,18 @@
 //! A session's message and byte rates in the client → backend direction.
-//! What was read is charged after the fact (bytes off a socket cannot be
-//! put back); while the budget is overdrawn the relay stops reading from
-//! the client, so TCP's flow control slows the client down and nothing is
-//! lost or buffered. Over any long stretch exactly the rate gets through.
-//! With `rate_exceeded = "close"`, a client still over its rate after the
-//! grace is closed with 1008.
+//! Each read is sized to what the budgets allow now ([`Throttle::read_cap`],
+//! by the client's average message size so far), and what was read is
+//! charged after it (bytes off a socket cannot be put back); while a budget
+//! is overdrawn the relay stops reading from the client, so TCP's flow
+//! control slows the client down and nothing is lost or buffered. Over any
+//! long stretch exactly the rate gets through, and no stretch gets much
+//! more than the burst. With `rate_exceeded = "close"`, a client still
+//! held back when the grace ends is closed with 1008.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::buffer_pool::BUFFER_SIZE;
 use crate::client_limits::Gcra;
 use crate::metrics::Limit;
 use crate::model::{RateExceeded, RateLimit, SessionLimits};
@@ -51,7 +54,18 @@ pub(super) struct Throttle {
     resume_at: Option<Instant>,
     /// Since when every read has left the budget overdrawn.
     over_since: Option<Instant>,
+    /// The limit the last overdraft was for.
+    over: Limit,
+    /// Close mode fired: nothing is charged or closed again.
+    closed: bool,
+    /// Messages and bytes charged so far, for the average message's size.
+    messages_read: u64,
+    bytes_read: u64,
 }
+
+/// The smallest a client's data frame can be on the wire (a masked header
+/// and a few bytes), so a read sized by messages is never absurdly small.
+const MIN_MESSAGE_BYTES: u64 = 16;
 
 impl Throttle {
     /// The budgets `limits` asks for; `None` when it sets no rate.
@@ -69,14 +83,46 @@ impl Throttle {
             },
             resume_at: None,
             over_since: None,
+            over: Limit::MessageRate,
+            closed: false,
+            messages_read: 0,
+            bytes_read: 0,
         })
+    }
+
+    /// The most the next read from the client should take: what the
+    /// budgets allow now (messages at the client's average size so far),
+    /// so one read cannot carry far more than the burst. `None`: a whole buffer.
+    pub(super) fn read_cap(&self, now: Instant) -> Option<usize> {
+        let at = self.nanos(now);
+        let mut cap = u64::MAX;
+        if let Some(budget) = &self.messages {
+            let per_message = self
+                .bytes_read
+                .div_ceil(self.messages_read.max(1))
+                .max(MIN_MESSAGE_BYTES);
+            let allowed = budget.gcra.available(budget.tat, at).max(1);
+            cap = cap.min(allowed.saturating_mul(per_message));
+        }
+        if let Some(budget) = &self.bytes {
+            cap = cap.min(budget.gcra.available(budget.tat, at).max(MIN_MESSAGE_BYTES));
+        }
+        usize::try_from(cap).ok().filter(|cap| *cap < BUFFER_SIZE)
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Charges what one read brought: `messages` data messages completed
     /// and `bytes` read off the client's socket.
     pub(super) fn charge(&mut self, messages: u64, bytes: u64, now: Instant) -> Verdict {
-        let at =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        if self.closed {
+            return Verdict::Go;
+        }
+        self.messages_read += messages;
+        self.bytes_read += bytes;
+        let at = self.nanos(now);
         let mut wait = Duration::ZERO;
         let mut limit = Limit::MessageRate;
         if let Some(budget) = &mut self.messages {
@@ -92,15 +138,33 @@ impl Throttle {
             self.over_since = None;
             return Verdict::Go;
         }
+        self.over = limit;
         let over_since = *self.over_since.get_or_insert(now);
         if self
             .close_grace
             .is_some_and(|grace| now >= over_since + grace)
         {
+            self.closed = true;
             return Verdict::Close(limit);
         }
         self.resume_at = Some(now + wait);
         Verdict::Paused(limit)
+    }
+
+    /// When close mode ends a client that is still held back, if it is.
+    pub(super) fn close_due(&self) -> Option<Instant> {
+        let grace = self.close_grace.filter(|_| !self.closed)?;
+        Some(self.over_since? + grace)
+    }
+
+    /// Close mode's verdict at `now` on a client still held back since the
+    /// grace began: the limit it kept over, once.
+    pub(super) fn close_if_due(&mut self, now: Instant) -> Option<Limit> {
+        let due = self.close_due().is_some_and(|due| now >= due) && self.is_paused();
+        if due {
+            self.closed = true;
+        }
+        due.then_some(self.over)
     }
 
     /// Whether reading from the client waits for the budget.
@@ -118,13 +182,6 @@ impl Throttle {
         if self.resume_at.is_some_and(|at| now >= at) {
             self.resume_at = None;
         }
-    }
-
-    /// The most one read should take: a byte budget's burst, so one large
-    /// read does not overdraw the budget for long.
-    pub(super) fn max_read(&self) -> Option<usize> {
-        let bytes = self.bytes.as_ref()?;
-        usize::try_from(bytes.gcra.burst_units()).ok()
     }
 }
 
@@ -184,6 +241,41 @@ mod tests {
             throttle.charge(20, 0, after_grace),
             Verdict::Close(Limit::MessageRate)
         );
+        // Once only.
+        assert_eq!(throttle.charge(20, 0, after_grace), Verdict::Go);
+        assert_eq!(throttle.close_due(), None);
+    }
+
+    #[test]
+    fn close_mode_fires_during_a_pause_when_the_grace_ends() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(1);
+        let mut throttle =
+            Throttle::new(&limits(RateExceeded::Close { grace }), start).expect("a rate is set");
+        // Far over: paused for 9 s, longer than the grace.
+        assert_eq!(
+            throttle.charge(100, 0, start),
+            Verdict::Paused(Limit::MessageRate)
+        );
+        assert_eq!(throttle.close_due(), Some(start + grace));
+        assert_eq!(throttle.close_if_due(start + grace / 2), None);
+        assert_eq!(
+            throttle.close_if_due(start + grace),
+            Some(Limit::MessageRate)
+        );
+        assert_eq!(throttle.close_if_due(start + grace), None);
+    }
+
+    #[test]
+    fn reads_are_sized_to_the_budget() {
+        let start = Instant::now();
+        let mut throttle =
+            Throttle::new(&limits(RateExceeded::Slow), start).expect("a rate is set");
+        // No history: 10 messages of at least 16 bytes.
+        assert_eq!(throttle.read_cap(start), Some(160));
+        // 5 messages of 100 bytes: 5 left, at 100 bytes each.
+        assert_eq!(throttle.charge(5, 500, start), Verdict::Go);
+        assert_eq!(throttle.read_cap(start), Some(500));
     }
 
     #[test]

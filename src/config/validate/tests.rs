@@ -471,3 +471,92 @@ fn trusting_every_address_is_a_warning() {
         ["trusted_proxies `0.0.0.0/0` trusts every address, so any client can claim another's address in X-Forwarded-For; list your load balancers' networks instead"]
     );
 }
+
+/// A WebSocket route with `keys` added to its `websocket = { ... }`.
+fn websocket_with(keys: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://127.0.0.1:9001\"]{keys} }}\n"
+    )
+}
+
+#[test]
+fn limits_validate_and_compile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "trusted_proxies = [\"10.0.0.0/8\"]\n[[listeners]]\nbind = \"127.0.0.1:8080\"\n\
+         proxy_protocol = true\nrequest_rate = \"100/s\"\n\
+         [server]\nmax_connections_per_client = 50\nclient_ipv6_prefix = 56\n\
+         {}",
+        websocket_with(
+            ", handshake_rate = \"2/s\", handshake_burst = 5, max_sessions_per_client = 3, \
+             client_message_rate = \"100/m\", client_byte_rate = \"1MiB/s\", client_byte_burst = \"64KiB\", \
+             rate_exceeded = \"close\", rate_exceeded_grace = \"5s\", \
+             max_session_duration = \"4h\", max_session_duration_code = 4000"
+        )
+    );
+    let (raw, errors) = parse(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (model, warnings) = validate(raw, dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let listener = &model.listeners[0];
+    assert!(listener.proxy_protocol);
+    assert_eq!(
+        listener.request_rate.map(|r| (r.amount, r.burst)),
+        Some((100, 100))
+    );
+    assert_eq!(model.limits.max_connections_per_client, Some(50));
+    assert_eq!(model.limits.client_ipv6_prefix, 56);
+    let ws = model.routes[0].websocket.as_ref().expect("websocket");
+    assert_eq!(ws.handshake_rate.map(|r| r.burst), Some(5));
+    assert_eq!(ws.max_sessions_per_client, Some(3));
+    let limits = ws.policy.limits;
+    let messages = limits.client_message_rate.expect("message rate");
+    assert_eq!(
+        (messages.amount, messages.per),
+        (100, Duration::from_secs(60))
+    );
+    let bytes = limits.client_byte_rate.expect("byte rate");
+    assert_eq!((bytes.amount, bytes.burst), (1 << 20, 64 << 10));
+    assert_eq!(
+        limits.rate_exceeded,
+        crate::model::RateExceeded::Close {
+            grace: Duration::from_secs(5)
+        }
+    );
+    assert_eq!(limits.max_duration, Some(Duration::from_secs(4 * 3600)));
+    assert_eq!(limits.max_duration_code, 4000);
+}
+
+#[test]
+fn nonsensical_limits_are_refused_with_a_way_out() {
+    let cases = [
+        (", handshake_rate = \"fast\"", "`fast` is not a rate; write a whole number per s, m or h (e.g. \"20/s\")"),
+        (", handshake_rate = \"0/s\"", "handshake_rate must allow at least 1 per period; leave it out for no limit"),
+        (", handshake_burst = 3", "handshake_burst only applies with handshake_rate"),
+        (", client_byte_rate = \"1 lot/s\"", "`1 lot/s` is not a byte rate; write a size per s, m or h (e.g. \"1MiB/s\")"),
+        (", max_sessions_per_client = 0", "max_sessions_per_client must be at least 1"),
+        (", rate_exceeded = \"close\"", "rate_exceeded needs client_message_rate or client_byte_rate"),
+        (", client_message_rate = \"5/s\", rate_exceeded = \"drop\"", "rate_exceeded must be \"slow\" (stop reading until the rate allows more) or \"close\" (close with 1008 after rate_exceeded_grace), not `drop`"),
+        (", client_message_rate = \"5/s\", rate_exceeded_grace = \"1s\"", "rate_exceeded_grace only applies with rate_exceeded = \"close\""),
+        (", max_session_duration = \"1h\", max_session_duration_code = 1006", "max_session_duration_code must be 1000, 1001 or between 4000 and 4999; RFC 6455 reserves the others"),
+        (", max_session_duration_code = 4000", "max_session_duration_code only applies with max_session_duration"),
+        (", max_session_duration = \"0s\"", "max_session_duration must be longer than zero"),
+    ];
+    for (keys, expected) in cases {
+        assert_eq!(single_error(&websocket_with(keys)), expected, "{keys}");
+    }
+}
+
+#[test]
+fn proxy_protocol_needs_its_senders_listed() {
+    let text = "[[listeners]]\nbind = \"127.0.0.1:8080\"\nproxy_protocol = true\n";
+    assert_eq!(
+        errors_in(text, Path::new(".")),
+        ["proxy_protocol needs `trusted_proxies` to list the load balancers that send the header; a header from any other address is refused"]
+    );
+    let text = "[[listeners]]\nbind = \"127.0.0.1:8080\"\n[server]\nclient_ipv6_prefix = 129\n";
+    assert_eq!(
+        errors_in(text, Path::new(".")),
+        ["client_ipv6_prefix must be between 0 and 128 (64 counts each /64 network as one client)"]
+    );
+}
