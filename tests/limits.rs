@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use support::metrics::scrape;
 use support::process::Process;
-use support::ws::{Behaviour, RecordingBackend};
+use support::ws::{Behaviour, RecordingBackend, Seen};
 use support::{
     connect_from, eventually, loopback, raw_from, raw_status, test_dir, write_file, TestServer,
 };
@@ -99,6 +99,9 @@ async fn a_request_rate_holds_for_one_address_and_is_per_client() {
         .find_map(|line| line.strip_prefix("retry-after: "))
         .expect("a 429 says when to come back");
     assert_eq!(retry_after.trim(), "1");
+    let logged = server.access_record(|r| r["status"] == 429).await;
+    assert_eq!(logged["reason"], "request_rate");
+    assert_eq!(logged["remote_addr"], "127.0.0.2");
     // 200 other addresses, two requests each: all within their own budgets.
     let others = (0..200u8).map(|n| async move {
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, n));
@@ -233,7 +236,7 @@ fn haproxy() -> PathBuf {
 
 #[tokio::test]
 async fn behind_haproxy_the_client_address_is_the_one_limits_and_logs_use() {
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
     let routes = format!(
         "[server]\nmax_connections_per_client = 2\n\n{SITE}\n[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n",
         backend.addr
@@ -268,6 +271,11 @@ async fn behind_haproxy_the_client_address_is_the_one_limits_and_logs_use() {
     chat.send(Message::text("hello")).await.expect("send");
     let echoed = chat.next().await.expect("an echo").expect("a message");
     assert_eq!(echoed, Message::text("hello"));
+    // The backend is told the client's address, not HAProxy's.
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("the backend saw no handshake first");
+    };
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.5");
     let sessions = support::get(server.admin, "/sessions").await.text();
     assert!(sessions.contains("127.0.0.5"), "{sessions}");
     // The session holds one of 127.0.0.5's two connections; a second is

@@ -7,6 +7,7 @@ mod access;
 mod phases;
 mod rebalance;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -16,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, Format, Target};
 use crate::client_limits::{ClientLimits, TableMeters};
-use crate::metrics::{LimitMeters, Metrics};
+use crate::metrics::{Limit, LimitMeters, Metrics};
 use crate::model::{AccessLogSettings, LogTarget, Model};
 use crate::request_ids::IdSource;
 use crate::sessions::Sessions;
 use crate::snapshot::{BuildError, Snapshot};
 use crate::upstream::health;
+use crate::upstream::{warn_throttled, LogThrottle};
 pub use phases::{handle, RequestContext};
 pub use rebalance::Drained;
 
@@ -46,6 +48,8 @@ pub struct Gateway {
     client_limits: ClientLimits,
     /// The series of limits that apply before routing; `None` with metrics off.
     edge_meters: Option<LimitMeters>,
+    /// A flood of refusals logs a line every few seconds, not one each.
+    limit_warnings: LogThrottle,
 }
 
 /// Which config is serving, and how the last reload went.
@@ -98,6 +102,7 @@ impl Gateway {
             reloads: Mutex::default(),
             client_limits,
             edge_meters,
+            limit_warnings: LogThrottle::default(),
         }))
     }
 
@@ -106,11 +111,26 @@ impl Gateway {
         &self.client_limits
     }
 
-    /// Counts a refusal by a limit that applies before routing.
-    pub fn edge_rejected(&self, limit: crate::metrics::Limit) {
-        if let Some(meters) = &self.edge_meters {
+    /// Counts a refusal by `limit` of something from `client`, under its
+    /// route (its name and series) or, with none, under the limits that
+    /// apply before routing; and says so in the log, throttled.
+    pub fn limit_refused(
+        &self,
+        route: Option<(&str, Option<&LimitMeters>)>,
+        limit: Limit,
+        client: IpAddr,
+    ) {
+        let (name, meters) = route.unwrap_or(("", self.edge_meters.as_ref()));
+        if let Some(meters) = meters {
             meters.rejected(limit);
         }
+        warn_throttled!(
+            self.limit_warnings,
+            route = name,
+            limit = limit.as_str(),
+            %client,
+            "refused by a per-client limit"
+        );
     }
 
     /// Where requests and sessions are recorded.

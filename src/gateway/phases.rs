@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use crate::access_log::{Record, UpstreamFacts};
 use crate::body::Body;
 use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
-use crate::metrics::{Limit, LimitMeters, Metrics};
+use crate::metrics::{Limit, Metrics};
 use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
 use crate::router::{host_name, Content, Route};
@@ -110,11 +111,10 @@ async fn respond(
     cx: &mut RequestContext<'_>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let mut client_key = None;
+    let mut client = None;
     if let Some(rule) = &cx.client.request_rate {
-        let key = *client_key.get_or_insert_with(|| who(cx, &req));
-        if let Break(answer) = take(gateway, rule, key, cx.started, None) {
-            gateway.edge_rejected(Limit::RequestRate);
+        let who = *client.get_or_insert_with(|| who(cx, &req));
+        if let Break(answer) = take(gateway, rule, who, cx.started, (None, Limit::RequestRate)) {
             return answer;
         }
     }
@@ -122,7 +122,7 @@ async fn respond(
         Continue(routed) => routed,
         Break(answer) => return answer,
     };
-    let held = match admit(gateway, cx, &req, &routed, client_key) {
+    let held = match admit(gateway, cx, &req, &routed, client) {
         Continue(held) => held,
         Break(answer) => return answer,
     };
@@ -130,31 +130,33 @@ async fn respond(
 }
 
 /// The client as per-client limits know it: its address after
-/// `trusted_proxies`, an IPv6 one cut to its network.
-fn who<B>(cx: &RequestContext<'_>, req: &Request<B>) -> ClientKey {
+/// `trusted_proxies`, and that address as a key (an IPv6 one cut to its network).
+fn who<B>(cx: &RequestContext<'_>, req: &Request<B>) -> (IpAddr, ClientKey) {
     let model = &cx.snapshot.model;
     let ip = model
         .trusted_proxies
         .client_ip(cx.client.addr.ip(), req.headers());
-    ClientKey::from_ip(ip, model.limits.client_ipv6_prefix)
+    (ip, ClientKey::from_ip(ip, model.limits.client_ipv6_prefix))
 }
 
-/// Takes one request from `key`'s budget under `rule`, or the 429 that says
-/// when to come back; `meters` counts the refusal under the route.
+/// Takes one request from the client's budget under `rule`, or the 429
+/// that says when to come back, the refusal counted under `route` (none:
+/// a listener's limit) and `limit`.
 fn take(
     gateway: &Gateway,
     rule: &RateRule,
-    key: ClientKey,
+    (ip, key): (IpAddr, ClientKey),
     now: Instant,
-    meters: Option<(&LimitMeters, Limit)>,
+    (route, limit): (Option<&Route>, Limit),
 ) -> ControlFlow<Response<Body>> {
     let Err(wait) = gateway.client_limits().take(rule, key, now) else {
         return Continue(());
     };
-    let limit = meters.map_or(Limit::RequestRate, |(_, limit)| limit);
-    if let Some((meters, limit)) = meters {
-        meters.rejected(limit);
-    }
+    gateway.limit_refused(
+        route.map(|r| (r.name.as_str(), r.limit_meters.as_ref())),
+        limit,
+        ip,
+    );
     Break(refused(limit, Some(wait)))
 }
 
@@ -218,7 +220,7 @@ fn admit<B>(
     cx: &RequestContext<'_>,
     req: &Request<B>,
     routed: &Routed<'_>,
-    mut client_key: Option<ClientKey>,
+    mut client: Option<(IpAddr, ClientKey)>,
 ) -> ControlFlow<Response<Body>, Option<Held>> {
     let route = routed.route;
     let websocket = route.websocket.as_ref().filter(|_| routed.upgrade);
@@ -227,41 +229,39 @@ fn admit<B>(
     if websocket.is_some() && gateway.refusing_upgrades.load(Ordering::Acquire) {
         return Break(response::status(StatusCode::SERVICE_UNAVAILABLE));
     }
-    let meters = route.limit_meters.as_ref();
     if let Some(rule) = &route.request_rate {
-        let key = *client_key.get_or_insert_with(|| who(cx, req));
+        let who = *client.get_or_insert_with(|| who(cx, req));
         take(
             gateway,
             rule,
-            key,
+            who,
             cx.started,
-            meters.map(|m| (m, Limit::RequestRate)),
+            (Some(route), Limit::RequestRate),
         )?;
     }
     let Some(websocket) = websocket else {
         return Continue(None);
     };
     if let Some(rule) = &websocket.handshake_rate {
-        let key = *client_key.get_or_insert_with(|| who(cx, req));
+        let who = *client.get_or_insert_with(|| who(cx, req));
         take(
             gateway,
             rule,
-            key,
+            who,
             cx.started,
-            meters.map(|m| (m, Limit::HandshakeRate)),
+            (Some(route), Limit::HandshakeRate),
         )?;
     }
     let Some(cap) = websocket.max_sessions_per_client else {
         return Continue(None);
     };
-    let key = client_key.unwrap_or_else(|| who(cx, req));
+    let (ip, key) = client.unwrap_or_else(|| who(cx, req));
     let open = &gateway.client_limits().open;
     match open.try_hold(websocket.sessions_scope, key, cap) {
         Some(held) => Continue(Some(held)),
         None => {
-            if let Some(meters) = meters {
-                meters.rejected(Limit::SessionsPerClient);
-            }
+            let counted = Some((route.name.as_str(), route.limit_meters.as_ref()));
+            gateway.limit_refused(counted, Limit::SessionsPerClient, ip);
             // No Retry-After: when one of its sessions ends is the client's doing.
             Break(refused(Limit::SessionsPerClient, None))
         }

@@ -91,8 +91,8 @@ impl Admission {
             {
                 Some(held) => client.per_client = Some(held),
                 None => {
-                    self.gateway.edge_rejected(Limit::ConnectionsPerClient);
-                    tracing::debug!(client = %client.addr, cap, "refused a connection over max_connections_per_client");
+                    let limit = Limit::ConnectionsPerClient;
+                    self.gateway.limit_refused(None, limit, client.addr.ip());
                     return false;
                 }
             }
