@@ -20,6 +20,9 @@
 #   NGINX_WORKERS [2]
 #   RSS_RATE [50M]   curl --limit-rate for the 100 MB stream (~2 s)
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)
+#   LIMIT_COST       set to also run a second wsgate checking per-client
+#                    limits that never trip (what the limits cost); wins
+#                    over LOG_COST
 #   LOG_COST         set to also run a second wsgate writing its access log
 #                    (JSON lines to a file) beside the first, which has the
 #                    log off as nginx does: the log's cost per request
@@ -61,17 +64,35 @@ pick_ports() {
 }
 
 # The gateway under test logs nothing, as nginx here; with LOG_COST a
-# second one on LOGGING_PORT writes JSON lines to $TMP/access.log.
+# second one on LOGGING_PORT writes JSON lines to $TMP/access.log; with
+# LIMIT_COST the second one logs nothing but checks per-client limits set
+# far above the load (a listener and a route request rate, a per-client
+# connection cap) on every connection and request.
 write_wsgate_config() {
     wsgate_config "$WSGATE_PORT" "$ADMIN_PORT" '"off"' >"$TMP/wsgate.toml"
-    wsgate_config "$LOGGING_PORT" "$LOGGING_ADMIN_PORT" "\"$TMP/access.log\"" \
-        >"$TMP/wsgate-logging.toml"
+    if [[ -n "${LIMIT_COST:-}" ]]; then
+        wsgate_config "$LOGGING_PORT" "$LOGGING_ADMIN_PORT" '"off"' limits \
+            >"$TMP/wsgate-logging.toml"
+    else
+        wsgate_config "$LOGGING_PORT" "$LOGGING_ADMIN_PORT" "\"$TMP/access.log\"" \
+            >"$TMP/wsgate-logging.toml"
+    fi
 }
 
 wsgate_config() {
+    local listener_limits="" server_limits="" route_limits=""
+    if [[ "${4:-}" == limits ]]; then
+        listener_limits='request_rate = "100000000/s"'
+        server_limits='[server]
+max_connections_per_client = 1000000'
+        route_limits='request_rate = "100000000/s"'
+    fi
     cat <<EOF
+$server_limits
+
 [[listeners]]
 bind = "127.0.0.1:$1"
+$listener_limits
 
 [admin]
 bind = "127.0.0.1:$2"
@@ -82,6 +103,7 @@ access = $3
 [[routes]]
 name = "files"
 path = "/"
+$route_limits
 static = { root = "$TMP/files" }
 EOF
 }
@@ -116,11 +138,13 @@ main() {
     check_nginx_config
     start_wsgate_and_nginx
     local logging=()
-    if [[ -n "${LOG_COST:-}" ]]; then
+    if [[ -n "${LOG_COST:-}${LIMIT_COST:-}" ]]; then
+        local name=wsgate-log
+        [[ -n "${LIMIT_COST:-}" ]] && name=wsgate-limits
         "$WSGATE_BIN" --config "$TMP/wsgate-logging.toml" >>"$TMP/wsgate-logging.log" 2>&1 &
         LOGGING_PID=$!
-        wait_ready wsgate-log "$LOGGING_PID" "$LOGGING_PORT" "$TMP/wsgate-logging.log"
-        logging=(--server "wsgate-log:$LOGGING_PORT:$LOGGING_PID")
+        wait_ready "$name" "$LOGGING_PID" "$LOGGING_PORT" "$TMP/wsgate-logging.log"
+        logging=(--server "$name:$LOGGING_PORT:$LOGGING_PID")
     fi
 
     log "$("$NGINX" -v 2>&1), wrk -t$WRK_THREADS -c$WRK_CONNECTIONS," \

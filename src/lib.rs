@@ -8,8 +8,10 @@
 //! ```text
 //! cli              argv → run | check (--diff) | demo | echo-server; wires server + admin
 //! reload           SIGHUP / file watch → load → diff → build → swap → apply
-//! server   admin   accept loops, TLS handshake, HTTP/1.1 or h2, drain │ /healthz /readyz /metrics /config
-//! gateway          shared state (snapshot, drain flags, sessions); phases: route → admit → act → log
+//! server   admin   accept loops, admission (PROXY header, per-client cap), TLS handshake,
+//!                  HTTP/1.1 or h2, drain │ /healthz /readyz /metrics /config /backends
+//! gateway          shared state (snapshot, drain flags, sessions, client limits);
+//!                  phases: route → admit → act → log; drains and rebalancing
 //! snapshot         the running config: Model → listeners' TLS, router, pools, metric handles
 //! router           (host, longest path prefix) → Route and its Content
 //! static_files  proxy  websocket      the actions (websocket: handshake, frame parser, relay)
@@ -20,7 +22,9 @@
 //! model            the config as plain data; diff(old, new); what /config serves
 //! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
-//!                  maybe_tls, service_manager, echo, access_log, request_ids
+//!                  maybe_tls, service_manager, echo, access_log, request_ids,
+//!                  client_limits (GCRA rates, the bounded table, per-client counts),
+//!                  proxy_protocol (PROXY v1/v2 headers)
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
