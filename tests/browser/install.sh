@@ -7,13 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [[ ! -x /usr/bin/chromium ]] || ! command -v certutil >/dev/null 2>&1; then
-    sudo=()
-    if [[ "$(id -u)" -ne 0 ]]; then
-        sudo=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends chromium libnss3-tools
+    "$here/../apt-get.sh" chromium libnss3-tools
 fi
 
 if [[ ! -e "$here/node_modules/playwright-core/package.json" ]]; then

@@ -6,10 +6,4 @@ set -euo pipefail
 if command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]]; then
     exit 0
 fi
-sudo=()
-if [[ "$(id -u)" -ne 0 ]]; then
-    sudo=(sudo)
-fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends haproxy
+"$(dirname "${BASH_SOURCE[0]}")/../apt-get.sh" haproxy

@@ -2,6 +2,7 @@
 //! what a client holds open, session lifetimes, and the PROXY protocol's
 //! need for a list of senders.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -17,20 +18,8 @@ pub(super) fn rate(
     (rate_key, rate): (&'static str, &Option<Spanned<String>>),
     (burst_key, burst): (&'static str, &Option<Spanned<i64>>),
 ) -> Option<RateLimit> {
-    let Some(rate) = rate else {
-        if let Some(burst) = burst {
-            let error = ConfigError::BurstWithoutRate {
-                burst: burst_key,
-                rate: rate_key,
-            };
-            check.error(burst.span(), error);
-        }
-        return None;
-    };
-    let Some((amount, per)) = parse_rate(rate.get_ref(), false) else {
-        check.error(rate.span(), ConfigError::BadRate(rate.get_ref().clone()));
-        return None;
-    };
+    let burst_span = burst.as_ref().map(Spanned::span);
+    let (rate, amount, per) = parsed_rate(check, (rate_key, rate), (burst_key, burst_span), false)?;
     let burst = match burst {
         None => amount,
         Some(burst) => at_least_one(check, burst, burst_key).unwrap_or(amount),
@@ -44,23 +33,8 @@ fn byte_rate(
     (rate_key, rate): (&'static str, &Option<Spanned<String>>),
     (burst_key, burst): (&'static str, &Option<Spanned<String>>),
 ) -> Option<RateLimit> {
-    let Some(rate) = rate else {
-        if let Some(burst) = burst {
-            let error = ConfigError::BurstWithoutRate {
-                burst: burst_key,
-                rate: rate_key,
-            };
-            check.error(burst.span(), error);
-        }
-        return None;
-    };
-    let Some((amount, per)) = parse_rate(rate.get_ref(), true) else {
-        check.error(
-            rate.span(),
-            ConfigError::BadByteRate(rate.get_ref().clone()),
-        );
-        return None;
-    };
+    let burst_span = burst.as_ref().map(Spanned::span);
+    let (rate, amount, per) = parsed_rate(check, (rate_key, rate), (burst_key, burst_span), true)?;
     let burst = match burst {
         None => amount,
         Some(text) => match parse_size(text.get_ref()) {
@@ -76,6 +50,37 @@ fn byte_rate(
         },
     };
     limit(check, rate, rate_key, amount, per, burst)
+}
+
+/// The rate's text, amount and period; `None` when it is unset (then a
+/// burst alone is an error) or does not parse (`sizes`: a byte rate).
+fn parsed_rate<'r>(
+    check: &mut Checker,
+    (rate_key, rate): (&'static str, &'r Option<Spanned<String>>),
+    (burst_key, burst_span): (&'static str, Option<Range<usize>>),
+    sizes: bool,
+) -> Option<(&'r Spanned<String>, u64, Duration)> {
+    let Some(rate) = rate else {
+        if let Some(span) = burst_span {
+            let error = ConfigError::BurstWithoutRate {
+                burst: burst_key,
+                rate: rate_key,
+            };
+            check.error(span, error);
+        }
+        return None;
+    };
+    let Some((amount, per)) = parse_rate(rate.get_ref(), sizes) else {
+        let text = rate.get_ref().clone();
+        let error = if sizes {
+            ConfigError::BadByteRate(text)
+        } else {
+            ConfigError::BadRate(text)
+        };
+        check.error(rate.span(), error);
+        return None;
+    };
+    Some((rate, amount, per))
 }
 
 fn limit(
