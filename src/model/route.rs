@@ -168,6 +168,18 @@ impl Route {
         websocket.into_iter().chain(proxy)
     }
 
+    /// Whether the route sets any per-client or per-session limit.
+    pub fn has_limits(&self) -> bool {
+        let websocket = self.websocket.as_ref().is_some_and(|ws| {
+            let session = &ws.policy.limits;
+            ws.handshake_rate.is_some()
+                || ws.max_sessions_per_client.is_some()
+                || session.client_message_rate.is_some()
+                || session.client_byte_rate.is_some()
+        });
+        self.request_rate.is_some() || websocket
+    }
+
     /// The config keys whose values differ between this route and `other`.
     pub fn changed_keys(&self, other: &Route) -> Vec<&'static str> {
         let mut keys = Vec::new();

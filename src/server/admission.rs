@@ -118,7 +118,10 @@ async fn client_address(
         };
     }
     match proxy_protocol::read_header(stream, within).await {
-        Ok(Header::Proxied { source, .. }) => Ok(source),
+        // An IPv4 client a v2 header carries as IPv6 is logged and limited as IPv4.
+        Ok(Header::Proxied { source, .. }) => {
+            Ok(SocketAddr::new(source.ip().to_canonical(), source.port()))
+        }
         Ok(Header::Local) => Ok(peer),
         Err(error) => {
             tracing::debug!(%peer, %error, "refused a PROXY protocol header");

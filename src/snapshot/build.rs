@@ -150,6 +150,10 @@ fn build_route(
             Some(Content::Embedded(EmbeddedPage { html: demo::PAGE }))
         }
     };
+    // Routes without limits get no limit series, so they add none to a scrape.
+    let limit_meters = metrics
+        .filter(|_| route.has_limits())
+        .map(|m| m.limits(name));
     let websocket = match &route.websocket {
         None => None,
         Some(ws) => Some(Arc::new(WebSocketRoute {
@@ -163,7 +167,7 @@ fn build_route(
             handshake_rate: rate_rule(&["route", name, "handshakes"], ws.handshake_rate),
             max_sessions_per_client: ws.max_sessions_per_client,
             sessions_scope: client_limits::scope_id(&["route", name, "sessions"]),
-            limit_meters: metrics.map(|m| m.limits(name)),
+            limit_meters: limit_meters.clone(),
         })),
     };
     Ok(Route {
@@ -175,7 +179,7 @@ fn build_route(
         meters: metrics.map(|m| m.route(name)),
         logging: route.logging,
         request_rate: rate_rule(&["route", name, "requests"], route.request_rate),
-        limit_meters: metrics.map(|m| m.limits(name)),
+        limit_meters,
     })
 }
 
