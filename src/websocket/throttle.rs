@@ -54,6 +54,8 @@ pub(super) struct Throttle {
     resume_at: Option<Instant>,
     /// Since when every read has left the budget overdrawn.
     over_since: Option<Instant>,
+    /// When the last pause ended, until the next read.
+    resumed_at: Option<Instant>,
     /// The limit the last overdraft was for.
     over: Limit,
     /// Close mode fired: nothing is charged or closed again.
@@ -62,6 +64,11 @@ pub(super) struct Throttle {
     messages_read: u64,
     bytes_read: u64,
 }
+
+/// A client still sending over its rate has data waiting when a pause ends
+/// and is read at once; one whose next read comes later than this had
+/// stopped, and its grace starts over.
+const RESUME_SLACK: Duration = Duration::from_millis(100);
 
 /// The smallest a client's data frame can be on the wire (a masked header
 /// and a few bytes), so a read sized by messages is never absurdly small.
@@ -83,6 +90,7 @@ impl Throttle {
             },
             resume_at: None,
             over_since: None,
+            resumed_at: None,
             over: Limit::MessageRate,
             closed: false,
             messages_read: 0,
@@ -122,6 +130,11 @@ impl Throttle {
         }
         self.messages_read += messages;
         self.bytes_read += bytes;
+        if let Some(resumed) = self.resumed_at.take() {
+            if now.saturating_duration_since(resumed) > RESUME_SLACK {
+                self.over_since = None;
+            }
+        }
         let at = self.nanos(now);
         let mut wait = Duration::ZERO;
         let mut limit = Limit::MessageRate;
@@ -151,16 +164,19 @@ impl Throttle {
         Verdict::Paused(limit)
     }
 
-    /// When close mode ends a client that is still held back, if it is.
+    /// When close mode ends the client, while it is held back. Not while
+    /// it is not: a deadline that has passed would fire on every turn.
     pub(super) fn close_due(&self) -> Option<Instant> {
-        let grace = self.close_grace.filter(|_| !self.closed)?;
+        let grace = self
+            .close_grace
+            .filter(|_| !self.closed && self.is_paused())?;
         Some(self.over_since? + grace)
     }
 
     /// Close mode's verdict at `now` on a client still held back since the
     /// grace began: the limit it kept over, once.
     pub(super) fn close_if_due(&mut self, now: Instant) -> Option<Limit> {
-        let due = self.close_due().is_some_and(|due| now >= due) && self.is_paused();
+        let due = self.close_due().is_some_and(|due| now >= due);
         if due {
             self.closed = true;
         }
@@ -181,6 +197,7 @@ impl Throttle {
     pub(super) fn resume_if_due(&mut self, now: Instant) {
         if self.resume_at.is_some_and(|at| now >= at) {
             self.resume_at = None;
+            self.resumed_at = Some(now);
         }
     }
 }
@@ -264,6 +281,30 @@ mod tests {
             Some(Limit::MessageRate)
         );
         assert_eq!(throttle.close_if_due(start + grace), None);
+    }
+
+    #[test]
+    fn a_client_that_stopped_after_a_pause_sets_no_deadline_and_starts_a_new_grace() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(1);
+        let mut throttle =
+            Throttle::new(&limits(RateExceeded::Close { grace }), start).expect("a rate is set");
+        assert_eq!(
+            throttle.charge(15, 0, start),
+            Verdict::Paused(Limit::MessageRate)
+        );
+        let resumed = start + Duration::from_millis(500);
+        throttle.resume_if_due(resumed);
+        // Not held back: no close deadline, which would only fire and fire.
+        assert_eq!(throttle.close_due(), None);
+        assert_eq!(throttle.close_if_due(start + grace * 2), None);
+        // Long after, over again: a new grace, not a close.
+        let later = start + Duration::from_secs(5);
+        assert_eq!(
+            throttle.charge(25, 0, later),
+            Verdict::Paused(Limit::MessageRate)
+        );
+        assert_eq!(throttle.close_due(), Some(later + grace));
     }
 
     #[test]
