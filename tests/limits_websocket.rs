@@ -28,12 +28,14 @@ const NEIGHBOUR: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A gateway whose `/chat` route goes to `backend`, with extra settings in
 /// the route's `websocket` table.
-async fn gateway(backend: SocketAddr, settings: &str) -> TestServer {
+async fn gateway(settings: &str) -> (RecordingBackend, TestServer) {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
     let config = format!(
         "[[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
-         websocket = {{ backends = [\"ws://{backend}\"]{settings} }}\n"
+         websocket = {{ backends = [\"ws://{}\"]{settings} }}\n",
+        backend.addr
     );
-    TestServer::start_in(test_dir(), &config).await
+    (backend, TestServer::start_in(test_dir(), &config).await)
 }
 
 /// A WebSocket handshake through the gateway from `source`: the client, or
@@ -129,11 +131,9 @@ fn most_within(arrivals: &[(Duration, u64)], span: Duration) -> u64 {
 async fn the_message_rate_holds_a_flooding_client_to_its_rate() {
     const RATE: u64 = 200;
     const BURST: u64 = 20;
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
-        &format!(", client_message_rate = \"{RATE}/s\", client_message_burst = {BURST}"),
-    )
+    let (_backend, server) = gateway(&format!(
+        ", client_message_rate = \"{RATE}/s\", client_message_burst = {BURST}"
+    ))
     .await;
     let client = connect(server.addr, "/chat").await;
     let (mut sink, mut stream) = client.split();
@@ -206,12 +206,8 @@ async fn the_message_rate_holds_a_flooding_client_to_its_rate() {
 #[tokio::test]
 async fn nothing_is_lost_while_the_client_is_held_back() {
     const COUNT: u32 = 300;
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
-        ", client_message_rate = \"100/s\", client_message_burst = 10",
-    )
-    .await;
+    let (_backend, server) =
+        gateway(", client_message_rate = \"100/s\", client_message_burst = 10").await;
     let mut client = connect(server.addr, "/chat").await;
     let start = Instant::now();
     for n in 0..COUNT {
@@ -259,12 +255,8 @@ async fn the_byte_rate_holds_a_flooding_client_to_its_rate() {
     const RATE: u64 = 256 * 1024;
     const BURST: u64 = 32 * 1024;
     const SIZE: usize = 4096;
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
-        ", client_byte_rate = \"256KiB/s\", client_byte_burst = \"32KiB\"",
-    )
-    .await;
+    let (_backend, server) =
+        gateway(", client_byte_rate = \"256KiB/s\", client_byte_burst = \"32KiB\"").await;
     let client = connect(server.addr, "/chat").await;
     let (mut sink, mut stream) = client.split();
     let window = Duration::from_secs(4);
@@ -323,9 +315,7 @@ async fn the_byte_rate_holds_a_flooding_client_to_its_rate() {
 
 #[tokio::test]
 async fn close_mode_closes_a_client_over_its_rate_past_the_grace_and_no_other() {
-    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
+    let (mut backend, server) = gateway(
         ", client_message_rate = \"50/s\", client_message_burst = 5, \
          rate_exceeded = \"close\", rate_exceeded_grace = \"1s\"",
     )
@@ -417,12 +407,8 @@ async fn close_mode_closes_a_client_over_its_rate_past_the_grace_and_no_other() 
 #[tokio::test]
 async fn sessions_end_at_their_lifetime_spread_over_its_last_tenth() {
     const SESSIONS: usize = 10;
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
-        ", max_session_duration = \"2s\", max_session_duration_code = 4000",
-    )
-    .await;
+    let (_backend, server) =
+        gateway(", max_session_duration = \"2s\", max_session_duration_code = 4000").await;
     let mut sessions = tokio::task::JoinSet::new();
     for _ in 0..SESSIONS {
         let addr = server.addr;
@@ -457,8 +443,7 @@ async fn sessions_end_at_their_lifetime_spread_over_its_last_tenth() {
 
 #[tokio::test]
 async fn a_client_holds_at_most_its_sessions_on_the_route() {
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(backend.addr, ", max_sessions_per_client = 2").await;
+    let (_backend, server) = gateway(", max_sessions_per_client = 2").await;
     let mut first = connect_from(HOME, server.addr, "/chat")
         .await
         .expect("first session");
@@ -505,12 +490,7 @@ async fn a_client_holds_at_most_its_sessions_on_the_route() {
 
 #[tokio::test]
 async fn handshakes_over_the_rate_are_refused_with_a_time_to_come_back() {
-    let backend = RecordingBackend::start(Behaviour::Echo).await;
-    let server = gateway(
-        backend.addr,
-        ", handshake_rate = \"1/m\", handshake_burst = 2",
-    )
-    .await;
+    let (_backend, server) = gateway(", handshake_rate = \"1/m\", handshake_burst = 2").await;
     let _first = connect_from(HOME, server.addr, "/chat")
         .await
         .expect("first handshake");
