@@ -378,6 +378,11 @@ async fn sessions_move_to_a_backend_a_reload_adds_and_off_a_drained_one() {
         chat_route(admin).await["drained"],
         serde_json::json!([second_url])
     );
+    let drained = scrape(admin).await.value(
+        "wsgate_upstream_drained",
+        &[("route", "chat"), ("backend", &second_url)],
+    );
+    assert_eq!(drained, 1.0);
     let _late = support::ws::connect(addr, "/chat").await;
     assert!(chat_route(admin).await["sessions"][&second_url].is_null());
     // Undrained, it takes sessions again.

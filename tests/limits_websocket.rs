@@ -1,6 +1,6 @@
 //! The per-session and per-client WebSocket limits through the real server:
-//! message and byte rates (backpressure, nothing lost, and closing with
-//! 1008), the session lifetime cap and its spread, sessions per client and
+//! message and byte rates (backpressure, nothing lost, memory flat in the
+//! real binary, and closing with 1008), the session lifetime cap and its spread, sessions per client and
 //! the handshake rate. Real tungstenite clients, an echo backend, and the
 //! figures on the admin listener's metrics.
 
@@ -518,4 +518,65 @@ async fn handshakes_over_the_rate_are_refused_with_a_time_to_come_back() {
         .expect("another client's handshake");
     neighbour.send(Message::text("hi")).await.expect("send");
     assert_eq!(receive(&mut neighbour).await, Message::text("hi"));
+}
+
+/// Each of 20 clients tries to send ten times its byte rate for 8 s to the
+/// real binary: what the gateway holds does not grow, because it reads from
+/// a client only what its budget allows and the rest waits in the kernel
+/// (in the client's socket buffers, then in the client itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_flood_leaves_the_gateways_memory_flat() {
+    const CLIENTS: usize = 20;
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    let config = format!(
+        "[log]\naccess = \"off\"\n\n[[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
+         websocket = {{ backends = [\"ws://{}\"], client_byte_rate = \"256KiB/s\", max_message_size = \"1MiB\" }}\n",
+        backend.addr
+    );
+    let process = support::process::Process::start(dir.path(), &config, "");
+    let addr = process.addr().await;
+    let stop = Instant::now() + Duration::from_secs(8);
+    let mut flooders = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+            .await
+            .expect("handshake");
+        let (mut sink, mut stream) = client.split();
+        // The echoes are read and dropped, so only the client → backend
+        // direction is held back.
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        flooders.spawn(async move {
+            let message = Message::binary(vec![7u8; 16 * 1024]);
+            let mut sent = 0u64;
+            // 2.5 MiB/s offered: ten times the rate.
+            let mut pace = tokio::time::interval(Duration::from_millis(6));
+            while Instant::now() < stop {
+                pace.tick().await;
+                match tokio::time::timeout_at(stop, sink.send(message.clone())).await {
+                    Ok(Ok(())) => sent += 1,
+                    _ => break,
+                }
+            }
+            sent
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = process.memory_kib("VmRSS");
+    tokio::time::sleep_until(stop - Duration::from_millis(200)).await;
+    let late = process.memory_kib("VmRSS");
+    let mut sent = 0;
+    while let Some(count) = flooders.join_next().await {
+        sent += count.expect("flooder");
+    }
+    eprintln!(
+        "{CLIENTS} clients offering 2.6 MiB/s each got {} KiB/s each into their sockets \
+         (the rate is 256 KiB/s; the kernel buffers hold the rest); \
+         gateway RSS {early} KiB after 2 s, {late} KiB after 7.8 s",
+        sent * 16 / CLIENTS as u64 / 8
+    );
+    assert!(
+        late <= early + 2048,
+        "the gateway grew from {early} KiB to {late} KiB while held back"
+    );
 }

@@ -426,6 +426,7 @@ pub struct BackendMeters {
     /// Every kind but `NoHealthyBackend`, which is counted per pool.
     errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     healthy: IntGauge,
+    drained: IntGauge,
 }
 
 impl BackendMeters {
@@ -442,11 +443,18 @@ impl BackendMeters {
             healthy: families
                 .upstream_healthy
                 .with_label_values(&[route, backend]),
+            drained: families
+                .upstream_drained
+                .with_label_values(&[route, backend]),
         }
     }
 
     pub fn healthy(&self, healthy: bool) {
         self.healthy.set(i64::from(healthy));
+    }
+
+    pub fn drained(&self, drained: bool) {
+        self.drained.set(i64::from(drained));
     }
 
     pub fn connected(&self, took: Duration) {

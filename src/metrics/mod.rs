@@ -74,6 +74,7 @@ pub(crate) struct Families {
     pub upstream_connect: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_drained: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub connections_active: IntGaugeVec,
     pub accept_errors: IntCounterVec,
@@ -190,6 +191,12 @@ impl Metrics {
                 &registry,
                 "wsgate_upstream_healthy",
                 "1 while a backend gets traffic; 0 after failed health checks or connects.",
+                &["route", "backend"],
+            ),
+            upstream_drained: gauges(
+                &registry,
+                "wsgate_upstream_drained",
+                "1 while the operator has drained a backend (POST /backends/{route}/{backend}/drain): it gets no new requests or sessions.",
                 &["route", "backend"],
             ),
             tls_handshakes: counters(
@@ -354,6 +361,7 @@ impl Metrics {
         remove_matching(&f.upstream_connect, route);
         remove_matching(&f.upstream_errors, route);
         remove_matching(&f.upstream_healthy, route);
+        remove_matching(&f.upstream_drained, route);
         remove_matching(&f.limit_rejections, route);
         remove_matching(&f.limit_throttled, route);
     }
@@ -366,6 +374,7 @@ impl Metrics {
         remove_matching(&f.upstream_connect, labels);
         remove_matching(&f.upstream_errors, labels);
         remove_matching(&f.upstream_healthy, labels);
+        remove_matching(&f.upstream_drained, labels);
     }
 
     /// Drops the series of a listener a reload removed.

@@ -116,6 +116,9 @@ impl Backend {
     /// Takes the backend out of (`true`) or back into new placements.
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Ordering::Relaxed);
+        if let Some(meters) = &self.meters {
+            meters.drained(drained);
+        }
     }
 
     pub fn is_drained(&self) -> bool {
