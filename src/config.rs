@@ -99,6 +99,16 @@ pub struct RawRoute {
     pub log_query: Option<bool>,
     pub request_rate: Option<Spanned<String>>,
     pub request_burst: Option<Spanned<i64>>,
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `auth = { ... }` on a route: who may use it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// An htpasswd file of bcrypt or argon2 hashes.
+    pub basic: Option<Spanned<String>>,
+    pub realm: Option<Spanned<String>>,
 }
 
 /// `[log]`: the access log.
@@ -325,7 +335,7 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
 }
 
 /// The files besides `path` itself that loading it reads: certificates,
-/// keys and CA bundles, as the config names them (relative to its
+/// keys, CA bundles and htpasswd files, as the config names them (relative to its
 /// directory). Empty when the file cannot be read or parsed.
 pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -358,8 +368,12 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
             .proxy
             .as_ref()
             .and_then(|p| p.get_ref().backend_ca.as_ref());
+        let htpasswd = route
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.get_ref().basic.as_ref());
         names.extend(
-            [websocket_ca, proxy_ca]
+            [websocket_ca, proxy_ca, htpasswd]
                 .into_iter()
                 .flatten()
                 .map(|n| n.get_ref().as_str()),

@@ -27,6 +27,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         websocket: None,
         logging: Default::default(),
         request_rate: None,
+        auth: None,
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -39,6 +40,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         ))),
         logging: Default::default(),
         request_rate: None,
+        auth: None,
     };
     Model {
         listeners: vec![Listener::plain(bind)],

@@ -14,7 +14,8 @@
 //!                  phases: route → admit → act → log; drains and rebalancing
 //! snapshot         the running config: Model → listeners' TLS, router, pools, metric handles
 //! router           (host, longest path prefix) → Route and its Content
-//! static_files  proxy  websocket      the actions (websocket: handshake, frame parser, relay)
+//! static_files  proxy  websocket  auth   the actions (websocket: handshake, frame parser,
+//!                  relay) and the route's authentication before them
 //! connection  response   the client connection, its stream and Handler │ error responses
 //! body             response bodies: files, proxied bodies, the HTTP/2 stream watch
 //! upstream         backend pools: balance, health, bounded connects; the log throttle
@@ -24,7 +25,7 @@
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
 //!                  maybe_tls, service_manager, echo, access_log, request_ids,
 //!                  client_limits (GCRA rates, the bounded table, per-client counts),
-//!                  proxy_protocol (PROXY v1/v2 headers)
+//!                  proxy_protocol (PROXY v1/v2 headers), credentials (htpasswd)
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -35,12 +36,14 @@
 
 pub(crate) mod access_log;
 pub mod admin;
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod buffer_pool;
 pub mod cli;
 pub(crate) mod client_limits;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod credentials;
 pub mod demo;
 pub mod echo;
 pub(crate) mod forwarding;

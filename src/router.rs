@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::RouteAuth;
 use crate::client_limits::RateRule;
 use crate::metrics::{HttpMeters, LimitMeters};
 use crate::model::{HostMatch, RouteLogging};
@@ -34,6 +35,8 @@ pub struct Route {
     pub request_rate: Option<RateRule>,
     /// `None` with metrics off.
     pub limit_meters: Option<LimitMeters>,
+    /// Who may use the route; checked before its action.
+    pub auth: Option<RouteAuth>,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -136,6 +139,7 @@ mod tests {
             logging: Default::default(),
             request_rate: None,
             limit_meters: None,
+            auth: None,
         }
     }
 

@@ -10,11 +10,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use futures_util::SinkExt;
-use support::apps::{npm_ci, ChildServer};
+use support::apps::{npm_ci, python_venv, ChildServer};
 use support::tls::TestCa;
 use support::ws::{connect, receive};
 use support::*;
@@ -32,23 +32,12 @@ fn python() -> &'static Path {
     PYTHON.get_or_init(|| {
         let dir = interop_dir();
         npm_ci(&dir, "ws/package.json");
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
-        let python = venv.join("bin/python");
-        let installed = Command::new(&python)
-            .args(["-c", "import websockets, kosoku"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            run(Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet"])
-                .arg("-r")
-                .arg(dir.join("requirements.txt"))
-                .arg("-r")
-                .arg(dir.join("../autobahn/requirements.txt")));
-        }
-        python
+        let requirements = [
+            dir.join("requirements.txt"),
+            dir.join("../autobahn/requirements.txt"),
+        ];
+        let requirements: Vec<&Path> = requirements.iter().map(PathBuf::as_path).collect();
+        python_venv("interop-venv", &requirements, "websockets, kosoku")
     })
 }
 

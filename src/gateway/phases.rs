@@ -7,7 +7,7 @@
 //!    the listener's and route's request rates, and for upgrades the
 //!    handshake rate and the cap on sessions per client (429). The listener's
 //!    rate is taken before routing, so requests no route takes count too.
-//!    Authentication plugs in here.
+//!    Then the route's `auth` (401 with a challenge).
 //! 3. [`act`]: the route's action: a WebSocket upgrade, a static file, an
 //!    embedded page, a proxied request, or 426 on a WebSocket-only route.
 //! 4. [`log`]: the request's record once its response is known: the route's
@@ -126,6 +126,13 @@ async fn respond(
         Continue(held) => held,
         Break(answer) => return answer,
     };
+    // After the limits, so a flood of guesses is refused before it costs
+    // a password check each.
+    if let Some(auth) = &routed.route.auth {
+        if let Err(answer) = auth.check(req.headers()).await {
+            return answer;
+        }
+    }
     act(gateway, cx, req, routed, held).await
 }
 

@@ -4,6 +4,7 @@
 //! snapshot and stores, so no request or message looks up a label. Nothing
 //! here knows the rest of the crate.
 
+mod auth;
 mod handles;
 mod limits;
 
@@ -15,6 +16,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use auth::{AuthMeters, AuthResult};
 pub use handles::{
     AcceptError, Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters,
     SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
@@ -85,6 +87,7 @@ pub(crate) struct Families {
     pub rate_limit_clients: IntGauge,
     pub rate_limit_evictions: IntCounter,
     pub proxy_protocol_rejected: IntCounterVec,
+    pub auth: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -250,6 +253,12 @@ impl Metrics {
                 "wsgate_rate_limit_evictions_total",
                 "Client states dropped from the full rate-limit table while still limiting their client; if this grows, raise max_tracked_clients.",
             ),
+            auth: counters(
+                &registry,
+                "wsgate_auth_total",
+                "Credential checks on routes with auth, by route, method and result (ok, missing, denied).",
+                &["route", "method", "result"],
+            ),
             proxy_protocol_rejected: counters(
                 &registry,
                 "wsgate_proxy_protocol_rejected_total",
@@ -316,6 +325,11 @@ impl Metrics {
         LimitMeters::new(&self.families, route)
     }
 
+    /// A route's `wsgate_auth_total` series for `method`.
+    pub fn auth(&self, route: &str, method: &str) -> AuthMeters {
+        AuthMeters::new(&self.families, route, method)
+    }
+
     /// The rate-limit table's series.
     pub fn rate_limit_table(&self) -> (IntGauge, IntCounter) {
         (
@@ -364,6 +378,7 @@ impl Metrics {
         remove_matching(&f.upstream_drained, route);
         remove_matching(&f.limit_rejections, route);
         remove_matching(&f.limit_throttled, route);
+        remove_matching(&f.auth, route);
     }
 
     /// Drops the series of one backend of a route, for a backend a reload

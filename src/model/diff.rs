@@ -223,6 +223,7 @@ mod tests {
             websocket,
             logging: Default::default(),
             request_rate: None,
+            auth: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! [`Material`] so the runtime never reads a file the checks did not
 //! see; they compare and serialise by fingerprint, never by content.
 
+mod auth;
 pub mod diff;
 mod host;
 mod limits;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
+pub use auth::{Auth, BasicAuth};
 pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,
@@ -167,8 +169,14 @@ impl Default for FileCache {
 /// CA certificates), handed to the runtime as it was checked. It is never
 /// serialised (`/config` must not expose keys) and never compared: the
 /// fingerprint stored next to it stands for it.
-#[derive(Clone)]
 pub struct Material<T>(Option<Arc<T>>);
+
+// By hand: the derive would ask `T: Clone`, and only the `Arc` is cloned.
+impl<T> Clone for Material<T> {
+    fn clone(&self) -> Material<T> {
+        Material(self.0.clone())
+    }
+}
 
 impl<T> Material<T> {
     /// Material read now, owned by the model.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HostMatch, Pool, RateLimit, RouteLogging, SessionLimits};
+use super::{Auth, HostMatch, Pool, RateLimit, RouteLogging, SessionLimits};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct Route {
     /// Requests per client on this route, upgrades included.
     #[serde(default)]
     pub request_rate: Option<RateLimit>,
+    /// Who may use the route.
+    #[serde(default)]
+    pub auth: Option<Auth>,
 }
 
 /// What a route answers plain requests with.
@@ -207,6 +210,9 @@ impl Route {
         }
         if self.request_rate != other.request_rate {
             keys.push("request_rate");
+        }
+        if self.auth != other.auth {
+            keys.push("auth");
         }
         keys.sort_unstable();
         keys

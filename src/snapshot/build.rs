@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 
 use super::{Listener, Snapshot};
+use crate::auth::RouteAuth;
 use crate::client_limits::{self, RateRule};
 use crate::demo;
 use crate::metrics::Metrics;
@@ -32,6 +33,8 @@ pub enum BuildError {
         #[source]
         source: rustls::Error,
     },
+    #[error("route `{route}`: its htpasswd file was not loaded (a model read back from /config cannot serve)")]
+    AuthNotLoaded { route: String },
     #[error("cannot set up TLS to the backends of route `{route}`: {source}")]
     BackendTls {
         route: String,
@@ -180,6 +183,16 @@ fn build_route(
         logging: route.logging,
         request_rate: rate_rule(&["route", name, "requests"], route.request_rate),
         limit_meters,
+        auth: match &route.auth {
+            None => None,
+            Some(auth) => {
+                let meters = |method: &str| metrics.map(|m| m.auth(name, method));
+                let not_loaded = || BuildError::AuthNotLoaded {
+                    route: name.to_owned(),
+                };
+                Some(RouteAuth::new(auth, meters).ok_or_else(not_loaded)?)
+            }
+        },
     })
 }
 

@@ -77,3 +77,27 @@ pub fn node_app(name: &str) -> ChildServer {
             .args([name, "0"]),
     )
 }
+
+/// The Python of the venv `target/<name>`, with `requirements` installed
+/// there unless `python -c "import <imports>"` already works.
+pub fn python_venv(name: &str, requirements: &[&Path], imports: &str) -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let python = venv.join("bin/python");
+    let installed = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        let mut pip = Command::new(&python);
+        pip.args(["-m", "pip", "install", "--quiet"]);
+        for file in requirements {
+            pip.arg("-r").arg(file);
+        }
+        run(&mut pip);
+    }
+    python
+}

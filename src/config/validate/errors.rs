@@ -190,6 +190,22 @@ pub enum ConfigError {
     BadCloseCode,
     #[error("max_session_duration_code only applies with max_session_duration")]
     CloseCodeWithoutDuration,
+    #[error("auth needs a method: write `auth = {{ basic = \"users.htpasswd\" }}`")]
+    AuthEmpty,
+    #[error("realm must not contain quotes, backslashes or control characters")]
+    BadRealm,
+    #[error("htpasswd file `{given}` cannot be read: {source}")]
+    HtpasswdUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("htpasswd file `{given}`: {error}")]
+    Htpasswd {
+        given: String,
+        #[source]
+        error: crate::credentials::HtpasswdError,
+    },
     #[error("proxy_protocol needs `trusted_proxies` to list the load balancers that send the header; a header from any other address is refused")]
     ProxyProtocolUntrusted,
 }

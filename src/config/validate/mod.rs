@@ -3,6 +3,7 @@
 //! config names (certificates, keys, CA bundles, static roots) are read and
 //! checked here, once.
 
+mod auth;
 mod errors;
 mod limits;
 mod listeners;

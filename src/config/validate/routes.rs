@@ -41,6 +41,10 @@ pub(super) fn routes(
         };
         let prefix = route_prefix(check, &raw.path);
         let logging = super::log::route_logging(check, &raw);
+        let auth = raw
+            .auth
+            .as_ref()
+            .and_then(|auth| super::auth::auth(check, auth, &name, base_dir));
         let request_rate = super::limits::rate(
             check,
             ("request_rate", &raw.request_rate),
@@ -83,6 +87,7 @@ pub(super) fn routes(
             websocket,
             logging,
             request_rate,
+            auth,
         });
     }
     compiled
