@@ -109,6 +109,23 @@ pub struct RawAuth {
     /// An htpasswd file of bcrypt or argon2 hashes.
     pub basic: Option<Spanned<String>>,
     pub realm: Option<Spanned<String>>,
+    pub jwt: Option<Spanned<RawJwt>>,
+}
+
+/// `jwt = { ... }` in a route's `auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// PEM public keys or a JWKS document.
+    pub keys: Spanned<String>,
+    pub algorithms: Spanned<Vec<Spanned<String>>>,
+    pub issuer: Option<Spanned<String>>,
+    pub audience: Option<Spanned<String>>,
+    pub leeway: Option<Spanned<String>>,
+    /// `"header:NAME"`, `"cookie:NAME"`, `"query:NAME"`.
+    pub token_from: Option<Spanned<Vec<Spanned<String>>>>,
+    pub claims_to_headers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    pub expired_close_code: Option<Spanned<i64>>,
 }
 
 /// `[log]`: the access log.
@@ -368,12 +385,13 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
             .proxy
             .as_ref()
             .and_then(|p| p.get_ref().backend_ca.as_ref());
-        let htpasswd = route
-            .auth
-            .as_ref()
-            .and_then(|auth| auth.get_ref().basic.as_ref());
+        let auth = route.auth.as_ref().map(Spanned::get_ref);
+        let htpasswd = auth.and_then(|auth| auth.basic.as_ref());
+        let jwt_keys = auth
+            .and_then(|auth| auth.jwt.as_ref())
+            .map(|jwt| &jwt.get_ref().keys);
         names.extend(
-            [websocket_ca, proxy_ca, htpasswd]
+            [websocket_ca, proxy_ca, htpasswd, jwt_keys]
                 .into_iter()
                 .flatten()
                 .map(|n| n.get_ref().as_str()),

@@ -25,7 +25,8 @@
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
 //!                  maybe_tls, service_manager, echo, access_log, request_ids,
 //!                  client_limits (GCRA rates, the bounded table, per-client counts),
-//!                  proxy_protocol (PROXY v1/v2 headers), credentials (htpasswd)
+//!                  proxy_protocol (PROXY v1/v2 headers), credentials (htpasswd),
+//!                  tokens (JWT keys and checks)
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -68,5 +69,6 @@ pub(crate) mod splice;
 pub(crate) mod stall;
 pub(crate) mod static_files;
 pub(crate) mod tls;
+pub(crate) mod tokens;
 pub mod upstream;
 pub mod websocket;

@@ -1,8 +1,10 @@
 //! Authentication through the real server: basic auth against htpasswd
-//! files made by real tools (Python's `bcrypt` and `argon2-cffi`, in a venv
-//! in target/auth-venv made on first run), for plain requests and WebSocket
-//! upgrades; the challenge, the log (never the credential) and the metrics;
-//! and `wsgate check` refusing weak hashes.
+//! files made by real tools (Python's `bcrypt` and `argon2-cffi`), and JWTs
+//! minted by PyJWT with keys made in the test (RSA, EC, Ed25519, HMAC), all
+//! in a venv in target/auth-venv made on first run; plain requests and
+//! WebSocket upgrades, sessions closed when their token expires; the
+//! challenge, the log (never the credential) and the metrics; and `wsgate
+//! check` refusing weak hashes.
 
 mod support;
 
@@ -21,14 +23,22 @@ fn auth_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auth")
 }
 
+/// The venv's Python with the tools that make credentials.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let requirements = auth_dir().join("requirements.txt");
+        python_venv(
+            "auth-venv",
+            &[requirements.as_path()],
+            "bcrypt, argon2, jwt, cryptography",
+        )
+    })
+}
+
 /// Writes `users.htpasswd` in `dir` with `user:password:kind` entries.
 fn htpasswd(dir: &Path, entries: &[&str]) {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    let python = PYTHON.get_or_init(|| {
-        let requirements = auth_dir().join("requirements.txt");
-        python_venv("auth-venv", &[requirements.as_path()], "bcrypt, argon2")
-    });
-    run(Command::new(python)
+    run(Command::new(python())
         .arg(auth_dir().join("htpasswd.py"))
         .arg(dir.join("users.htpasswd"))
         .args(entries));
@@ -150,4 +160,172 @@ fn check_refuses_weak_or_unreadable_htpasswd_files_at_the_value() {
     ] {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }
+}
+
+/// Makes the JWT keys in `dir` (jwks.json and the private keys).
+fn jwt_keys(dir: &Path) {
+    run(Command::new(python())
+        .arg(auth_dir().join("jwt_tool.py"))
+        .args(["keys"])
+        .arg(dir));
+}
+
+/// A token of `kind` (see tests/auth/jwt_tool.py) with `claims` over the defaults.
+fn mint(dir: &Path, kind: &str, claims: &str) -> String {
+    let output = run(Command::new(python())
+        .arg(auth_dir().join("jwt_tool.py"))
+        .arg("mint")
+        .arg(dir)
+        .args([kind, claims]));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+const JWT_ROUTE: &str = "auth = { jwt = { keys = \"jwks.json\", algorithms = [\"RS256\", \"ES256\", \"EdDSA\", \"HS256\"], \
+     issuer = \"https://issuer.test\", audience = \"chat\", \
+     token_from = [\"header:authorization\", \"cookie:session\", \"query:token\"], claims_to_headers = { sub = \"X-User\" } } }\n";
+
+#[tokio::test]
+async fn jwts_of_every_kind_pass_and_every_forgery_is_refused() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "members\n");
+    jwt_keys(dir.path());
+    let keys = dir.path().to_path_buf();
+    let config = format!(
+        "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n{JWT_ROUTE}"
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let addr = server.addr;
+    let bearer = |token: &str| format!("Bearer {token}");
+    for kind in ["rs256", "es256", "eddsa", "hs256"] {
+        let token = mint(&keys, kind, "{}");
+        let reply = get_with(addr, "/", &[("authorization", &bearer(&token))]).await;
+        assert_eq!(reply.status, 200, "{kind}");
+    }
+    let token = mint(&keys, "es256", "{}");
+    let cookie = format!("theme=dark; session={token}");
+    assert_eq!(
+        get_with(addr, "/", &[("cookie", &cookie)]).await.status,
+        200
+    );
+    let in_query = get(addr, &format!("/?a=1&token={token}")).await;
+    assert_eq!(in_query.status, 200);
+    let refused = [
+        (
+            "expired",
+            mint(&keys, "rs256", r#"{"exp_in": -120}"#),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            mint(&keys, "rs256", r#"{"nbf_in": 300}"#),
+            "denied",
+        ),
+        (
+            "wrong audience",
+            mint(&keys, "rs256", r#"{"aud": "other"}"#),
+            "denied",
+        ),
+        (
+            "wrong issuer",
+            mint(&keys, "rs256", r#"{"iss": "https://evil.test"}"#),
+            "denied",
+        ),
+        ("wrong key", mint(&keys, "wrong-key", "{}"), "denied"),
+        ("alg none", mint(&keys, "none", "{}"), "denied"),
+        (
+            "HS256 with the RSA public key",
+            mint(&keys, "confusion", "{}"),
+            "denied",
+        ),
+        ("garbage", "not.a.token".to_owned(), "denied"),
+    ];
+    for (what, token, _) in &refused {
+        let reply = get_with(addr, "/", &[("authorization", &bearer(token))]).await;
+        assert_eq!(reply.status, 401, "{what}");
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+    let anonymous = get(addr, "/").await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    server.access_record(|r| r["reason"] == "jwt_expired").await;
+    server.access_record(|r| r["reason"] == "jwt_invalid").await;
+    let logged = server.access_record(|r| r["path"] == "/?a=1").await;
+    assert_eq!(logged["status"], 200);
+    let log = server.access_log().join("\n");
+    assert!(!log.contains(&token), "the log holds a token");
+    let scrape = scrape(server.admin).await;
+    let count = |result| {
+        scrape.value(
+            "wsgate_auth_total",
+            &[("route", "site"), ("method", "jwt"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (
+            count("ok"),
+            count("expired"),
+            count("denied"),
+            count("missing")
+        ),
+        (6.0, 1.0, 7.0, 1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_with_1008_when_its_token_expires() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    jwt_keys(dir.path());
+    let token = mint(dir.path(), "es256", r#"{"exp_in": 3}"#);
+    let config = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n{JWT_ROUTE}",
+        backend.addr
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let url = format!("ws://{}/chat?room=1&token={token}", server.addr);
+    let mut request = url.into_client_request().expect("request");
+    // A client's own X-User is not believed.
+    request
+        .headers_mut()
+        .insert("x-user", "mallory".parse().expect("header value"));
+    let opened = std::time::Instant::now();
+    let (mut client, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the upgrade passes with a valid token");
+    let support::ws::Seen::Handshake(headers, path) = backend.next().await else {
+        panic!("the backend saw no handshake first");
+    };
+    assert_eq!(headers["x-user"], "alice");
+    assert_eq!(headers.get_all("x-user").iter().count(), 1);
+    assert_eq!(
+        path, "/chat?room=1",
+        "the token is taken out of the forwarded query"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the session is closed when the token expires")
+    .expect("a close frame with a code");
+    let after = opened.elapsed();
+    assert_eq!(u16::from(closed.code), 1008);
+    assert_eq!(closed.reason.as_str(), "token expired");
+    assert!(
+        after > std::time::Duration::from_millis(1500) && after < std::time::Duration::from_secs(5),
+        "closed after {after:?} for a token valid 3 s"
+    );
 }

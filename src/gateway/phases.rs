@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -34,6 +34,7 @@ use hyper::body::Incoming;
 
 use super::{access, Gateway};
 use crate::access_log::{Record, UpstreamFacts};
+use crate::auth::{self, Granted};
 use crate::body::Body;
 use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
@@ -109,7 +110,7 @@ pub async fn handle(
 async fn respond(
     gateway: &Gateway,
     cx: &mut RequestContext<'_>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let mut client = None;
     if let Some(rule) = &cx.client.request_rate {
@@ -128,12 +129,18 @@ async fn respond(
     };
     // After the limits, so a flood of guesses is refused before it costs
     // a password check each.
+    let mut granted = Granted::default();
     if let Some(auth) = &routed.route.auth {
-        if let Err(answer) = auth.check(req.headers()).await {
-            return answer;
+        match auth.check(&mut req).await {
+            Ok(passed) => granted = passed,
+            Err(answer) => return answer,
         }
     }
-    act(gateway, cx, req, routed, held).await
+    if let (Some(name), Some(record)) = (&granted.removed_query, cx.record.as_mut()) {
+        // The token is never written to the log.
+        record.path = auth::without_query_param(&record.path, name);
+    }
+    act(gateway, cx, req, routed, held, granted.token_expires).await
 }
 
 /// The client as per-client limits know it: its address after
@@ -282,6 +289,7 @@ async fn act(
     req: Request<Incoming>,
     routed: Routed<'_>,
     held: Option<Held>,
+    token_expires: Option<(SystemTime, u16)>,
 ) -> Response<Body> {
     let Routed {
         route,
@@ -308,6 +316,7 @@ async fn act(
             errors_only: cx.errors_only,
             access_log: gateway.access_log(),
             held,
+            token_expires,
         };
         return websocket::upgrade(req, websocket, cx).await;
     }

@@ -12,16 +12,24 @@ pub enum AuthResult {
     Missing,
     /// Credentials came and were wrong (or malformed).
     Denied,
+    /// A JWT with a good signature, past its `exp`.
+    Expired,
 }
 
 impl AuthResult {
-    const ALL: [AuthResult; 3] = [AuthResult::Ok, AuthResult::Missing, AuthResult::Denied];
+    const ALL: [AuthResult; 4] = [
+        AuthResult::Ok,
+        AuthResult::Missing,
+        AuthResult::Denied,
+        AuthResult::Expired,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AuthResult::Ok => "ok",
             AuthResult::Missing => "missing",
             AuthResult::Denied => "denied",
+            AuthResult::Expired => "expired",
         }
     }
 }

@@ -2,13 +2,53 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use super::Material;
 use crate::credentials::Htpasswd;
+use crate::tokens::Verifier;
 
-/// `auth = { ... }` on a route.
+/// `auth = { ... }` on a route. Every method set must pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Auth {
     pub basic: Option<BasicAuth>,
+    #[serde(default)]
+    pub jwt: Option<JwtAuth>,
+}
+
+/// `auth = { jwt = { ... } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JwtAuth {
+    /// The key file as the config names it: PEM public keys or a JWKS document.
+    pub keys: String,
+    pub algorithms: Vec<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required among `aud`, when set.
+    pub audience: Option<String>,
+    /// Allowed clock difference for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Where the token is looked for, in order.
+    pub token_from: Vec<TokenSource>,
+    /// Claims copied onto the forwarded request: (claim, header name).
+    pub claims_to_headers: Vec<(String, String)>,
+    /// What a WebSocket session gets when its token expires.
+    pub expired_close_code: u16,
+    /// Of the key file's content.
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub verifier: Material<Verifier>,
+}
+
+/// Where a request carries its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// A header; for `Authorization`, after `Bearer `.
+    Header(String),
+    Cookie(String),
+    /// A query parameter; removed from the forwarded request and the log.
+    Query(String),
 }
 
 /// `auth = { basic = "users.htpasswd", realm = "..." }`.

@@ -10,7 +10,7 @@ mod transport;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
@@ -76,6 +76,8 @@ pub struct UpgradeContext<'a> {
     pub access_log: &'a AccessLog,
     /// The session's place under `max_sessions_per_client`, kept until it ends.
     pub held: Option<Held>,
+    /// When the JWT the upgrade came with expires, and the session's close code then.
+    pub token_expires: Option<(SystemTime, u16)>,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -243,6 +245,7 @@ pub async fn upgrade<B>(
     // The session keeps the route it started on (and its series) to the end.
     let route = Arc::clone(route);
     let held = cx.held;
+    let token_expires = cx.token_expires;
     let session = async move {
         let _client = client;
         let _busy = busy;
@@ -260,7 +263,14 @@ pub async fn upgrade<B>(
         let active = meters.map(WsMeters::session_started);
         let tally = meters.map(WsMeters::session_tally);
         let control = &registration.session;
-        let limit_meters = route.limit_meters.as_ref();
+        let bounds = relay::Bounds {
+            limit_meters: route.limit_meters.as_ref(),
+            token_end: token_expires.map(|(at, code)| relay::SessionEnd {
+                at: at.duration_since(SystemTime::now()).unwrap_or_default(),
+                code,
+                reason: "token expired",
+            }),
+        };
         let stats = relay::run(
             client,
             backend_peer,
@@ -268,7 +278,7 @@ pub async fn upgrade<B>(
             allowed_rsv,
             control,
             tally,
-            limit_meters,
+            bounds,
         )
         .await;
         drop(active);

@@ -449,8 +449,9 @@ struct Session<'a> {
     live: &'a sessions::LiveTraffic,
     /// The client's message and byte budgets, if the route sets rates.
     throttle: Option<Throttle>,
-    /// When `max_session_duration` ends the session.
-    lifetime_ends: Option<Instant>,
+    /// When the gateway ends the session (`max_session_duration`, or its
+    /// token's expiry, whichever comes first), with which code and reason.
+    ends: Option<(Instant, SessionEnd)>,
     /// The route's limit series.
     limit_meters: Option<&'a LimitMeters>,
 }
@@ -472,8 +473,12 @@ pub fn run<'a>(
     allowed_rsv: u8,
     control: &'a sessions::Session,
     tally: Option<SessionTally<'a>>,
-    limit_meters: Option<&'a LimitMeters>,
+    bounds: Bounds<'a>,
 ) -> impl Future<Output = SessionStats> + 'a {
+    let Bounds {
+        limit_meters,
+        token_end,
+    } = bounds;
     let (to_backend, to_client, ping_rtt) = match tally {
         Some(tally) => (
             Some(tally.to_backend),
@@ -527,7 +532,7 @@ pub fn run<'a>(
         ping_rtt,
         live: &control.traffic,
         throttle: Throttle::new(&policy.limits, now),
-        lifetime_ends: policy.limits.max_duration.map(|cap| now + lifetime(cap)),
+        ends: first_end(now, &policy, token_end),
         limit_meters,
     };
     // The leftovers share hyper's read buffers: scan them, then let them go
@@ -1005,7 +1010,7 @@ impl<'a> Session<'a> {
         let throttle = self.throttle.as_ref().filter(|_| open);
         let resume = throttle.and_then(Throttle::resume_at);
         let close_due = throttle.and_then(Throttle::close_due);
-        let lifetime = self.lifetime_ends.filter(|_| open);
+        let lifetime = self.ends.map(|(at, _)| at).filter(|_| open);
         [
             idle,
             ping_due,
@@ -1056,14 +1061,8 @@ impl<'a> Session<'a> {
             }
             throttle.resume_if_due(now);
         }
-        if self.lifetime_ends.is_some_and(|ends| now >= ends) {
-            let code = self.policy.limits.max_duration_code;
-            self.close_both(
-                code,
-                "session lifetime reached",
-                1001,
-                "session lifetime reached",
-            );
+        if let Some((_, end)) = self.ends.filter(|(at, _)| now >= *at) {
+            self.close_both(end.code, end.reason, 1001, end.reason);
             return false;
         }
         if self
@@ -1106,6 +1105,43 @@ fn violation_reason(violation: Violation) -> &'static str {
         Violation::MessageTooBig => "message too big",
         _ => "protocol error",
     }
+}
+
+/// What one session is held to besides its route's policy.
+#[derive(Debug, Default)]
+pub struct Bounds<'a> {
+    /// Where refusals and pauses of its rates are counted.
+    pub limit_meters: Option<&'a LimitMeters>,
+    /// Its token's expiry, when it came with one.
+    pub token_end: Option<SessionEnd>,
+}
+
+/// When and how the gateway ends a session on its own: after `at` (from
+/// the relay's start), with `code` to the client (the backend gets 1001)
+/// and `reason` to both.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEnd {
+    pub at: Duration,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// The first of the session's own ends: its lifetime cap, its token's expiry.
+fn first_end(
+    now: Instant,
+    policy: &Policy,
+    token: Option<SessionEnd>,
+) -> Option<(Instant, SessionEnd)> {
+    let lifetime = policy.limits.max_duration.map(|cap| SessionEnd {
+        at: lifetime(cap),
+        code: policy.limits.max_duration_code,
+        reason: "session lifetime reached",
+    });
+    [lifetime, token]
+        .into_iter()
+        .flatten()
+        .min_by_key(|end| end.at)
+        .map(|end| (now + end.at, end))
 }
 
 /// How long a session with `max_session_duration = cap` lasts: between

@@ -1,14 +1,21 @@
 //! `auth = { ... }` on a route: the htpasswd file of basic auth, read and
-//! checked here (weak hashes refused), and its realm.
+//! checked here (weak hashes refused), and its realm; JWT keys, read and
+//! checked against the algorithms listed, and where tokens come from.
 
 use std::path::Path;
+use std::time::Duration;
 
+use http::HeaderName;
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
-use crate::config::RawAuth;
+use crate::config::{RawAuth, RawJwt};
 use crate::credentials::Htpasswd;
-use crate::model::{fingerprint, Auth, BasicAuth, Material};
+use crate::model::{fingerprint, Auth, BasicAuth, JwtAuth, Material, TokenSource};
+use crate::tokens::{self, ClaimRules, Verifier};
+
+/// Clock difference allowed for `exp` and `nbf` when the config does not say.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 pub(super) fn auth(
     check: &mut Checker,
@@ -17,10 +24,28 @@ pub(super) fn auth(
     base_dir: &Path,
 ) -> Option<Auth> {
     let auth = raw.get_ref();
-    let Some(file) = &auth.basic else {
+    if auth.basic.is_none() && auth.jwt.is_none() {
         check.error(raw.span(), ConfigError::AuthEmpty);
         return None;
+    }
+    let jwt = match &auth.jwt {
+        Some(jwt) => Some(self::jwt(check, jwt.get_ref(), base_dir)?),
+        None => None,
     };
+    let basic = match &auth.basic {
+        Some(file) => Some(basic(check, auth, file, route, base_dir)?),
+        None => None,
+    };
+    Some(Auth { basic, jwt })
+}
+
+fn basic(
+    check: &mut Checker,
+    auth: &RawAuth,
+    file: &Spanned<String>,
+    route: &str,
+    base_dir: &Path,
+) -> Option<BasicAuth> {
     let realm = match &auth.realm {
         None => route.to_owned(),
         Some(realm) => {
@@ -54,12 +79,121 @@ pub(super) fn auth(
             return None;
         }
     };
-    Some(Auth {
-        basic: Some(BasicAuth {
-            file: given,
-            realm,
-            fingerprint: fingerprint([text.as_bytes()]),
-            users: Material::new(users),
-        }),
+    Some(BasicAuth {
+        file: given,
+        realm,
+        fingerprint: fingerprint([text.as_bytes()]),
+        users: Material::new(users),
     })
+}
+
+fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
+    let names: Vec<String> = raw
+        .algorithms
+        .get_ref()
+        .iter()
+        .map(|n| n.get_ref().clone())
+        .collect();
+    let algorithms = match tokens::algorithms(&names) {
+        Ok(algorithms) => Some(algorithms),
+        Err(error) => {
+            check.error(raw.algorithms.span(), ConfigError::JwtKeys(error));
+            None
+        }
+    };
+    let leeway = check.duration(&raw.leeway, DEFAULT_LEEWAY);
+    let token_from = token_sources(check, raw);
+    let claims_to_headers = claims_to_headers(check, raw);
+    let expired_close_code = match &raw.expired_close_code {
+        None => 1008,
+        Some(code) => match u16::try_from(*code.get_ref()) {
+            Ok(code @ (1008 | 4000..=4999)) => code,
+            _ => {
+                check.error(code.span(), ConfigError::BadExpiredCloseCode);
+                1008
+            }
+        },
+    };
+    let rules = ClaimRules {
+        issuers: raw.issuer.iter().map(|i| i.get_ref().clone()).collect(),
+        audiences: raw.audience.iter().map(|a| a.get_ref().clone()).collect(),
+        leeway,
+    };
+    let given = raw.keys.get_ref().clone();
+    let text = match std::fs::read(base_dir.join(&given)) {
+        Ok(text) => text,
+        Err(source) => {
+            check.error(
+                raw.keys.span(),
+                ConfigError::JwtKeysUnreadable { given, source },
+            );
+            return None;
+        }
+    };
+    let verifier = match Verifier::from_file_text(&text, &algorithms?, &rules) {
+        Ok(verifier) => verifier,
+        Err(error) => {
+            check.error(raw.keys.span(), ConfigError::JwtKeys(error));
+            return None;
+        }
+    };
+    Some(JwtAuth {
+        keys: given,
+        algorithms: names,
+        issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
+        audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
+        leeway,
+        token_from,
+        claims_to_headers,
+        expired_close_code,
+        fingerprint: fingerprint([text.as_slice()]),
+        verifier: Material::new(verifier),
+    })
+}
+
+/// `token_from`: `header:NAME`, `cookie:NAME` or `query:NAME`; by default
+/// the `Authorization: Bearer` header.
+fn token_sources(check: &mut Checker, raw: &RawJwt) -> Vec<TokenSource> {
+    let Some(list) = &raw.token_from else {
+        return vec![TokenSource::Header("authorization".to_owned())];
+    };
+    let mut sources = Vec::new();
+    for entry in list.get_ref() {
+        let text = entry.get_ref();
+        let source = match text.split_once(':') {
+            Some(("header", name)) if HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                Some(TokenSource::Header(name.to_ascii_lowercase()))
+            }
+            Some(("cookie", name)) if !name.is_empty() => {
+                Some(TokenSource::Cookie(name.to_owned()))
+            }
+            Some(("query", name)) if !name.is_empty() => Some(TokenSource::Query(name.to_owned())),
+            _ => None,
+        };
+        match source {
+            Some(source) => sources.push(source),
+            None => check.error(entry.span(), ConfigError::BadTokenSource(text.clone())),
+        }
+    }
+    if sources.is_empty() && list.get_ref().is_empty() {
+        check.error(list.span(), ConfigError::BadTokenSource(String::new()));
+    }
+    sources
+}
+
+/// `claims_to_headers = { sub = "X-User" }`: claim → a valid header name.
+fn claims_to_headers(check: &mut Checker, raw: &RawJwt) -> Vec<(String, String)> {
+    let Some(map) = &raw.claims_to_headers else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::new();
+    for (claim, header) in map.get_ref() {
+        let name = header.get_ref();
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            check.error(header.span(), ConfigError::BadHeaderName(name.clone()));
+            continue;
+        }
+        pairs.push((claim.clone(), name.to_ascii_lowercase()));
+    }
+    pairs
 }

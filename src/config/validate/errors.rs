@@ -190,8 +190,20 @@ pub enum ConfigError {
     BadCloseCode,
     #[error("max_session_duration_code only applies with max_session_duration")]
     CloseCodeWithoutDuration,
-    #[error("auth needs a method: write `auth = {{ basic = \"users.htpasswd\" }}`")]
+    #[error("auth needs a method: write `auth = {{ basic = \"users.htpasswd\" }}` or `auth = {{ jwt = {{ keys = \"jwks.json\", algorithms = [\"RS256\"] }} }}`")]
     AuthEmpty,
+    #[error("JWT keys `{given}` cannot be read: {source}")]
+    JwtKeysUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    JwtKeys(crate::tokens::KeyError),
+    #[error("token_from `{0}` must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"")]
+    BadTokenSource(String),
+    #[error("expired_close_code must be 1008 or between 4000 and 4999")]
+    BadExpiredCloseCode,
     #[error("realm must not contain quotes, backslashes or control characters")]
     BadRealm,
     #[error("htpasswd file `{given}` cannot be read: {source}")]

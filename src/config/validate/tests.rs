@@ -560,3 +560,35 @@ fn proxy_protocol_needs_its_senders_listed() {
         ["client_ipv6_prefix must be between 0 and 128 (64 counts each /64 network as one client)"]
     );
 }
+
+#[test]
+fn jwt_auth_is_checked_with_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ", "kid": "h"}]}"#,
+    )
+    .expect("write");
+    let route = |auth: &str| {
+        format!("[[listeners]]\nbind = \"127.0.0.1:8080\"\n[[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\nauth = {{ jwt = {{ {auth} }} }}\n")
+    };
+    let good = route("keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"cookie:s\", \"query:t\"], claims_to_headers = { sub = \"X-User\" }");
+    assert!(
+        errors_in(&good, dir.path()).is_empty(),
+        "{:?}",
+        errors_in(&good, dir.path())
+    );
+    let cases = [
+        ("keys = \"jwks.json\", algorithms = [\"HS1024\"]", "`HS1024` is not an algorithm; use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"),
+        ("keys = \"jwks.json\", algorithms = []", "no algorithms: list the ones tokens are signed with, e.g. algorithms = [\"RS256\"]"),
+        ("keys = \"jwks.json\", algorithms = [\"RS256\"]", "no key in the file serves the listed algorithms"),
+        ("keys = \"missing.json\", algorithms = [\"HS256\"]", "JWT keys `missing.json` cannot be read: No such file or directory (os error 2)"),
+        ("keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"subprotocol\"]", "token_from `subprotocol` must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\""),
+        ("keys = \"jwks.json\", algorithms = [\"HS256\"], expired_close_code = 1000", "expired_close_code must be 1008 or between 4000 and 4999"),
+        ("keys = \"jwks.json\", algorithms = [\"HS256\"], claims_to_headers = { sub = \"bad header\" }", "`bad header` is not a header name"),
+    ];
+    for (auth, expected) in cases {
+        assert_eq!(errors_in(&route(auth), dir.path()), [expected], "{auth}");
+    }
+}
