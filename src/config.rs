@@ -110,6 +110,24 @@ pub struct RawAuth {
     pub basic: Option<Spanned<String>>,
     pub realm: Option<Spanned<String>>,
     pub jwt: Option<Spanned<RawJwt>>,
+    pub forward: Option<Spanned<RawForward>>,
+}
+
+/// `forward = { ... }` in a route's `auth`: the auth service and how it is asked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub backends: Spanned<Vec<Spanned<String>>>,
+    pub balance: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub backend_ca: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub timeout: Option<Spanned<String>>,
+    pub copy_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub cache: Option<Spanned<String>>,
+    pub revalidate: Option<Spanned<String>>,
+    /// `"deny"` (503) or `"allow"`.
+    pub on_error: Option<Spanned<String>>,
 }
 
 /// `jwt = { ... }` in a route's `auth`.

@@ -51,14 +51,15 @@ pub enum Content {
 }
 
 impl Route {
-    /// The backend pools of the route's actions: WebSocket first, then proxy.
+    /// The backend pools of the route: WebSocket, proxy, then the auth service's.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<BackendPool>> {
         let websocket = self.websocket.as_ref().map(|ws| &ws.backends);
         let proxy = match &self.content {
             Some(Content::Proxy(proxy)) => Some(&proxy.backends),
             _ => None,
         };
-        websocket.into_iter().chain(proxy)
+        let auth = self.auth.as_ref().and_then(RouteAuth::pool);
+        websocket.into_iter().chain(proxy).chain(auth)
     }
 
     /// The part of `path` below this route's prefix, always starting with `/`

@@ -137,6 +137,11 @@ impl CloseRequest {
         code: SERVICE_RESTART,
         reason: "moved to rebalance backends",
     };
+    /// RFC 6455 §7.4.1: 1008, policy violation.
+    pub const AUTH_REVOKED: CloseRequest = CloseRequest {
+        code: 1008,
+        reason: "authorization revoked",
+    };
 }
 
 /// Set once to ask a session to close; the relay waits on it. One waiter,
@@ -150,12 +155,13 @@ struct CloseSignal {
 }
 
 /// The requests a signal can carry, so it stores a small index, not a pointer.
-const REQUESTS: [CloseRequest; 5] = [
+const REQUESTS: [CloseRequest; 6] = [
     CloseRequest::SHUTDOWN,
     CloseRequest::ROUTE_REMOVED,
     CloseRequest::BACKEND_REMOVED,
     CloseRequest::BACKEND_DRAINED,
     CloseRequest::REBALANCED,
+    CloseRequest::AUTH_REVOKED,
 ];
 
 impl CloseSignal {
@@ -181,6 +187,11 @@ impl CloseSignal {
 }
 
 impl Session {
+    /// Asks the session to close with `request` (the first request wins).
+    pub fn ask_close(&self, request: CloseRequest) {
+        self.close.ask(request);
+    }
+
     /// Resolves once the session is asked to close.
     pub async fn close_requested(&self) -> CloseRequest {
         std::future::poll_fn(|cx| self.poll_close_requested(cx)).await

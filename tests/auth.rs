@@ -329,3 +329,170 @@ async fn a_session_ends_with_1008_when_its_token_expires() {
         "closed after {after:?} for a token valid 3 s"
     );
 }
+
+/// The cookie-deciding auth service (tests/auth/forward_service.py).
+fn auth_service() -> support::apps::ChildServer {
+    support::apps::ChildServer::start(
+        Command::new("python3")
+            .arg(auth_dir().join("forward_service.py"))
+            .arg("0"),
+    )
+}
+
+/// The service's own answer to `path` (its counters), not through the gateway.
+async fn service_json(service: &support::apps::ChildServer, path: &str) -> serde_json::Value {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], service.port).into();
+    serde_json::from_str(&get(addr, path).await.text()).expect("json")
+}
+
+#[tokio::test]
+async fn forward_auth_lets_the_service_decide() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let service = auth_service();
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "app\n");
+    let verify = format!("{}/verify", service.url("http"));
+    let config = format!(
+        "[[routes]]\nname = \"app\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n\
+         auth = {{ forward = {{ backends = [\"{verify}\"], copy_headers = [\"X-User\"], timeout = \"1s\" }} }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let addr = server.addr;
+    // No session: the service's 401, challenge and body, goes to the client.
+    let refused = get(addr, "/?page=2").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Cookie realm=\"app\"")
+    );
+    assert_eq!(refused.text(), "log in first\n");
+    let asked = service_json(&service, "/last").await;
+    assert_eq!(asked["x-forwarded-uri"], "/?page=2");
+    assert_eq!(asked["x-forwarded-method"], "GET");
+    assert_eq!(asked["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(asked["path"], "/verify");
+    let redirected = get_with(addr, "/", &[("cookie", "session=redirect")]).await;
+    assert_eq!(redirected.status, 302);
+    assert_eq!(redirected.header("location"), Some("https://login.test/"));
+    let allowed = get_with(addr, "/", &[("cookie", "session=good")]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.text(), "app\n");
+    // The upgrade too; the service's X-User replaces the client's.
+    let (_, upgraded) = raw_handshake(
+        addr,
+        "/",
+        &[("Cookie", "session=good"), ("X-User", "mallory")],
+    )
+    .await;
+    assert_eq!(raw_status(&upgraded), 101, "{upgraded}");
+    let support::ws::Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("the backend saw no handshake first");
+    };
+    let users: Vec<_> = headers.get_all("x-user").iter().collect();
+    assert_eq!(users, ["alice"]);
+    assert!(
+        headers.get("x-ignored").is_none(),
+        "only the named headers are copied"
+    );
+    // Slower than the timeout: 503, never open.
+    let slow = get_with(addr, "/", &[("cookie", "session=slow")]).await;
+    assert_eq!(slow.status, 503);
+    server
+        .access_record(|r| r["reason"] == "forward_auth_unavailable")
+        .await;
+    server
+        .access_record(|r| r["reason"] == "forward_auth_denied" && r["status"] == 302)
+        .await;
+    let scrape = scrape(server.admin).await;
+    let count = |result| {
+        scrape.value(
+            "wsgate_auth_total",
+            &[("route", "app"), ("method", "forward"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (count("ok"), count("denied"), count("unavailable")),
+        (2.0, 2.0, 1.0)
+    );
+    // The service shows among the route's backends.
+    assert!(scrape
+        .get(
+            "wsgate_upstream_healthy",
+            &[("route", "app"), ("backend", &verify)]
+        )
+        .is_some());
+}
+
+#[tokio::test]
+async fn forward_auth_caches_decisions_fails_as_configured_and_rechecks_sessions() {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let mut service = auth_service();
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "app\n");
+    let verify = format!("{}/verify", service.url("http"));
+    let config = format!(
+        "[[routes]]\nname = \"cached\"\npath = \"/cached\"\nstatic = {{ root = \"public\" }}\n\
+         auth = {{ forward = {{ backends = [\"{verify}\"], cache = \"30s\" }} }}\n\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n\
+         auth = {{ forward = {{ backends = [\"{verify}\"], revalidate = \"1s\" }} }}\n\n\
+         [[routes]]\nname = \"open\"\npath = \"/open\"\nstatic = {{ root = \"public\" }}\n\
+         auth = {{ forward = {{ backends = [\"{verify}\"], on_error = \"allow\", timeout = \"500ms\" }} }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let addr = server.addr;
+    for _ in 0..3 {
+        let reply = get_with(addr, "/cached/", &[("cookie", "session=good")]).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        service_json(&service, "/count").await["good"],
+        1,
+        "two of three from the cache"
+    );
+    // A session is asked about again every second; once the service says
+    // no, it is closed with 1008.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/chat"
+        ))
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("cookie", "session=good".parse().expect("header value"));
+    let (mut session, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the session is let in");
+    let service_addr: std::net::SocketAddr = ([127, 0, 0, 1], service.port).into();
+    let revoke = support::request("POST", "/revoke")
+        .body(Default::default())
+        .expect("request");
+    assert_eq!(support::send(service_addr, revoke).await.status, 204);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use futures_util::StreamExt;
+        loop {
+            match session.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the session is closed once the service says no")
+    .expect("a close code");
+    assert_eq!(u16::from(closed.code), 1008);
+    assert_eq!(closed.reason.as_str(), "authorization revoked");
+    // With the service gone: the route that fails open lets requests
+    // through; the others refuse with 503.
+    service.kill();
+    assert_eq!(get(addr, "/open/").await.status, 200);
+    assert_eq!(
+        get_with(addr, "/cached/", &[("cookie", "session=other")])
+            .await
+            .status,
+        503
+    );
+}

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -131,7 +131,11 @@ async fn respond(
     // a password check each.
     let mut granted = Granted::default();
     if let Some(auth) = &routed.route.auth {
-        match auth.check(&mut req).await {
+        let model = &cx.snapshot.model;
+        let client_ip = model
+            .trusted_proxies
+            .client_ip(cx.client.addr.ip(), req.headers());
+        match auth.check(&mut req, client_ip, cx.client.scheme()).await {
             Ok(passed) => granted = passed,
             Err(answer) => return answer,
         }
@@ -140,7 +144,7 @@ async fn respond(
         // The token is never written to the log.
         record.path = auth::without_query_param(&record.path, name);
     }
-    act(gateway, cx, req, routed, held, granted.token_expires).await
+    act(gateway, cx, req, routed, held, granted).await
 }
 
 /// The client as per-client limits know it: its address after
@@ -289,7 +293,7 @@ async fn act(
     req: Request<Incoming>,
     routed: Routed<'_>,
     held: Option<Held>,
-    token_expires: Option<(SystemTime, u16)>,
+    granted: Granted,
 ) -> Response<Body> {
     let Routed {
         route,
@@ -316,7 +320,8 @@ async fn act(
             errors_only: cx.errors_only,
             access_log: gateway.access_log(),
             held,
-            token_expires,
+            token_expires: granted.token_expires,
+            recheck: granted.recheck,
         };
         return websocket::upgrade(req, websocket, cx).await;
     }

@@ -14,14 +14,17 @@ pub enum AuthResult {
     Denied,
     /// A JWT with a good signature, past its `exp`.
     Expired,
+    /// The auth service gave no usable answer (503).
+    Unavailable,
 }
 
 impl AuthResult {
-    const ALL: [AuthResult; 4] = [
+    const ALL: [AuthResult; 5] = [
         AuthResult::Ok,
         AuthResult::Missing,
         AuthResult::Denied,
         AuthResult::Expired,
+        AuthResult::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl AuthResult {
             AuthResult::Missing => "missing",
             AuthResult::Denied => "denied",
             AuthResult::Expired => "expired",
+            AuthResult::Unavailable => "unavailable",
         }
     }
 }

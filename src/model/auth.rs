@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use super::Material;
+use super::{Material, Pool};
 use crate::credentials::Htpasswd;
 use crate::tokens::Verifier;
 
@@ -14,6 +14,25 @@ pub struct Auth {
     pub basic: Option<BasicAuth>,
     #[serde(default)]
     pub jwt: Option<JwtAuth>,
+    #[serde(default)]
+    pub forward: Option<ForwardAuth>,
+}
+
+/// `auth = { forward = { ... } }`: an auth service decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardAuth {
+    /// The auth service's backends; a backend URL's path is the one asked.
+    pub pool: Pool,
+    /// For the service's answer, connect included.
+    pub timeout: Duration,
+    /// Headers of a 2xx answer copied onto the forwarded request (lowercase).
+    pub copy_headers: Vec<String>,
+    /// How long a 2xx is reused for the same credentials; zero: never.
+    pub cache: Duration,
+    /// How often an open WebSocket session is asked about again.
+    pub revalidate: Option<Duration>,
+    /// Let requests through when the service cannot answer (never by default).
+    pub fail_open: bool,
 }
 
 /// `auth = { jwt = { ... } }`.

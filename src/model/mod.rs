@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
-pub use auth::{Auth, BasicAuth, JwtAuth, TokenSource};
+pub use auth::{Auth, BasicAuth, ForwardAuth, JwtAuth, TokenSource};
 pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,

@@ -168,7 +168,12 @@ impl Route {
             Some(Content::Proxy(proxy)) => Some(&proxy.pool),
             _ => None,
         };
-        websocket.into_iter().chain(proxy)
+        let auth = self
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.forward.as_ref())
+            .map(|forward| &forward.pool);
+        websocket.into_iter().chain(proxy).chain(auth)
     }
 
     /// Whether the route sets any per-client or per-session limit.

@@ -49,26 +49,37 @@ pub struct ProxyRoute {
     pub settings: ProxySettings,
 }
 
+/// One pooled client per backend of `backends`, in its order, sending
+/// bodies of type `B`: connections open through the pool (timed, counted,
+/// feeding passive health) and stay for reuse a few seconds.
+pub fn clients<B>(backends: &Arc<BackendPool>) -> Vec<Client<Connector, B>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    backends
+        .backends()
+        .iter()
+        .map(|backend| {
+            let connector = Connector {
+                pool: Arc::clone(backends),
+                backend: Arc::clone(backend),
+            };
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
+                .build(connector)
+        })
+        .collect()
+}
+
 impl ProxyRoute {
     pub fn new(backends: Arc<BackendPool>, settings: ProxySettings) -> ProxyRoute {
-        let clients = backends
-            .backends()
-            .iter()
-            .map(|backend| {
-                let connector = Connector {
-                    pool: Arc::clone(&backends),
-                    backend: Arc::clone(backend),
-                };
-                Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
-                    .build(connector)
-            })
-            .collect();
         ProxyRoute {
+            clients: clients(&backends),
             backends,
-            clients,
             settings,
         }
     }

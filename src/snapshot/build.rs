@@ -190,7 +190,13 @@ fn build_route(
                 let not_loaded = || BuildError::AuthNotLoaded {
                     route: name.to_owned(),
                 };
-                Some(RouteAuth::new(auth, meters).ok_or_else(not_loaded)?)
+                let forward_pool = match &auth.forward {
+                    Some(forward) => {
+                        Some(Arc::new(build_pool(name, &forward.pool, metrics, kept)?))
+                    }
+                    None => None,
+                };
+                Some(RouteAuth::new(auth, meters, forward_pool).ok_or_else(not_loaded)?)
             }
         },
     })

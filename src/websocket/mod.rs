@@ -20,6 +20,7 @@ use http::{Request, Response, StatusCode};
 use hyper::upgrade::Upgraded;
 
 use crate::access_log::{self, AccessLog, Kind, Record, SessionFacts, UpstreamFacts};
+use crate::auth::Recheck;
 use crate::body::proxied::UploadProgress;
 use crate::body::{Body, ProxiedBody};
 use crate::client_limits::{Held, RateRule};
@@ -28,7 +29,7 @@ use crate::forwarding::{self, Origin, TrustedProxies};
 use crate::metrics::{LimitMeters, UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
-use crate::sessions::{GatewayClose, Sessions};
+use crate::sessions::{CloseRequest, GatewayClose, Sessions};
 use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
 use backend_handshake::{Answer, ExchangeError};
 use handshake::Refusal;
@@ -78,6 +79,8 @@ pub struct UpgradeContext<'a> {
     pub held: Option<Held>,
     /// When the JWT the upgrade came with expires, and the session's close code then.
     pub token_expires: Option<(SystemTime, u16)>,
+    /// Forward auth asked again while the session lasts; a no closes it.
+    pub recheck: Option<Recheck>,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -246,6 +249,7 @@ pub async fn upgrade<B>(
     let route = Arc::clone(route);
     let held = cx.held;
     let token_expires = cx.token_expires;
+    let recheck = cx.recheck;
     let session = async move {
         let _client = client;
         let _busy = busy;
@@ -271,7 +275,7 @@ pub async fn upgrade<B>(
                 reason: "token expired",
             }),
         };
-        let stats = relay::run(
+        let relay = relay::run(
             client,
             backend_peer,
             policy,
@@ -279,8 +283,20 @@ pub async fn upgrade<B>(
             control,
             tally,
             bounds,
-        )
-        .await;
+        );
+        let stats = match recheck {
+            None => relay.await,
+            Some(recheck) => {
+                tokio::pin!(relay);
+                tokio::select! {
+                    stats = &mut relay => stats,
+                    () = recheck.revoked() => {
+                        control.ask_close(CloseRequest::AUTH_REVOKED);
+                        relay.await
+                    }
+                }
+            }
+        };
         drop(active);
         let closing = stats.closing.unwrap_or(Closing {
             initiator: Initiator::Gateway,

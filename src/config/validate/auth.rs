@@ -8,10 +8,12 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::{Checker, ConfigError};
-use crate::config::{RawAuth, RawJwt};
+use super::{pools, Checker, ConfigError};
+use crate::config::{RawAuth, RawForward, RawJwt};
 use crate::credentials::Htpasswd;
-use crate::model::{fingerprint, Auth, BasicAuth, JwtAuth, Material, TokenSource};
+use crate::model::{
+    self, fingerprint, Auth, BasicAuth, ForwardAuth, JwtAuth, Material, TokenSource,
+};
 use crate::tokens::{self, ClaimRules, Verifier};
 
 /// Clock difference allowed for `exp` and `nbf` when the config does not say.
@@ -24,7 +26,7 @@ pub(super) fn auth(
     base_dir: &Path,
 ) -> Option<Auth> {
     let auth = raw.get_ref();
-    if auth.basic.is_none() && auth.jwt.is_none() {
+    if auth.basic.is_none() && auth.jwt.is_none() && auth.forward.is_none() {
         check.error(raw.span(), ConfigError::AuthEmpty);
         return None;
     }
@@ -36,7 +38,69 @@ pub(super) fn auth(
         Some(file) => Some(basic(check, auth, file, route, base_dir)?),
         None => None,
     };
-    Some(Auth { basic, jwt })
+    let forward = auth
+        .forward
+        .as_ref()
+        .map(|forward| self::forward(check, forward.get_ref(), base_dir));
+    Some(Auth {
+        basic,
+        jwt,
+        forward,
+    })
+}
+
+/// How long the auth service may take to answer when the config does not say.
+const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn forward(check: &mut Checker, raw: &RawForward, base_dir: &Path) -> ForwardAuth {
+    let timeout = check.positive(&raw.timeout, DEFAULT_FORWARD_TIMEOUT, "timeout");
+    let keys = pools::PoolKeys {
+        action: "forward",
+        schemes: model::HTTP,
+        backends: &raw.backends,
+        balance: &raw.balance,
+        hash_key: &None,
+        connect_timeout: &raw.connect_timeout,
+        backend_ca: &raw.backend_ca,
+        health_check: &raw.health_check,
+    };
+    let mut pool = pools::pool(check, keys, base_dir);
+    if raw.connect_timeout.is_none() {
+        pool.connect_timeout = timeout;
+    }
+    let mut copy_headers = Vec::new();
+    for name in raw.copy_headers.iter().flat_map(|list| list.get_ref()) {
+        match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+            Ok(header) => copy_headers.push(header.as_str().to_owned()),
+            Err(_) => check.error(
+                name.span(),
+                ConfigError::BadHeaderName(name.get_ref().clone()),
+            ),
+        }
+    }
+    let fail_open = match &raw.on_error {
+        None => false,
+        Some(text) => match text.get_ref().as_str() {
+            "deny" => false,
+            "allow" => true,
+            other => {
+                check.error(text.span(), ConfigError::BadOnError(other.to_owned()));
+                false
+            }
+        },
+    };
+    let revalidate = raw
+        .revalidate
+        .as_ref()
+        .map(|_| check.positive(&raw.revalidate, Duration::from_secs(60), "revalidate"));
+    ForwardAuth {
+        pool,
+        timeout,
+        copy_headers,
+        cache: check.duration(&raw.cache, Duration::ZERO),
+        revalidate,
+        fail_open,
+    }
 }
 
 fn basic(

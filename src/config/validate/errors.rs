@@ -204,6 +204,8 @@ pub enum ConfigError {
     BadTokenSource(String),
     #[error("expired_close_code must be 1008 or between 4000 and 4999")]
     BadExpiredCloseCode,
+    #[error("on_error must be \"deny\" (503 while the auth service cannot answer) or \"allow\" (let requests through then), not `{0}`")]
+    BadOnError(String),
     #[error("realm must not contain quotes, backslashes or control characters")]
     BadRealm,
     #[error("htpasswd file `{given}` cannot be read: {source}")]

@@ -1,0 +1,117 @@
+//! JWTs: the token from where the route says, checked against its keys;
+//! claims onto headers, a query token out of the request.
+
+use std::sync::Arc;
+
+use http::header::COOKIE;
+use http::{HeaderName, HeaderValue, Request};
+use serde_json::Value;
+
+use super::{remove_query_param, Granted};
+use crate::metrics::{AuthMeters, AuthResult};
+use crate::model::TokenSource;
+use crate::tokens::{TokenError, Verifier};
+
+#[derive(Debug)]
+pub(super) struct Jwt {
+    pub(super) verifier: Arc<Verifier>,
+    pub(super) sources: Vec<TokenSource>,
+    pub(super) claims_to_headers: Vec<(String, HeaderName)>,
+    pub(super) expired_close_code: u16,
+    pub(super) challenge: HeaderValue,
+    pub(super) meters: Option<AuthMeters>,
+}
+
+impl Jwt {
+    /// Checks the request's token; on refusal, the challenge and the log's reason.
+    pub(super) fn check<B>(
+        &self,
+        req: &mut Request<B>,
+        granted: &mut Granted,
+    ) -> Result<(), (HeaderValue, &'static str)> {
+        let found = self
+            .sources
+            .iter()
+            .find_map(|source| token_in(req, source).map(|token| (source, token)));
+        let result = match &found {
+            None => Err(AuthResult::Missing),
+            Some((_, token)) => self.verifier.verify(token).map_err(|error| match error {
+                TokenError::Expired => AuthResult::Expired,
+                TokenError::Invalid => AuthResult::Denied,
+            }),
+        };
+        let counted = result.as_ref().map_or_else(|r| *r, |_| AuthResult::Ok);
+        if let Some(meters) = &self.meters {
+            meters.counted(counted);
+        }
+        let verified = match result {
+            Ok(verified) => verified,
+            Err(result) => {
+                let (reason, challenge) = match result {
+                    AuthResult::Missing => ("jwt_missing", self.challenge.clone()),
+                    AuthResult::Expired => (
+                        "jwt_expired",
+                        HeaderValue::from_static(
+                            "Bearer error=\"invalid_token\", error_description=\"expired\"",
+                        ),
+                    ),
+                    _ => (
+                        "jwt_invalid",
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    ),
+                };
+                return Err((challenge, reason));
+            }
+        };
+        let headers = req.headers_mut();
+        for (claim, header) in &self.claims_to_headers {
+            headers.remove(header);
+            let value = match verified.claims.get(claim) {
+                Some(Value::String(text)) => HeaderValue::from_str(text.as_str()).ok(),
+                Some(Value::Null) | None => None,
+                Some(other) => HeaderValue::from_str(&other.to_string()).ok(),
+            };
+            if let Some(value) = value {
+                headers.insert(header.clone(), value);
+            }
+        }
+        if let Some((TokenSource::Query(name), _)) = &found {
+            remove_query_param(req.uri_mut(), name);
+            granted.removed_query = Some(name.clone());
+        }
+        granted.token_expires = Some((verified.expires, self.expired_close_code));
+        Ok(())
+    }
+}
+
+/// The token `source` names in `req`, if it carries one.
+fn token_in<B>(req: &Request<B>, source: &TokenSource) -> Option<String> {
+    match source {
+        TokenSource::Header(name) => {
+            let value = req.headers().get(name.as_str())?.to_str().ok()?.trim();
+            if name == "authorization" {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            } else {
+                Some(value.to_owned())
+            }
+        }
+        TokenSource::Cookie(name) => req
+            .headers()
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then(|| value.to_owned())
+            }),
+        TokenSource::Query(name) => req.uri().query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        }),
+    }
+    .filter(|token| !token.is_empty())
+}
