@@ -42,6 +42,24 @@ pub struct RawTls {
     pub key: Option<Spanned<String>>,
     pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
     pub handshake_timeout: Option<Spanned<String>>,
+    pub client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+/// `client_auth = { ... }` in a listener's `tls`: mTLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub ca: Spanned<String>,
+    pub required: Option<bool>,
+    pub crls: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `client_cert = { ... }` in a route's `auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCert {
+    pub subject_header: Option<Spanned<String>>,
+    pub san_header: Option<Spanned<String>>,
 }
 
 /// One `{ cert = "...", key = "..." }` pair.
@@ -111,6 +129,7 @@ pub struct RawAuth {
     pub realm: Option<Spanned<String>>,
     pub jwt: Option<Spanned<RawJwt>>,
     pub forward: Option<Spanned<RawForward>>,
+    pub client_cert: Option<Spanned<RawClientCert>>,
 }
 
 /// `forward = { ... }` in a route's `auth`: the auth service and how it is asked.
@@ -381,6 +400,17 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
     let mut names: Vec<&str> = Vec::new();
     for tls in raw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
         let tls = tls.get_ref();
+        if let Some(client_auth) = &tls.client_auth {
+            let client_auth = client_auth.get_ref();
+            names.push(client_auth.ca.get_ref().as_str());
+            names.extend(
+                client_auth
+                    .crls
+                    .iter()
+                    .flat_map(|list| list.get_ref())
+                    .map(|crl| crl.get_ref().as_str()),
+            );
+        }
         names.extend(
             [&tls.cert, &tls.key]
                 .into_iter()

@@ -496,3 +496,124 @@ async fn forward_auth_caches_decisions_fails_as_configured_and_rechecks_sessions
         503
     );
 }
+
+/// GET `path` over TLS with `config`: the status and body, or why the
+/// handshake or request failed.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = support::request("GET", path)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    // With TLS 1.3 a refused client certificate shows at the first request.
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn client_certificates_are_verified_and_reach_the_backend() {
+    let app = support::apps::ChildServer::start(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy/app.py"))
+            .args(["app", "0"]),
+    );
+    let server_ca = support::tls::TestCa::new();
+    let clients = support::tls::TestCa::new();
+    let strangers = support::tls::TestCa::new();
+    let dir = test_dir();
+    server_ca.leaf(&["localhost"]).write(dir.path(), "site");
+    write_file(dir.path(), "clients.pem", &clients.pem);
+    write_file(dir.path(), "revoked.crl", clients.crl(&[666]));
+    write_file(dir.path(), "public/index.html", "open\n");
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"site.pem\", key = \"site-key.pem\", client_auth = {{ ca = \"clients.pem\", required = false, crls = [\"revoked.crl\"] }} }}\n\
+         [[listeners]]\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"site.pem\", key = \"site-key.pem\", client_auth = {{ ca = \"clients.pem\" }} }}\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"open\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\
+         [[routes]]\nname = \"secure\"\npath = \"/secure\"\nproxy = {{ backends = [\"{}\"] }}\n\
+         auth = {{ client_cert = {{ subject_header = \"X-Client-DN\" }} }}\n",
+        app.url("http")
+    );
+    let server = TestServer::start_whole(dir, &config).await;
+    let (optional, required) = (server.addrs[0], server.addrs[1]);
+    let alice = clients.client_leaf("alice@example.test", 4000, 7);
+    let expired = clients.client_leaf("old@example.test", 2020, 8);
+    let revoked = clients.client_leaf("mallory@example.test", 4000, 666);
+    let stranger = strangers.client_leaf("eve@example.test", 4000, 9);
+    let with = |leaf: Option<&support::tls::Leaf>| server_ca.client_config_with(leaf);
+    // Without a certificate: the open route serves, the secure one is 403.
+    assert_eq!(
+        https_get(optional, with(None), "/").await,
+        Ok((200, "open\n".to_owned()))
+    );
+    let (status, _) = https_get(optional, with(None), "/secure/whoami")
+        .await
+        .expect("a response");
+    assert_eq!(status, 403);
+    // With one: the backend gets its subject and SAN, not a forged one.
+    let (status, body) = https_get(optional, with(Some(&alice)), "/secure/whoami")
+        .await
+        .expect("a response");
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(seen["headers"]["x-client-dn"], "CN=alice");
+    assert_eq!(
+        seen["headers"]["x-client-cert-san"],
+        "email:alice@example.test"
+    );
+    // Expired, revoked, or from another CA: no connection at all.
+    for (what, leaf) in [
+        ("expired", &expired),
+        ("revoked", &revoked),
+        ("another CA", &stranger),
+    ] {
+        let refused = https_get(optional, with(Some(leaf)), "/").await;
+        assert!(refused.is_err(), "{what}: {refused:?}");
+    }
+    // Where a certificate is required, none means no connection either.
+    assert!(https_get(required, with(None), "/").await.is_err());
+    assert_eq!(
+        https_get(required, with(Some(&alice)), "/").await,
+        Ok((200, "open\n".to_owned()))
+    );
+    let scrape = scrape(server.admin).await;
+    let count = |result| {
+        scrape.value(
+            "wsgate_auth_total",
+            &[
+                ("route", "secure"),
+                ("method", "client_cert"),
+                ("result", result),
+            ],
+        )
+    };
+    assert_eq!((count("ok"), count("missing")), (1.0, 1.0));
+}

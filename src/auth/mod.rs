@@ -8,6 +8,7 @@
 //! token that came in the query string is taken out of it.
 
 mod basic;
+mod client_cert;
 mod forward;
 mod jwt;
 
@@ -24,8 +25,10 @@ use crate::body::Body;
 use crate::metrics::AuthMeters;
 use crate::model;
 use crate::response;
+use crate::tls::ClientCertFacts;
 use crate::upstream::BackendPool;
 use basic::Basic;
+use client_cert::ClientCert;
 use forward::{Decision, Forward, Question};
 use jwt::Jwt;
 
@@ -35,6 +38,7 @@ pub struct RouteAuth {
     basic: Option<Basic>,
     jwt: Option<Jwt>,
     forward: Option<Arc<Forward>>,
+    client_cert: Option<ClientCert>,
 }
 
 /// What a request that passed carries on.
@@ -116,10 +120,18 @@ impl RouteAuth {
             }
             _ => None,
         };
+        let client_cert = auth.client_cert.as_ref().and_then(|settings| {
+            Some(ClientCert {
+                subject: HeaderName::from_bytes(settings.subject_header.as_bytes()).ok()?,
+                sans: HeaderName::from_bytes(settings.san_header.as_bytes()).ok()?,
+                meters: meters("client_cert"),
+            })
+        });
         Some(RouteAuth {
             basic,
             jwt,
             forward,
+            client_cert,
         })
     }
 
@@ -136,8 +148,14 @@ impl RouteAuth {
         req: &mut Request<B>,
         client: IpAddr,
         scheme: &'static str,
+        cert: Option<&ClientCertFacts>,
     ) -> Result<Granted, Response<Body>> {
         let mut granted = Granted::default();
+        if let Some(required) = &self.client_cert {
+            if !required.check(req.headers_mut(), cert) {
+                return Err(client_cert::refusal());
+            }
+        }
         if let Some(jwt) = &self.jwt {
             if let Err((challenge, reason)) = jwt.check(req, &mut granted) {
                 return Err(unauthorized(challenge, reason));

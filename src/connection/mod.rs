@@ -20,6 +20,7 @@ use crate::access_log::TlsFacts;
 use crate::body::Body;
 use crate::client_limits::{Held, RateRule};
 use crate::metrics::{Active, ListenerMeters};
+use crate::tls::ClientCertFacts;
 pub use send_deadline::SendDeadline;
 pub use stream::{client_io, ClientIo, ClientStream};
 
@@ -35,6 +36,8 @@ pub struct ClientConnection {
     pub tls: bool,
     /// The TLS version, ALPN protocol and SNI name, once the handshake is done.
     pub tls_facts: Option<TlsFacts>,
+    /// The client certificate the handshake verified (mTLS listeners).
+    pub client_cert: Option<ClientCertFacts>,
     /// Set on a plaintext listener that sends everyone to `https://` on this port.
     pub redirect_https: Option<u16>,
     /// The listener's series; `None` on the admin listener or with metrics off.
@@ -64,6 +67,7 @@ impl ClientConnection {
             local,
             tls,
             tls_facts: None,
+            client_cert: None,
             redirect_https,
             _active: meters.as_ref().map(ListenerMeters::connection_opened),
             meters,

@@ -135,7 +135,11 @@ async fn respond(
         let client_ip = model
             .trusted_proxies
             .client_ip(cx.client.addr.ip(), req.headers());
-        match auth.check(&mut req, client_ip, cx.client.scheme()).await {
+        let cert = cx.client.client_cert.as_ref();
+        match auth
+            .check(&mut req, client_ip, cx.client.scheme(), cert)
+            .await
+        {
             Ok(passed) => granted = passed,
             Err(answer) => return answer,
         }

@@ -16,6 +16,16 @@ pub struct Auth {
     pub jwt: Option<JwtAuth>,
     #[serde(default)]
     pub forward: Option<ForwardAuth>,
+    /// A verified client certificate is required (on listeners with `client_auth`).
+    #[serde(default)]
+    pub client_cert: Option<ClientCertAuth>,
+}
+
+/// `auth = { client_cert = { ... } }`: the headers the certificate's facts go in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertAuth {
+    pub subject_header: String,
+    pub san_header: String,
 }
 
 /// `auth = { forward = { ... } }`: an auth service decides.

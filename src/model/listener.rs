@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
+
+use crate::tls::ClientVerifier;
 use serde::{Deserialize, Serialize};
 
 use super::{Material, RateLimit};
@@ -46,6 +48,24 @@ pub struct ListenerTls {
     /// The first one also answers clients that send no (or an unknown) name.
     pub certificates: Vec<Certificate>,
     pub handshake_timeout: Duration,
+    /// Client certificates asked for and verified (mTLS).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `client_auth = { ... }` on a listener's `tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientAuth {
+    /// The CA bundle client certificates must chain to, as the config names it.
+    pub ca: String,
+    /// Certificate revocation lists, as the config names them.
+    pub crls: Vec<String>,
+    /// Without a certificate, the handshake fails; otherwise routes decide.
+    pub required: bool,
+    /// Of the CA and CRL files' contents.
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub verifier: Material<ClientVerifier>,
 }
 
 /// A certificate chain and its key, as checked at validation.

@@ -25,12 +25,12 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
-pub use auth::{Auth, BasicAuth, ForwardAuth, JwtAuth, TokenSource};
+pub use auth::{Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, TokenSource};
 pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,
 };
-pub use listener::{Certificate, Listener, ListenerTls};
+pub use listener::{Certificate, ClientAuth, Listener, ListenerTls};
 pub use log::{AccessLogSettings, LogRequests, LogTarget, RouteLogging};
 pub use pool::{
     BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,

@@ -99,6 +99,10 @@ pub(super) async fn serve_connection<H: Handler>(
     };
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol() == Some(b"h2");
+    client.client_cert = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::client_cert_facts);
     client.tls_facts = Some(TlsFacts {
         version: session.protocol_version().map(tls_version_name),
         alpn: session

@@ -125,7 +125,16 @@ fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTl
         }
     }
     let resolver = resolver.ok_or(not_loaded)?;
-    ServerTls::new(resolver, tls.handshake_timeout)
+    let clients = match &tls.client_auth {
+        Some(client_auth) => Some(
+            client_auth
+                .verifier
+                .get()
+                .ok_or(BuildError::NotLoaded { bind })?,
+        ),
+        None => None,
+    };
+    ServerTls::new(resolver, tls.handshake_timeout, clients.map(|v| v.as_ref()))
         .map(Arc::new)
         .map_err(|source| BuildError::ListenerTls { bind, source })
 }

@@ -3,6 +3,7 @@
 //! `wss://` backends.
 
 pub mod certs;
+mod client_auth;
 mod sni;
 
 use std::sync::{Arc, OnceLock};
@@ -16,6 +17,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 pub use certs::{CertError, Which};
+pub use client_auth::{
+    facts as client_cert_facts, verifier as client_verifier, ClientAuthError, ClientCertFacts,
+    ClientVerifier,
+};
 pub use sni::SniResolver;
 
 /// How long a client has to finish the TLS handshake when the config does not say.
@@ -50,14 +55,19 @@ pub enum HandshakeError {
 
 impl ServerTls {
     /// Serves the certificates in `resolver`, offering `h2` then `http/1.1`.
+    /// With `clients`, client certificates are asked for and verified.
     pub fn new(
         resolver: SniResolver,
         handshake_timeout: Duration,
+        clients: Option<&ClientVerifier>,
     ) -> Result<ServerTls, rustls::Error> {
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(VERSIONS)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+        let builder =
+            ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(Arc::clone(&verifier.0)),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
             config: Arc::new(config),

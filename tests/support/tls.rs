@@ -72,6 +72,77 @@ impl TestCa {
         }
     }
 
+    /// A client certificate for `email` (its SAN) with `serial`, valid
+    /// from 2019 until the first of January of `year`.
+    pub fn client_leaf(&self, email: &str, year: i32, serial: u64) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            email.split('@').next().unwrap_or(email),
+        );
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(
+            email.to_owned().try_into().expect("an email SAN"),
+        )];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let key = KeyPair::generate().expect("client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign client cert");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// A CRL of this CA revoking the certificates with `serials`.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .expect("sign CRL")
+            .pem()
+            .expect("CRL PEM")
+    }
+
+    /// A client that trusts this CA and presents `leaf` (none: no certificate).
+    pub fn client_config_with(&self, leaf: Option<&Leaf>) -> Arc<ClientConfig> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(self.roots());
+        let mut config = match leaf {
+            Some(leaf) => {
+                let key =
+                    PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("parse key");
+                builder
+                    .with_client_auth_cert(vec![leaf.der.clone()], key)
+                    .expect("client certificate")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).expect("add test CA");

@@ -12,7 +12,7 @@ use super::{pools, Checker, ConfigError};
 use crate::config::{RawAuth, RawForward, RawJwt};
 use crate::credentials::Htpasswd;
 use crate::model::{
-    self, fingerprint, Auth, BasicAuth, ForwardAuth, JwtAuth, Material, TokenSource,
+    self, fingerprint, Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, Material, TokenSource,
 };
 use crate::tokens::{self, ClaimRules, Verifier};
 
@@ -26,7 +26,13 @@ pub(super) fn auth(
     base_dir: &Path,
 ) -> Option<Auth> {
     let auth = raw.get_ref();
-    if auth.basic.is_none() && auth.jwt.is_none() && auth.forward.is_none() {
+    let methods = [
+        auth.basic.is_some(),
+        auth.jwt.is_some(),
+        auth.forward.is_some(),
+        auth.client_cert.is_some(),
+    ];
+    if !methods.contains(&true) {
         check.error(raw.span(), ConfigError::AuthEmpty);
         return None;
     }
@@ -42,10 +48,31 @@ pub(super) fn auth(
         .forward
         .as_ref()
         .map(|forward| self::forward(check, forward.get_ref(), base_dir));
+    let client_cert = auth.client_cert.as_ref().map(|raw| {
+        let raw = raw.get_ref();
+        let mut header = |given: &Option<Spanned<String>>, default: &str| match given {
+            None => default.to_owned(),
+            Some(name) => match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                Ok(header) => header.as_str().to_owned(),
+                Err(_) => {
+                    check.error(
+                        name.span(),
+                        ConfigError::BadHeaderName(name.get_ref().clone()),
+                    );
+                    default.to_owned()
+                }
+            },
+        };
+        ClientCertAuth {
+            subject_header: header(&raw.subject_header, "x-client-cert-subject"),
+            san_header: header(&raw.san_header, "x-client-cert-san"),
+        }
+    });
     Some(Auth {
         basic,
         jwt,
         forward,
+        client_cert,
     })
 }
 

@@ -204,6 +204,14 @@ pub enum ConfigError {
     BadTokenSource(String),
     #[error("expired_close_code must be 1008 or between 4000 and 4999")]
     BadExpiredCloseCode,
+    #[error("client_auth file `{given}` cannot be read: {source}")]
+    ClientAuthUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    ClientAuth(crate::tls::ClientAuthError),
     #[error("on_error must be \"deny\" (503 while the auth service cannot answer) or \"allow\" (let requests through then), not `{0}`")]
     BadOnError(String),
     #[error("realm must not contain quotes, backslashes or control characters")]

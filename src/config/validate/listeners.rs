@@ -8,8 +8,8 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
-use crate::config::{Diagnostic, RawConfig, RawListener, RawTls};
-use crate::model::{fingerprint, Certificate, Listener, ListenerTls, Material};
+use crate::config::{Diagnostic, RawClientAuth, RawConfig, RawListener, RawTls};
+use crate::model::{fingerprint, Certificate, ClientAuth, Listener, ListenerTls, Material};
 use crate::tls::{self, certs, Which};
 
 /// Which certificate file serves a name on a listener, for the cross-listener check.
@@ -186,8 +186,55 @@ fn server_tls(
             material: Material::shared(loaded.key),
         });
     }
+    let client_auth = match &tls.client_auth {
+        Some(raw) => match client_auth(check, raw.get_ref(), base_dir) {
+            Some(client_auth) => Some(client_auth),
+            None => return None,
+        },
+        None => None,
+    };
     (complete && !certificates.is_empty()).then_some(ListenerTls {
         certificates,
         handshake_timeout,
+        client_auth,
+    })
+}
+
+/// `client_auth`: the CA bundle and CRLs read and a verifier built from them.
+fn client_auth(check: &mut Checker, raw: &RawClientAuth, base_dir: &Path) -> Option<ClientAuth> {
+    let read = |check: &mut Checker, file: &Spanned<String>| match std::fs::read(
+        base_dir.join(file.get_ref()),
+    ) {
+        Ok(bytes) => Some(bytes),
+        Err(source) => {
+            let given = file.get_ref().clone();
+            check.error(
+                file.span(),
+                ConfigError::ClientAuthUnreadable { given, source },
+            );
+            None
+        }
+    };
+    let ca_pem = read(check, &raw.ca)?;
+    let mut crls = Vec::new();
+    for file in raw.crls.iter().flat_map(|list| list.get_ref()) {
+        crls.push((file.get_ref().clone(), read(check, file)?));
+    }
+    let required = raw.required.unwrap_or(true);
+    let verifier = match tls::client_verifier((raw.ca.get_ref(), &ca_pem), &crls, required) {
+        Ok(verifier) => verifier,
+        Err(error) => {
+            check.error(raw.ca.span(), ConfigError::ClientAuth(error));
+            return None;
+        }
+    };
+    let mut blocks: Vec<&[u8]> = vec![&ca_pem];
+    blocks.extend(crls.iter().map(|(_, pem)| pem.as_slice()));
+    Some(ClientAuth {
+        ca: raw.ca.get_ref().clone(),
+        crls: crls.iter().map(|(given, _)| given.clone()).collect(),
+        required,
+        fingerprint: fingerprint(blocks),
+        verifier: Material::new(verifier),
     })
 }
