@@ -31,7 +31,7 @@ fn python() -> &'static Path {
         python_venv(
             "auth-venv",
             &[requirements.as_path()],
-            "bcrypt, argon2, jwt, cryptography",
+            "bcrypt, argon2, jwt, cryptography, websockets",
         )
     })
 }
@@ -616,4 +616,46 @@ async fn client_certificates_are_verified_and_reach_the_backend() {
         )
     };
     assert_eq!((count("ok"), count("missing")), (1.0, 1.0));
+}
+
+#[tokio::test]
+async fn python_websockets_sends_its_token_as_a_subprotocol() {
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    jwt_keys(dir.path());
+    let token = mint(dir.path(), "eddsa", "{}");
+    let config = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{}\"] }}\n\
+         auth = {{ jwt = {{ keys = \"jwks.json\", algorithms = [\"EdDSA\"], token_from = [\"subprotocol\"] }} }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let url = format!("ws://{}/chat", server.addr);
+    let script = auth_dir().join("subprotocol_client.py");
+    let (interpreter, url_for_client, token_for_client) =
+        (python().to_path_buf(), url.clone(), token.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        run(Command::new(interpreter)
+            .arg(script)
+            .arg(url_for_client)
+            .arg(token_for_client))
+    })
+    .await
+    .expect("the client ran");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
+    let support::ws::Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("the backend saw no handshake first");
+    };
+    assert_eq!(
+        headers["sec-websocket-protocol"], "chat",
+        "the token is not passed on"
+    );
+    // Without the token, the same client is refused.
+    let refused = Command::new(python())
+        .arg(auth_dir().join("subprotocol_client.py"))
+        .arg(&url)
+        .arg("not-a-token")
+        .output()
+        .expect("run the client");
+    assert!(!refused.status.success());
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use http::header::COOKIE;
-use http::{HeaderName, HeaderValue, Request};
+use http::header::{COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use serde_json::Value;
 
 use super::{remove_query_param, Granted};
@@ -75,9 +75,15 @@ impl Jwt {
                 headers.insert(header.clone(), value);
             }
         }
-        if let Some((TokenSource::Query(name), _)) = &found {
-            remove_query_param(req.uri_mut(), name);
-            granted.removed_query = Some(name.clone());
+        match &found {
+            Some((TokenSource::Query(name), _)) => {
+                remove_query_param(req.uri_mut(), name);
+                granted.removed_query = Some(name.clone());
+            }
+            Some((TokenSource::Subprotocol, token)) => {
+                without_subprotocol(req.headers_mut(), token)
+            }
+            _ => {}
         }
         granted.token_expires = Some((verified.expires, self.expired_close_code));
         Ok(())
@@ -112,6 +118,71 @@ fn token_in<B>(req: &Request<B>, source: &TokenSource) -> Option<String> {
             let (key, value) = pair.split_once('=')?;
             (key == name).then(|| value.to_owned())
         }),
+        TokenSource::Subprotocol => subprotocols(req.headers())
+            .find(|entry| looks_like_jwt(entry))
+            .map(str::to_owned),
     }
     .filter(|token| !token.is_empty())
+}
+
+/// The entries of `Sec-WebSocket-Protocol`, over all its lines.
+fn subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+}
+
+/// Three dot-separated base64url parts: a compact JWS, not a protocol name.
+fn looks_like_jwt(entry: &str) -> bool {
+    let parts: Vec<&str> = entry.split('.').collect();
+    parts.len() == 3
+        && !parts[0].is_empty()
+        && !parts[1].is_empty()
+        && parts.iter().all(|part| {
+            part.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `Sec-WebSocket-Protocol` without the entry `token`, so the backend
+/// chooses among the application's own subprotocols.
+fn without_subprotocol(headers: &mut HeaderMap, token: &str) {
+    let kept: Vec<String> = subprotocols(headers)
+        .filter(|entry| *entry != token && !entry.is_empty())
+        .map(str::to_owned)
+        .collect();
+    headers.remove(SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        if !kept.is_empty() {
+            headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_among_subprotocols_is_found_and_taken_out() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat, eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln, v2.json"),
+        );
+        let token = subprotocols(&headers)
+            .find(|e| looks_like_jwt(e))
+            .map(str::to_owned);
+        assert_eq!(
+            token.as_deref(),
+            Some("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln")
+        );
+        without_subprotocol(&mut headers, token.as_deref().unwrap_or_default());
+        assert_eq!(headers[SEC_WEBSOCKET_PROTOCOL], "chat, v2.json");
+        assert!(!looks_like_jwt("v2.json"));
+        assert!(!looks_like_jwt("a.b.c+d"));
+    }
 }

@@ -78,6 +78,10 @@ pub enum TokenSource {
     Cookie(String),
     /// A query parameter; removed from the forwarded request and the log.
     Query(String),
+    /// An entry of a WebSocket upgrade's `Sec-WebSocket-Protocol` that is a
+    /// JWT (browsers cannot set other headers); removed from the list the
+    /// backend gets.
+    Subprotocol,
 }
 
 /// `auth = { basic = "users.htpasswd", realm = "..." }`.

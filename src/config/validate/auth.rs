@@ -259,6 +259,7 @@ fn token_sources(check: &mut Checker, raw: &RawJwt) -> Vec<TokenSource> {
                 Some(TokenSource::Cookie(name.to_owned()))
             }
             Some(("query", name)) if !name.is_empty() => Some(TokenSource::Query(name.to_owned())),
+            None if text == "subprotocol" => Some(TokenSource::Subprotocol),
             _ => None,
         };
         match source {

@@ -200,7 +200,7 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     JwtKeys(crate::tokens::KeyError),
-    #[error("token_from `{0}` must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"")]
+    #[error("token_from `{0}` must be \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"subprotocol\"")]
     BadTokenSource(String),
     #[error("expired_close_code must be 1008 or between 4000 and 4999")]
     BadExpiredCloseCode,

@@ -584,7 +584,7 @@ fn jwt_auth_is_checked_with_its_keys() {
         ("keys = \"jwks.json\", algorithms = []", "no algorithms: list the ones tokens are signed with, e.g. algorithms = [\"RS256\"]"),
         ("keys = \"jwks.json\", algorithms = [\"RS256\"]", "no key in the file serves the listed algorithms"),
         ("keys = \"missing.json\", algorithms = [\"HS256\"]", "JWT keys `missing.json` cannot be read: No such file or directory (os error 2)"),
-        ("keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"subprotocol\"]", "token_from `subprotocol` must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\""),
+        ("keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"protocol\"]", "token_from `protocol` must be \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"subprotocol\""),
         ("keys = \"jwks.json\", algorithms = [\"HS256\"], expired_close_code = 1000", "expired_close_code must be 1008 or between 4000 and 4999"),
         ("keys = \"jwks.json\", algorithms = [\"HS256\"], claims_to_headers = { sub = \"bad header\" }", "`bad header` is not a header name"),
     ];
