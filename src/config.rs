@@ -153,8 +153,9 @@ pub struct RawForward {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
-    /// PEM public keys or a JWKS document.
+    /// PEM public keys or a JWKS document, as a file or an `http(s)://` URL.
     pub keys: Spanned<String>,
+    pub keys_refresh: Option<Spanned<String>>,
     pub algorithms: Spanned<Vec<Spanned<String>>>,
     pub issuer: Option<Spanned<String>>,
     pub audience: Option<Spanned<String>>,

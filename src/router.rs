@@ -58,7 +58,7 @@ impl Route {
             Some(Content::Proxy(proxy)) => Some(&proxy.backends),
             _ => None,
         };
-        let auth = self.auth.as_ref().and_then(RouteAuth::pool);
+        let auth = self.auth.iter().flat_map(RouteAuth::pools);
         websocket.into_iter().chain(proxy).chain(auth)
     }
 

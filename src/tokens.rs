@@ -136,6 +136,11 @@ impl Verifier {
         Ok(Verifier { keys })
     }
 
+    /// Whether a key with `kid` is among the keys.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.id.as_deref() == Some(kid))
+    }
+
     /// Checks `token`: the key its `kid` names (or each key of its
     /// algorithm's family, when it names none), then its claims.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
@@ -174,6 +179,11 @@ impl Verifier {
         }
         outcome
     }
+}
+
+/// The `kid` a token's header names, if it parses and names one.
+pub fn key_id(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
 }
 
 fn jwks_keys(text: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, KeyError> {

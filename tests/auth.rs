@@ -659,3 +659,103 @@ async fn python_websockets_sends_its_token_as_a_subprotocol() {
         .expect("run the client");
     assert!(!refused.status.success());
 }
+
+/// An HTTP server on loopback answering every request with `document`
+/// (which the test may replace), counting the requests.
+async fn document_server(
+    document: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (document, served) = (document.clone(), served.clone());
+            let service = hyper::service::service_fn(move |_request| {
+                served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = document.lock().expect("document").clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn jwt_keys_at_a_url_are_fetched_kept_and_fetched_again_for_a_new_kid() {
+    use std::sync::atomic::Ordering;
+    let dir = test_dir();
+    jwt_keys(dir.path());
+    let rotated = test_dir();
+    jwt_keys_with_suffix(rotated.path(), "-2");
+    let read = |dir: &Path| std::fs::read(dir.join("jwks.json")).expect("jwks");
+    let document = std::sync::Arc::new(std::sync::Mutex::new(read(dir.path())));
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let issuer = document_server(document.clone(), served.clone()).await;
+    let config = format!(
+        "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\
+         auth = {{ jwt = {{ keys = \"http://{issuer}/jwks.json\", algorithms = [\"RS256\", \"ES256\"] }} }}\n\n\
+         [[routes]]\nname = \"down\"\npath = \"/down\"\nstatic = {{ root = \"public\" }}\n\
+         auth = {{ jwt = {{ keys = \"http://127.0.0.1:1/jwks.json\", algorithms = [\"RS256\"] }} }}\n"
+    );
+    let keys = dir.path().to_path_buf();
+    write_file(dir.path(), "public/index.html", "ok\n");
+    let server = TestServer::start_in(dir, &config).await;
+    let bearer = |token: String| format!("Bearer {token}");
+    for kind in ["rs256", "es256"] {
+        let reply = get_with(
+            server.addr,
+            "/",
+            &[("authorization", &bearer(mint(&keys, kind, "{}")))],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{kind}");
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 1, "fetched once, then kept");
+    // The issuer rotates its keys: a token naming a new kid fetches again.
+    *document.lock().expect("document") = read(rotated.path());
+    let rotated_token = mint(rotated.path(), "rs256", r#"{"kid_suffix": "-2"}"#);
+    let reply = get_with(
+        server.addr,
+        "/",
+        &[("authorization", &bearer(rotated_token))],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // Forged kids do not make it fetch again and again.
+    let forged = mint(&keys, "rs256", r#"{"kid_suffix": "-forged"}"#);
+    let reply = get_with(server.addr, "/", &[("authorization", &bearer(forged))]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // No keys could ever be fetched: 503, not a guess.
+    let reply = get_with(
+        server.addr,
+        "/down/",
+        &[("authorization", &bearer(mint(&keys, "rs256", "{}")))],
+    )
+    .await;
+    assert_eq!(reply.status, 503);
+    server
+        .access_record(|r| r["reason"] == "jwt_keys_unavailable")
+        .await;
+}
+
+/// Like [`jwt_keys`], with `suffix` after every kid.
+fn jwt_keys_with_suffix(dir: &Path, suffix: &str) {
+    run(Command::new(python())
+        .arg(auth_dir().join("jwt_tool.py"))
+        .arg("keys")
+        .arg(dir)
+        .arg(suffix));
+}

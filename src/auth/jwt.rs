@@ -4,17 +4,18 @@
 use std::sync::Arc;
 
 use http::header::{COOKIE, SEC_WEBSOCKET_PROTOCOL};
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use serde_json::Value;
 
+use super::jwks::RemoteKeys;
 use super::{remove_query_param, Granted};
 use crate::metrics::{AuthMeters, AuthResult};
 use crate::model::TokenSource;
-use crate::tokens::{TokenError, Verifier};
+use crate::tokens::{key_id, TokenError, Verifier};
 
 #[derive(Debug)]
 pub(super) struct Jwt {
-    pub(super) verifier: Arc<Verifier>,
+    pub(super) keys: Keys,
     pub(super) sources: Vec<TokenSource>,
     pub(super) claims_to_headers: Vec<(String, HeaderName)>,
     pub(super) expired_close_code: u16,
@@ -22,23 +23,54 @@ pub(super) struct Jwt {
     pub(super) meters: Option<AuthMeters>,
 }
 
+/// Where a route's keys come from.
+#[derive(Debug)]
+pub(super) enum Keys {
+    /// Read from a file with the config.
+    Read(Arc<Verifier>),
+    /// Fetched from a URL.
+    Fetched(Arc<RemoteKeys>),
+}
+
 impl Jwt {
-    /// Checks the request's token; on refusal, the challenge and the log's reason.
-    pub(super) fn check<B>(
+    /// Checks the request's token; on refusal, the challenge and the log's
+    /// reason (and 503 rather than 401 when no keys could be fetched).
+    pub(super) async fn check<B>(
         &self,
         req: &mut Request<B>,
         granted: &mut Granted,
-    ) -> Result<(), (HeaderValue, &'static str)> {
+    ) -> Result<(), (StatusCode, HeaderValue, &'static str)> {
         let found = self
             .sources
             .iter()
             .find_map(|source| token_in(req, source).map(|token| (source, token)));
-        let result = match &found {
-            None => Err(AuthResult::Missing),
-            Some((_, token)) => self.verifier.verify(token).map_err(|error| match error {
+        let verifier = match (&found, &self.keys) {
+            (None, _) => None,
+            (Some(_), Keys::Read(keys)) => Some(Arc::clone(keys)),
+            (Some((_, token)), Keys::Fetched(remote)) => {
+                let kid = key_id(token);
+                match remote.verifier(kid.as_deref()).await {
+                    Some(keys) => Some(keys),
+                    None => {
+                        if let Some(meters) = &self.meters {
+                            meters.counted(AuthResult::Unavailable);
+                        }
+                        let challenge = HeaderValue::from_static("Bearer");
+                        return Err((
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            challenge,
+                            "jwt_keys_unavailable",
+                        ));
+                    }
+                }
+            }
+        };
+        let result = match (&found, verifier) {
+            (Some((_, token)), Some(keys)) => keys.verify(token).map_err(|error| match error {
                 TokenError::Expired => AuthResult::Expired,
                 TokenError::Invalid => AuthResult::Denied,
             }),
+            _ => Err(AuthResult::Missing),
         };
         let counted = result.as_ref().map_or_else(|r| *r, |_| AuthResult::Ok);
         if let Some(meters) = &self.meters {
@@ -60,7 +92,7 @@ impl Jwt {
                         HeaderValue::from_static("Bearer error=\"invalid_token\""),
                     ),
                 };
-                return Err((challenge, reason));
+                return Err((StatusCode::UNAUTHORIZED, challenge, reason));
             }
         };
         let headers = req.headers_mut();

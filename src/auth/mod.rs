@@ -10,6 +10,7 @@
 mod basic;
 mod client_cert;
 mod forward;
+mod jwks;
 mod jwt;
 
 use std::net::IpAddr;
@@ -26,11 +27,13 @@ use crate::metrics::AuthMeters;
 use crate::model;
 use crate::response;
 use crate::tls::ClientCertFacts;
+use crate::tokens::{self, ClaimRules};
 use crate::upstream::BackendPool;
 use basic::Basic;
 use client_cert::ClientCert;
 use forward::{Decision, Forward, Question};
-use jwt::Jwt;
+use jwks::RemoteKeys;
+use jwt::{Jwt, Keys};
 
 /// A route's `auth`, ready to check requests.
 #[derive(Debug)]
@@ -39,6 +42,15 @@ pub struct RouteAuth {
     jwt: Option<Jwt>,
     forward: Option<Arc<Forward>>,
     client_cert: Option<ClientCert>,
+}
+
+/// The backend pools a route's auth talks to, built with the route's others.
+#[derive(Debug, Default)]
+pub struct AuthPools {
+    /// The auth service's (forward auth).
+    pub forward: Option<Arc<BackendPool>>,
+    /// The JWT keys' server (keys at a URL).
+    pub jwks: Option<Arc<BackendPool>>,
 }
 
 /// What a request that passed carries on.
@@ -80,7 +92,7 @@ impl RouteAuth {
     pub fn new(
         auth: &model::Auth,
         meters: impl Fn(&str) -> Option<AuthMeters>,
-        forward_pool: Option<Arc<BackendPool>>,
+        pools: AuthPools,
     ) -> Option<RouteAuth> {
         let basic = match &auth.basic {
             None => None,
@@ -97,7 +109,23 @@ impl RouteAuth {
         let jwt = match &auth.jwt {
             None => None,
             Some(jwt) => Some(Jwt {
-                verifier: Arc::clone(jwt.verifier.get()?),
+                keys: match pools.jwks {
+                    Some(pool) => {
+                        let algorithms = tokens::algorithms(&jwt.algorithms).ok()?;
+                        let rules = ClaimRules {
+                            issuers: jwt.issuer.iter().cloned().collect(),
+                            audiences: jwt.audience.iter().cloned().collect(),
+                            leeway: jwt.leeway,
+                        };
+                        Keys::Fetched(Arc::new(RemoteKeys::new(
+                            pool,
+                            algorithms,
+                            rules,
+                            jwt.keys_refresh,
+                        )))
+                    }
+                    None => Keys::Read(Arc::clone(jwt.verifier.get()?)),
+                },
                 sources: jwt.token_from.clone(),
                 claims_to_headers: jwt
                     .claims_to_headers
@@ -114,7 +142,7 @@ impl RouteAuth {
                 meters: meters("jwt"),
             }),
         };
-        let forward = match (&auth.forward, forward_pool) {
+        let forward = match (&auth.forward, pools.forward) {
             (Some(settings), Some(pool)) => {
                 Some(Arc::new(Forward::new(pool, settings, meters("forward"))))
             }
@@ -135,9 +163,15 @@ impl RouteAuth {
         })
     }
 
-    /// The auth service's pool, for health checks.
-    pub fn pool(&self) -> Option<&Arc<BackendPool>> {
-        self.forward.as_ref().map(|forward| &forward.pool)
+    /// The pools of the auth service and of the JWT keys' server, for
+    /// health checks and metrics.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<BackendPool>> {
+        let forward = self.forward.as_ref().map(|forward| &forward.pool);
+        let jwks = self.jwt.as_ref().and_then(|jwt| match &jwt.keys {
+            Keys::Fetched(remote) => Some(&remote.pool),
+            Keys::Read(_) => None,
+        });
+        forward.into_iter().chain(jwks)
     }
 
     /// Lets the request from `client` (over `scheme`) through, with what it
@@ -157,8 +191,10 @@ impl RouteAuth {
             }
         }
         if let Some(jwt) = &self.jwt {
-            if let Err((challenge, reason)) = jwt.check(req, &mut granted) {
-                return Err(unauthorized(challenge, reason));
+            if let Err((status, challenge, reason)) = jwt.check(req, &mut granted).await {
+                let mut answer = unauthorized(challenge, reason);
+                *answer.status_mut() = status;
+                return Err(answer);
             }
         }
         if let Some(basic) = &self.basic {

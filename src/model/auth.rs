@@ -48,8 +48,15 @@ pub struct ForwardAuth {
 /// `auth = { jwt = { ... } }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JwtAuth {
-    /// The key file as the config names it: PEM public keys or a JWKS document.
+    /// The key file as the config names it (PEM public keys or a JWKS
+    /// document), or the `http(s)://` URL of a JWKS document.
     pub keys: String,
+    /// For keys at a URL: the server they are fetched from.
+    #[serde(default)]
+    pub keys_pool: Option<Pool>,
+    /// For keys at a URL: how long fetched keys are used before fetching again.
+    #[serde(default)]
+    pub keys_refresh: Duration,
     pub algorithms: Vec<String>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,

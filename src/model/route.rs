@@ -168,12 +168,21 @@ impl Route {
             Some(Content::Proxy(proxy)) => Some(&proxy.pool),
             _ => None,
         };
-        let auth = self
+        let forward = self
             .auth
             .as_ref()
             .and_then(|auth| auth.forward.as_ref())
             .map(|forward| &forward.pool);
-        websocket.into_iter().chain(proxy).chain(auth)
+        let jwks = self
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.jwt.as_ref())
+            .and_then(|jwt| jwt.keys_pool.as_ref());
+        websocket
+            .into_iter()
+            .chain(proxy)
+            .chain(forward)
+            .chain(jwks)
     }
 
     /// Whether the route sets any per-client or per-session limit.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 
 use super::{Listener, Snapshot};
-use crate::auth::RouteAuth;
+use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
 use crate::demo;
 use crate::metrics::Metrics;
@@ -199,13 +199,14 @@ fn build_route(
                 let not_loaded = || BuildError::AuthNotLoaded {
                     route: name.to_owned(),
                 };
-                let forward_pool = match &auth.forward {
-                    Some(forward) => {
-                        Some(Arc::new(build_pool(name, &forward.pool, metrics, kept)?))
-                    }
-                    None => None,
-                };
-                Some(RouteAuth::new(auth, meters, forward_pool).ok_or_else(not_loaded)?)
+                let mut pools = AuthPools::default();
+                if let Some(forward) = &auth.forward {
+                    pools.forward = Some(Arc::new(build_pool(name, &forward.pool, metrics, kept)?));
+                }
+                if let Some(keys) = auth.jwt.as_ref().and_then(|jwt| jwt.keys_pool.as_ref()) {
+                    pools.jwks = Some(Arc::new(build_pool(name, keys, metrics, kept)?));
+                }
+                Some(RouteAuth::new(auth, meters, pools).ok_or_else(not_loaded)?)
             }
         },
     })

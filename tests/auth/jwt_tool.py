@@ -1,15 +1,16 @@
 """Keys and tokens for tests/auth.rs, made with PyJWT and cryptography.
 
 usage:
-  jwt_tool.py keys DIR
+  jwt_tool.py keys DIR [KID-SUFFIX]
       writes DIR/jwks.json (public RSA, EC P-256, Ed25519 keys and an HMAC
-      secret, with kids rsa, ec, ed, hmac), DIR/rsa.pub.pem, and the private
-      keys the tokens are signed with
+      secret, with kids rsa, ec, ed, hmac, each followed by KID-SUFFIX),
+      DIR/rsa.pub.pem, and the private keys the tokens are signed with
   jwt_tool.py mint DIR KIND [CLAIMS-JSON]
       prints a token. KIND: rs256, es256, eddsa, hs256; wrong-key (RS256 by
       a key not in the JWKS); none (alg none, unsigned); confusion (HS256
       with the RSA public key's PEM as the secret). CLAIMS-JSON overrides
-      the defaults; "exp_in" and "nbf_in" are seconds from now.
+      the defaults; "exp_in" and "nbf_in" are seconds from now, and
+      "kid_suffix" goes after the key's kid in the header.
 """
 
 import base64
@@ -36,7 +37,7 @@ def write(path, data):
         out.write(data)
 
 
-def keys(directory):
+def keys(directory, suffix=""):
     private = {
         "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
         "ec": ec.generate_private_key(ec.SECP256R1()),
@@ -56,7 +57,7 @@ def keys(directory):
         ("hmac", lambda: HMACAlgorithm.to_jwk(secret, as_dict=True)),
     ]:
         entry = to_jwk()
-        entry["kid"] = kid
+        entry["kid"] = kid + suffix
         jwks.append(entry)
     write(os.path.join(directory, "jwks.json"), json.dumps({"keys": jwks}).encode())
 
@@ -72,6 +73,7 @@ def private_key(directory, name):
 
 def mint(directory, kind, overrides):
     now = int(time.time())
+    suffix = overrides.pop("kid_suffix", "")
     claims = {"sub": "alice", "iss": "https://issuer.test", "aud": "chat", "exp": now + 300}
     for key, value in overrides.items():
         if key == "exp_in":
@@ -92,20 +94,20 @@ def mint(directory, kind, overrides):
         return f"{signing_input}.{b64(mac)}"
     if kind == "hs256":
         with open(os.path.join(directory, "hmac.secret"), "rb") as source:
-            return jwt.encode(claims, source.read(), algorithm="HS256", headers={"kid": "hmac"})
+            return jwt.encode(claims, source.read(), algorithm="HS256", headers={"kid": "hmac" + suffix})
     alg, name, kid = {
         "rs256": ("RS256", "rsa", "rsa"),
         "es256": ("ES256", "ec", "ec"),
         "eddsa": ("EdDSA", "ed", "ed"),
         "wrong-key": ("RS256", "wrong", "rsa"),
     }[kind]
-    return jwt.encode(claims, private_key(directory, name), algorithm=alg, headers={"kid": kid})
+    return jwt.encode(claims, private_key(directory, name), algorithm=alg, headers={"kid": kid + suffix})
 
 
 def main():
     command, directory = sys.argv[1], sys.argv[2]
     if command == "keys":
-        keys(directory)
+        keys(directory, sys.argv[3] if len(sys.argv) > 3 else "")
     else:
         overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
         print(mint(directory, sys.argv[3], overrides))

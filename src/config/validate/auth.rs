@@ -16,6 +16,9 @@ use crate::model::{
 };
 use crate::tokens::{self, ClaimRules, Verifier};
 
+/// How long keys fetched from a URL are used when the config does not say.
+const DEFAULT_KEYS_REFRESH: Duration = Duration::from_secs(300);
+
 /// Clock difference allowed for `exp` and `nbf` when the config does not say.
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
@@ -211,6 +214,38 @@ fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
         leeway,
     };
     let given = raw.keys.get_ref().clone();
+    let keys_refresh = check.positive(&raw.keys_refresh, DEFAULT_KEYS_REFRESH, "keys_refresh");
+    if given.starts_with("http://") || given.starts_with("https://") {
+        // Fetched when serving: what `check` can say is that the URL is one.
+        let span = raw.keys.span();
+        let urls = Spanned::new(span.clone(), vec![raw.keys.clone()]);
+        let keys = pools::PoolKeys {
+            action: "jwt keys",
+            schemes: model::HTTP,
+            backends: &urls,
+            balance: &None,
+            hash_key: &None,
+            connect_timeout: &None,
+            backend_ca: &None,
+            health_check: &None,
+        };
+        let pool = pools::pool(check, keys, base_dir);
+        tokens::algorithms(&names).ok()?;
+        return Some(JwtAuth {
+            keys: given,
+            keys_pool: Some(pool),
+            keys_refresh,
+            algorithms: names,
+            issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
+            audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
+            leeway,
+            token_from,
+            claims_to_headers,
+            expired_close_code,
+            fingerprint: String::new(),
+            verifier: Material::default(),
+        });
+    }
     let text = match std::fs::read(base_dir.join(&given)) {
         Ok(text) => text,
         Err(source) => {
@@ -230,6 +265,8 @@ fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
     };
     Some(JwtAuth {
         keys: given,
+        keys_pool: None,
+        keys_refresh,
         algorithms: names,
         issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
         audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
