@@ -250,3 +250,106 @@ async fn the_dashboard_shows_a_live_session_and_its_counts_move() {
     );
     chatter.abort();
 }
+
+/// A page that stores `token` (if any) in the `session` cookie, as a
+/// login page would, then opens `wss://…/ws` and echoes one message: a
+/// browser cannot put a token in a WebSocket's headers, but it sends the
+/// cookie with the handshake.
+fn cookie_page(token: Option<&str>) -> String {
+    let cookie = token
+        .map(|token| {
+            format!("document.cookie = \"session={token}; path=/; secure; samesite=strict\";")
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<meta charset="utf-8">
+<script>
+{cookie}
+const ws = new WebSocket("wss://" + location.host + "/ws");
+ws.onopen = () => ws.send("with a cookie");
+ws.onmessage = (e) => {{ window.result = {{ echoes: [e.data] }}; ws.close(1000); }};
+ws.onerror = () => {{ window.result ||= {{ error: "websocket error" }}; }};
+ws.onclose = (e) => {{ window.result ||= {{ error: `closed ${{e.code}}` }}; }};
+</script>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_a_websocket_with_its_jwt_in_a_cookie() {
+    install_browser().await;
+    let ca = TestCa::new();
+    let ca_pem = ca.pem.clone();
+    let home = blocking(move || home_trusting(&ca_pem)).await;
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    // An HMAC key, and a token signed with it by hand (HS256, RFC 7515).
+    let secret = b"a shared secret of the browser test, 32+ bytes long";
+    let key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    };
+    write_file(
+        dir.path(),
+        "jwks.json",
+        format!(r#"{{"keys": [{{"kty": "oct", "k": "{key}", "kid": "k1"}}]}}"#),
+    );
+    let token = hs256_token(secret, "k1", "alice");
+    write_file(dir.path(), "public/index.html", cookie_page(Some(&token)));
+    write_file(dir.path(), "public/anonymous.html", cookie_page(None));
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\n\
+         [[routes]]\nname = \"chat\"\npath = \"/ws\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n\
+         auth = {{ jwt = {{ keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"cookie:session\"], claims_to_headers = {{ sub = \"X-User\" }} }} }}\n",
+        backend.addr
+    );
+    let server = TestServer::start_whole(dir, &config).await;
+    let home_path = home.path().to_str().expect("utf-8 path").to_owned();
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let (report, line) = node_script("check.mjs", vec![url, home_path.clone()]).await;
+    assert_eq!(
+        report["result"]["echoes"],
+        serde_json::json!(["with a cookie"]),
+        "check.mjs said {}",
+        shorten(&line)
+    );
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("expected the backend to see the handshake first");
+    };
+    assert_eq!(headers["x-user"], "alice");
+    // The same page without the cookie: the upgrade is refused (401), so the
+    // browser reports a failed WebSocket.
+    let url = format!("https://localhost:{}/anonymous.html", server.addr.port());
+    let (report, line) = node_script("check.mjs", vec![url, home_path]).await;
+    assert!(
+        report["result"]["error"].is_string(),
+        "check.mjs said {}",
+        shorten(&line)
+    );
+    server
+        .access_record(|r| r["reason"] == "jwt_missing" && r["status"] == 401)
+        .await;
+}
+
+/// An HS256 JWT for `sub` with key id `kid`, valid for an hour.
+fn hs256_token(secret: &[u8], kid: &str, sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    let claims = serde_json::json!({ "sub": sub, "exp": exp });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign the token")
+}

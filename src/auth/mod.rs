@@ -140,6 +140,7 @@ impl RouteAuth {
                 expired_close_code: jwt.expired_close_code,
                 challenge: HeaderValue::from_static("Bearer"),
                 meters: meters("jwt"),
+                passed: Default::default(),
             }),
         };
         let forward = match (&auth.forward, pools.forward) {
