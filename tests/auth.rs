@@ -759,3 +759,30 @@ fn jwt_keys_with_suffix(dir: &Path, suffix: &str) {
         .arg(dir)
         .arg(suffix));
 }
+
+#[tokio::test]
+async fn a_pem_public_key_checks_tokens_of_its_kind_only() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "ok\n");
+    jwt_keys(dir.path());
+    let keys = dir.path().to_path_buf();
+    let config = "[[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n\
+                  auth = { jwt = { keys = \"rsa.pub.pem\", algorithms = [\"RS256\", \"HS256\"] } }\n";
+    let server = TestServer::start_in(dir, config).await;
+    let bearer = |token: String| format!("Bearer {token}");
+    let good = get_with(
+        server.addr,
+        "/",
+        &[("authorization", &bearer(mint(&keys, "rs256", "{}")))],
+    )
+    .await;
+    assert_eq!(good.status, 200);
+    // HS256 is listed, but an RSA key never serves as an HMAC secret.
+    let confused = get_with(
+        server.addr,
+        "/",
+        &[("authorization", &bearer(mint(&keys, "confusion", "{}")))],
+    )
+    .await;
+    assert_eq!(confused.status, 401);
+}
