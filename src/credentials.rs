@@ -11,12 +11,12 @@
 //! keyed hash, never in the clear.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Argon2, PasswordVerifier};
+
+use crate::remembered::Remembered;
 
 /// How long a password that passed is taken without checking it again.
 const REMEMBERED_FOR: Duration = Duration::from_secs(60);
@@ -60,8 +60,8 @@ pub struct Htpasswd {
     /// Checked for unknown users, so a wrong name takes as long as a wrong
     /// password and does not tell which users exist.
     decoy: Hash,
-    remembered: Mutex<HashMap<u128, Instant>>,
-    keys: (RandomState, RandomState),
+    /// (user, password) pairs that passed.
+    passed: Remembered<()>,
 }
 
 impl Htpasswd {
@@ -91,8 +91,7 @@ impl Htpasswd {
         Ok(Htpasswd {
             users,
             decoy,
-            remembered: Mutex::default(),
-            keys: (RandomState::new(), RandomState::new()),
+            passed: Remembered::new(REMEMBERED_FOR, REMEMBERED_MAX),
         })
     }
 
@@ -108,9 +107,8 @@ impl Htpasswd {
     /// Whether `password` is `user`'s: remembered, or checked against the
     /// hash (slow; call it off the async threads).
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        let key = self.key(user, password);
-        let now = Instant::now();
-        if self.remembered_at(key, now) {
+        let key = self.passed.key(&[user.as_bytes(), password]);
+        if self.passed.get(key).is_some() {
             return true;
         }
         let (hash, known) = match self.users.get(user) {
@@ -125,50 +123,9 @@ impl Htpasswd {
         };
         let ok = matches && known;
         if ok {
-            self.remember(key, now);
+            self.passed.put(key, ());
         }
         ok
-    }
-
-    fn key(&self, user: &str, password: &[u8]) -> u128 {
-        let half = |state: &RandomState| {
-            let mut hasher = state.build_hasher();
-            hasher.write(user.as_bytes());
-            hasher.write_u8(0);
-            hasher.write(password);
-            hasher.finish()
-        };
-        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
-    }
-
-    fn remembered_at(&self, key: u128, now: Instant) -> bool {
-        let remembered = self
-            .remembered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        remembered
-            .get(&key)
-            .is_some_and(|at| now.saturating_duration_since(*at) < REMEMBERED_FOR)
-    }
-
-    fn remember(&self, key: u128, now: Instant) {
-        let mut remembered = self
-            .remembered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if remembered.len() >= REMEMBERED_MAX {
-            remembered.retain(|_, at| now.saturating_duration_since(*at) < REMEMBERED_FOR);
-        }
-        if remembered.len() >= REMEMBERED_MAX {
-            let oldest = remembered
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                remembered.remove(&oldest);
-            }
-        }
-        remembered.insert(key, now);
     }
 }
 

@@ -26,7 +26,7 @@
 //!                  maybe_tls, service_manager, echo, access_log, request_ids,
 //!                  client_limits (GCRA rates, the bounded table, per-client counts),
 //!                  proxy_protocol (PROXY v1/v2 headers), credentials (htpasswd),
-//!                  tokens (JWT keys and checks)
+//!                  tokens (JWT keys and checks), remembered (bounded results by keyed hash)
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -57,6 +57,7 @@ pub mod model;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
 pub(crate) mod reload;
+pub(crate) mod remembered;
 pub(crate) mod request_ids;
 pub(crate) mod request_path;
 pub(crate) mod response;

@@ -5,11 +5,9 @@
 //! to the client as the service wrote them, and anything else, or no answer
 //! in time, is 503 unless the route chose to fail open.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
@@ -24,6 +22,7 @@ use crate::access_log::UpstreamFacts;
 use crate::body::Body;
 use crate::metrics::{AuthMeters, AuthResult};
 use crate::proxy::{self, Connector};
+use crate::remembered::Remembered;
 use crate::response;
 use crate::upstream::{warn_throttled, BackendPool};
 
@@ -117,11 +116,7 @@ impl Question {
 
 /// 2xx decisions by credentials, for a short while.
 #[derive(Debug)]
-struct Cache {
-    ttl: Duration,
-    entries: Mutex<HashMap<u128, (Instant, Copied)>>,
-    keys: (RandomState, RandomState),
-}
+struct Cache(Remembered<Copied>);
 
 impl Forward {
     pub(super) fn new(
@@ -138,11 +133,8 @@ impl Forward {
                 .iter()
                 .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
                 .collect(),
-            cache: (!settings.cache.is_zero()).then(|| Cache {
-                ttl: settings.cache,
-                entries: Mutex::default(),
-                keys: (RandomState::new(), RandomState::new()),
-            }),
+            cache: (!settings.cache.is_zero())
+                .then(|| Cache(Remembered::new(settings.cache, CACHED_MAX))),
             revalidate: settings.revalidate,
             fail_open: settings.fail_open,
             meters,
@@ -333,42 +325,22 @@ fn subrequest(question: &Question, uri: Uri, authority: &str) -> Request<Empty<B
 }
 
 impl Cache {
+    /// The key of a question's credentials.
     fn key(&self, question: &Question) -> u128 {
-        let half = |state: &RandomState| {
-            let mut hasher = state.build_hasher();
-            for (name, value) in &question.headers {
-                if name == AUTHORIZATION || name == COOKIE {
-                    hasher.write(name.as_str().as_bytes());
-                    hasher.write(value.as_bytes());
-                    hasher.write_u8(0);
-                }
-            }
-            hasher.finish()
-        };
-        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
+        let credentials: Vec<&[u8]> = question
+            .headers
+            .iter()
+            .filter(|(name, _)| name == AUTHORIZATION || name == COOKIE)
+            .flat_map(|(name, value)| [name.as_str().as_bytes(), value.as_bytes()])
+            .collect();
+        self.0.key(&credentials)
     }
 
     fn get(&self, key: u128) -> Option<Copied> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (at, copied) = entries.get(&key)?;
-        (at.elapsed() < self.ttl).then(|| copied.clone())
+        self.0.get(key)
     }
 
     fn put(&self, key: u128, copied: Copied) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= CACHED_MAX {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-        }
-        if entries.len() >= CACHED_MAX {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
-        }
-        entries.insert(key, (Instant::now(), copied));
+        self.0.put(key, copied);
     }
 }

@@ -1,10 +1,8 @@
 //! JWTs: the token from where the route says, checked against its keys;
 //! claims onto headers, a query token out of the request.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::header::{COOKIE, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
@@ -14,6 +12,7 @@ use super::jwks::RemoteKeys;
 use super::{remove_query_param, Granted};
 use crate::metrics::{AuthMeters, AuthResult};
 use crate::model::TokenSource;
+use crate::remembered::Remembered;
 use crate::tokens::{key_id, TokenError, Verified, Verifier};
 
 #[derive(Debug)]
@@ -37,45 +36,23 @@ const PASSED_MAX: usize = 4096;
 /// (RS256, ES256, measured in bench/auth.sh). An entry is used until the
 /// token's `exp` at the latest, so the leeway is only ever granted by a
 /// real check.
-#[derive(Debug, Default)]
-pub(super) struct Passed {
-    entries: Mutex<HashMap<u128, (Instant, Arc<Verified>)>>,
-    keys: (RandomState, RandomState),
+#[derive(Debug)]
+pub(super) struct Passed(Remembered<Arc<Verified>>);
+
+impl Default for Passed {
+    fn default() -> Passed {
+        Passed(Remembered::new(PASSED_FOR, PASSED_MAX))
+    }
 }
 
 impl Passed {
-    fn key(&self, token: &str) -> u128 {
-        let half = |state: &RandomState| {
-            let mut hasher = state.build_hasher();
-            hasher.write(token.as_bytes());
-            hasher.finish()
-        };
-        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
-    }
-
     fn get(&self, token: &str) -> Option<Arc<Verified>> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (at, verified) = entries.get(&self.key(token))?;
-        let fresh = at.elapsed() < PASSED_FOR && SystemTime::now() < verified.expires;
-        fresh.then(|| Arc::clone(verified))
+        let verified = self.0.get(self.0.key(&[token.as_bytes()]))?;
+        (SystemTime::now() < verified.expires).then_some(verified)
     }
 
     fn put(&self, token: &str, verified: Arc<Verified>) {
-        let key = self.key(token);
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= PASSED_MAX {
-            entries.retain(|_, (at, _)| at.elapsed() < PASSED_FOR);
-        }
-        if entries.len() >= PASSED_MAX {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
-        }
-        entries.insert(key, (Instant::now(), verified));
+        self.0.put(self.0.key(&[token.as_bytes()]), verified);
     }
 }
 
