@@ -215,7 +215,8 @@ fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
     };
     let given = raw.keys.get_ref().clone();
     let keys_refresh = check.positive(&raw.keys_refresh, DEFAULT_KEYS_REFRESH, "keys_refresh");
-    if given.starts_with("http://") || given.starts_with("https://") {
+    let at_url = given.starts_with("http://") || given.starts_with("https://");
+    let (keys_pool, fingerprint, verifier) = if at_url {
         // Fetched when serving: what `check` can say is that the URL is one.
         let span = raw.keys.span();
         let urls = Spanned::new(span.clone(), vec![raw.keys.clone()]);
@@ -230,42 +231,36 @@ fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
             health_check: &None,
         };
         let pool = pools::pool(check, keys, base_dir);
-        tokens::algorithms(&names).ok()?;
-        return Some(JwtAuth {
-            keys: given,
-            keys_pool: Some(pool),
-            keys_refresh,
-            algorithms: names,
-            issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
-            audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
-            leeway,
-            token_from,
-            claims_to_headers,
-            expired_close_code,
-            fingerprint: String::new(),
-            verifier: Material::default(),
-        });
-    }
-    let text = match std::fs::read(base_dir.join(&given)) {
-        Ok(text) => text,
-        Err(source) => {
-            check.error(
-                raw.keys.span(),
-                ConfigError::JwtKeysUnreadable { given, source },
-            );
-            return None;
-        }
-    };
-    let verifier = match Verifier::from_file_text(&text, &algorithms?, &rules) {
-        Ok(verifier) => verifier,
-        Err(error) => {
-            check.error(raw.keys.span(), ConfigError::JwtKeys(error));
-            return None;
-        }
+        algorithms?;
+        (Some(pool), String::new(), Material::default())
+    } else {
+        let text = match std::fs::read(base_dir.join(&given)) {
+            Ok(text) => text,
+            Err(source) => {
+                let error = ConfigError::JwtKeysUnreadable {
+                    given: given.clone(),
+                    source,
+                };
+                check.error(raw.keys.span(), error);
+                return None;
+            }
+        };
+        let verifier = match Verifier::from_file_text(&text, &algorithms?, &rules) {
+            Ok(verifier) => verifier,
+            Err(error) => {
+                check.error(raw.keys.span(), ConfigError::JwtKeys(error));
+                return None;
+            }
+        };
+        (
+            None,
+            fingerprint([text.as_slice()]),
+            Material::new(verifier),
+        )
     };
     Some(JwtAuth {
         keys: given,
-        keys_pool: None,
+        keys_pool,
         keys_refresh,
         algorithms: names,
         issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
@@ -274,8 +269,8 @@ fn jwt(check: &mut Checker, raw: &RawJwt, base_dir: &Path) -> Option<JwtAuth> {
         token_from,
         claims_to_headers,
         expired_close_code,
-        fingerprint: fingerprint([text.as_slice()]),
-        verifier: Material::new(verifier),
+        fingerprint,
+        verifier,
     })
 }
 
