@@ -189,7 +189,7 @@ impl Forward {
     }
 
     /// The service's decision on `question`, from the cache when it may be.
-    pub(super) async fn decide(&self, question: &Question) -> Decision {
+    async fn decide(&self, question: &Question) -> Decision {
         let key = self.cache.as_ref().map(|cache| cache.key(question));
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             if let Some(copied) = cache.get(key) {
@@ -204,7 +204,7 @@ impl Forward {
     }
 
     /// One subrequest, to the pool's first backend that takes it.
-    async fn ask(&self, question: &Question) -> Decision {
+    pub(super) async fn ask(&self, question: &Question) -> Decision {
         let order = self.pool.order(&HeaderMap::new(), question.client);
         for backend in order {
             let Some(index) = self

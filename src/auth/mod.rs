@@ -79,7 +79,8 @@ impl Recheck {
     pub async fn revoked(self) {
         loop {
             tokio::time::sleep(self.every).await;
-            if let Decision::Refuse(_) = self.forward.decide(&self.question).await {
+            // The service itself, not the cache: the point is to hear a no.
+            if let Decision::Refuse(_) = self.forward.ask(&self.question).await {
                 return;
             }
         }
@@ -143,19 +144,24 @@ impl RouteAuth {
                 passed: Default::default(),
             }),
         };
-        let forward = match (&auth.forward, pools.forward) {
-            (Some(settings), Some(pool)) => {
-                Some(Arc::new(Forward::new(pool, settings, meters("forward"))))
-            }
-            _ => None,
+        // A method set but not buildable makes the whole route unbuildable
+        // (`None`): it must never quietly let requests through.
+        let forward = match &auth.forward {
+            None => None,
+            Some(settings) => Some(Arc::new(Forward::new(
+                pools.forward?,
+                settings,
+                meters("forward"),
+            ))),
         };
-        let client_cert = auth.client_cert.as_ref().and_then(|settings| {
-            Some(ClientCert {
+        let client_cert = match &auth.client_cert {
+            None => None,
+            Some(settings) => Some(ClientCert {
                 subject: HeaderName::from_bytes(settings.subject_header.as_bytes()).ok()?,
                 sans: HeaderName::from_bytes(settings.san_header.as_bytes()).ok()?,
                 meters: meters("client_cert"),
-            })
-        });
+            }),
+        };
         Some(RouteAuth {
             basic,
             jwt,
