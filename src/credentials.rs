@@ -95,15 +95,6 @@ impl Htpasswd {
         })
     }
 
-    /// How many users the file lists.
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
     /// Whether `password` is `user`'s: remembered, or checked against the
     /// hash (slow; call it off the async threads).
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
@@ -199,7 +190,7 @@ mod tests {
             bcrypt_line("alice", "secret")
         );
         let users = Htpasswd::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(users.len(), 2);
+        assert_eq!(users.users.len(), 2);
         assert!(users.verify("alice", b"secret"));
         assert!(users.verify("alice", b"secret"), "remembered");
         assert!(!users.verify("alice", b"Secret"));

@@ -203,8 +203,10 @@ impl Forward {
         decision
     }
 
-    /// One subrequest, to the pool's first backend that takes it.
+    /// One subrequest, to the pool's first backend that takes it; the
+    /// answer, a refusal's body included, within `timeout` in all.
     pub(super) async fn ask(&self, question: &Question) -> Decision {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let order = self.pool.order(&HeaderMap::new(), question.client);
         for backend in order {
             let Some(index) = self
@@ -227,18 +229,24 @@ impl Forward {
                 continue;
             };
             let request = subrequest(question, uri, backend.authority());
-            let answered = tokio::time::timeout(self.timeout, client.request(request)).await;
+            let answered = tokio::time::timeout_at(deadline, client.request(request)).await;
+            let late = || {
+                warn_throttled!(self.pool.warnings, backend = %backend.url, after = ?self.timeout, "the auth service did not answer in time");
+                Decision::Unavailable
+            };
             match answered {
-                Ok(Ok(answer)) => return self.decision(answer).await,
+                Ok(Ok(answer)) => {
+                    // A refusal's body could trickle in: it counts against the deadline too.
+                    return tokio::time::timeout_at(deadline, self.decision(answer))
+                        .await
+                        .unwrap_or_else(|_| late());
+                }
                 Ok(Err(error)) if error.is_connect() => continue,
                 Ok(Err(error)) => {
                     warn_throttled!(self.pool.warnings, backend = %backend.url, %error, "the auth service failed");
                     return Decision::Unavailable;
                 }
-                Err(_) => {
-                    warn_throttled!(self.pool.warnings, backend = %backend.url, after = ?self.timeout, "the auth service did not answer in time");
-                    return Decision::Unavailable;
-                }
+                Err(_) => return late(),
             }
         }
         Decision::Unavailable

@@ -66,6 +66,15 @@ pub(super) enum Keys {
 }
 
 impl Jwt {
+    /// The keys to check `token` with; `None` when they are at a URL and
+    /// none could be fetched.
+    async fn keys(&self, token: &str) -> Option<Arc<Verifier>> {
+        match &self.keys {
+            Keys::Read(keys) => Some(Arc::clone(keys)),
+            Keys::Fetched(remote) => remote.verifier(key_id(token).as_deref()).await,
+        }
+    }
+
     /// Checks the request's token; on refusal, the challenge and the log's
     /// reason (and 503 rather than 401 when no keys could be fetched).
     pub(super) async fn check<B>(
@@ -77,14 +86,13 @@ impl Jwt {
             .sources
             .iter()
             .find_map(|source| token_in(req, source).map(|token| (source, token)));
-        let verifier = match (&found, &self.keys) {
-            (None, _) => None,
-            (Some(_), Keys::Read(keys)) => Some(Arc::clone(keys)),
-            (Some((_, token)), Keys::Fetched(remote)) => {
-                let kid = key_id(token);
-                match remote.verifier(kid.as_deref()).await {
-                    Some(keys) => Some(keys),
-                    None => {
+        let result = match &found {
+            None => Err(AuthResult::Missing),
+            // A token that passed before needs neither its keys nor a check.
+            Some((_, token)) => match self.passed.get(token) {
+                Some(verified) => Ok(verified),
+                None => {
+                    let Some(keys) = self.keys(token).await else {
                         if let Some(meters) = &self.meters {
                             meters.counted(AuthResult::Unavailable);
                         }
@@ -94,24 +102,18 @@ impl Jwt {
                             challenge,
                             "jwt_keys_unavailable",
                         ));
+                    };
+                    match keys.verify(token) {
+                        Ok(verified) => {
+                            let verified = Arc::new(verified);
+                            self.passed.put(token, Arc::clone(&verified));
+                            Ok(verified)
+                        }
+                        Err(TokenError::Expired) => Err(AuthResult::Expired),
+                        Err(TokenError::Invalid) => Err(AuthResult::Denied),
                     }
                 }
-            }
-        };
-        let result = match (&found, verifier) {
-            (Some((_, token)), Some(keys)) => match self.passed.get(token) {
-                Some(verified) => Ok(verified),
-                None => match keys.verify(token) {
-                    Ok(verified) => {
-                        let verified = Arc::new(verified);
-                        self.passed.put(token, Arc::clone(&verified));
-                        Ok(verified)
-                    }
-                    Err(TokenError::Expired) => Err(AuthResult::Expired),
-                    Err(TokenError::Invalid) => Err(AuthResult::Denied),
-                },
             },
-            _ => Err(AuthResult::Missing),
         };
         let counted = result.as_ref().map_or_else(|r| *r, |_| AuthResult::Ok);
         if let Some(meters) = &self.meters {

@@ -41,14 +41,9 @@ impl OpenCounts {
         })
     }
 
-    /// What `client` holds under `scope`.
-    pub fn count(&self, scope: u64, client: ClientKey) -> u32 {
-        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.get(&(scope, client)).copied().unwrap_or(0)
-    }
-
     /// Entries held: clients with at least one thing open, per scope.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -55,7 +55,8 @@ impl RateTable {
     }
 
     /// The most states the table holds.
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
         self.per_shard * SHARDS
     }
 
@@ -112,7 +113,8 @@ impl RateTable {
     }
 
     /// States held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
