@@ -194,6 +194,8 @@ pub struct RawWebSocket {
     pub connect_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Whether HTTP/2 clients may open sessions as streams (RFC 8441); default true.
+    pub over_http2: Option<bool>,
     pub backend_ca: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,

@@ -27,6 +27,19 @@ pub fn status(code: StatusCode) -> Response<Body> {
     response
 }
 
+/// Marks a response that an HTTP/2 connection replaces with a RST_STREAM
+/// of this reason (HTTP_1_1_REQUIRED: the client retries over HTTP/1.1);
+/// the response itself is what metrics and the log record.
+#[derive(Debug, Clone, Copy)]
+pub struct ResetStream(pub h2::Reason);
+
+/// `status` for the record, sent as a RST_STREAM with `reason` on HTTP/2.
+pub fn reset_stream(reason: h2::Reason, code: StatusCode) -> Response<Body> {
+    let mut response = status(code);
+    response.extensions_mut().insert(ResetStream(reason));
+    response
+}
+
 /// 405 with the methods the resource does allow (RFC 9110 §15.5.6).
 pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = status(StatusCode::METHOD_NOT_ALLOWED);

@@ -84,6 +84,9 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
+    /// Some route takes WebSockets on HTTP/2 streams: HTTP/2 connections
+    /// offer them (RFC 8441 SETTINGS_ENABLE_CONNECT_PROTOCOL).
+    websocket_over_h2: bool,
 }
 
 impl Router {
@@ -95,7 +98,18 @@ impl Router {
                 .cmp(&b.host.rank())
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
-        Router { routes }
+        let websocket_over_h2 = routes
+            .iter()
+            .any(|route| route.websocket.as_ref().is_some_and(|ws| ws.over_http2));
+        Router {
+            routes,
+            websocket_over_h2,
+        }
+    }
+
+    /// Whether HTTP/2 connections offer WebSockets on their streams.
+    pub fn websocket_over_h2(&self) -> bool {
+        self.websocket_over_h2
     }
 
     /// The most specific route for `host` (without port) and a normalised `path`.

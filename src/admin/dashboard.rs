@@ -208,7 +208,7 @@ fn add_family(family: &MetricFamily, routes: &mut [RouteState], backends: &mut [
                 *route.requests.entry(class).or_default() += metric.get_counter().get_value();
             }
             ("wsgate_ws_connections_active", Some(route), _) => {
-                route.sessions = metric.get_gauge().get_value();
+                route.sessions += metric.get_gauge().get_value();
             }
             ("wsgate_ws_messages_total", Some(route), _) => {
                 let value = metric.get_counter().get_value();

@@ -99,6 +99,40 @@ impl OpenStreams {
     }
 }
 
+/// An HTTP/2 stream that may become a WebSocket session (RFC 8441): the
+/// session keeps it, so the connection counts as busy, and is not closed
+/// as idle, while the session lasts; and a session whose client stops
+/// reading is watched like a response body. Cloneable only to ride in a
+/// request's extensions; the stream closes when the last clone goes.
+#[derive(Debug, Clone)]
+pub struct SessionStream {
+    guard: Arc<StreamGuard>,
+}
+
+impl SessionStream {
+    pub fn new(guard: StreamGuard) -> SessionStream {
+        SessionStream {
+            guard: Arc::new(guard),
+        }
+    }
+
+    /// A write waits for the client's window: the client owes a read from
+    /// now on, unless it already did from earlier.
+    pub fn write_waits(&self) {
+        let _ = self.guard.waiting_since.compare_exchange(
+            0,
+            now_ms() + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// A write went through: the client is reading.
+    pub fn write_went(&self) {
+        self.guard.polled();
+    }
+}
+
 impl StreamGuard {
     /// The connection asked for more of the response: it took the last chunk.
     pub fn polled(&self) {

@@ -44,6 +44,9 @@ pub struct ClientConnection {
     pub meters: Option<ListenerMeters>,
     /// The listener's request rate per client.
     pub request_rate: Option<RateRule>,
+    /// Whether an HTTP/2 connection offers WebSockets on its streams
+    /// (RFC 8441): some route takes them.
+    pub websocket_over_h2: bool,
     /// The connection's place under `max_connections_per_client`.
     pub per_client: Option<Held>,
     closability: Closability,
@@ -72,6 +75,7 @@ impl ClientConnection {
             _active: meters.as_ref().map(ListenerMeters::connection_opened),
             meters,
             request_rate: None,
+            websocket_over_h2: false,
             per_client: None,
             closability: Closability::default(),
             _slot: slot,

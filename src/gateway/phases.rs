@@ -47,6 +47,9 @@ use crate::static_files;
 use crate::websocket::{self, handshake, UpgradeContext};
 use crate::{request_ids, request_path, response};
 
+/// What a route may answer besides CONNECT, for a 405 to a CONNECT tunnel.
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
+
 /// What one request carries from phase to phase.
 pub struct RequestContext<'s> {
     /// When the request head arrived.
@@ -200,6 +203,17 @@ fn route<'s>(
     if let Some(port) = cx.client.redirect_https {
         return Break(redirect_to_https(req, port));
     }
+    if req.method() == Method::CONNECT {
+        match handshake::connect_protocol(req) {
+            // A tunnel to somewhere else: what a forward proxy offers, not this one.
+            None => return Break(response::method_not_allowed(ALLOWED_METHODS)),
+            // RFC 8441 leaves other protocols to their own specs; none is served here.
+            Some(protocol) if !protocol.eq_ignore_ascii_case("websocket") => {
+                return Break(response::status(StatusCode::NOT_IMPLEMENTED));
+            }
+            Some(_) => {}
+        }
+    }
     // RFC 9112 §6.1: a transfer coding the server does not understand gets
     // 501; passed on without its header, the body would change meaning.
     if !only_chunked(req.headers()) {
@@ -230,7 +244,7 @@ fn route<'s>(
             Cow::Owned(path) => Some(path),
             Cow::Borrowed(_) => None,
         },
-        upgrade: handshake::is_upgrade(req.headers()),
+        upgrade: handshake::is_websocket_request(req),
     })
 }
 
@@ -311,6 +325,14 @@ async fn act(
         let Some(websocket) = &route.websocket else {
             return response::status(StatusCode::NOT_FOUND);
         };
+        if req.version() == Version::HTTP_2 && !websocket.over_http2 {
+            // The client retries over HTTP/1.1 (RFC 9113 §8.7); the log
+            // records it as the upgrade it should make instead.
+            return response::reset_stream(
+                h2::Reason::HTTP_1_1_REQUIRED,
+                StatusCode::UPGRADE_REQUIRED,
+            );
+        }
         // The request moves into the action; the path outlives it.
         let relative = relative.to_owned();
         let cx = UpgradeContext {

@@ -144,6 +144,26 @@ impl UpgradeResult {
     }
 }
 
+/// How the client opened a WebSocket: an HTTP/1.1 upgrade, or a stream of
+/// an HTTP/2 connection (RFC 8441).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProtocol {
+    H1,
+    H2,
+}
+
+impl ClientProtocol {
+    const ALL: [ClientProtocol; 2] = [ClientProtocol::H1, ClientProtocol::H2];
+
+    /// The `protocol` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientProtocol::H1 => "h1",
+            ClientProtocol::H2 => "h2",
+        }
+    }
+}
+
 /// Which way relayed WebSocket traffic went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -165,8 +185,8 @@ impl Direction {
 /// A route's WebSocket series.
 pub struct WsMeters {
     route: String,
-    upgrades: [IntCounter; UpgradeResult::ALL.len()],
-    active: IntGauge,
+    upgrades: [[IntCounter; UpgradeResult::ALL.len()]; ClientProtocol::ALL.len()],
+    active: [IntGauge; ClientProtocol::ALL.len()],
     directions: [DirectionMeters; Direction::ALL.len()],
     closes: IntCounterVec,
     session_duration: Histogram,
@@ -194,12 +214,20 @@ impl WsMeters {
         };
         WsMeters {
             route: route.to_owned(),
-            upgrades: UpgradeResult::ALL.map(|result| {
-                families
-                    .ws_upgrades
-                    .with_label_values(&[route, result.as_str()])
+            upgrades: ClientProtocol::ALL.map(|protocol| {
+                UpgradeResult::ALL.map(|result| {
+                    families.ws_upgrades.with_label_values(&[
+                        route,
+                        result.as_str(),
+                        protocol.as_str(),
+                    ])
+                })
             }),
-            active: families.ws_active.with_label_values(&[route]),
+            active: ClientProtocol::ALL.map(|protocol| {
+                families
+                    .ws_active
+                    .with_label_values(&[route, protocol.as_str()])
+            }),
             directions: Direction::ALL.map(direction),
             closes: families.ws_closes.clone(),
             session_duration: families.ws_session_duration.with_label_values(&[route]),
@@ -207,13 +235,13 @@ impl WsMeters {
         }
     }
 
-    pub fn upgrade(&self, result: UpgradeResult) {
-        self.upgrades[result as usize].inc();
+    pub fn upgrade(&self, result: UpgradeResult, protocol: ClientProtocol) {
+        self.upgrades[protocol as usize][result as usize].inc();
     }
 
     /// Counts a session as active until the returned guard is dropped.
-    pub fn session_started(&self) -> Active {
-        Active::new(&self.active)
+    pub fn session_started(&self, protocol: ClientProtocol) -> Active {
+        Active::new(&self.active[protocol as usize])
     }
 
     /// Counts a session's end: how long it lasted, who began the close

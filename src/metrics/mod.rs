@@ -18,8 +18,8 @@ use prometheus::{
 
 pub use auth::{AuthMeters, AuthResult};
 pub use handles::{
-    AcceptError, Active, BackendMeters, BodyMeter, DirectionTally, HttpMeters, ListenerMeters,
-    SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
+    AcceptError, Active, BackendMeters, BodyMeter, ClientProtocol, DirectionTally, HttpMeters,
+    ListenerMeters, SessionTally, TlsResult, UpgradeResult, UpstreamErrorKind, WsMeters,
 };
 pub use limits::{Limit, LimitMeters};
 
@@ -123,14 +123,14 @@ impl Metrics {
             ws_upgrades: counters(
                 &registry,
                 "wsgate_ws_upgrades_total",
-                "WebSocket upgrade requests, by outcome.",
-                &["route", "result"],
+                "WebSocket upgrade requests, by outcome and the client's protocol (h1: an HTTP/1.1 upgrade, h2: an HTTP/2 extended CONNECT).",
+                &["route", "result", "protocol"],
             ),
             ws_active: gauges(
                 &registry,
                 "wsgate_ws_connections_active",
-                "WebSocket sessions being relayed.",
-                &["route"],
+                "WebSocket sessions being relayed, by the client's protocol (h1, h2).",
+                &["route", "protocol"],
             ),
             ws_messages: counters(
                 &registry,

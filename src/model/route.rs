@@ -112,6 +112,10 @@ pub struct WebSocketAction {
     pub subprotocols: Vec<String>,
     pub policy: Policy,
     pub strip_prefix: bool,
+    /// HTTP/2 clients may open sessions as streams of their connection
+    /// (RFC 8441); off, they open them over HTTP/1.1.
+    #[serde(default = "yes")]
+    pub over_http2: bool,
     /// Upgrade requests per client.
     #[serde(default)]
     pub handshake_rate: Option<RateLimit>,
@@ -130,6 +134,7 @@ impl WebSocketAction {
             subprotocols: Vec::new(),
             policy: Policy::default(),
             strip_prefix: false,
+            over_http2: true,
             handshake_rate: None,
             max_sessions_per_client: None,
         }
@@ -231,4 +236,9 @@ impl Route {
         keys.sort_unstable();
         keys
     }
+}
+
+/// Serde's default for flags that are on unless turned off.
+fn yes() -> bool {
+    true
 }

@@ -428,6 +428,7 @@ impl<H: Handler> Acceptor<H> {
             slot,
         );
         client.request_rate = settings.request_rate;
+        client.websocket_over_h2 = self.key.is_some() && snapshot.router.websocket_over_h2();
         let admission = self.key.and_then(|key| {
             Admission::for_connection(
                 &self.gateway,

@@ -5,14 +5,13 @@
 //! GOAWAY, and one whose client leaves a response unread for
 //! `send_timeout` is closed (see `body::streams`).
 
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -22,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use crate::access_log::TlsFacts;
-use crate::body::streams::OpenStreams;
+use crate::body::streams::{OpenStreams, SessionStream};
 use crate::body::Body;
 use crate::connection::{
     client_io, ClientConnection, ClientIo, ClientStream, Closability, Handler,
 };
 use crate::metrics::TlsResult;
 use crate::model::Limits;
+use crate::response::ResetStream;
 use crate::tls::{HandshakeError, ServerTls};
 use crate::websocket::handshake;
 
@@ -130,7 +130,9 @@ fn tls_version_name(version: rustls::ProtocolVersion) -> &'static str {
 
 /// The connection's service: marks what a stopping server must know (see
 /// [`Closability`]), calls the handler, and on HTTP/2 ties each response
-/// body to its stream in `streams`.
+/// body to its stream in `streams`. An extended CONNECT (RFC 8441) also
+/// gets its stream in the request, for the WebSocket session it may become
+/// to keep open; a response marked [`ResetStream`] becomes a RST_STREAM.
 fn service<H: Handler>(
     client: &Arc<ClientConnection>,
     handler: H,
@@ -138,31 +140,41 @@ fn service<H: Handler>(
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
-    Error = Infallible,
+    Error = h2::Error,
     Future: Send + 'static,
 > {
     let client = Arc::clone(client);
-    service_fn(move |req: Request<Incoming>| {
+    service_fn(move |mut req: Request<Incoming>| {
         let client = Arc::clone(&client);
         let upgrade = handshake::is_upgrade(req.headers());
         client.closability().request_arrived(upgrade);
         // Open from the request's arrival, so a handler still waiting for a
         // backend keeps the connection from counting as idle.
         let stream = streams.as_ref().map(OpenStreams::opened);
+        if let Some(streams) = streams.as_ref().filter(|_| is_extended_connect(&req)) {
+            req.extensions_mut()
+                .insert(SessionStream::new(streams.opened()));
+        }
         let response = handler.call(Arc::clone(&client), req);
         async move {
-            let response = response.await;
-            if upgrade
-                && !matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
-            {
+            let Ok(response) = response.await;
+            if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 client.closability().upgrade_refused();
             }
-            match stream {
-                Some(stream) => response.map(|r| r.map(|body| body.on_stream(stream))),
-                None => response,
+            if let Some(ResetStream(reason)) = response.extensions().get() {
+                return Err(h2::Error::from(*reason));
             }
+            Ok(match stream {
+                Some(stream) => response.map(|body| body.on_stream(stream)),
+                None => response,
+            })
         }
     })
+}
+
+/// An HTTP/2 CONNECT with a `:protocol` (RFC 8441 §4).
+fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some()
 }
 
 async fn serve_http1<H: Handler>(
@@ -210,7 +222,11 @@ async fn serve_http2<H: Handler>(
         .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX))
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_send_buf_size(H2_MAX_SEND_BUFFER);
-    // No extended CONNECT (RFC 8441) yet: browsers open wss:// over HTTP/1.1.
+    if client.websocket_over_h2 {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers then open their
+        // WebSockets as streams of this connection (RFC 8441).
+        builder.enable_connect_protocol();
+    }
     let connection =
         builder.serve_connection(io, service(client, handler, Some(Arc::clone(&streams))));
     let watchdog = watch_http2(&streams, limits.keepalive_timeout, limits.send_timeout);

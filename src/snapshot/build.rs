@@ -175,6 +175,7 @@ fn build_route(
             subprotocols: ws.subprotocols.clone(),
             policy: ws.policy,
             strip_prefix: ws.strip_prefix,
+            over_http2: ws.over_http2,
             meters: metrics.map(|m| m.websocket(name)),
             handshake_rate: rate_rule(&["route", name, "handshakes"], ws.handshake_rate),
             max_sessions_per_client: ws.max_sessions_per_client,

@@ -1,5 +1,6 @@
-//! The opening handshake (RFC 6455 §4): checking the client's request,
-//! building the request to the backend, and checking the backend's answer.
+//! The opening handshake (RFC 6455 §4, and RFC 8441 §4 for a WebSocket on
+//! an HTTP/2 stream): checking the client's request, building the request
+//! to the backend, and checking the backend's answer.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -18,7 +19,7 @@ const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Why the gateway refuses a client's handshake itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("a WebSocket handshake must be an HTTP/1.1 GET")]
+    #[error("a WebSocket handshake must be an HTTP/1.1 GET or an HTTP/2 CONNECT")]
     NotGet,
     #[error("Sec-WebSocket-Version is not 13")]
     Version,
@@ -56,9 +57,38 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     has_token(headers, &CONNECTION, "upgrade") && has_token(headers, &UPGRADE, "websocket")
 }
 
+/// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441 §4), if the
+/// request is one.
+pub fn connect_protocol<B>(req: &Request<B>) -> Option<&str> {
+    if req.method() != Method::CONNECT {
+        return None;
+    }
+    let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+    Some(protocol.as_str())
+}
+
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4).
+pub fn is_h2_websocket<B>(req: &Request<B>) -> bool {
+    connect_protocol(req).is_some_and(|protocol| protocol.eq_ignore_ascii_case("websocket"))
+}
+
+/// A request that opens a WebSocket: an HTTP/1.1 upgrade or an HTTP/2
+/// extended CONNECT.
+pub fn is_websocket_request<B>(req: &Request<B>) -> bool {
+    is_upgrade(req.headers()) || is_h2_websocket(req)
+}
+
 /// Checks what the gateway can check before asking a backend (§4.2.1).
+/// Over HTTP/2 there is no key (RFC 8441 §5): the stream is the proof that
+/// the client asked for a WebSocket.
 pub fn check_client<B>(req: &Request<B>, route: &WebSocketRoute) -> Result<(), Refusal> {
-    if req.method() != Method::GET || req.version() != Version::HTTP_11 {
+    let over_h2 = req.version() == Version::HTTP_2;
+    let form_ok = if over_h2 {
+        is_h2_websocket(req)
+    } else {
+        req.method() == Method::GET && req.version() == Version::HTTP_11
+    };
+    if !form_ok {
         return Err(Refusal::NotGet);
     }
     let headers = req.headers();
@@ -89,7 +119,7 @@ pub fn check_client<B>(req: &Request<B>, route: &WebSocketRoute) -> Result<(), R
         .get(SEC_WEBSOCKET_KEY)
         .and_then(|key| BASE64.decode(key.as_bytes()).ok())
         .is_some_and(|nonce| nonce.len() == 16);
-    if !key_ok {
+    if !key_ok && !over_h2 {
         return Err(Refusal::Key);
     }
     match headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
@@ -115,6 +145,22 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     allowed
         .iter()
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// A `Sec-WebSocket-Key` for the backend handshake of a WebSocket that
+/// came over HTTP/2, where the client sends none. §4.1 asks for a random
+/// nonce so that a backend cannot replay an old answer; the standard
+/// library's randomly seeded hasher gives 128 unpredictable-enough bits
+/// for that without a random number crate.
+pub fn new_key() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    let mut nonce = [0u8; 16];
+    for (half, chunk) in nonce.chunks_mut(8).enumerate() {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(half);
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    HeaderValue::from_str(&BASE64.encode(nonce)).expect("base64 text is a valid header value")
 }
 
 /// `Sec-WebSocket-Accept` for a client key (§4.2.2).

@@ -3,6 +3,7 @@
 
 mod backend_handshake;
 pub mod frame;
+mod h2_stream;
 pub mod handshake;
 pub mod relay;
 mod throttle;
@@ -13,25 +14,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
 };
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::Upgraded;
 
 use crate::access_log::{self, AccessLog, Kind, Record, SessionFacts, UpstreamFacts};
 use crate::auth::Recheck;
 use crate::body::proxied::UploadProgress;
+use crate::body::streams::SessionStream;
 use crate::body::{Body, ProxiedBody};
 use crate::client_limits::{Held, RateRule};
 use crate::connection::{ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
-use crate::metrics::{LimitMeters, UpgradeResult, UpstreamErrorKind, WsMeters};
+use crate::metrics::{ClientProtocol, LimitMeters, UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
 use crate::sessions::{CloseRequest, GatewayClose, Sessions};
 use crate::upstream::{warn_throttled, Backend, BackendPool, ConnectError, UpstreamStream};
 use backend_handshake::{Answer, ExchangeError};
+use h2_stream::H2Stream;
 use handshake::Refusal;
 use relay::{Closing, Initiator, Peer};
 
@@ -46,6 +49,8 @@ pub struct WebSocketRoute {
     pub subprotocols: Vec<String>,
     pub policy: Policy,
     pub strip_prefix: bool,
+    /// HTTP/2 clients may open sessions as streams (RFC 8441).
+    pub over_http2: bool,
     /// `None` with metrics off.
     pub meters: Option<WsMeters>,
     /// Upgrade requests per client.
@@ -122,9 +127,13 @@ pub async fn upgrade<B>(
     cx: UpgradeContext<'_>,
 ) -> Response<Body> {
     let meters = route.meters.as_ref();
+    let protocol = match req.version() {
+        Version::HTTP_2 => ClientProtocol::H2,
+        _ => ClientProtocol::H1,
+    };
     let count = |result| {
         if let Some(meters) = meters {
-            meters.upgrade(result);
+            meters.upgrade(result, protocol);
         }
     };
     if let Err(refusal) = handshake::check_client(&req, route) {
@@ -146,6 +155,15 @@ pub async fn upgrade<B>(
         return with_facts(refuse(refusal), facts);
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
+    // The HTTP/2 stream stays open, and its connection busy, for the session.
+    let h2_stream = req.extensions_mut().remove::<SessionStream>();
+    // Over HTTP/2 the client sends no key (RFC 8441 §5); the backend, an
+    // HTTP/1.1 server, gets one of the gateway's and its answer is checked
+    // against that.
+    if protocol == ClientProtocol::H2 {
+        req.headers_mut()
+            .insert(SEC_WEBSOCKET_KEY, handshake::new_key());
+    }
     // Counts as a session from here, so a drain that starts while the backend
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.starting();
@@ -237,7 +255,15 @@ pub async fn upgrade<B>(
     let (backend_socket, backend_tls) = backend_stream.into_parts();
     let backend_peer = Peer::new(backend_socket, backend_tls, leftover);
     forwarding::strip_hop_by_hop(&mut parts.headers);
-    handshake::set_upgrade_headers(&mut parts.headers);
+    match protocol {
+        ClientProtocol::H1 => handshake::set_upgrade_headers(&mut parts.headers),
+        // RFC 8441 §5: a 2xx opens the stream; the accept key was the
+        // backend's proof to the gateway, not to this client.
+        ClientProtocol::H2 => {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(SEC_WEBSOCKET_ACCEPT);
+        }
+    }
     let route_name = cx.route_name.to_owned();
     // Listed before the 101 goes out, so a reload or drain from now on sees it.
     let placement = route.backends.placement_key(req.headers(), client_ip);
@@ -254,7 +280,7 @@ pub async fn upgrade<B>(
         let _client = client;
         let _busy = busy;
         let _held = held;
-        let Some(client) = client_peer(client_upgrade.await) else {
+        let Some(client) = client_peer(client_upgrade.await, protocol, h2_stream) else {
             // The 101 was answered but the connection never became a session.
             if let Some(mut record) = record {
                 record.reason = Some("client upgrade failed");
@@ -264,7 +290,7 @@ pub async fn upgrade<B>(
         };
         let meters = route.meters.as_ref();
         let started = Instant::now();
-        let active = meters.map(WsMeters::session_started);
+        let active = meters.map(|meters| meters.session_started(protocol));
         let tally = meters.map(WsMeters::session_tally);
         let control = &registration.session;
         let bounds = relay::Bounds {
@@ -347,8 +373,19 @@ pub async fn upgrade<B>(
 }
 
 /// The client's socket under its upgraded connection, the TLS session over
-/// it if there is one, and any bytes read past the handshake.
-fn client_peer(upgraded: Result<Upgraded, hyper::Error>) -> Option<Peer> {
+/// it if there is one, and any bytes read past the handshake; or the
+/// HTTP/2 stream it opened.
+fn client_peer(
+    upgraded: Result<Upgraded, hyper::Error>,
+    protocol: ClientProtocol,
+    h2_stream: Option<SessionStream>,
+) -> Option<Peer> {
+    let upgraded = match (protocol, upgraded) {
+        (ClientProtocol::H2, Ok(stream)) => {
+            return Some(Peer::h2(H2Stream::new(stream, h2_stream)))
+        }
+        (_, upgraded) => upgraded,
+    };
     let parts = upgraded_as::<ClientIo>(upgraded, "client")?;
     let (stream, tls) = parts.io.into_inner().into_inner().into_parts();
     Some(Peer::new(stream, tls, parts.read_buf))

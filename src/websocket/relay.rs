@@ -23,8 +23,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::frame::{self, Event, FrameParser, OpCode, Rules, Violation};
+use super::h2_stream::H2Stream;
 use super::throttle::{Throttle, Verdict};
-use super::transport::Transport;
+use super::transport::{Link, Transport};
 use crate::buffer_pool;
 use crate::metrics::{DirectionTally, Limit, LimitMeters, SessionTally};
 use crate::model::Policy;
@@ -46,21 +47,31 @@ const SPLICE_MIN: u64 = 16 * 1024;
 /// capacity (64 KiB by default) anyway.
 const SPLICE_MAX: usize = 1 << 20;
 
-/// One end of a session: its socket, the TLS session over it if that side
-/// speaks TLS, and any (decrypted) bytes read past the handshake.
+/// One end of a session: its connection, and any (decrypted) bytes read
+/// past the handshake.
 #[derive(Debug)]
 pub struct Peer {
-    pub stream: TcpStream,
-    pub tls: Option<Box<Connection>>,
-    pub leftover: Bytes,
+    link: Link,
+    leftover: Bytes,
 }
 
 impl Peer {
+    /// A socket, with the TLS session over it if that side speaks TLS.
     pub fn new(stream: TcpStream, tls: Option<Connection>, leftover: Bytes) -> Peer {
         Peer {
-            stream,
-            tls: tls.map(Box::new),
+            link: Link::Socket {
+                stream,
+                io: Transport::new(tls.map(Box::new)),
+            },
             leftover,
+        }
+    }
+
+    /// A WebSocket on an HTTP/2 stream (RFC 8441).
+    pub fn h2(stream: H2Stream) -> Peer {
+        Peer {
+            link: Link::H2(Box::new(stream)),
+            leftover: Bytes::new(),
         }
     }
 }
@@ -181,7 +192,7 @@ impl<'a> Pump<'a> {
 
     /// Whether bytes wait for the destination: queued frames, or ciphertext
     /// its TLS layer could not write yet.
-    fn wants_write(&self, destination: &Transport) -> bool {
+    fn wants_write(&self, destination: &Link) -> bool {
         !self.destination_failed
             && (!self.out.is_empty() || self.piped > 0 || destination.has_pending_output())
     }
@@ -375,13 +386,13 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Writes queued bytes, spliced ones first, until the socket would block.
-    fn flush(&mut self, stream: &TcpStream, destination: &mut Transport) {
-        let result = self.drain_pipe(stream).and_then(|()| loop {
+    /// Writes queued bytes, spliced ones first, until the destination would block.
+    fn flush(&mut self, destination: &mut Link) {
+        let result = self.drain_pipe(destination).and_then(|()| loop {
             let Some(front) = self.out.front_mut() else {
-                break destination.flush(stream);
+                break destination.flush();
             };
-            match destination.write(stream, front) {
+            match destination.write(front) {
                 // Only an empty write takes nothing; never wait on it.
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
@@ -404,9 +415,13 @@ impl<'a> Pump<'a> {
 
     /// Splices the pipe's bytes into the destination; the emptied pipe goes
     /// back to the pool.
-    fn drain_pipe(&mut self, stream: &TcpStream) -> io::Result<()> {
+    fn drain_pipe(&mut self, destination: &Link) -> io::Result<()> {
         let Some(pipe) = &self.pipe else {
             return Ok(());
+        };
+        // Only plain sockets on both sides ever splice.
+        let Some(stream) = destination.plain_socket() else {
+            return Err(io::ErrorKind::Unsupported.into());
         };
         while self.piped > 0 {
             match pipe.drain_to(stream, self.piped)? {
@@ -437,8 +452,8 @@ struct Session<'a> {
     policy: Policy,
     to_backend: Pump<'a>,
     to_client: Pump<'a>,
-    client_io: Transport,
-    backend_io: Transport,
+    client: Link,
+    backend: Link,
     pinger: Pinger,
     last_activity: Instant,
     close_by: Option<Instant>,
@@ -489,21 +504,19 @@ pub fn run<'a>(
     };
     let now = Instant::now();
     let Peer {
-        stream: mut client,
-        tls: client_tls,
+        link: client,
         leftover: from_client,
     } = client;
     let Peer {
-        stream: mut backend,
-        tls: backend_tls,
+        link: backend,
         leftover: from_backend,
     } = backend;
-    release_previous_wakers(&client);
-    release_previous_wakers(&backend);
+    client.release_previous_wakers();
+    backend.release_previous_wakers();
     let mut session = Session {
         policy,
-        client_io: Transport::new(client_tls),
-        backend_io: Transport::new(backend_tls),
+        client,
+        backend,
         to_backend: Pump::new(
             Rules {
                 masked: true,
@@ -552,12 +565,8 @@ pub fn run<'a>(
             armed: None,
             draining: false,
         };
-        std::future::poll_fn(|cx| session.poll_relay(cx, &client, &backend, control, &mut waits))
-            .await;
-        tokio::join!(
-            session.client_io.close(&mut client),
-            session.backend_io.close(&mut backend)
-        );
+        std::future::poll_fn(|cx| session.poll_relay(cx, control, &mut waits)).await;
+        tokio::join!(session.client.close(), session.backend.close());
         session.stats.client_to_backend = session.to_backend.traffic;
         session.stats.backend_to_client = session.to_client.traffic;
         session.stats
@@ -581,8 +590,6 @@ impl<'a> Session<'a> {
     fn poll_relay<T>(
         &mut self,
         cx: &mut Context<'_>,
-        client: &TcpStream,
-        backend: &TcpStream,
         control: &sessions::Session,
         waits: &mut Waits<T>,
     ) -> Poll<()>
@@ -597,35 +604,35 @@ impl<'a> Session<'a> {
             let mut progressed = false;
             if self.to_backend.wants_read() && !self.client_paused() {
                 waiting_on_something = true;
-                if let Poll::Ready(ready) = poll_readable(cx, client, &self.client_io) {
+                if let Poll::Ready(ready) = self.client.poll_read_ready(cx) {
                     // One clock reading for the turn's read and write.
                     let now = Instant::now();
-                    self.read(Side::Client, client, ready, now);
+                    self.read(Side::Client, ready, now);
                     // Writing at once usually succeeds and saves a turn.
-                    self.written(Side::Backend, backend, Ok(()), now);
+                    self.written(Side::Backend, Ok(()), now);
                     progressed = true;
                 }
             }
             if self.to_client.wants_read() {
                 waiting_on_something = true;
-                if let Poll::Ready(ready) = poll_readable(cx, backend, &self.backend_io) {
+                if let Poll::Ready(ready) = self.backend.poll_read_ready(cx) {
                     let now = Instant::now();
-                    self.read(Side::Backend, backend, ready, now);
-                    self.written(Side::Client, client, Ok(()), now);
+                    self.read(Side::Backend, ready, now);
+                    self.written(Side::Client, Ok(()), now);
                     progressed = true;
                 }
             }
-            if self.to_backend.wants_write(&self.backend_io) {
+            if self.to_backend.wants_write(&self.backend) {
                 waiting_on_something = true;
-                if let Poll::Ready(ready) = backend.poll_write_ready(cx) {
-                    self.written(Side::Backend, backend, ready, Instant::now());
+                if let Poll::Ready(ready) = self.backend.poll_write_ready(cx) {
+                    self.written(Side::Backend, ready, Instant::now());
                     progressed = true;
                 }
             }
-            if self.to_client.wants_write(&self.client_io) {
+            if self.to_client.wants_write(&self.client) {
                 waiting_on_something = true;
-                if let Poll::Ready(ready) = client.poll_write_ready(cx) {
-                    self.written(Side::Client, client, ready, Instant::now());
+                if let Poll::Ready(ready) = self.client.poll_write_ready(cx) {
+                    self.written(Side::Client, ready, Instant::now());
                     progressed = true;
                 }
             }
@@ -663,29 +670,6 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Ready when a read may make progress: at once if the TLS session holds
-/// bytes (see [`Transport::is_buffered`]), else when the socket is readable.
-fn poll_readable(cx: &mut Context<'_>, stream: &TcpStream, io: &Transport) -> Poll<io::Result<()>> {
-    if io.is_buffered() {
-        return Poll::Ready(Ok(()));
-    }
-    stream.poll_read_ready(cx)
-}
-
-/// hyper's connection task, the one that ran the handshake, left its waker
-/// in the socket's read and write slots when it last waited. The relay puts
-/// its own in a slot only when it waits on that direction (the write slot
-/// perhaps never), so the old waker would keep
-/// the finished task's memory (8.5 KiB, measured with massif) alive until
-/// the socket next became ready: for an idle session, perhaps never. A
-/// no-op waker takes its place.
-fn release_previous_wakers(stream: &TcpStream) {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    // Ready means the slot was already emptied when readiness arrived.
-    let _ = stream.poll_read_ready(&mut cx);
-    let _ = stream.poll_write_ready(&mut cx);
-}
-
 impl<'a> Session<'a> {
     fn pump(&mut self, source: Side) -> &mut Pump<'a> {
         match source {
@@ -698,13 +682,13 @@ impl<'a> Session<'a> {
         self.to_backend.is_done() && self.to_client.is_done()
     }
 
-    fn read(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>, now: Instant) {
+    fn read(&mut self, side: Side, ready: io::Result<()>, now: Instant) {
         if ready.is_err() {
             return self.source_gone(side);
         }
         if let Some(len) = self.splice_len(side) {
             if let Some(pipe) = splice::take() {
-                return self.splice_in(side, stream, pipe, len, now);
+                return self.splice_in(side, pipe, len, now);
             }
         }
         // A rate-limited client's read is sized to its budget, in a buffer
@@ -715,10 +699,10 @@ impl<'a> Session<'a> {
         };
         let mut buffer = cap.map_or_else(buffer_pool::take, Vec::with_capacity);
         let source = match side {
-            Side::Client => &mut self.client_io,
-            Side::Backend => &mut self.backend_io,
+            Side::Client => &mut self.client,
+            Side::Backend => &mut self.backend,
         };
-        match source.read(stream, &mut buffer) {
+        match source.read(&mut buffer) {
             Ok(read) if read > 0 => {
                 let chunk = match cap {
                     Some(_) => Bytes::from(buffer),
@@ -749,7 +733,7 @@ impl<'a> Session<'a> {
             Side::Client => &self.to_backend,
             Side::Backend => &self.to_client,
         };
-        let plain = self.client_io.is_plain() && self.backend_io.is_plain();
+        let plain = self.client.plain_socket().is_some() && self.backend.plain_socket().is_some();
         let forwarding = !pump.discarding && !pump.skipping && !pump.destination_failed;
         let left = pump.parser.data_payload_left();
         let most = match (side, &self.throttle) {
@@ -764,15 +748,16 @@ impl<'a> Session<'a> {
 
     /// Moves up to `len` payload bytes from `side`'s socket into `pipe`,
     /// for the destination to take with the next write.
-    fn splice_in(
-        &mut self,
-        side: Side,
-        stream: &TcpStream,
-        pipe: splice::Pipe,
-        len: usize,
-        now: Instant,
-    ) {
-        match pipe.fill_from(stream, len) {
+    fn splice_in(&mut self, side: Side, pipe: splice::Pipe, len: usize, now: Instant) {
+        let source = match side {
+            Side::Client => &self.client,
+            Side::Backend => &self.backend,
+        };
+        let filled = match source.plain_socket() {
+            Some(stream) => pipe.fill_from(stream, len),
+            None => Err(io::ErrorKind::Unsupported.into()),
+        };
+        match filled {
             Ok(0) => {
                 splice::give_back(pipe);
                 self.source_gone(side);
@@ -913,10 +898,10 @@ impl<'a> Session<'a> {
         self.stats.closing.is_none() && self.throttle.as_ref().is_some_and(Throttle::is_paused)
     }
 
-    fn written(&mut self, side: Side, stream: &TcpStream, ready: io::Result<()>, now: Instant) {
+    fn written(&mut self, side: Side, ready: io::Result<()>, now: Instant) {
         let (pump, destination) = match side {
-            Side::Backend => (&mut self.to_backend, &mut self.backend_io),
-            Side::Client => (&mut self.to_client, &mut self.client_io),
+            Side::Backend => (&mut self.to_backend, &mut self.backend),
+            Side::Client => (&mut self.to_client, &mut self.client),
         };
         if ready.is_err() {
             pump.fail_destination();
@@ -925,7 +910,7 @@ impl<'a> Session<'a> {
         if !pump.wants_write(destination) {
             return;
         }
-        pump.flush(stream, destination);
+        pump.flush(destination);
         if pump.out.is_empty() {
             self.last_activity = now;
         }

@@ -1,16 +1,120 @@
 //! Non-blocking byte I/O for one side of a relayed session: straight on the
-//! socket, or through the TLS session that the handshake ran on. Both work
-//! on tokio's readiness API, so the relay's single loop drives either.
+//! socket, through the TLS session that the handshake ran on, or on an
+//! HTTP/2 stream (RFC 8441). All three answer the same readiness questions,
+//! so the relay's single loop drives any of them.
 
 use std::io::{self, Read, Write};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::Connection;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use super::h2_stream::H2Stream;
+
 /// How long a finished session may spend sending its TLS `close_notify`.
 const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One side's connection as the relay drives it.
+#[derive(Debug)]
+pub enum Link {
+    /// A TCP socket, and the TLS session over it if that side speaks TLS.
+    Socket { stream: TcpStream, io: Transport },
+    /// A WebSocket stream of an HTTP/2 connection that hyper keeps driving.
+    H2(Box<H2Stream>),
+}
+
+impl Link {
+    /// The socket, when bytes can go straight to and from it (no TLS, no
+    /// HTTP/2 framing): only then can the kernel splice them.
+    pub fn plain_socket(&self) -> Option<&TcpStream> {
+        match self {
+            Link::Socket { stream, io } if io.is_plain() => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// Ready when a read may make progress: at once if bytes already wait
+    /// (decrypted by TLS, or taken off the HTTP/2 stream), else when the
+    /// socket or stream has some.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Socket { io, .. } if io.is_buffered() => Poll::Ready(Ok(())),
+            Link::Socket { stream, .. } => stream.poll_read_ready(cx),
+            Link::H2(stream) => stream.poll_read_ready(cx),
+        }
+    }
+
+    /// Ready when a write may take bytes.
+    pub fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Socket { stream, .. } => stream.poll_write_ready(cx),
+            Link::H2(stream) => stream.poll_write_ready(cx),
+        }
+    }
+
+    /// Reads into `buffer`'s spare capacity. `Ok(0)` is the end of the
+    /// stream; `WouldBlock` means wait for readiness.
+    pub fn read(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Link::Socket { stream, io } => io.read(stream, buffer),
+            Link::H2(stream) => stream.read(buffer),
+        }
+    }
+
+    /// Writes some of `bytes`; returns how many were taken.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Socket { stream, io } => io.write(stream, bytes),
+            Link::H2(stream) => stream.write(bytes),
+        }
+    }
+
+    /// Writes bytes a lower layer still holds; `WouldBlock` if it cannot yet.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Link::Socket { stream, io } => io.flush(stream),
+            Link::H2(_) => Ok(()),
+        }
+    }
+
+    /// Whether encrypted bytes are waiting for the socket.
+    pub fn has_pending_output(&self) -> bool {
+        match self {
+            Link::Socket { io, .. } => io.has_pending_output(),
+            Link::H2(_) => false,
+        }
+    }
+
+    /// Ends the stream: TLS `close_notify` and a TCP shutdown, or the HTTP/2
+    /// stream's END_STREAM; bounded in time either way.
+    pub async fn close(&mut self) {
+        match self {
+            Link::Socket { stream, io } => io.close(stream).await,
+            Link::H2(stream) => {
+                let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.close()).await;
+            }
+        }
+    }
+
+    /// hyper's connection task, the one that ran the handshake, left its
+    /// waker in the socket's read and write slots when it last waited. The
+    /// relay puts its own in a slot only when it waits on that direction
+    /// (the write slot perhaps never), so the old waker would keep the
+    /// finished task's memory (8.5 KiB, measured with massif) alive until
+    /// the socket next became ready: for an idle session, perhaps never. A
+    /// no-op waker takes its place. An HTTP/2 stream's connection task
+    /// lives on and keeps its own wakers.
+    pub fn release_previous_wakers(&self) {
+        if let Link::Socket { stream, .. } = self {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            // Ready means the slot was already emptied when readiness arrived.
+            let _ = stream.poll_read_ready(&mut cx);
+            let _ = stream.poll_write_ready(&mut cx);
+        }
+    }
+}
 
 /// The TLS layer (if any) over one side's socket.
 #[derive(Debug, Default)]

@@ -154,6 +154,7 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
             limits: super::limits::session_limits(check, raw),
         },
         strip_prefix: raw.strip_prefix,
+        over_http2: raw.over_http2.unwrap_or(true),
         handshake_rate: super::limits::rate(
             check,
             ("handshake_rate", &raw.handshake_rate),
