@@ -243,7 +243,10 @@ pub async fn upgrade<B>(
     }
     count(UpgradeResult::Ok);
     let record = cx.record.take().map(|mut record| {
-        record.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        record.status = match protocol {
+            ClientProtocol::H1 => StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+            ClientProtocol::H2 => StatusCode::OK.as_u16(),
+        };
         record.ttfb = Some(cx.started.elapsed());
         record.backend = Some(backend.url.clone());
         record
