@@ -169,7 +169,10 @@ async fn websocket_messages_are_counted_exactly_while_the_session_is_open() {
         2.0
     );
     assert_eq!(
-        open.value("wsgate_ws_connections_active", &[("route", "chat")]),
+        open.value(
+            "wsgate_ws_connections_active",
+            &[("route", "chat"), ("protocol", "h1")]
+        ),
         1.0
     );
     assert_eq!(
@@ -221,8 +224,14 @@ async fn websocket_messages_are_counted_exactly_while_the_session_is_open() {
         ]
     };
     let done = scrape_until(server.admin, |m| {
-        m.get("wsgate_ws_connections_active", &[("route", "chat")]) == Some(0.0)
-            && m.get("wsgate_ws_connections_active", &[("route", "bye")]) == Some(0.0)
+        m.get(
+            "wsgate_ws_connections_active",
+            &[("route", "chat"), ("protocol", "h1")],
+        ) == Some(0.0)
+            && m.get(
+                "wsgate_ws_connections_active",
+                &[("route", "bye"), ("protocol", "h1")],
+            ) == Some(0.0)
             && m.get(
                 "wsgate_ws_session_duration_seconds_count",
                 &[("route", "chat")],
@@ -259,7 +268,7 @@ async fn websocket_messages_are_counted_exactly_while_the_session_is_open() {
     let upgrades = |route: &str, result: &str| {
         done.value(
             "wsgate_ws_upgrades_total",
-            &[("route", route), ("result", result)],
+            &[("route", route), ("result", result), ("protocol", "h1")],
         )
     };
     assert_eq!(upgrades("chat", "ok"), 2.0);

@@ -275,7 +275,12 @@ async fn reload_under_load_keeps_sessions_and_requests() {
         let scrape = scrape(admin).await;
         let open: f64 = ["kept", "changed", "doomed", "pool"]
             .iter()
-            .map(|route| scrape.value("wsgate_ws_connections_active", &[("route", route)]))
+            .map(|route| {
+                scrape.value(
+                    "wsgate_ws_connections_active",
+                    &[("route", route), ("protocol", "h1")],
+                )
+            })
             .sum();
         (open == 13.0).then_some(())
     })
@@ -442,7 +447,10 @@ async fn reload_under_load_keeps_sessions_and_requests() {
     assert_eq!(pool_kept, 4 - on_b_before);
     let scrape = scrape(admin).await;
     assert_eq!(
-        scrape.get("wsgate_ws_connections_active", &[("route", "doomed")]),
+        scrape.get(
+            "wsgate_ws_connections_active",
+            &[("route", "doomed"), ("protocol", "h1")]
+        ),
         None,
         "the removed route's series are gone"
     );

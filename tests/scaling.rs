@@ -281,7 +281,7 @@ async fn a_rolling_update_keeps_every_key_on_its_backend_and_loses_no_handshake(
     }
     let through_new = scrape(new.admin().await).await.value(
         "wsgate_ws_upgrades_total",
-        &[("route", "live"), ("result", "ok")],
+        &[("route", "live"), ("result", "ok"), ("protocol", "h1")],
     );
     println!(
         "{completed} sessions during the update, {through_new} of them through the new instance"

@@ -114,8 +114,13 @@ async fn an_h2_session_echoes_through_an_http1_backend_and_is_counted_as_h2() {
         panic!("the backend saw no handshake first");
     };
     assert_eq!(target, "/chat/room?x=1");
-    assert_eq!(headers.get("host").map(|h| h.as_bytes()), Some(&b"localhost"[..]));
-    let key = headers.get("sec-websocket-key").expect("a key for the backend");
+    assert_eq!(
+        headers.get("host").map(|h| h.as_bytes()),
+        Some(&b"localhost"[..])
+    );
+    let key = headers
+        .get("sec-websocket-key")
+        .expect("a key for the backend");
     assert_eq!(key.len(), 24, "{key:?}");
     assert_eq!(backend_closes(&mut backend, 1).await, [Some(4001)]);
     let metrics = scrape(server.admin).await;
@@ -153,18 +158,33 @@ async fn connects_that_cannot_be_served_get_the_right_answer() {
     // A tunnel (no :protocol) is not offered; nor is another protocol.
     let tunnel = status(&["status", "/chat", ":protocol="]).await;
     assert_eq!(tunnel["status"], 405, "{tunnel}");
-    let other = status(&["status", "/chat", ":protocol=chat", "origin=https://good.example"]).await;
+    let other = status(&[
+        "status",
+        "/chat",
+        ":protocol=chat",
+        "origin=https://good.example",
+    ])
+    .await;
     assert_eq!(other["status"], 501, "{other}");
     let no_websocket = status(&["status", "/site"]).await;
     assert_eq!(no_websocket["status"], 404, "{no_websocket}");
-    let version = status(&["status", "/chat", "sec-websocket-version=12", "origin=https://good.example"]).await;
+    let version = status(&[
+        "status",
+        "/chat",
+        "sec-websocket-version=12",
+        "origin=https://good.example",
+    ])
+    .await;
     assert_eq!(version["status"], 426, "{version}");
     assert_eq!(version["headers"]["sec-websocket-version"], "13");
     let origin = status(&["status", "/chat", "origin=https://evil.example"]).await;
     assert_eq!(origin["status"], 403, "{origin}");
     let fine = status(&["status", "/chat", "origin=https://good.example"]).await;
     assert_eq!(fine["status"], 200, "{fine}");
-    assert!(fine["headers"].get("sec-websocket-accept").is_none(), "{fine}");
+    assert!(
+        fine["headers"].get("sec-websocket-accept").is_none(),
+        "{fine}"
+    );
     // A route that keeps its sessions on HTTP/1.1 resets the stream with
     // HTTP_1_1_REQUIRED, which tells the client to retry there.
     let legacy = status(&["status", "/legacy"]).await;
@@ -189,7 +209,8 @@ async fn without_a_route_that_takes_them_h2_connections_do_not_offer_websockets(
     let settings = h2_client(&server, &["settings"]).await;
     assert_eq!(settings["enable_connect_protocol"], 0, "{settings}");
     // Plain HTTP/1.1 upgrades still work on the route.
-    let stream = support::tls::connect(server.addr, "localhost", ca.client_config(&["http/1.1"])).await;
+    let stream =
+        support::tls::connect(server.addr, "localhost", ca.client_config(&["http/1.1"])).await;
     let (mut client, response) = tokio_tungstenite::client_async("wss://localhost/legacy", stream)
         .await
         .expect("an HTTP/1.1 upgrade");
@@ -197,7 +218,10 @@ async fn without_a_route_that_takes_them_h2_connections_do_not_offer_websockets(
     futures_util::SinkExt::send(&mut client, Message::text("old way"))
         .await
         .expect("send");
-    assert_eq!(support::ws::receive(&mut client).await, Message::text("old way"));
+    assert_eq!(
+        support::ws::receive(&mut client).await,
+        Message::text("old way")
+    );
 }
 
 #[tokio::test]
@@ -218,10 +242,7 @@ async fn fifty_sessions_share_one_connection() {
     );
     // One TLS connection carried all of them.
     assert_eq!(
-        metrics.value(
-            "wsgate_tls_handshakes_total",
-            &[("result", "ok")]
-        ),
+        metrics.value("wsgate_tls_handshakes_total", &[("result", "ok")]),
         1.0
     );
 }
@@ -236,7 +257,11 @@ async fn a_stream_reset_mid_message_ends_the_backend_side_with_1001() {
     // Mid-frame no close frame can follow: the first backend connection
     // just ends. The second session was reset between messages: 1001.
     let closes = backend_closes(&mut backend, 2).await;
-    assert_eq!(closes, [Some(1001)], "a close frame cannot follow half a frame");
+    assert_eq!(
+        closes,
+        [Some(1001)],
+        "a close frame cannot follow half a frame"
+    );
     let record = server
         .access_record(|r| r["type"] == "session" && r["closed_by"] == "client")
         .await;
@@ -323,7 +348,11 @@ async fn a_drain_closes_h2_sessions_with_1001_then_sends_goaway() {
         .expect("read client")
         .expect("a report line");
     let report: Value = serde_json::from_str(&report).expect("json");
-    assert_eq!(report["codes"], serde_json::json!([1001, 1001, 1001]), "{report}");
+    assert_eq!(
+        report["codes"],
+        serde_json::json!([1001, 1001, 1001]),
+        "{report}"
+    );
     assert_eq!(report["goaway"], 0, "a GOAWAY with NO_ERROR: {report}");
     server.stopped(Duration::from_secs(15)).await;
 }
