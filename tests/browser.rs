@@ -4,10 +4,10 @@
 //!
 //! Chromium verifies the gateway's certificate: the test CA is trusted the
 //! way a Linux user would trust it, in an NSS database under the browser's
-//! HOME, and no flag relaxes certificate checks. The gateway does not offer
-//! extended CONNECT (RFC 8441) on HTTP/2, so the browser has to open the
-//! WebSocket on a separate HTTP/1.1 connection; that fallback is part of
-//! what is tested.
+//! HOME, and no flag relaxes certificate checks. The gateway offers
+//! extended CONNECT (RFC 8441) on HTTP/2, so the browser opens its
+//! WebSocket as a stream of the page's connection; a route that turns that
+//! off sends it to a separate HTTP/1.1 connection instead.
 //!
 //! The first run installs Chromium, certutil and playwright-core with
 //! tests/browser/install.sh (apt-get and npm ci).
@@ -17,6 +17,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::metrics::scrape;
 use support::tls::TestCa;
 use support::ws::{Behaviour, RecordingBackend, Seen};
 use support::*;
@@ -71,8 +72,10 @@ fn home_trusting(ca_pem: &str) -> tempfile::TempDir {
     home
 }
 
-/// The page: sends `messages` over `wss://` to the gateway and publishes
-/// what comes back as `window.result`.
+/// The page: sends `messages` over `wss://` to the gateway, then 1 MiB of
+/// binary, then closes with 4000; publishes what came back (the echoes,
+/// whether the binary came back intact, the close code the backend's
+/// answer carried) as `window.result`.
 fn page(messages: &[String]) -> String {
     let quoted: Vec<String> = messages.iter().map(|m| format!("\"{m}\"")).collect();
     format!(
@@ -81,19 +84,24 @@ fn page(messages: &[String]) -> String {
 <title>wsgate in a browser</title>
 <script>
 const sent = [{}];
+const binary = new Uint8Array(1 << 20).map((_, i) => (i * 31) & 0xff);
 const echoes = [];
+let binaryOk = null;
 const ws = new WebSocket("wss://" + location.host + "/ws");
+ws.binaryType = "arraybuffer";
 ws.onopen = () => sent.forEach((m) => ws.send(m));
 ws.onmessage = (e) => {{
-  echoes.push(e.data);
-  if (echoes.length === sent.length) {{
-    window.result = {{ echoes }};
-    ws.close(1000);
+  if (typeof e.data === "string") {{
+    echoes.push(e.data);
+    if (echoes.length === sent.length) ws.send(binary);
+    return;
   }}
+  const got = new Uint8Array(e.data);
+  binaryOk = got.length === binary.length && got.every((b, i) => b === binary[i]);
+  ws.close(4000, "page done");
 }};
-// Whichever comes first; a later close after success changes nothing.
 ws.onerror = () => {{ window.result ||= {{ error: "websocket error" }}; }};
-ws.onclose = (e) => {{ window.result ||= {{ error: `closed ${{e.code}} ${{e.reason}}` }}; }};
+ws.onclose = (e) => {{ window.result ||= {{ echoes, binaryOk, closeCode: e.code }}; }};
 </script>
 "#,
         quoted.join(", ")
@@ -127,7 +135,42 @@ fn shorten(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
+async fn chromium_opens_its_websocket_on_the_h2_connection_of_the_page() {
+    let server = page_and_websocket(true).await;
+    // The page alone cannot tell which protocol its WebSocket used; the
+    // gateway's counts can.
+    let metrics = scrape(server.admin).await;
+    let sessions = |protocol| {
+        metrics.value(
+            "wsgate_ws_upgrades_total",
+            &[("route", "chat"), ("result", "ok"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!((sessions("h2"), sessions("h1")), (1.0, 0.0));
+    let record = server
+        .access_record(|r| r["type"] == "session" && r["route"] == "chat")
+        .await;
+    assert_eq!(record["protocol"], "HTTP/2.0", "{record}");
+    assert_eq!(record["close_code"], 4000, "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_falls_back_to_http1_where_the_route_keeps_websockets_off_h2() {
+    let server = page_and_websocket(false).await;
+    let metrics = scrape(server.admin).await;
+    let sessions = |protocol| {
+        metrics.value(
+            "wsgate_ws_upgrades_total",
+            &[("route", "chat"), ("result", "ok"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!((sessions("h2"), sessions("h1")), (0.0, 1.0));
+}
+
+/// Chromium loads a page over h2 and echoes text, 1 MiB of binary and a
+/// close through `wss://…/ws`, a route with `over_http2 = over_h2`: on its
+/// page's connection (status 200) or a new HTTP/1.1 one (101).
+async fn page_and_websocket(over_h2: bool) -> TestServer {
     install_browser().await;
 
     let ca = TestCa::new();
@@ -150,7 +193,7 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
          [admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\n\
          [[routes]]\nname = \"chat\"\npath = \"/ws\"\n\
-         websocket = {{ backends = [\"ws://{}\"] }}\n",
+         websocket = {{ backends = [\"ws://{}\"], over_http2 = {over_h2} }}\n",
         backend.addr
     );
     let server = TestServer::start_whole(dir, &config).await;
@@ -167,15 +210,23 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
     );
     assert_eq!(
         report["websocketStatus"],
-        101,
-        "the WebSocket handshake's status (101 is HTTP/1.1); check.mjs said {}",
+        if over_h2 { 200 } else { 101 },
+        "the WebSocket handshake's status (101 is HTTP/1.1, 200 HTTP/2); check.mjs said {}",
         shorten(&line)
     );
+    let result = &report["result"];
     assert!(
-        report["result"]["echoes"] == serde_json::json!(messages),
+        result["echoes"] == serde_json::json!(messages),
         "the echoes the page received; check.mjs said {}",
         shorten(&line)
     );
+    let rest = serde_json::json!({
+        "binaryOk": result["binaryOk"],
+        "closeCode": result["closeCode"],
+        "error": result["error"],
+    });
+    assert_eq!(rest["binaryOk"], true, "{rest}");
+    assert_eq!(rest["closeCode"], 4000, "{rest}");
 
     let Seen::Handshake(headers, target) = backend.next().await else {
         panic!("expected the backend to see the handshake first");
@@ -191,6 +242,7 @@ async fn chromium_loads_a_page_over_h2_and_echoes_over_wss() {
             shorten(sent)
         );
     }
+    server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,8 @@ pub struct H2Stream {
     taken: Option<io::Result<Vec<u8>>>,
     /// The relay task's waker, for writes made outside a readiness poll.
     waker: Option<Waker>,
+    /// The client ended its side, or the stream failed.
+    ended: bool,
     /// The stream as its connection's watchdog sees it: a write that waits
     /// for the client longer than `send_timeout` closes the connection, as
     /// a response the client stops reading does.
@@ -55,6 +57,7 @@ impl H2Stream {
             io: TokioIo::new(upgraded),
             taken: None,
             waker: None,
+            ended: false,
             watched,
         }
     }
@@ -88,10 +91,14 @@ impl H2Stream {
     pub fn read(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
         let mut got = match self.taken.take() {
             None => return Err(io::ErrorKind::WouldBlock.into()),
-            Some(Err(error)) => return Err(error),
+            Some(Err(error)) => {
+                self.ended = true;
+                return Err(error);
+            }
             Some(Ok(got)) => got,
         };
         if got.is_empty() {
+            self.ended = true;
             buffer_pool::give_back(got);
             return Ok(0);
         }
@@ -142,8 +149,23 @@ impl H2Stream {
         }
     }
 
-    /// Ends the stream (END_STREAM) once what was written has gone out.
+    /// Ends the stream (END_STREAM) once what was written has gone out,
+    /// then waits for the client to end its side. A stream dropped while
+    /// the client's side is open is reset (RST_STREAM CANCEL), and Chromium,
+    /// seeing the reset before it has read the close frame, reports 1006
+    /// instead of the close code. The caller bounds the wait.
     pub async fn close(&mut self) {
         let _ = std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
+        while !self.ended {
+            if std::future::poll_fn(|cx| self.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut discarded = buffer_pool::take();
+            let _ = self.read(&mut discarded);
+            buffer_pool::give_back(discarded);
+        }
     }
 }

@@ -921,12 +921,17 @@ impl<'a> Session<'a> {
         let pump = self.pump(side);
         pump.source_done = true;
         let vanished = !pump.close_from_source;
-        // Whatever goes back to the vanished peer cannot be delivered.
-        let back = match side {
-            Side::Client => &mut self.to_client,
-            Side::Backend => &mut self.to_backend,
+        let (back, link) = match side {
+            Side::Client => (&mut self.to_client, &self.client),
+            Side::Backend => (&mut self.to_backend, &self.backend),
         };
-        back.fail_destination();
+        // An HTTP/2 stream that ends after its close frame is only half
+        // closed (browsers send their close with END_STREAM): the close
+        // reply still reaches it. Otherwise whatever goes back to a peer
+        // that is gone cannot be delivered.
+        if vanished || !link.half_closes() {
+            back.fail_destination();
+        }
         if !vanished {
             return;
         }

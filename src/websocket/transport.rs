@@ -79,6 +79,12 @@ impl Link {
         }
     }
 
+    /// Whether the end of what the peer sends leaves the other direction
+    /// open: true of an HTTP/2 stream (END_STREAM closes one side).
+    pub fn half_closes(&self) -> bool {
+        matches!(self, Link::H2(_))
+    }
+
     /// Whether encrypted bytes are waiting for the socket.
     pub fn has_pending_output(&self) -> bool {
         match self {

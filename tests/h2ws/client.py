@@ -175,8 +175,9 @@ class H2:
             if isinstance(event, h2.events.StreamReset):
                 return {"reset": h2.errors.ErrorCodes(event.error_code).name}
 
-    async def send(self, stream_id: int, data: bytes) -> None:
-        """Sends `data` as the flow-control windows allow."""
+    async def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """Sends `data` as the flow-control windows allow; `end` ends the
+        stream with its last frame (END_STREAM)."""
         stream = self.streams[stream_id]
         while data:
             window = min(
@@ -190,7 +191,7 @@ class H2:
                 if self.closed.is_set():
                     raise ConnectionError("connection closed while sending")
                 continue
-            self.conn.send_data(stream_id, data[:window])
+            self.conn.send_data(stream_id, data[:window], end_stream=end and len(data) <= window)
             data = data[window:]
             self.flush()
             await self.writer.drain()
@@ -217,8 +218,8 @@ class Session:
             raise RuntimeError(f"CONNECT {path} answered {answer}")
         return cls(h2c, stream_id)
 
-    async def send(self, event) -> None:
-        await self.h2c.send(self.stream_id, self.ws.send(event))
+    async def send(self, event, end: bool = False) -> None:
+        await self.h2c.send(self.stream_id, self.ws.send(event), end)
 
     async def next(self, timeout: float = 10):
         """The next WebSocket event: a whole message, a close, or None at the stream's end."""
@@ -252,9 +253,10 @@ class Session:
                 self.pending.extend(self.ws.events())
                 self.ended = True
 
-    async def close(self, code: int, reason: str = "") -> int | None:
-        """Sends a close and returns the code of the answer."""
-        await self.send(CloseConnection(code=code, reason=reason))
+    async def close(self, code: int, reason: str = "", end: bool = False) -> int | None:
+        """Sends a close (with END_STREAM if `end`, as Chromium does) and
+        returns the code of the answer."""
+        await self.send(CloseConnection(code=code, reason=reason), end)
         while True:
             event = await self.next()
             if event is None:
@@ -318,7 +320,7 @@ async def scenario(addr: str, ca: str, name: str, args: list[str]) -> dict:
         text = await echo_round(session, "hello over h2")
         payload = os.urandom(1 << 20)
         binary = await echo_round(session, payload)
-        code = await session.close(4001, "done")
+        code = await session.close(4001, "done", end=True)
         return {"text": text, "binary": binary, "close_code": code}
     if name == "many":
         count = int(args[1])
