@@ -232,6 +232,9 @@ pub struct RawProxy {
     pub preserve_host: Option<bool>,
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Speak HTTP/2 to the backends (h2c, or ALPN h2 over TLS).
+    #[serde(default)]
+    pub http2: bool,
     pub backend_ca: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
 }

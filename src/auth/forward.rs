@@ -125,7 +125,7 @@ impl Forward {
         meters: Option<AuthMeters>,
     ) -> Forward {
         Forward {
-            clients: proxy::clients(&pool),
+            clients: proxy::clients(&pool, false),
             pool,
             timeout: settings.timeout,
             copy: settings

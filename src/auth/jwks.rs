@@ -61,7 +61,7 @@ impl RemoteKeys {
         refresh: Duration,
     ) -> RemoteKeys {
         RemoteKeys {
-            clients: proxy::clients(&pool),
+            clients: proxy::clients(&pool, false),
             pool,
             algorithms,
             rules,

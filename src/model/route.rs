@@ -99,6 +99,11 @@ pub struct ProxySettings {
     /// Send the client's `Host`; otherwise the backend's own authority.
     pub preserve_host: bool,
     pub strip_prefix: bool,
+    /// Speak HTTP/2 to the backends: with prior knowledge (h2c) to
+    /// `http://` ones, by ALPN to `https://` ones; requests from every
+    /// client share a few multiplexed connections.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// `websocket = { ... }`.

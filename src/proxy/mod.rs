@@ -1,6 +1,8 @@
 //! The HTTP reverse proxy: a route's `proxy = { ... }` action. Requests and
 //! responses stream through hyper-util's pooled client, one client (and so
-//! one bounded set of idle keep-alive connections) per backend.
+//! one bounded set of idle keep-alive connections) per backend. With
+//! `http2`, each backend gets HTTP/2 instead: one connection carries many
+//! requests at once, and trailers pass both ways, as gRPC needs.
 //!
 //! Errors map here and only here: no backend to try or none reachable →
 //! 502, no response head within `response_timeout` → 504, a response body
@@ -15,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::EXPECT;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{EXPECT, HOST, TE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +39,9 @@ pub const MAX_IDLE_PER_BACKEND: usize = 64;
 /// Node's `http` server, so the gateway drops it before the app does and
 /// does not send a request into a closing socket.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often an HTTP/2 backend connection is pinged, idle or not, so one
+/// whose backend vanished is found before a request is sent into it.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 type UpstreamClient = Client<Connector, RequestBody>;
 
@@ -51,8 +56,10 @@ pub struct ProxyRoute {
 
 /// One pooled client per backend of `backends`, in its order, sending
 /// bodies of type `B`: connections open through the pool (timed, counted,
-/// feeding passive health) and stay for reuse a few seconds.
-pub fn clients<B>(backends: &Arc<BackendPool>) -> Vec<Client<Connector, B>>
+/// feeding passive health) and stay for reuse a few seconds. With `http2`
+/// they speak HTTP/2 only: with prior knowledge over TCP, and over TLS
+/// only when the backend chose `h2` by ALPN.
+pub fn clients<B>(backends: &Arc<BackendPool>, http2: bool) -> Vec<Client<Connector, B>>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -65,12 +72,21 @@ where
             let connector = Connector {
                 pool: Arc::clone(backends),
                 backend: Arc::clone(backend),
+                http2,
             };
-            Client::builder(TokioExecutor::new())
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(IDLE_TIMEOUT)
-                .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
-                .build(connector)
+                .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND);
+            if http2 {
+                builder
+                    .http2_only(true)
+                    .timer(TokioTimer::new())
+                    .http2_keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+                    .http2_keep_alive_while_idle(true);
+            }
+            builder.build(connector)
         })
         .collect()
 }
@@ -78,7 +94,7 @@ where
 impl ProxyRoute {
     pub fn new(backends: Arc<BackendPool>, settings: ProxySettings) -> ProxyRoute {
         ProxyRoute {
-            clients: clients(&backends),
+            clients: clients(&backends, settings.http2),
             backends,
             settings,
         }
@@ -164,9 +180,15 @@ async fn forward_to_backends(
         // The client's expectation was met by the gateway: hyper answers
         // 100 Continue when the proxy first reads the body.
         headers.remove(EXPECT);
-        // The authority was parsed from the config and the target is the
-        // request's own (or encoded) path, so this holds; never guess a URI.
-        let Ok(uri) = format!("http://{authority}{target}").parse::<Uri>() else {
+        let (version, scheme, authority) = if settings.http2 {
+            h2_target(&mut headers, &parts.headers, backend, authority)
+        } else {
+            (Version::HTTP_11, "http", authority.to_owned())
+        };
+        // The authority was parsed from the config (or is a `Host` the
+        // router accepted) and the target is the request's own (or encoded)
+        // path, so this holds; never guess a URI.
+        let Ok(uri) = format!("{scheme}://{authority}{target}").parse::<Uri>() else {
             tracing::warn!(route = cx.route_name, %target, "cannot form the backend URI");
             return response::status(StatusCode::BAD_GATEWAY);
         };
@@ -174,7 +196,7 @@ async fn forward_to_backends(
         let mut request = Request::new(RequestBody::new(&body, settings.body_timeout, &upload));
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
+        *request.version_mut() = version;
         *request.headers_mut() = headers;
         let busy = backend.busy();
         let sent = response_head(client.request(request), settings.response_timeout, &upload).await;
@@ -243,6 +265,34 @@ async fn forward_to_backends(
         }
     }
     response::status(StatusCode::BAD_GATEWAY)
+}
+
+/// How a request goes to an HTTP/2 backend: the host it is for travels as
+/// `:authority` (from the `Host` forwarding chose, which then goes: RFC 9113
+/// §8.3.1 lets no other value stand beside it), `:scheme` says whether the
+/// hop is TLS, and `TE: trailers`, the one TE value HTTP/2 allows, passes
+/// when the client sent it: gRPC servers ask for it.
+fn h2_target(
+    headers: &mut HeaderMap,
+    client_headers: &HeaderMap,
+    backend: &Backend,
+    backend_authority: &str,
+) -> (Version, &'static str, String) {
+    let authority = headers
+        .remove(HOST)
+        .and_then(|host| host.to_str().map(str::to_owned).ok())
+        .unwrap_or_else(|| backend_authority.to_owned());
+    let wants_trailers = client_headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"));
+    if wants_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    let scheme = if backend.tls { "https" } else { "http" };
+    (Version::HTTP_2, scheme, authority)
 }
 
 /// Another backend may get the request only when no byte of its body can
@@ -333,6 +383,8 @@ fn chain(error: &dyn StdError) -> String {
 pub struct Connector {
     pool: Arc<BackendPool>,
     backend: Arc<Backend>,
+    /// The client speaks HTTP/2 only: a TLS backend must have chosen it.
+    http2: bool,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -345,7 +397,31 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, _destination: Uri) -> Self::Future {
-        let Connector { pool, backend } = self.clone();
-        Box::pin(async move { pool.connect(&backend).await.map(TokioIo::new) })
+        let Connector {
+            pool,
+            backend,
+            http2,
+        } = self.clone();
+        Box::pin(async move {
+            let stream = pool.connect(&backend).await?;
+            if let (true, UpstreamStream::Tls(tls)) = (http2, &stream) {
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    let error = ConnectError::Tls {
+                        backend: backend.url.clone(),
+                        source: std::io::Error::other(
+                            "the backend did not choose HTTP/2 by ALPN, and the route's http2 needs it",
+                        ),
+                    };
+                    // A misconfiguration, not a passing fault, but other
+                    // backends should get the requests meanwhile all the same.
+                    backend.health.connect_failed();
+                    backend.failed(error.kind());
+                    backend.show_health();
+                    warn_throttled!(backend.warnings, %error, "backend connection unusable");
+                    return Err(error);
+                }
+            }
+            Ok(TokioIo::new(stream))
+        })
     }
 }

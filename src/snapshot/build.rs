@@ -152,7 +152,10 @@ fn build_route(
             Some(Content::Static(StaticDir::new(files, Arc::clone(budget))))
         }
         Some(ContentModel::Proxy(proxy)) => {
-            let pool = build_pool(name, &proxy.pool, metrics, kept)?;
+            let mut pool = build_pool(name, &proxy.pool, metrics, kept)?;
+            if proxy.settings.http2 {
+                pool.tls = pool.tls.as_deref().map(tls::offering_h2);
+            }
             Some(Content::Proxy(ProxyRoute::new(
                 Arc::new(pool),
                 proxy.settings,

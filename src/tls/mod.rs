@@ -96,6 +96,13 @@ pub fn backend_client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, 
     Ok(Arc::new(config))
 }
 
+/// `config` offering only HTTP/2 by ALPN, for backends spoken to in it.
+pub fn offering_h2(config: &ClientConfig) -> Arc<ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
 /// The platform's CA roots (read once per process) and how many were usable.
 pub fn platform_roots() -> &'static (RootCertStore, usize) {
     static ROOTS: OnceLock<(RootCertStore, usize)> = OnceLock::new();

@@ -106,6 +106,7 @@ pub(super) fn proxy(check: &mut Checker, raw: &Spanned<RawProxy>, base_dir: &Pat
         retries,
         preserve_host: raw.preserve_host.unwrap_or(true),
         strip_prefix: raw.strip_prefix,
+        http2: raw.http2,
     };
     ProxyAction { pool, settings }
 }
