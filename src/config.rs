@@ -30,6 +30,8 @@ pub struct RawListener {
     pub https_port: Option<Spanned<i64>>,
     /// Connections from `trusted_proxies` start with a PROXY protocol header.
     pub proxy_protocol: Option<Spanned<bool>>,
+    /// A plaintext listener also takes HTTP/2 with prior knowledge.
+    pub h2c: Option<Spanned<bool>>,
     pub request_rate: Option<Spanned<String>>,
     pub request_burst: Option<Spanned<i64>>,
 }

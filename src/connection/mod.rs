@@ -47,6 +47,8 @@ pub struct ClientConnection {
     /// Whether an HTTP/2 connection offers WebSockets on its streams
     /// (RFC 8441): some route takes them.
     pub websocket_over_h2: bool,
+    /// A plaintext connection that may open with the HTTP/2 preface.
+    pub h2c: bool,
     /// The connection's place under `max_connections_per_client`.
     pub per_client: Option<Held>,
     closability: Closability,
@@ -76,6 +78,7 @@ impl ClientConnection {
             meters,
             request_rate: None,
             websocket_over_h2: false,
+            h2c: false,
             per_client: None,
             closability: Closability::default(),
             _slot: slot,

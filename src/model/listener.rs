@@ -24,6 +24,10 @@ pub struct Listener {
     /// header (v1 or v2) whose source address is the client's.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// A plaintext listener also serves clients that open with the HTTP/2
+    /// preface (prior knowledge, RFC 9113 §3.3): gRPC without TLS, say.
+    #[serde(default)]
+    pub h2c: bool,
     /// Requests per client on this listener, whatever their route.
     #[serde(default)]
     pub request_rate: Option<RateLimit>,
@@ -37,6 +41,7 @@ impl Listener {
             tls: None,
             redirect_https: None,
             proxy_protocol: false,
+            h2c: false,
             request_rate: None,
         }
     }

@@ -269,6 +269,7 @@ struct ListenerSettings {
     redirect_https: Option<u16>,
     meters: Option<ListenerMeters>,
     proxy_protocol: bool,
+    h2c: bool,
     request_rate: Option<RateRule>,
 }
 
@@ -415,6 +416,7 @@ impl<H: Handler> Acceptor<H> {
                 redirect_https: listener.redirect_https,
                 meters: listener.meters.clone(),
                 proxy_protocol: listener.proxy_protocol,
+                h2c: listener.h2c,
                 request_rate: listener.request_rate,
             };
         }
@@ -428,6 +430,7 @@ impl<H: Handler> Acceptor<H> {
             slot,
         );
         client.request_rate = settings.request_rate;
+        client.h2c = settings.h2c;
         client.websocket_over_h2 = self.key.is_some() && snapshot.router.websocket_over_h2();
         let admission = self.key.and_then(|key| {
             Admission::for_connection(

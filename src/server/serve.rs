@@ -70,8 +70,13 @@ pub(super) async fn serve_connection<H: Handler>(
         }
     }
     let Some(tls) = tls else {
+        let h2 = client.h2c && opens_with_h2_preface(&stream, limits.header_read_timeout).await;
         let io = client_io(ClientStream::Plain(stream), limits.send_timeout);
-        return serve_http1(io, &Arc::new(client), handler, limits, stop).await;
+        let client = Arc::new(client);
+        if h2 {
+            return serve_http2(io, &client, handler, limits, stop).await;
+        }
+        return serve_http1(io, &client, handler, limits, stop).await;
     };
     // Not cut short by a stop: the client is waiting for an answer, and the
     // listener's handshake timeout bounds it.
@@ -116,6 +121,38 @@ pub(super) async fn serve_connection<H: Handler>(
         serve_http2(io, &client, handler, limits, stop).await;
     } else {
         serve_http1(io, &client, handler, limits, stop).await;
+    }
+}
+
+/// What a client with prior knowledge of HTTP/2 sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plaintext client opens with the HTTP/2 preface, peeked so
+/// that whichever protocol serves it reads its bytes from the start. An
+/// HTTP/1.1 request differs by its third byte at the latest (`PUT`,
+/// `POST`); a peek that has fewer waits a moment before looking again,
+/// since unread bytes keep the socket readable. Within `header_read_timeout`,
+/// after which HTTP/1.1 takes the connection and its own timeout ends it.
+async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut start = [0u8; H2_PREFACE.len()];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut start)).await {
+            Ok(Ok(peeked)) => peeked,
+            _ => return false,
+        };
+        if peeked == 0 || start[..peeked] != H2_PREFACE[..peeked] {
+            return false;
+        }
+        if peeked == H2_PREFACE.len() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(5)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
     }
 }
 

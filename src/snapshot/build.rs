@@ -103,6 +103,7 @@ fn build_listener(
         tls,
         redirect_https: listener.redirect_https,
         proxy_protocol: listener.proxy_protocol,
+        h2c: listener.h2c,
         request_rate: rate_rule(
             &["listener", &bind.to_string(), "requests"],
             listener.request_rate,

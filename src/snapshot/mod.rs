@@ -40,6 +40,8 @@ pub struct Listener {
     pub meters: Option<ListenerMeters>,
     /// Connections from trusted proxies start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Clients may open with the HTTP/2 preface (plaintext listeners).
+    pub h2c: bool,
     /// Requests per client on the listener.
     pub request_rate: Option<RateRule>,
 }

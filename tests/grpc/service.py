@@ -6,7 +6,8 @@ wsgate's HTTP/2 proxying to gRPC backends end to end.
                                         with ALPN h2); prints `listening PORT`
     service.py client ADDR CA           calls every method through ADDR (a
                                         TLS listener for `localhost` signed by
-                                        CA); prints one JSON report
+                                        CA, or with CA `-` a plaintext one, by
+                                        h2c); prints one JSON report
 
 Methods take and return raw bytes (identity serializers), so no protobuf
 code is generated. /echo.Echo/...:
@@ -92,10 +93,14 @@ def serve(args: list[str]) -> None:
 
 
 def client(addr: str, ca: str) -> dict:
-    credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
-    options = (("grpc.ssl_target_name_override", "localhost"),)
+    if ca == "-":
+        channel = grpc.insecure_channel(addr)
+    else:
+        credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+        options = (("grpc.ssl_target_name_override", "localhost"),)
+        channel = grpc.secure_channel(addr, credentials, options=options)
     report: dict = {}
-    with grpc.secure_channel(addr, credentials, options=options) as channel:
+    with channel:
         method = lambda kind, name: getattr(channel, kind)(f"/{SERVICE}/{name}")
         unary_call = method("unary_unary", "Unary")
         reply, call = unary_call.with_call(b"hello grpc", timeout=10)

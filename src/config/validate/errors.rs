@@ -139,6 +139,8 @@ pub enum ConfigError {
     },
     #[error("redirect_https is for plaintext listeners; this listener already terminates TLS")]
     RedirectOnTls,
+    #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
+    H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]
     HttpsPortWithoutRedirect,
     #[error("https_port must be between 1 and 65535")]

@@ -44,6 +44,10 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
         if let (Some(on), true) = (proxy_protocol, no_senders) {
             check.error(on.span(), ConfigError::ProxyProtocolUntrusted);
         }
+        let h2c = listener.h2c.as_ref().filter(|on| *on.get_ref());
+        if let (Some(on), Some(_)) = (h2c, &listener.tls) {
+            check.error(on.span(), ConfigError::H2cOnTls);
+        }
         let request_rate = super::limits::rate(
             check,
             ("request_rate", &listener.request_rate),
@@ -55,6 +59,7 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
                 tls,
                 redirect_https,
                 proxy_protocol: proxy_protocol.is_some(),
+                h2c: h2c.is_some(),
                 request_rate,
             });
         }

@@ -220,9 +220,24 @@ fn proxy_pools_are_checked() {
         assert!(message.starts_with(expected), "{action}: {message}");
     }
     let good = route(
-        "proxy = { backends = [\"http://a:1\", \"https://b\"], balance = \"hash\", hash_key = \"header:x-user\", retries = 0, preserve_host = false, health_check = { path = \"/healthz?full=1\", interval = \"1s\", timeout = \"500ms\", unhealthy_after = 3, healthy_after = 1 } }\nwebsocket = { backends = [\"ws://a:1\"], balance = \"least_connections\" }",
+        "proxy = { backends = [\"http://a:1\", \"https://b\"], balance = \"hash\", hash_key = \"header:x-user\", retries = 0, preserve_host = false, http2 = true, health_check = { path = \"/healthz?full=1\", interval = \"1s\", timeout = \"500ms\", unhealthy_after = 3, healthy_after = 1 } }\nwebsocket = { backends = [\"ws://a:1\"], balance = \"least_connections\", over_http2 = false }",
     );
     assert_eq!(with_site(&good).1, Vec::<String>::new());
+}
+
+#[test]
+fn http2_is_for_proxy_pools_and_websockets_name_the_client_side() {
+    // WebSocket backends are reached over HTTP/1.1; the key that exists
+    // is about clients, and the message names it.
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], http2 = true }\n",
+    );
+    assert!(message.starts_with("unknown field `http2`"), "{message}");
+    assert!(message.contains("over_http2"), "{message}");
+    let message = single_error(
+        "[[routes]]\nname = \"a\"\npath = \"/\"\nwebsocket = { backends = [\"ws://a:1\"], over_http2 = \"no\" }\n",
+    );
+    assert!(message.contains("expected a boolean"), "{message}");
 }
 
 #[test]
