@@ -17,6 +17,10 @@
 #     the same run against the backend directly;
 #   - handshakes/s (connect, upgrade, close), plain and over TLS (full
 #     handshakes, no resumption), and gateway CPU per handshake;
+#   - for wsgate alone (nginx has no RFC 8441): the 64 B echo and the
+#     open/close loop again as streams of one HTTP/2 connection (extended
+#     CONNECT), next to their HTTP/1.1-over-TLS twins: CPU per message and
+#     per session set up;
 #   - in one more round under `perf stat`, system calls and context
 #     switches per message and per handshake (that round's CPU is not used);
 # and, on freshly started gateways, the RSS each idle session costs
@@ -38,7 +42,9 @@
 #   HS_CONNECTIONS [50]  concurrent handshake loops
 #   IDLE_CONNECTIONS [5000]; 0 skips the idle rounds
 #   KINDS            the timed runs to make, space-separated (default: all:
-#                    echo64 echo4096 wss64 bulk handshakes wsshandshakes)
+#                    echo64 echo4096 wss64 bulk handshakes wsshandshakes
+#                    h2ws64 h2handshakes; the h2 pair is reported against
+#                    wss64 and wsshandshakes, so keep those with them)
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
 #   NGINX_WORKERS [2], HAPROXY_THREADS [2]
 #   KEEP_TMP         set to keep the temp dir (configs, server logs)

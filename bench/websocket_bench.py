@@ -54,7 +54,13 @@ BULK_SIZE = 1 << 20
 # Echo kinds: (kind, message size, over TLS).
 ECHOES = [("echo64", 64, False), ("echo4096", 4096, False), ("wss64", 64, True)]
 HANDSHAKES = [("handshakes", False), ("wsshandshakes", True)]
-ALL_KINDS = [*(k for k, _, _ in ECHOES), "bulk", *(k for k, _ in HANDSHAKES)]
+# WebSockets as streams of one HTTP/2 connection (RFC 8441), each against
+# its HTTP/1.1-over-TLS twin. Only the server under test runs them: nginx
+# has no RFC 8441.
+H2_ECHO, H2_HANDSHAKES = "h2ws64", "h2handshakes"
+H2_TWINS = {H2_ECHO: "wss64", H2_HANDSHAKES: "wsshandshakes"}
+ALL_KINDS = [*(k for k, _, _ in ECHOES), "bulk", *(k for k, _ in HANDSHAKES),
+             H2_ECHO, H2_HANDSHAKES]
 
 # The targets: CPU per unit of work as a ratio to one reference
 # (kind -> (reference name, at most)), bulk throughput against the direct
@@ -66,6 +72,8 @@ TARGET_CPU = {
     "echo4096": ("haproxy", 0.8),
 }
 TARGET_BULK_RATIO = 0.9
+# An RFC 8441 session against a new wss:// one: CPU per message and to set up.
+TARGET_H2 = {H2_ECHO: 1.2, H2_HANDSHAKES: 0.3}
 TARGET_IDLE_KIB = 2.0
 # The table, measured on this kind of machine before this round
 # (CPU us per message or handshake, KiB per idle session).
@@ -83,6 +91,8 @@ LABELS = {
     "wss64": "64 B echo over wss",
     "handshakes": "ws handshake",
     "wsshandshakes": "wss handshake (TLS + upgrade)",
+    H2_ECHO: "64 B echo over h2 streams (RFC 8441)",
+    H2_HANDSHAKES: "h2 session (CONNECT on an open connection)",
 }
 
 
@@ -399,10 +409,10 @@ def fill_cpu(row: Row, load: Load, target: Server, backend: Server) -> None:
 
 
 def measure_echo(target: Server, backend: Server, kind: str, size: int, tls: bool,
-                 rnd: int, args: argparse.Namespace) -> Row:
+                 rnd: int, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Row:
     load = wsload(args, "echo", url_of(target, backend, tls),
                   ["--connections", str(args.echo_connections), "--size", str(size),
-                   "--seconds", str(args.duration)], [target, backend], count=rnd == 0)
+                   "--seconds", str(args.duration), *extra], [target, backend], count=rnd == 0)
     row = Row(kind, target.name, rnd, rate=load.num("msgs_per_sec"),
               ops=load.num("messages"), seconds=load.num("seconds"),
               p50_us=load.num("p50_us"), p99_us=load.num("p99_us"))
@@ -430,10 +440,10 @@ def measure_bulk(target: Server, backend: Server, rnd: int,
 
 
 def measure_handshakes(target: Server, backend: Server, kind: str, tls: bool, rnd: int,
-                       args: argparse.Namespace) -> Row:
+                       args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Row:
     load = wsload(args, "handshakes", url_of(target, backend, tls),
-                  ["--connections", str(args.hs_connections), "--seconds", str(args.duration)],
-                  [target, backend], count=rnd == 0)
+                  ["--connections", str(args.hs_connections), "--seconds", str(args.duration),
+                   *extra], [target, backend], count=rnd == 0)
     row = Row(kind, target.name, rnd, rate=load.num("handshakes_per_sec"),
               ops=load.num("handshakes"), seconds=load.num("seconds"),
               p50_us=load.num("p50_us"), p99_us=load.num("p99_us"))
@@ -630,6 +640,32 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
         table(kind, "hs", f"{args.hs_connections} loops of connect, "
               f"{'TLS handshake, ' if tls else ''}upgrade, close frame, wait for close and EOF")
 
+    if any(r.kind in H2_TWINS for r in rows):
+        say()
+        say(f"WebSockets over HTTP/2 (RFC 8441), {test} only: {args.echo_connections} echo "
+            f"sessions or {args.hs_connections} open/close loops as streams of ONE TLS "
+            "connection, against the same over HTTP/1.1 and TLS (one connection each); "
+            f"medians over {timed_rounds} rounds")
+        head = (f"{'run':44} {'op/s':>8} {'p50 us':>8} {'p99 us':>8} {'CPU us/op':>10} "
+                f"{'user':>6} {'sys':>6} {'syscalls':>8} {'ctxsw':>6}")
+        print_head(head)
+        for h2_kind, twin in H2_TWINS.items():
+            for kind in (twin, h2_kind):
+                say(f"{LABELS[kind]:44} {f(med(rows, kind, test, lambda r: r.rate), 8)} "
+                    f"{f(med(rows, kind, test, lambda r: r.p50_us), 8)} "
+                    f"{f(med(rows, kind, test, lambda r: r.p99_us), 8)} "
+                    f"{f(med(rows, kind, test, cpu_op), 10, 2)} "
+                    f"{f(med(rows, kind, test, lambda r: r.per_op(r.gw_user_s)), 6, 2)} "
+                    f"{f(med(rows, kind, test, lambda r: r.per_op(r.gw_sys_s)), 6, 2)} "
+                    f"{f(med(rows, kind, test, lambda r: r.per_op(r.syscalls, 1), True), 8, 2)} "
+                    f"{f(med(rows, kind, test, lambda r: r.per_op(r.context_switches, 1), True), 6, 2)}")
+            rel = ratio(med(rows, h2_kind, test, cpu_op), med(rows, twin, test, cpu_op))
+            limit = TARGET_H2[h2_kind]
+            say(f"{'h2/h1 CPU per op':44} {fmt_ratio(rel)}   target <= {limit:.1f}x: "
+                f"{verdict(rel, limit, True)}")
+            targets_met.append(f"{LABELS[h2_kind][:30]:30} CPU h2/h1 {fmt_ratio(rel):>6}  "
+                               f"(target <= {limit:.1f}x)  {verdict(rel, limit, True)}")
+
     if any(r.kind == "idle" for r in rows):
         say()
         idle_rounds = len({r.round for r in rows if r.kind == "idle"})
@@ -689,6 +725,11 @@ def cmd_idle(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     servers, backend = args.server, args.backend
     check_paths([backend, *servers], backend, args)
+    if args.kinds & set(H2_TWINS):
+        load = wsload(args, "echo", url_of(servers[0], backend, True),
+                      ["--connections", "4", "--seconds", "1", "--h2", "1"], [servers[0], backend])
+        if load.num("errors") != 0 or not load.num("messages") > 0:
+            sys.exit(f"h2 echo check failed through {servers[0].name}: {load.values}")
     say(f"Rounds (echo and handshake runs {args.duration} s each; "
         "CPU = utime+stime of the server's whole process tree):")
     rows: list[Row] = []
@@ -721,6 +762,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                 continue
             for s in order:
                 keep(measure_handshakes(s, backend, kind, tls, rnd, args))
+        # After their HTTP/1.1 twins, on the server under test only.
+        h2 = ("--h2", "1")
+        if H2_ECHO in args.kinds:
+            keep(measure_echo(servers[0], backend, H2_ECHO, 64, True, rnd, args, h2))
+        if H2_HANDSHAKES in args.kinds:
+            keep(measure_handshakes(servers[0], backend, H2_HANDSHAKES, True, rnd, args, h2))
     save(args.results, rows)
     print_summary(load_rows(args.results), servers, backend, args)
 

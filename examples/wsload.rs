@@ -7,11 +7,17 @@
 //! wsload handshakes --url ... [--connections 50] [--seconds 5]
 //! common:           [--threads N]  (runtime worker threads; default: all cores)
 //!                   [--ca FILE]    (PEM roots for wss:// URLs)
+//!                   [--h2]         (wss:// only: every session a stream of
+//!                                   one HTTP/2 connection, RFC 8441)
 //! ```
 //!
 //! `wss://` URLs work for echo, idle and handshakes (bulk measures relaying
 //! large frames and stays on plaintext); each wss session is a full TLS
-//! handshake, no resumption, like a fresh browser tab.
+//! handshake, no resumption, like a fresh browser tab. With `--h2`, one TLS
+//! connection is made (ALPN h2) and each session is an extended CONNECT on
+//! it, as a browser that already has the page's connection does: echo
+//! measures relaying on streams, handshakes measures what opening and
+//! closing a session costs without a new connection.
 //!
 //! It has to cost far less CPU than the gateway it measures, because on a
 //! benchmark machine it shares the cores with the gateway and the backend.
@@ -46,7 +52,8 @@ const USAGE: &str = "usage: wsload echo|bulk|idle|handshakes --url ws://HOST:POR
   idle        --connections 5000 --hold-seconds 10 --open-concurrency 100
   handshakes  --connections 50 --seconds 5
   any         --threads N (tokio worker threads; default: number of cores)
-              --ca FILE (PEM certificates trusted for wss:// URLs)";
+              --ca FILE (PEM certificates trusted for wss:// URLs)
+              --h2 1 (wss:// only: sessions are streams of one HTTP/2 connection)";
 
 /// The key from RFC 6455 §1.3 and its accept value. One fixed key is fine for
 /// load: servers only hash it, and checking a known answer needs no SHA-1.
@@ -79,6 +86,8 @@ struct Target {
     path: String,
     /// For `wss://`: the TLS client and the name to verify.
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// With `--h2`: the HTTP/2 connection whose streams the sessions are.
+    h2: Option<h2::client::SendRequest<bytes::Bytes>>,
 }
 
 struct Args {
@@ -93,6 +102,7 @@ struct Args {
     open_concurrency: usize,
     threads: usize,
     ca: Option<String>,
+    h2: bool,
 }
 
 fn usage_exit(msg: &str) -> ! {
@@ -121,6 +131,7 @@ fn parse_args() -> Args {
             host: String::new(),
             path: String::new(),
             tls: None,
+            h2: None,
         },
         connections: match mode {
             Mode::Echo => 100,
@@ -136,6 +147,7 @@ fn parse_args() -> Args {
         open_concurrency: 100,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         ca: None,
+        h2: false,
     };
     let mut url = None;
     while let Some(flag) = argv.next() {
@@ -157,11 +169,15 @@ fn parse_args() -> Args {
             "--open-concurrency" => args.open_concurrency = num(&value) as usize,
             "--threads" => args.threads = num(&value) as usize,
             "--ca" => args.ca = Some(value),
+            "--h2" => args.h2 = num(&value) != 0.0,
             _ => usage_exit(&format!("unknown option {flag}")),
         }
     }
     let url = url.unwrap_or_else(|| usage_exit("--url is required"));
-    args.target = parse_url(&url, args.ca.as_deref()).unwrap_or_else(|e| usage_exit(&e));
+    args.target = parse_url(&url, args.ca.as_deref(), args.h2).unwrap_or_else(|e| usage_exit(&e));
+    if args.h2 && (args.target.tls.is_none() || matches!(args.mode, Mode::Bulk | Mode::Idle)) {
+        usage_exit("--h2 is for echo and handshakes with a wss:// URL");
+    }
     if args.mode == Mode::Bulk && args.target.tls.is_some() {
         usage_exit("bulk measures plaintext relaying: give it a ws:// URL");
     }
@@ -174,7 +190,7 @@ fn parse_args() -> Args {
 
 /// `ws[s]://host[:port][/path]`, resolved once here so that the handshakes
 /// mode measures connections, not name lookups.
-fn parse_url(url: &str, ca: Option<&str>) -> Result<Target, String> {
+fn parse_url(url: &str, ca: Option<&str>, h2: bool) -> Result<Target, String> {
     let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
         (Some(rest), _) => (rest, false),
         (_, Some(rest)) => (rest, true),
@@ -194,7 +210,7 @@ fn parse_url(url: &str, ca: Option<&str>) -> Result<Target, String> {
     let tls = if secure {
         let ca = ca.ok_or_else(|| format!("{url}: wss:// needs --ca FILE"))?;
         Some((
-            tls_connector(ca)?,
+            tls_connector(ca, h2)?,
             ServerName::try_from(host.to_owned()).map_err(|e| format!("{url}: {e}"))?,
         ))
     } else {
@@ -211,11 +227,13 @@ fn parse_url(url: &str, ca: Option<&str>) -> Result<Target, String> {
         host: authority.to_owned(),
         path: path.to_owned(),
         tls,
+        h2: None,
     })
 }
 
-/// A TLS client trusting the certificates in the PEM file `ca`.
-fn tls_connector(ca: &str) -> Result<TlsConnector, String> {
+/// A TLS client trusting the certificates in the PEM file `ca`, offering
+/// only HTTP/2 by ALPN with `h2`.
+fn tls_connector(ca: &str, h2: bool) -> Result<TlsConnector, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
@@ -228,13 +246,58 @@ fn tls_connector(ca: &str) -> Result<TlsConnector, String> {
     // Every session pays a full handshake, as a first visit does; what
     // resumption saves belongs to its own measurement.
     config.resumption = rustls::client::Resumption::disabled();
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// A session's byte stream: plaintext, or TLS over it.
+/// A session's byte stream: plaintext, TLS over it, or a stream of an
+/// HTTP/2 connection.
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    H2(Box<H2Session>),
+}
+
+/// A WebSocket on an HTTP/2 stream: writes become DATA frames at once (a
+/// closed loop keeps a message or two in flight, far inside any window);
+/// reads hand back the window as they take bytes.
+struct H2Session {
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+    pending: bytes::Bytes,
+}
+
+impl H2Session {
+    fn poll_read(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        while self.pending.is_empty() {
+            match self.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+
+    fn write(&mut self, bytes: &[u8], end: bool) -> io::Result<usize> {
+        self.send
+            .send_data(bytes::Bytes::copy_from_slice(bytes), end)
+            .map_err(io::Error::other)?;
+        Ok(bytes.len())
+    }
 }
 
 impl AsyncRead for Stream {
@@ -246,6 +309,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::H2(s) => s.poll_read(cx, buf),
         }
     }
 }
@@ -259,6 +323,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::H2(s) => std::task::Poll::Ready(s.write(buf, false)),
         }
     }
 
@@ -269,6 +334,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::H2(_) => std::task::Poll::Ready(Ok(())),
         }
     }
 
@@ -279,6 +345,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::H2(s) => std::task::Poll::Ready(s.write(&[], true).map(|_| ())),
         }
     }
 }
@@ -308,6 +375,9 @@ async fn open(target: &Target, read_buf: usize) -> io::Result<Session> {
 }
 
 async fn open_inner(target: &Target, read_buf: usize) -> io::Result<Session> {
+    if let Some(connection) = &target.h2 {
+        return open_stream(connection.clone(), target, read_buf).await;
+    }
     let tcp = TcpStream::connect(target.addr).await?;
     // Small messages go out as one write each; do not let Nagle hold the
     // close frame that follows an echo, nor add delay to any round trip.
@@ -360,6 +430,73 @@ async fn open_inner(target: &Target, read_buf: usize) -> io::Result<Session> {
     Ok(Session {
         stream,
         reader: FrameReader::new(read_buf, &head[end..]),
+    })
+}
+
+/// The HTTP/2 connection (TLS, ALPN h2) the `--h2` sessions share, once
+/// the server has said it takes WebSockets on streams.
+async fn h2_connection(target: &Target) -> io::Result<h2::client::SendRequest<bytes::Bytes>> {
+    let Some((connector, name)) = &target.tls else {
+        return Err(invalid("--h2 needs a wss:// URL"));
+    };
+    let tcp = TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = connector.connect(name.clone(), tcp).await?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(invalid("the server did not choose h2 by ALPN"));
+    }
+    let (client, connection) = h2::client::Builder::new()
+        .handshake(tls)
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("wsload: h2 connection: {e}");
+        }
+    });
+    let mut client = client.ready().await.map_err(io::Error::other)?;
+    // The server's SETTINGS arrive with the connection's first turns.
+    let waited = Instant::now();
+    while !client.is_extended_connect_protocol_enabled() {
+        if waited.elapsed() > OPEN_WAIT {
+            return Err(invalid("the server does not offer extended CONNECT"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        client = client.ready().await.map_err(io::Error::other)?;
+    }
+    Ok(client)
+}
+
+/// Opens a session as an extended CONNECT (RFC 8441 §4) on `connection`.
+async fn open_stream(
+    connection: h2::client::SendRequest<bytes::Bytes>,
+    target: &Target,
+    read_buf: usize,
+) -> io::Result<Session> {
+    let mut connection = connection.ready().await.map_err(io::Error::other)?;
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://{}{}", target.host, target.path))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .map_err(io::Error::other)?;
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (response, send) = connection
+        .send_request(request, false)
+        .map_err(io::Error::other)?;
+    let response = response.await.map_err(io::Error::other)?;
+    if response.status() != http::StatusCode::OK {
+        return Err(invalid(&format!("CONNECT answered {}", response.status())));
+    }
+    Ok(Session {
+        stream: Stream::H2(Box::new(H2Session {
+            send,
+            recv: response.into_body(),
+            pending: bytes::Bytes::new(),
+        })),
+        reader: FrameReader::new(read_buf, &[]),
     })
 }
 
@@ -1155,13 +1292,22 @@ async fn handshakes(args: &Args) {
 // ---------------------------------------------------------------------------
 
 fn main() {
-    let args = parse_args();
+    let mut args = parse_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
+        if args.h2 {
+            match h2_connection(&args.target).await {
+                Ok(connection) => args.target.h2 = Some(connection),
+                Err(e) => {
+                    eprintln!("wsload: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         match args.mode {
             Mode::Echo => echo(&args).await,
             Mode::Bulk => bulk(&args).await,
