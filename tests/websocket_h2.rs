@@ -225,6 +225,74 @@ async fn without_a_route_that_takes_them_h2_connections_do_not_offer_websockets(
 }
 
 #[tokio::test]
+async fn subprotocols_auth_and_per_client_caps_apply_to_h2_sessions_too() {
+    let ca = TestCa::new();
+    let mut backend = RecordingBackend::start(Behaviour::Echo).await;
+    let route = ws_route(
+        "chat",
+        &backend,
+        ", subprotocols = [\"chat.v2\"], max_sessions_per_client = 2",
+    );
+    // Basic auth for alice:wonderland: a line made by Python bcrypt (cost 4).
+    let routes = format!("{route}auth = {{ basic = \"users.htpasswd\" }}\n");
+    let server = {
+        let dir = test_dir();
+        write_file(
+            dir.path(),
+            "users.htpasswd",
+            "alice:$2b$04$ZC8e5UN1MWNFzTfWCJzAtOnl2sNwrVKlPyQwrbFnSUEDRXvZHKVwu\n",
+        );
+        ca.leaf(&["localhost"]).write(dir.path(), "site");
+        write_file(dir.path(), "ca.pem", &ca.pem);
+        let config = format!(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n{routes}"
+        );
+        TestServer::start_whole(dir, &config).await
+    };
+    let anonymous = h2_client(
+        &server,
+        &["status", "/chat", "sec-websocket-protocol=chat.v2"],
+    )
+    .await;
+    assert_eq!(anonymous["status"], 401, "{anonymous}");
+    let authorization = "authorization=Basic YWxpY2U6d29uZGVybGFuZA==";
+    let wrong = h2_client(
+        &server,
+        &[
+            "status",
+            "/chat",
+            authorization,
+            "sec-websocket-protocol=irc",
+        ],
+    )
+    .await;
+    assert_eq!(wrong["status"], 400, "{wrong}");
+    let report = h2_client(
+        &server,
+        &[
+            "statuses",
+            "/chat",
+            "3",
+            authorization,
+            "sec-websocket-protocol=irc, chat.v2",
+        ],
+    )
+    .await;
+    let answers = report["answers"].as_array().expect("answers");
+    let statuses: Vec<&Value> = answers.iter().map(|a| &a["status"]).collect();
+    assert_eq!(statuses, [200, 200, 429], "{report}");
+    let Seen::Handshake(headers, _) = backend.next().await else {
+        panic!("the backend saw no handshake first");
+    };
+    assert_eq!(headers["sec-websocket-protocol"], "irc, chat.v2");
+    assert!(
+        headers.get("authorization").is_some(),
+        "basic auth passes the header on"
+    );
+}
+
+#[tokio::test]
 async fn fifty_sessions_share_one_connection() {
     let ca = TestCa::new();
     let backend = RecordingBackend::start(Behaviour::Echo).await;

@@ -21,6 +21,8 @@ Rust tests (tests/websocket_h2.rs) decide what is right. Scenarios:
     hold PATH N               N sessions, then waits for the server to close
                               them; reports their close codes and any GOAWAY
     first-close PATH          sends one message; reports the first close code
+    statuses PATH N [K=V...]  N CONNECTs at once on one connection, kept
+                              open; reports their statuses and headers
 """
 
 from __future__ import annotations
@@ -376,6 +378,11 @@ async def scenario(addr: str, ca: str, name: str, args: list[str]) -> dict:
         codes = await asyncio.gather(*(s.server_close(60) for s in sessions))
         await asyncio.wait_for(h2c.closed.wait(), 30)
         return {"codes": codes, "goaway": h2c.goaway}
+    if name == "statuses":
+        extra = [tuple(item.split("=", 1)) for item in args[2:]]
+        stream_ids = [h2c.request(path, extra) for _ in range(int(args[1]))]
+        answers = [await h2c.answer(stream_id) for stream_id in stream_ids]
+        return {"answers": answers}
     if name == "first-close":
         # Read raw: wsproto 1.2 takes 1014 (RFC 6455's registry, added
         # after its list was made) for a protocol error.
