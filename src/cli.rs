@@ -213,6 +213,7 @@ pub fn summary(snapshot: &Snapshot) -> String {
         let kind = match (&listener.tls, listener.redirect_https) {
             (Some(_), _) => "tls".to_owned(),
             (None, Some(port)) => format!("redirects to https port {port}"),
+            (None, None) if listener.h2c => "plain, h2c".to_owned(),
             (None, None) => "plain".to_owned(),
         };
         let _ = writeln!(out, "listener  {}  {kind}", listener.bind);
@@ -233,11 +234,23 @@ pub fn summary(snapshot: &Snapshot) -> String {
         match &route.content {
             Some(Content::Static(dir)) => actions.push(format!("static {}", dir.root().display())),
             Some(Content::Embedded(_)) => actions.push("embedded page".to_owned()),
-            Some(Content::Proxy(proxy)) => actions.push(pool_summary("proxy", &proxy.backends)),
+            Some(Content::Proxy(proxy)) => {
+                let action = if proxy.settings.http2 {
+                    "proxy (HTTP/2)"
+                } else {
+                    "proxy"
+                };
+                actions.push(pool_summary(action, &proxy.backends));
+            }
             None => {}
         }
         if let Some(websocket) = &route.websocket {
-            actions.push(pool_summary("websocket", &websocket.backends));
+            let action = if websocket.over_http2 {
+                "websocket"
+            } else {
+                "websocket (HTTP/1.1 clients only)"
+            };
+            actions.push(pool_summary(action, &websocket.backends));
         }
         let action = actions.join("; ");
         let _ = writeln!(
