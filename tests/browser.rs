@@ -140,13 +140,7 @@ async fn chromium_opens_its_websocket_on_the_h2_connection_of_the_page() {
     // The page alone cannot tell which protocol its WebSocket used; the
     // gateway's counts can.
     let metrics = scrape(server.admin).await;
-    let sessions = |protocol| {
-        metrics.value(
-            "wsgate_ws_upgrades_total",
-            &[("route", "chat"), ("result", "ok"), ("protocol", protocol)],
-        )
-    };
-    assert_eq!((sessions("h2"), sessions("h1")), (1.0, 0.0));
+    assert_eq!(metrics.sessions_by_protocol("chat"), (1.0, 0.0));
     let record = server
         .access_record(|r| r["type"] == "session" && r["route"] == "chat")
         .await;
@@ -158,13 +152,7 @@ async fn chromium_opens_its_websocket_on_the_h2_connection_of_the_page() {
 async fn chromium_falls_back_to_http1_where_the_route_keeps_websockets_off_h2() {
     let server = page_and_websocket(false).await;
     let metrics = scrape(server.admin).await;
-    let sessions = |protocol| {
-        metrics.value(
-            "wsgate_ws_upgrades_total",
-            &[("route", "chat"), ("result", "ok"), ("protocol", protocol)],
-        )
-    };
-    assert_eq!((sessions("h2"), sessions("h1")), (0.0, 1.0));
+    assert_eq!(metrics.sessions_by_protocol("chat"), (0.0, 1.0));
 }
 
 /// Chromium loads a page over h2 and echoes text, 1 MiB of binary and a

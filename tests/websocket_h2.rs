@@ -124,13 +124,7 @@ async fn an_h2_session_echoes_through_an_http1_backend_and_is_counted_as_h2() {
     assert_eq!(key.len(), 24, "{key:?}");
     assert_eq!(backend_closes(&mut backend, 1).await, [Some(4001)]);
     let metrics = scrape(server.admin).await;
-    let upgrades = |protocol| {
-        metrics.value(
-            "wsgate_ws_upgrades_total",
-            &[("route", "chat"), ("result", "ok"), ("protocol", protocol)],
-        )
-    };
-    assert_eq!((upgrades("h2"), upgrades("h1")), (1.0, 0.0));
+    assert_eq!(metrics.sessions_by_protocol("chat"), (1.0, 0.0));
     let record = server
         .access_record(|r| r["type"] == "session" && r["route"] == "chat")
         .await;
@@ -301,13 +295,7 @@ async fn fifty_sessions_share_one_connection() {
     assert_eq!(report["ok"], 50, "{report}");
     assert_eq!(report["distinct_streams"], 50, "{report}");
     let metrics = scrape(server.admin).await;
-    assert_eq!(
-        metrics.value(
-            "wsgate_ws_upgrades_total",
-            &[("route", "chat"), ("result", "ok"), ("protocol", "h2")]
-        ),
-        50.0
-    );
+    assert_eq!(metrics.sessions_by_protocol("chat"), (50.0, 0.0));
     // One TLS connection carried all of them.
     assert_eq!(
         metrics.value("wsgate_tls_handshakes_total", &[("result", "ok")]),

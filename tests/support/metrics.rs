@@ -35,6 +35,18 @@ impl Scrape {
         first
     }
 
+    /// The sessions `route` opened, as (over HTTP/2, over HTTP/1.1): its
+    /// `wsgate_ws_upgrades_total{result="ok"}` by `protocol`.
+    pub fn sessions_by_protocol(&self, route: &str) -> (f64, f64) {
+        let opened = |protocol| {
+            self.value(
+                "wsgate_ws_upgrades_total",
+                &[("route", route), ("result", "ok"), ("protocol", protocol)],
+            )
+        };
+        (opened("h2"), opened("h1"))
+    }
+
     /// Like `get`, for a sample that must exist.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels)
