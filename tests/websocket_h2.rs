@@ -383,6 +383,67 @@ async fn a_client_that_never_opens_its_window_is_cut_off_after_send_timeout() {
     assert!(grew < 32 << 20, "the test process grew by {grew} bytes");
 }
 
+/// A WebSocket backend that answers the handshake and then reads nothing.
+async fn backend_that_never_reads() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let key = head
+                    .lines()
+                    .filter_map(|line| line.split_once(':'))
+                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
+                    .map(|(_, value)| value.trim().to_owned())
+                    .unwrap_or_default();
+                let accept = wsgate::websocket::handshake::accept_key(key.as_bytes());
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_session_whose_backend_stops_reading_does_not_stall_its_connection() {
+    let ca = TestCa::new();
+    let echo = RecordingBackend::start(Behaviour::Echo).await;
+    let stuck = backend_that_never_reads().await;
+    let routes = format!(
+        "{}[[routes]]\nname = \"stuck\"\npath = \"/stuck\"\n\
+         websocket = {{ backends = [\"ws://{stuck}\"], max_message_size = \"1GiB\" }}\n",
+        ws_route("chat", &echo, "")
+    );
+    let server = h2_gateway(&ca, &routes).await;
+    let before = rss_bytes();
+    let report = h2_client(&server, &["stuck", "/stuck", "/chat"]).await;
+    let held = report["flood_held_at"].as_u64().expect("bytes");
+    let total = report["flood_total"].as_u64().expect("bytes");
+    // Held back by flow control, well short of what the client offered...
+    assert!(held < total, "{report}");
+    // ...and the other session on the same connection still echoes.
+    assert_eq!(report["echoes"], 10, "{report}");
+    let grew = rss_bytes().saturating_sub(before);
+    assert!(grew < 32 << 20, "the test process grew by {grew} bytes");
+}
+
 #[tokio::test]
 async fn a_drain_closes_h2_sessions_with_1001_then_sends_goaway() {
     let ca = TestCa::new();

@@ -47,6 +47,15 @@ const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 /// The longest the HTTP/2 watchdog sleeps when both of its timeouts are off.
 const WATCHDOG_MAX_SLEEP: Duration = Duration::from_secs(3600);
 
+/// What one HTTP/2 stream may have in flight from the client unread, and
+/// the whole connection. A stream whose backend stops reading (a stalled
+/// upload, a WebSocket whose backend is slow) keeps its unread bytes and
+/// the connection window they took; with a stream window a quarter of the
+/// connection's, one such stream cannot stall the page's other streams,
+/// and what a connection can make the gateway hold stays 1 MiB.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
 /// How long a connection that got a GOAWAY (idle, or the server stopping
 /// it) may take to finish before it is closed.
 const GOAWAY_LINGER: Duration = Duration::from_secs(5);
@@ -258,7 +267,9 @@ async fn serve_http2<H: Handler>(
         .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
         .max_header_list_size(u32::try_from(limits.max_request_head).unwrap_or(u32::MAX))
         .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_send_buf_size(H2_MAX_SEND_BUFFER);
+        .max_send_buf_size(H2_MAX_SEND_BUFFER)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
     if client.websocket_over_h2 {
         // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers then open their
         // WebSockets as streams of this connection (RFC 8441).

@@ -23,6 +23,10 @@ Rust tests (tests/websocket_h2.rs) decide what is right. Scenarios:
     first-close PATH          sends one message; reports the first close code
     statuses PATH N [K=V...]  N CONNECTs at once on one connection, kept
                               open; reports their statuses and headers
+    stuck PATH OTHER          floods a session at PATH (whose backend reads
+                              nothing) until flow control stops it, then
+                              echoes on a session at OTHER on the same
+                              connection
 """
 
 from __future__ import annotations
@@ -383,6 +387,28 @@ async def scenario(addr: str, ca: str, name: str, args: list[str]) -> dict:
         stream_ids = [h2c.request(path, extra) for _ in range(int(args[1]))]
         answers = [await h2c.answer(stream_id) for stream_id in stream_ids]
         return {"answers": answers}
+    if name == "stuck":
+        stuck = await Session.open(h2c, path)
+        other = await Session.open(h2c, args[1])
+        frame = stuck.ws.send(Message(data=b"x" * 65536))
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for _ in range(1024):
+                await h2c.send(stuck.stream_id, frame)
+                sent += len(frame)
+
+        flooding = asyncio.create_task(flood())
+        # Until the flood has stopped moving: the windows are used up.
+        last = -1
+        while sent != last:
+            last = sent
+            await asyncio.sleep(1)
+        held = sent
+        echoes = [await echo_round(other, f"still here {i}") for i in range(10)]
+        flooding.cancel()
+        return {"flood_held_at": held, "flood_total": 1024 * len(frame), "echoes": sum(echoes)}
     if name == "first-close":
         # Read raw: wsproto 1.2 takes 1014 (RFC 6455's registry, added
         # after its list was made) for a protocol error.
