@@ -60,6 +60,7 @@ pub fn backend_headers(
 ) -> HeaderMap {
     let mut headers = request.clone();
     strip_hop_by_hop(&mut headers);
+    join_cookies(&mut headers);
     // RFC 9112 §3.2.2: with an absolute-form target (and in HTTP/2), its
     // authority is the host the request was routed on, whatever `Host` says.
     if let Some(authority) = uri.authority() {
@@ -84,6 +85,29 @@ pub fn backend_headers(
         }
     }
     headers
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client may send each cookie pair as a
+/// `Cookie` field of its own (browsers do, for header compression), and
+/// they must be joined with "; " before an HTTP/1.1 hop, where many servers
+/// read only the first `Cookie` line. Joined for every backend: one field
+/// means the same to HTTP/2 ones.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for field in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(field.as_bytes());
+    }
+    // Joined valid field values with "; " make a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// A backend's response head as the client gets it: hop-by-hop headers
@@ -408,6 +432,21 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["cookie", "sec-websocket-key"]);
+    }
+
+    #[test]
+    fn cookies_split_by_an_http2_client_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append("cookie", HeaderValue::from_static("a=b"));
+        headers.append("cookie", HeaderValue::from_static("session=t.o.k"));
+        headers.append("cookie", HeaderValue::from_static("c=d"));
+        join_cookies(&mut headers);
+        let fields: Vec<&HeaderValue> = headers.get_all("cookie").iter().collect();
+        assert_eq!(fields, ["a=b; session=t.o.k; c=d"]);
+        let mut one = HeaderMap::new();
+        one.insert("cookie", HeaderValue::from_static("a=b; c=d"));
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=b; c=d");
     }
 
     #[test]

@@ -219,7 +219,7 @@ async fn without_a_route_that_takes_them_h2_connections_do_not_offer_websockets(
 }
 
 #[tokio::test]
-async fn subprotocols_auth_and_per_client_caps_apply_to_h2_sessions_too() {
+async fn subprotocols_auth_cookies_and_per_client_caps_apply_to_h2_sessions_too() {
     let ca = TestCa::new();
     let mut backend = RecordingBackend::start(Behaviour::Echo).await;
     let route = ws_route(
@@ -270,6 +270,9 @@ async fn subprotocols_auth_and_per_client_caps_apply_to_h2_sessions_too() {
             "3",
             authorization,
             "sec-websocket-protocol=irc, chat.v2",
+            // Split as browsers send cookies over HTTP/2 (RFC 9113 §8.2.3).
+            "cookie=theme=dark",
+            "cookie=sid=abc",
         ],
     )
     .await;
@@ -280,6 +283,9 @@ async fn subprotocols_auth_and_per_client_caps_apply_to_h2_sessions_too() {
         panic!("the backend saw no handshake first");
     };
     assert_eq!(headers["sec-websocket-protocol"], "irc, chat.v2");
+    // The HTTP/1.1 backend gets them as one field.
+    let cookies: Vec<_> = headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["theme=dark; sid=abc"]);
     assert!(
         headers.get("authorization").is_some(),
         "basic auth passes the header on"

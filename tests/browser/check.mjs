@@ -46,7 +46,11 @@ try {
     () => performance.getEntriesByType('navigation')[0].nextHopProtocol,
   );
   const result = await page.evaluate(() => window.result);
-  console.log(JSON.stringify({ protocol, websocketStatus, result }));
+  // Chromium says on the console why a WebSocket failed (net::ERR_...);
+  // a failed run then explains itself.
+  const report = { protocol, websocketStatus, result };
+  if (result && result.error) report.console = messages;
+  console.log(JSON.stringify(report));
   await browser.close();
   process.exit(0);
 } catch (e) {
