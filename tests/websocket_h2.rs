@@ -54,12 +54,18 @@ fn ws_route(name: &str, backend: &RecordingBackend, extra: &str) -> String {
     )
 }
 
-/// Starts the h2 client on a scenario; `finish` reads its report.
+/// Starts the h2 client on a scenario against the server's TLS listener;
+/// `finish` reads its report.
 fn start_client(server: &TestServer, args: &[&str]) -> tokio::process::Child {
+    start_client_at(server.addr, &server.root().join("ca.pem"), args)
+}
+
+/// The same at `addr`, over TLS trusting `ca`, or by h2c when `ca` is `-`.
+fn start_client_at(addr: std::net::SocketAddr, ca: &Path, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(python())
         .arg(h2ws_dir().join("client.py"))
-        .arg(server.addr.to_string())
-        .arg(server.root().join("ca.pem"))
+        .arg(addr.to_string())
+        .arg(ca)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -290,6 +296,73 @@ async fn subprotocols_auth_cookies_and_per_client_caps_apply_to_h2_sessions_too(
         headers.get("authorization").is_some(),
         "basic auth passes the header on"
     );
+}
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_end_to_end_over_h2() {
+    // Node's `ws` echo server with permessage-deflate as the backend.
+    let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    support::apps::npm_ci(&interop, "ws/package.json");
+    let backend = support::apps::ChildServer::start(
+        std::process::Command::new("node")
+            .arg(interop.join("echo-server.js"))
+            .args(["0", "--deflate"]),
+    );
+    let ca = TestCa::new();
+    let route = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"{}\"] }}\n",
+        backend.url("ws")
+    );
+    let server = h2_gateway(&ca, &route).await;
+    let report = h2_client(&server, &["deflate", "/chat"]).await;
+    assert_eq!(report["status"], 200, "{report}");
+    let extensions = report["extensions"].as_str().unwrap_or_default();
+    assert!(extensions.starts_with("permessage-deflate"), "{report}");
+    assert_eq!(report["echoed"], true, "{report}");
+    // The repetitive text crossed the stream compressed.
+    let received = report["received"].as_u64().expect("bytes");
+    let text_len = report["text_len"].as_u64().expect("bytes");
+    assert!(received * 10 < text_len, "{report}");
+    let record = server
+        .access_record(|r| r["type"] == "session" && r["route"] == "chat")
+        .await;
+    let logged = record["extensions"].as_str().unwrap_or_default();
+    assert!(logged.starts_with("permessage-deflate"), "{record}");
+}
+
+#[tokio::test]
+async fn h2_clients_get_the_gateways_pings() {
+    let ca = TestCa::new();
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let route = ws_route("chat", &backend, ", ping_interval = \"1s\"");
+    let server = h2_gateway(&ca, &route).await;
+    let report = h2_client(&server, &["idle", "/chat", "3.5"]).await;
+    let pings = report["pings"].as_u64().expect("a count");
+    assert!((2..=4).contains(&pings), "{report}");
+    assert_eq!(report["close_code"], 1000, "{report}");
+    let metrics = scrape(server.admin).await;
+    let answered = metrics.value("wsgate_ws_ping_rtt_seconds_count", &[("route", "chat")]);
+    assert_eq!(answered, pings as f64, "every ping's pong was recognised");
+}
+
+#[tokio::test]
+async fn a_plaintext_listener_with_h2c_takes_websockets_on_streams() {
+    let backend = RecordingBackend::start(Behaviour::Echo).await;
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\nh2c = true\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n{}",
+        ws_route("chat", &backend, "")
+    );
+    let server = TestServer::start_whole(test_dir(), &config).await;
+    let plain = Path::new("-");
+    let settings = finish(start_client_at(server.addr, plain, &["settings"])).await;
+    assert_eq!(settings["enable_connect_protocol"], 1, "{settings}");
+    let echoed = finish(start_client_at(server.addr, plain, &["echo", "/chat"])).await;
+    assert_eq!(echoed["text"], true, "{echoed}");
+    assert_eq!(echoed["binary"], true, "{echoed}");
+    assert_eq!(echoed["close_code"], 4001, "{echoed}");
+    let metrics = scrape(server.admin).await;
+    assert_eq!(metrics.sessions_by_protocol("chat"), (1.0, 0.0));
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ for the connection and `wsproto` for the frames: peers nobody here wrote.
     client.py ADDR CA SCENARIO [ARGS...]
 
 ADDR is host:port of a TLS listener for `localhost`, CA the PEM file that
-signed its certificate. Each scenario prints one JSON object on stdout; the
+signed its certificate; with CA `-`, a plaintext listener with h2c. Each scenario prints one JSON object on stdout; the
 Rust tests (tests/websocket_h2.rs) decide what is right. Scenarios:
 
     settings                  the server's SETTINGS_ENABLE_CONNECT_PROTOCOL
@@ -21,6 +21,10 @@ Rust tests (tests/websocket_h2.rs) decide what is right. Scenarios:
     hold PATH N               N sessions, then waits for the server to close
                               them; reports their close codes and any GOAWAY
     first-close PATH          sends one message; reports the first close code
+    deflate PATH              offers permessage-deflate; echoes 100 KB of
+                              text compressed, reports what was negotiated
+    idle PATH SECONDS         one echo, then idle, answering pings; reports
+                              how many pings came
     statuses PATH N [K=V...]  N CONNECTs at once on one connection, kept
                               open; reports their statuses and headers
     stuck PATH OTHER          floods a session at PATH (whose backend reads
@@ -44,6 +48,7 @@ import h2.events
 import h2.errors
 import h2.settings
 from wsproto.connection import Connection, ConnectionType
+from wsproto.extensions import PerMessageDeflate
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -90,13 +95,19 @@ class H2:
         self.received = 0
 
     async def open(self) -> None:
-        context = ssl.create_default_context(cafile=self.ca)
-        context.set_alpn_protocols(["h2"])
-        self.reader, self.writer = await asyncio.open_connection(
-            self.host, self.port, ssl=context, server_hostname="localhost"
-        )
-        alpn = self.writer.get_extra_info("ssl_object").selected_alpn_protocol()
-        assert alpn == "h2", alpn
+        if self.ca == "-":
+            # h2c with prior knowledge: the preface goes first, in plaintext.
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.scheme = "http"
+        else:
+            context = ssl.create_default_context(cafile=self.ca)
+            context.set_alpn_protocols(["h2"])
+            self.reader, self.writer = await asyncio.open_connection(
+                self.host, self.port, ssl=context, server_hostname="localhost"
+            )
+            alpn = self.writer.get_extra_info("ssl_object").selected_alpn_protocol()
+            assert alpn == "h2", alpn
+            self.scheme = "https"
         # Off for requests a careful client would not send (a CONNECT
         # without :protocol); the server must cope with them anyway.
         config = h2.config.H2Configuration(
@@ -158,7 +169,7 @@ class H2:
         if protocol is not None:
             headers += [
                 (":protocol", protocol),
-                (":scheme", "https"),
+                (":scheme", self.scheme),
                 (":path", path),
             ]
         headers.append((":authority", "localhost"))
@@ -209,12 +220,13 @@ class H2:
 class Session:
     """A WebSocket on one stream of an `H2` connection."""
 
-    def __init__(self, h2c: H2, stream_id: int) -> None:
+    def __init__(self, h2c: H2, stream_id: int, extensions=None) -> None:
         self.h2c = h2c
         self.stream_id = stream_id
-        self.ws = Connection(ConnectionType.CLIENT)
+        self.ws = Connection(ConnectionType.CLIENT, extensions=extensions)
         self.pending: list = []
         self.ended = False
+        self.pings = 0
 
     @classmethod
     async def open(cls, h2c: H2, path: str, extra=None) -> "Session":
@@ -234,6 +246,7 @@ class Session:
             while self.pending:
                 event = self.pending.pop(0)
                 if isinstance(event, Ping):
+                    self.pings += 1
                     await self.send(event.response())
                     continue
                 if isinstance(event, Message):
@@ -409,6 +422,36 @@ async def scenario(addr: str, ca: str, name: str, args: list[str]) -> dict:
         echoes = [await echo_round(other, f"still here {i}") for i in range(10)]
         flooding.cancel()
         return {"flood_held_at": held, "flood_total": 1024 * len(frame), "echoes": sum(echoes)}
+    if name == "deflate":
+        deflate = PerMessageDeflate()
+        # offer() gives the parameters; the handshake names the extension.
+        offer = f"{deflate.name}; {deflate.offer()}"
+        stream_id = h2c.request(path, [("sec-websocket-extensions", offer)])
+        answer = await h2c.answer(stream_id)
+        if answer.get("status") != 200:
+            return {"status": answer.get("status"), "answer": answer}
+        negotiated = answer.get("headers", {}).get("sec-websocket-extensions")
+        if negotiated:
+            deflate.finalize(negotiated)
+        session = Session(h2c, stream_id, [deflate] if negotiated else None)
+        text = "wsgate relays compressed frames unchanged. " * 2400
+        echoed = await echo_round(session, text)
+        code = await session.close(1000)
+        return {"status": answer.get("status"), "extensions": negotiated, "echoed": echoed,
+                "received": h2c.received, "text_len": len(text), "close_code": code}
+    if name == "idle":
+        session = await Session.open(h2c, path)
+        assert await echo_round(session, "then quiet")
+        started = time.monotonic()
+        while time.monotonic() - started < float(args[1]):
+            try:
+                event = await session.next(timeout=0.2)
+            except asyncio.TimeoutError:
+                continue
+            if event is None:
+                break
+        code = await session.close(1000)
+        return {"pings": session.pings, "close_code": code}
     if name == "first-close":
         # Read raw: wsproto 1.2 takes 1014 (RFC 6455's registry, added
         # after its list was made) for a protocol error.
