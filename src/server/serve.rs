@@ -139,12 +139,15 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Whether a plaintext client opens with the HTTP/2 preface, peeked so
 /// that whichever protocol serves it reads its bytes from the start. An
 /// HTTP/1.1 request differs by its third byte at the latest (`PUT`,
-/// `POST`); a peek that has fewer waits a moment before looking again,
-/// since unread bytes keep the socket readable. Within `header_read_timeout`,
-/// after which HTTP/1.1 takes the connection and its own timeout ends it.
+/// `POST`); a peek that has fewer waits before looking again, since unread
+/// bytes keep the socket readable, and waits longer each time (up to
+/// 100 ms), so a client that trickles a prefix costs a few peeks, not a
+/// spin. Within `header_read_timeout`, after which HTTP/1.1 takes the
+/// connection and its own timeout ends it.
 async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     let mut start = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut start)).await {
             Ok(Ok(peeked)) => peeked,
@@ -156,12 +159,13 @@ async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> bool {
         if peeked == H2_PREFACE.len() {
             return true;
         }
-        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(5)))
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
             .await
             .is_err()
         {
             return false;
         }
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -368,5 +372,43 @@ async fn drive<C, E>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// What `opens_with_h2_preface` says of a client that sends `parts`
+    /// with a pause between them, then waits.
+    async fn sees_preface(parts: &[&'static [u8]]) -> bool {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let parts = parts.to_vec();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            for part in parts {
+                stream.write_all(part).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        let (server, _) = listener.accept().await.expect("accept");
+        let seen = opens_with_h2_preface(&server, Duration::from_millis(200)).await;
+        client.abort();
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_told_from_http1_however_it_arrives() {
+        assert!(sees_preface(&[H2_PREFACE]).await);
+        assert!(sees_preface(&[b"PR", b"I * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await);
+        assert!(!sees_preface(&[b"P", b"OST / HTTP/1.1\r\n"]).await);
+        assert!(!sees_preface(&[b"GET / HTTP/1.1\r\n\r\n"]).await);
+        // A prefix that stops growing: HTTP/1.1 gets it at the deadline.
+        assert!(!sees_preface(&[b"PRI * HT"]).await);
+        assert!(!sees_preface(&[]).await);
     }
 }
