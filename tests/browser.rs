@@ -150,14 +150,18 @@ async fn chromium_opens_its_websocket_on_the_h2_connection_of_the_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_falls_back_to_http1_where_the_route_keeps_websockets_off_h2() {
+    // Another route takes WebSockets over HTTP/2, so the connection offers
+    // them: Chromium's CONNECT to this route gets RST_STREAM
+    // HTTP_1_1_REQUIRED and it retries over HTTP/1.1.
     let server = page_and_websocket(false).await;
     let metrics = scrape(server.admin).await;
     assert_eq!(metrics.sessions_by_protocol("chat"), (0.0, 1.0));
 }
 
 /// Chromium loads a page over h2 and echoes text, 1 MiB of binary and a
-/// close through `wss://…/ws`, a route with `over_http2 = over_h2`: on its
-/// page's connection (status 200) or a new HTTP/1.1 one (101).
+/// close through `wss://…/ws`, a route with `over_http2 = over_h2` (another
+/// route keeps it on): on its page's connection (status 200) or a new
+/// HTTP/1.1 one (101).
 async fn page_and_websocket(over_h2: bool) -> TestServer {
     install_browser().await;
 
@@ -181,8 +185,10 @@ async fn page_and_websocket(over_h2: bool) -> TestServer {
          [admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\n\
          [[routes]]\nname = \"chat\"\npath = \"/ws\"\n\
-         websocket = {{ backends = [\"ws://{}\"], over_http2 = {over_h2} }}\n",
-        backend.addr
+         websocket = {{ backends = [\"ws://{}\"], over_http2 = {over_h2} }}\n\
+         [[routes]]\nname = \"other\"\npath = \"/other\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\n",
+        backend.addr, backend.addr
     );
     let server = TestServer::start_whole(dir, &config).await;
 

@@ -149,6 +149,18 @@ async fn a_plaintext_listener_with_h2c_takes_grpc_clients_and_http1_alike() {
     let page = get(server.addr, "/static/index.html").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.text(), "still HTTP/1.1\n");
+    // Requests for other hosts (the backend sees each as :authority) still
+    // share the backend's one connection.
+    for host in ["localhost:1", "localhost:2", "a.example", "b.example:8080"] {
+        let answer = get_with(server.addr, "/echo.Echo/Unary", &[("host", host)]).await;
+        assert_ne!(answer.status, 502, "{host}");
+    }
+    let metrics = scrape(server.admin).await;
+    let connects = metrics.value(
+        "wsgate_upstream_connect_duration_seconds_count",
+        &[("route", "grpc")],
+    );
+    assert_eq!(connects, 1.0, "backend connections opened");
 }
 
 #[tokio::test]
@@ -198,4 +210,48 @@ async fn an_https_backend_that_does_not_choose_h2_is_a_tls_error() {
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn health_checks_on_an_http2_pool_speak_http2() {
+    // The backend: another gateway serving a file over TLS, where the
+    // pool's ALPN offer (h2 alone) makes it speak HTTP/2.
+    let ca = TestCa::new();
+    let backend_dir = test_dir();
+    ca.leaf(&["localhost"]).write(backend_dir.path(), "site");
+    write_file(backend_dir.path(), "public/ok.txt", "fine\n");
+    let backend = TestServer::start_whole(
+        backend_dir,
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\ntls = { cert = \"site.pem\", key = \"site-key.pem\" }\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"files\"\npath = \"/\"\nstatic = { root = \"public\" }\n",
+    )
+    .await;
+    let dir = test_dir();
+    write_file(dir.path(), "ca.pem", &ca.pem);
+    let url = format!("https://localhost:{}", backend.addr.port());
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"files\"\npath = \"/\"\n\
+         proxy = {{ backends = [\"{url}\"], http2 = true, backend_ca = \"ca.pem\", \
+         health_check = {{ path = \"/ok.txt\", interval = \"200ms\", unhealthy_after = 1, healthy_after = 1 }} }}\n"
+    );
+    let server = TestServer::start_whole(dir, &config).await;
+    // Several probes later the backend is still in.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let metrics = scrape(server.admin).await;
+    let healthy = metrics.value(
+        "wsgate_upstream_healthy",
+        &[("route", "files"), ("backend", url.as_str())],
+    );
+    assert_eq!(healthy, 1.0, "the HTTP/2 probe found the backend healthy");
+    let reply = get(server.addr, "/ok.txt").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "fine\n");
+    let served = scrape(backend.admin).await;
+    let probes = served.value(
+        "wsgate_http_requests_total",
+        &[("route", "files"), ("code", "200"), ("method", "GET")],
+    );
+    assert!(probes >= 3.0, "{probes} requests reached the backend");
 }

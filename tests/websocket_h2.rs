@@ -464,6 +464,19 @@ async fn a_client_that_never_opens_its_window_is_cut_off_after_send_timeout() {
 
 /// A WebSocket backend that answers the handshake and then reads nothing.
 async fn backend_that_never_reads() -> std::net::SocketAddr {
+    raw_backend(|key| {
+        let accept = wsgate::websocket::handshake::accept_key(key.as_bytes());
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+    })
+    .await
+}
+
+/// A backend that reads a request head, writes what `answer` makes of its
+/// `Sec-WebSocket-Key`, then holds the connection without reading.
+async fn raw_backend(answer: fn(&str) -> String) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -487,17 +500,41 @@ async fn backend_that_never_reads() -> std::net::SocketAddr {
                     .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key"))
                     .map(|(_, value)| value.trim().to_owned())
                     .unwrap_or_default();
-                let accept = wsgate::websocket::handshake::accept_key(key.as_bytes());
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.write_all(answer(&key).as_bytes()).await;
                 tokio::time::sleep(Duration::from_secs(120)).await;
             });
         }
     });
     addr
+}
+
+#[tokio::test]
+async fn a_backend_that_answers_the_upgrade_with_200_is_a_502_not_an_open_session() {
+    // Over HTTP/2 a 200 to the CONNECT would tell the client its WebSocket
+    // is open.
+    let backend = raw_backend(|_| {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n"
+            .to_owned()
+    })
+    .await;
+    let ca = TestCa::new();
+    let route = format!(
+        "[[routes]]\nname = \"chat\"\npath = \"/chat\"\nwebsocket = {{ backends = [\"ws://{backend}\"] }}\n"
+    );
+    let server = h2_gateway(&ca, &route).await;
+    let answer = h2_client(&server, &["status", "/chat"]).await;
+    assert_eq!(answer["status"], 502, "{answer}");
+    let metrics = scrape(server.admin).await;
+    let invalid = metrics.value(
+        "wsgate_ws_upgrades_total",
+        &[
+            ("route", "chat"),
+            ("result", "backend_invalid"),
+            ("protocol", "h2"),
+        ],
+    );
+    assert_eq!(invalid, 1.0);
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ impl Forward {
         meters: Option<AuthMeters>,
     ) -> Forward {
         Forward {
-            clients: proxy::clients(&pool, false),
+            clients: proxy::clients(&pool),
             pool,
             timeout: settings.timeout,
             copy: settings

@@ -61,7 +61,7 @@ impl RemoteKeys {
         refresh: Duration,
     ) -> RemoteKeys {
         RemoteKeys {
-            clients: proxy::clients(&pool, false),
+            clients: proxy::clients(&pool),
             pool,
             algorithms,
             rules,

@@ -47,7 +47,9 @@ use crate::static_files;
 use crate::websocket::{self, handshake, UpgradeContext};
 use crate::{request_ids, request_path, response};
 
-/// What a route may answer besides CONNECT, for a 405 to a CONNECT tunnel.
+/// The methods wsgate serves at all (a route may answer fewer: a static
+/// route takes GET and HEAD), for the `Allow` of a 405 to a CONNECT tunnel,
+/// which is refused before any route is looked at.
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 /// What one request carries from phase to phase.

@@ -1,14 +1,17 @@
 //! The HTTP reverse proxy: a route's `proxy = { ... }` action. Requests and
 //! responses stream through hyper-util's pooled client, one client (and so
 //! one bounded set of idle keep-alive connections) per backend. With
-//! `http2`, each backend gets HTTP/2 instead: one connection carries many
-//! requests at once, and trailers pass both ways, as gRPC needs.
+//! `http2`, each backend gets one HTTP/2 connection instead (see
+//! [`multiplexed`]) that carries many requests at once, and trailers pass
+//! both ways, as gRPC needs.
 //!
 //! Errors map here and only here: no backend to try or none reachable →
 //! 502, no response head within `response_timeout` → 504, a response body
 //! broken off or stalled past `body_timeout` → the client connection is
 //! closed, so a truncated body never looks complete; a client whose request
 //! body stalls gets 408.
+
+mod multiplexed;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -32,6 +35,7 @@ use crate::metrics::UpstreamErrorKind;
 use crate::model::ProxySettings;
 use crate::response;
 use crate::upstream::{warn_throttled, Backend, BackendPool, Busy, ConnectError, UpstreamStream};
+use multiplexed::Multiplexed;
 
 /// Idle keep-alive connections kept per backend.
 pub const MAX_IDLE_PER_BACKEND: usize = 64;
@@ -39,27 +43,57 @@ pub const MAX_IDLE_PER_BACKEND: usize = 64;
 /// Node's `http` server, so the gateway drops it before the app does and
 /// does not send a request into a closing socket.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// How often an HTTP/2 backend connection is pinged, idle or not, so one
-/// whose backend vanished is found before a request is sent into it.
-const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
-type UpstreamClient = Client<Connector, RequestBody>;
+/// How one backend of a proxy route is spoken to.
+#[derive(Debug)]
+enum BackendClient {
+    /// HTTP/1.1, on a pool of keep-alive connections.
+    Pooled(Client<Connector, RequestBody>),
+    /// HTTP/2, on one connection.
+    Multiplexed(Multiplexed),
+}
+
+/// Why a request got no response from a backend.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Multiplexed(#[from] multiplexed::SendError),
+}
+
+impl SendError {
+    /// No connection to the backend was made, so nothing was sent.
+    fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pooled(error) => error.is_connect(),
+            SendError::Multiplexed(error) => Multiplexed::is_connect(error),
+        }
+    }
+}
+
+impl BackendClient {
+    async fn send(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
+        match self {
+            BackendClient::Pooled(client) => Ok(client.request(request).await?),
+            BackendClient::Multiplexed(connection) => Ok(connection.request(request).await?),
+        }
+    }
+}
 
 /// A route's `proxy = { ... }` action, compiled.
 #[derive(Debug)]
 pub struct ProxyRoute {
     pub backends: Arc<BackendPool>,
     /// One per backend, in the pool's order.
-    clients: Vec<UpstreamClient>,
+    clients: Vec<BackendClient>,
     pub settings: ProxySettings,
 }
 
 /// One pooled client per backend of `backends`, in its order, sending
 /// bodies of type `B`: connections open through the pool (timed, counted,
-/// feeding passive health) and stay for reuse a few seconds. With `http2`
-/// they speak HTTP/2 only: with prior knowledge over TCP, and over TLS
-/// only when the backend chose `h2` by ALPN.
-pub fn clients<B>(backends: &Arc<BackendPool>, http2: bool) -> Vec<Client<Connector, B>>
+/// feeding passive health) and stay for reuse a few seconds.
+pub fn clients<B>(backends: &Arc<BackendPool>) -> Vec<Client<Connector, B>>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -69,38 +103,40 @@ where
         .backends()
         .iter()
         .map(|backend| {
-            let connector = Connector {
-                pool: Arc::clone(backends),
-                backend: Arc::clone(backend),
-                http2,
-            };
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
+            Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(IDLE_TIMEOUT)
-                .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND);
-            if http2 {
-                builder
-                    .http2_only(true)
-                    .timer(TokioTimer::new())
-                    .http2_keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
-                    .http2_keep_alive_while_idle(true);
-            }
-            builder.build(connector)
+                .pool_max_idle_per_host(MAX_IDLE_PER_BACKEND)
+                .build(Connector::new(backends, backend, false))
         })
         .collect()
 }
 
 impl ProxyRoute {
     pub fn new(backends: Arc<BackendPool>, settings: ProxySettings) -> ProxyRoute {
+        let clients = if settings.http2 {
+            backends
+                .backends()
+                .iter()
+                .map(|backend| {
+                    let connector = Connector::new(&backends, backend, true);
+                    BackendClient::Multiplexed(Multiplexed::new(connector))
+                })
+                .collect()
+        } else {
+            clients(&backends)
+                .into_iter()
+                .map(BackendClient::Pooled)
+                .collect()
+        };
         ProxyRoute {
-            clients: clients(&backends, settings.http2),
+            clients,
             backends,
             settings,
         }
     }
 
-    fn client(&self, backend: &Arc<Backend>) -> Option<&UpstreamClient> {
+    fn client(&self, backend: &Arc<Backend>) -> Option<&BackendClient> {
         let index = self
             .backends
             .backends()
@@ -199,7 +235,7 @@ async fn forward_to_backends(
         *request.version_mut() = version;
         *request.headers_mut() = headers;
         let busy = backend.busy();
-        let sent = response_head(client.request(request), settings.response_timeout, &upload).await;
+        let sent = response_head(client.send(request), settings.response_timeout, &upload).await;
         let error = match sent {
             // A 101 answers only an upgrade, which never comes this way (it
             // goes to the websocket action): forwarded, it would leave the
@@ -299,11 +335,7 @@ fn h2_target(
 /// have been sent (the body is still here), and either no connection was
 /// made at all or the method is idempotent (RFC 9110 §9.2.2): a POST that a
 /// backend may have seen is never sent twice.
-fn may_retry(
-    error: &hyper_util::client::legacy::Error,
-    method: &Method,
-    body: &Mutex<Option<Incoming>>,
-) -> bool {
+fn may_retry(error: &SendError, method: &Method, body: &Mutex<Option<Incoming>>) -> bool {
     let body_unsent = body.lock().is_ok_and(|body| body.is_some());
     let idempotent = matches!(
         *method,
@@ -377,14 +409,53 @@ fn chain(error: &dyn StdError) -> String {
     text
 }
 
-/// Opens connections for one backend's pooled client, through the pool, so
-/// they are timed, counted and feed the backend's passive health.
+/// Opens connections for one backend's client, through the pool, so they
+/// are timed, counted and feed the backend's passive health.
 #[derive(Debug, Clone)]
 pub struct Connector {
     pool: Arc<BackendPool>,
     backend: Arc<Backend>,
     /// The client speaks HTTP/2 only: a TLS backend must have chosen it.
     http2: bool,
+}
+
+impl Connector {
+    fn new(pool: &Arc<BackendPool>, backend: &Arc<Backend>, http2: bool) -> Connector {
+        Connector {
+            pool: Arc::clone(pool),
+            backend: Arc::clone(backend),
+            http2,
+        }
+    }
+
+    fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// A connection to the backend; with `http2`, over TLS only one where
+    /// the backend chose `h2` by ALPN.
+    async fn open(&self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
+        let backend = &self.backend;
+        let stream = self.pool.connect(backend).await?;
+        if let (true, UpstreamStream::Tls(tls)) = (self.http2, &stream) {
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                let error = ConnectError::Tls {
+                    backend: backend.url.clone(),
+                    source: std::io::Error::other(
+                        "the backend did not choose HTTP/2 by ALPN, and the route's http2 needs it",
+                    ),
+                };
+                // A misconfiguration, not a passing fault, but other
+                // backends should get the requests meanwhile all the same.
+                backend.health.connect_failed();
+                backend.failed(error.kind());
+                backend.show_health();
+                warn_throttled!(backend.warnings, %error, "backend connection unusable");
+                return Err(error);
+            }
+        }
+        Ok(TokioIo::new(stream))
+    }
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -397,31 +468,7 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, _destination: Uri) -> Self::Future {
-        let Connector {
-            pool,
-            backend,
-            http2,
-        } = self.clone();
-        Box::pin(async move {
-            let stream = pool.connect(&backend).await?;
-            if let (true, UpstreamStream::Tls(tls)) = (http2, &stream) {
-                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    let error = ConnectError::Tls {
-                        backend: backend.url.clone(),
-                        source: std::io::Error::other(
-                            "the backend did not choose HTTP/2 by ALPN, and the route's http2 needs it",
-                        ),
-                    };
-                    // A misconfiguration, not a passing fault, but other
-                    // backends should get the requests meanwhile all the same.
-                    backend.health.connect_failed();
-                    backend.failed(error.kind());
-                    backend.show_health();
-                    warn_throttled!(backend.warnings, %error, "backend connection unusable");
-                    return Err(error);
-                }
-            }
-            Ok(TokioIo::new(stream))
-        })
+        let connector = self.clone();
+        Box::pin(async move { connector.open().await })
     }
 }

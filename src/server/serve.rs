@@ -365,7 +365,20 @@ async fn drive<C, E>(
                 result = connection.as_mut() => result,
                 () = closability.closable() => {
                     graceful_shutdown(connection.as_mut());
-                    connection.await
+                    // Still watched: an HTTP/2 client that stops reading
+                    // would otherwise keep a stream, and so the connection,
+                    // open for as long as it likes (a listener removed by a
+                    // reload has no shutdown deadline).
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        verdict = &mut watchdog => match verdict {
+                            Verdict::Stalled(_) => return,
+                            Verdict::Idle => match tokio::time::timeout(GOAWAY_LINGER, connection.as_mut()).await {
+                                Ok(result) => result,
+                                Err(_) => return,
+                            },
+                        },
+                    }
                 }
             }
         }

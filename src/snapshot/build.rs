@@ -156,6 +156,7 @@ fn build_route(
             let mut pool = build_pool(name, &proxy.pool, metrics, kept)?;
             if proxy.settings.http2 {
                 pool.tls = pool.tls.as_deref().map(tls::offering_h2);
+                pool.http2 = true;
             }
             Some(Content::Proxy(ProxyRoute::new(
                 Arc::new(pool),

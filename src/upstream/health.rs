@@ -166,7 +166,8 @@ async fn probe_all(pool: &Weak<BackendPool>, check: &HealthCheck, route: &str) -
     true
 }
 
-/// `GET path` on a fresh connection; a 2xx or 3xx answer is healthy.
+/// `GET path` on a fresh connection, in the protocol the pool speaks; a
+/// 2xx or 3xx answer is healthy.
 async fn probe(
     pool: &BackendPool,
     backend: &Backend,
@@ -176,21 +177,35 @@ async fn probe(
         .open(backend)
         .await
         .map_err(|error| error.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| error.to_string())?;
-    tokio::spawn(connection);
-    let request = Request::get(check.path.as_str())
-        .header(header::HOST, backend.authority())
-        .header(header::CONNECTION, "close")
-        .header(header::USER_AGENT, "wsgate-health-check")
-        .body(Empty::<Bytes>::new())
-        .map_err(|error| error.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|error| error.to_string())?;
-    let status = response.status();
+    let io = TokioIo::new(stream);
+    let response = if pool.http2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|error| error.to_string())?;
+        tokio::spawn(connection);
+        // HTTP/2 carries the host as :authority, from an absolute target.
+        let scheme = if backend.tls { "https" } else { "http" };
+        let target = format!("{scheme}://{}{}", backend.authority(), check.path);
+        let request = Request::get(target)
+            .header(header::USER_AGENT, "wsgate-health-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| error.to_string())?;
+        sender.send_request(request).await
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|error| error.to_string())?;
+        tokio::spawn(connection);
+        let request = Request::get(check.path.as_str())
+            .header(header::HOST, backend.authority())
+            .header(header::CONNECTION, "close")
+            .header(header::USER_AGENT, "wsgate-health-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| error.to_string())?;
+        sender.send_request(request).await
+    };
+    let status = response.map_err(|error| error.to_string())?.status();
     if status.is_success() || status.is_redirection() {
         Ok(status)
     } else {

@@ -227,6 +227,9 @@ pub struct BackendPool {
     /// `backend_ca`, or the platform's roots. `None` when no backend uses TLS.
     pub tls: Option<Arc<ClientConfig>>,
     pub health_check: Option<HealthCheck>,
+    /// The backends are spoken to in HTTP/2 (a proxy route's `http2`), and
+    /// so are their health checks.
+    pub http2: bool,
     /// Counts requests refused because every backend failed its health checks.
     pub no_healthy_backend: Option<IntCounter>,
     /// Warnings about the pool as a whole (no backend left to try).
@@ -250,6 +253,7 @@ impl BackendPool {
             connect_timeout: model.connect_timeout,
             tls,
             health_check: model.health_check.clone(),
+            http2: false,
             no_healthy_backend,
             warnings: LogThrottle::default(),
         }

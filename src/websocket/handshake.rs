@@ -149,16 +149,20 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
 
 /// A `Sec-WebSocket-Key` for the backend handshake of a WebSocket that
 /// came over HTTP/2, where the client sends none. §4.1 asks for a random
-/// nonce so that a backend cannot replay an old answer; the standard
-/// library's randomly seeded hasher gives 128 unpredictable-enough bits
-/// for that without a random number crate.
+/// nonce, so that a backend cannot replay an old answer: 16 bytes from the
+/// TLS stack's random number generator (aws-lc), already in the process.
 pub fn new_key() -> HeaderValue {
-    use std::hash::{BuildHasher, Hasher};
     let mut nonce = [0u8; 16];
-    for (half, chunk) in nonce.chunks_mut(8).enumerate() {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_usize(half);
-        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut nonce)
+        .is_err()
+    {
+        // Not secret, only fresh: the clock's nanoseconds do for that.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        nonce = now.as_nanos().to_le_bytes();
     }
     HeaderValue::from_str(&BASE64.encode(nonce)).expect("base64 text is a valid header value")
 }

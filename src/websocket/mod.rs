@@ -195,6 +195,28 @@ pub async fn upgrade<B>(
             stream,
             leftover,
         } => (head, stream, leftover),
+        // Over HTTP/2 a 2xx to the CONNECT means the WebSocket is open
+        // (RFC 8441 §5): a backend that answered the upgrade with one did
+        // not open it, and must not be taken for having done so.
+        Answer::Refused(refusal)
+            if protocol == ClientProtocol::H2 && refusal.status().is_success() =>
+        {
+            let error = UpstreamError::BadAnswer {
+                backend: backend.url.clone(),
+                reason: "a 2xx that is not 101 answered the upgrade",
+            };
+            warn_throttled!(backend.warnings, route = cx.route_name, %error, "backend answered the handshake wrongly");
+            count(UpgradeResult::BackendInvalid);
+            backend.failed(error.kind());
+            let facts = UpstreamFacts {
+                backend: Some(backend.url.clone()),
+                attempts: 1,
+                status: Some(refusal.status().as_u16()),
+                error: Some(error.kind().as_str()),
+                reason: Some(UpgradeResult::BackendInvalid.as_str()),
+            };
+            return with_facts(response::status(StatusCode::BAD_GATEWAY), facts);
+        }
         Answer::Refused(mut refusal) => {
             count(UpgradeResult::BackendRejected);
             let facts = UpstreamFacts {

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 
 use super::h2_stream::H2Stream;
 
-/// How long a finished session may spend sending its TLS `close_notify`.
-const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a finished session may spend closing each side: sending its TLS
+/// `close_notify`, or ending its HTTP/2 stream and waiting for the client's end.
+const SIDE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One side's connection as the relay drives it.
 #[derive(Debug)]
@@ -99,7 +100,7 @@ impl Link {
         match self {
             Link::Socket { stream, io } => io.close(stream).await,
             Link::H2(stream) => {
-                let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.close()).await;
+                let _ = tokio::time::timeout(SIDE_CLOSE_TIMEOUT, stream.close()).await;
             }
         }
     }
@@ -213,7 +214,7 @@ impl Transport {
                     }
                 }
             };
-            let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, sent).await;
+            let _ = tokio::time::timeout(SIDE_CLOSE_TIMEOUT, sent).await;
         }
         let _ = stream.shutdown().await;
     }
