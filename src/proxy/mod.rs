@@ -47,8 +47,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// How one backend of a proxy route is spoken to.
 #[derive(Debug)]
 enum BackendClient {
-    /// HTTP/1.1, on a pool of keep-alive connections.
-    Pooled(Client<Connector, RequestBody>),
+    /// HTTP/1.1, on a pool of keep-alive connections. Boxed: the client is
+    /// four times the size of the other kind.
+    Pooled(Box<Client<Connector, RequestBody>>),
     /// HTTP/2, on one connection.
     Multiplexed(Multiplexed),
 }
@@ -126,7 +127,7 @@ impl ProxyRoute {
         } else {
             clients(&backends)
                 .into_iter()
-                .map(BackendClient::Pooled)
+                .map(|client| BackendClient::Pooled(Box::new(client)))
                 .collect()
         };
         ProxyRoute {
