@@ -120,6 +120,23 @@ pub struct RawRoute {
     pub request_rate: Option<Spanned<String>>,
     pub request_burst: Option<Spanned<i64>>,
     pub auth: Option<Spanned<RawAuth>>,
+    /// Changes to what the route forwards to its backends.
+    pub request_headers: Option<Spanned<RawHeaderRules>>,
+    /// Changes to everything the route answers.
+    pub response_headers: Option<Spanned<RawHeaderRules>>,
+    /// A `Strict-Transport-Security` value, sent over TLS.
+    pub hsts: Option<Spanned<String>>,
+}
+
+/// `request_headers = { ... }` or `response_headers = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    /// Name → value: replaces any field of the name.
+    pub set: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    /// Name → value: appended beside any field of the name.
+    pub add: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub remove: Option<Vec<Spanned<String>>>,
 }
 
 /// `auth = { ... }` on a route: who may use it.

@@ -28,6 +28,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         logging: Default::default(),
         request_rate: None,
         auth: None,
+        headers: Default::default(),
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -41,6 +42,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         logging: Default::default(),
         request_rate: None,
         auth: None,
+        headers: Default::default(),
     };
     Model {
         listeners: vec![Listener::plain(bind)],

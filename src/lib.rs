@@ -51,6 +51,7 @@ pub(crate) mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub(crate) mod header_rules;
 pub(crate) mod maybe_tls;
 pub(crate) mod metrics;
 pub mod model;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::RouteAuth;
 use crate::client_limits::RateRule;
+use crate::header_rules::RouteRules;
 use crate::metrics::{HttpMeters, LimitMeters};
 use crate::model::{HostMatch, RouteLogging};
 use crate::proxy::ProxyRoute;
@@ -37,6 +38,8 @@ pub struct Route {
     pub limit_meters: Option<LimitMeters>,
     /// Who may use the route; checked before its action.
     pub auth: Option<RouteAuth>,
+    /// Header rules for what the route forwards and answers, and HSTS.
+    pub headers: Arc<RouteRules>,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -155,6 +158,7 @@ mod tests {
             request_rate: None,
             limit_meters: None,
             auth: None,
+            headers: Default::default(),
         }
     }
 

@@ -105,6 +105,13 @@ pub async fn handle(
         errors_only: false,
     };
     let mut response = respond(&gateway, &mut cx, req).await;
+    if let Some(route) = cx.route {
+        // wsgate's own answers (401, 429, 502…) included, as operators
+        // expect of security headers.
+        route
+            .headers
+            .apply_to_response(response.headers_mut(), cx.client.tls);
+    }
     // The client can quote it in a report; the backend and the log have it too.
     response
         .headers_mut()
@@ -350,6 +357,7 @@ async fn act(
             held,
             token_expires: granted.token_expires,
             recheck: granted.recheck,
+            request_rules: route.headers.request.as_ref(),
         };
         return websocket::upgrade(req, websocket, cx).await;
     }
@@ -363,6 +371,7 @@ async fn act(
                 client: &cx.client,
                 relative_path: &relative,
                 trusted,
+                request_rules: route.headers.request.as_ref(),
             };
             proxy::forward(req, proxy, cx).await
         }

@@ -224,6 +224,7 @@ mod tests {
             logging: Default::default(),
             request_rate: None,
             auth: None,
+            headers: Default::default(),
         }
     }
 

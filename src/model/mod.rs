@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod diff;
+mod headers;
 mod host;
 mod limits;
 mod listener;
@@ -26,6 +27,7 @@ use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
 pub use auth::{Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, TokenSource};
+pub use headers::{HeaderRules, RouteHeaders};
 pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,

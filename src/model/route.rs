@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, HostMatch, Pool, RateLimit, RouteLogging, SessionLimits};
+use super::{Auth, HostMatch, Pool, RateLimit, RouteHeaders, RouteLogging, SessionLimits};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub struct Route {
     /// Who may use the route.
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// Header rules for what the route forwards and answers, and HSTS.
+    #[serde(default)]
+    pub headers: RouteHeaders,
 }
 
 /// What a route answers plain requests with.

@@ -31,6 +31,7 @@ use crate::body::proxied::{ClientBodyError, ProxiedBody, RequestBody, UploadProg
 use crate::body::Body;
 use crate::connection::ClientConnection;
 use crate::forwarding::{self, Origin, TrustedProxies};
+use crate::header_rules::Rules;
 use crate::metrics::UpstreamErrorKind;
 use crate::model::ProxySettings;
 use crate::response;
@@ -154,6 +155,8 @@ pub struct ForwardContext<'a> {
     /// The request path below the route's prefix, normalised.
     pub relative_path: &'a str,
     pub trusted: &'a TrustedProxies,
+    /// The route's `request_headers`.
+    pub request_rules: Option<&'a Rules>,
 }
 
 /// Sends the request to a backend and streams its response back.
@@ -217,6 +220,9 @@ async fn forward_to_backends(
         // The client's expectation was met by the gateway: hyper answers
         // 100 Continue when the proxy first reads the body.
         headers.remove(EXPECT);
+        if let Some(rules) = cx.request_rules {
+            rules.apply(&mut headers);
+        }
         let (version, scheme, authority) = if settings.http2 {
             h2_target(&mut headers, &parts.headers, backend, authority)
         } else {

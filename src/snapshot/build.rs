@@ -13,6 +13,7 @@ use super::{Listener, Snapshot};
 use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
 use crate::demo;
+use crate::header_rules::RouteRules;
 use crate::metrics::Metrics;
 use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
 use crate::proxy::ProxyRoute;
@@ -189,6 +190,7 @@ fn build_route(
         })),
     };
     Ok(Route {
+        headers: Arc::new(RouteRules::compile(&route.headers)),
         name: route.name.clone(),
         host: route.host.clone(),
         prefix: route.path.clone(),

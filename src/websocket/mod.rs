@@ -28,6 +28,7 @@ use crate::body::{Body, ProxiedBody};
 use crate::client_limits::{Held, RateRule};
 use crate::connection::{ClientConnection, ClientIo};
 use crate::forwarding::{self, Origin, TrustedProxies};
+use crate::header_rules::Rules;
 use crate::metrics::{ClientProtocol, LimitMeters, UpgradeResult, UpstreamErrorKind, WsMeters};
 use crate::model::Policy;
 use crate::response;
@@ -86,6 +87,8 @@ pub struct UpgradeContext<'a> {
     pub token_expires: Option<(SystemTime, u16)>,
     /// Forward auth asked again while the session lasts; a no closes it.
     pub recheck: Option<Recheck>,
+    /// The route's `request_headers`, for the backend's handshake.
+    pub request_rules: Option<&'a Rules>,
 }
 
 /// Why a handshake with the backends failed; each becomes a 502.
@@ -540,6 +543,9 @@ fn backend_request<B>(
     };
     let mut headers =
         forwarding::backend_headers(req.headers(), req.uri(), &origin, true, backend.authority());
+    if let Some(rules) = cx.request_rules {
+        rules.apply(&mut headers);
+    }
     handshake::restore_handshake_fields(req.headers(), &mut headers);
     handshake::set_upgrade_headers(&mut headers);
     backend_handshake::request_head(&target, &headers)

@@ -102,7 +102,9 @@ pub enum ConfigError {
         "hide pattern `{0}` must name one path segment, without '/' (e.g. \".*\" or \"*.bak\")"
     )]
     BadHidePattern(String),
-    #[error("`{0}` is not a header name")]
+    #[error(
+        "`{0}` is not a header name; write letters, digits and dashes, e.g. \"X-Frame-Options\""
+    )]
     BadHeaderName(String),
     #[error("retries must be 0 or more")]
     NegativeRetries,
@@ -139,6 +141,12 @@ pub enum ConfigError {
     },
     #[error("redirect_https is for plaintext listeners; this listener already terminates TLS")]
     RedirectOnTls,
+    #[error("the value for `{0}` has a line break or another control character; a header value is one line of visible text")]
+    BadHeaderValue(String),
+    #[error("`{0}` is wsgate's to manage (message framing, a hop-by-hop field or the WebSocket handshake); it cannot be set, added or removed")]
+    ManagedHeader(String),
+    #[error("`{0}` is not an HSTS policy; write \"max-age=SECONDS\", optionally followed by \"; includeSubDomains\" and \"; preload\"")]
+    BadHsts(String),
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
     H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]

@@ -5,6 +5,7 @@
 
 mod auth;
 mod errors;
+mod headers;
 mod limits;
 mod listeners;
 mod log;

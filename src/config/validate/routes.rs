@@ -79,6 +79,7 @@ pub(super) fn routes(
             };
             check.error(raw.path.span(), error);
         }
+        let headers = super::headers::route_headers(check, &raw);
         compiled.push(Route {
             name,
             host,
@@ -88,6 +89,7 @@ pub(super) fn routes(
             logging,
             request_rate,
             auth,
+            headers,
         });
     }
     compiled

@@ -607,3 +607,43 @@ fn jwt_auth_is_checked_with_its_keys() {
         assert_eq!(errors_in(&route(auth), dir.path()), [expected], "{auth}");
     }
 }
+
+#[test]
+fn header_rules_name_what_is_wrong() {
+    let route = |rules: &str| format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\n{rules}\n");
+    let cases = [
+        (
+            "response_headers = { set = { \"Bad Name\" = \"x\" } }",
+            "`Bad Name` is not a header name",
+        ),
+        (
+            "request_headers = { remove = [\"Connection\"] }",
+            "`Connection` is wsgate's to manage",
+        ),
+        (
+            "request_headers = { add = { \"Sec-WebSocket-Key\" = \"x\" } }",
+            "`Sec-WebSocket-Key` is wsgate's to manage",
+        ),
+        (
+            "response_headers = { set = { \"X-A\" = \"one\\ntwo\" } }",
+            "the value for `x-a` has a line break",
+        ),
+        ("response_headers = { replace = {} }", "unknown field `replace`"),
+        ("hsts = \"max-age=soon\"", "`max-age=soon` is not an HSTS policy"),
+        ("hsts = \"includeSubDomains\"", "`includeSubDomains` is not an HSTS policy"),
+        (
+            "hsts = \"max-age=1; max-age=2\"",
+            "`max-age=1; max-age=2` is not an HSTS policy",
+        ),
+    ];
+    for (rules, expected) in cases {
+        let message = single_error(&route(rules));
+        assert!(message.starts_with(expected), "{rules}: {message}");
+    }
+    let good = route(
+        "hsts = \"max-age=63072000; includeSubDomains; preload\"\n\
+         request_headers = { set = { Host = \"app.internal\" }, remove = [\"X-Debug\"] }\n\
+         response_headers = { set = { \"Content-Security-Policy\" = \"default-src 'self'\" }, add = { Link = \"</a.css>; rel=preload\" } }",
+    );
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+}
