@@ -141,9 +141,7 @@ async fn chromium_opens_its_websocket_on_the_h2_connection_of_the_page() {
     // gateway's counts can.
     let metrics = scrape(server.admin).await;
     assert_eq!(metrics.sessions_by_protocol("chat"), (1.0, 0.0));
-    let record = server
-        .access_record(|r| r["type"] == "session" && r["route"] == "chat")
-        .await;
+    let record = server.session_record("chat").await;
     assert_eq!(record["protocol"], "HTTP/2.0", "{record}");
     assert_eq!(record["close_code"], 4000, "{record}");
 }

@@ -131,9 +131,7 @@ async fn an_h2_session_echoes_through_an_http1_backend_and_is_counted_as_h2() {
     assert_eq!(backend_closes(&mut backend, 1).await, [Some(4001)]);
     let metrics = scrape(server.admin).await;
     assert_eq!(metrics.sessions_by_protocol("chat"), (1.0, 0.0));
-    let record = server
-        .access_record(|r| r["type"] == "session" && r["route"] == "chat")
-        .await;
+    let record = server.session_record("chat").await;
     assert_eq!(record["protocol"], "HTTP/2.0", "{record}");
     assert_eq!(record["method"], "CONNECT", "{record}");
     assert_eq!(record["status"], 200, "{record}");
@@ -323,9 +321,7 @@ async fn permessage_deflate_is_negotiated_end_to_end_over_h2() {
     let received = report["received"].as_u64().expect("bytes");
     let text_len = report["text_len"].as_u64().expect("bytes");
     assert!(received * 10 < text_len, "{report}");
-    let record = server
-        .access_record(|r| r["type"] == "session" && r["route"] == "chat")
-        .await;
+    let record = server.session_record("chat").await;
     let logged = record["extensions"].as_str().unwrap_or_default();
     assert!(logged.starts_with("permessage-deflate"), "{record}");
 }

@@ -188,6 +188,12 @@ impl TestServer {
         .await
     }
 
+    /// The access log's record of a session on `route`, once it ended.
+    pub async fn session_record(&self, route: &str) -> serde_json::Value {
+        self.access_record(|r| r["type"] == "session" && r["route"] == route)
+            .await
+    }
+
     /// Begins a graceful shutdown; `stopped` waits for it to finish.
     pub fn begin_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -628,9 +628,18 @@ fn header_rules_name_what_is_wrong() {
             "response_headers = { set = { \"X-A\" = \"one\\ntwo\" } }",
             "the value for `x-a` has a line break",
         ),
-        ("response_headers = { replace = {} }", "unknown field `replace`"),
-        ("hsts = \"max-age=soon\"", "`max-age=soon` is not an HSTS policy"),
-        ("hsts = \"includeSubDomains\"", "`includeSubDomains` is not an HSTS policy"),
+        (
+            "response_headers = { replace = {} }",
+            "unknown field `replace`",
+        ),
+        (
+            "hsts = \"max-age=soon\"",
+            "`max-age=soon` is not an HSTS policy",
+        ),
+        (
+            "hsts = \"includeSubDomains\"",
+            "`includeSubDomains` is not an HSTS policy",
+        ),
         (
             "hsts = \"max-age=1; max-age=2\"",
             "`max-age=1; max-age=2` is not an HSTS policy",
