@@ -126,6 +126,20 @@ pub struct RawRoute {
     pub response_headers: Option<Spanned<RawHeaderRules>>,
     /// A `Strict-Transport-Security` value, sent over TLS.
     pub hsts: Option<Spanned<String>>,
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `cors = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Spanned<Vec<Spanned<String>>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub expose: Option<Vec<Spanned<String>>>,
+    pub max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub credentials: Option<Spanned<bool>>,
 }
 
 /// `request_headers = { ... }` or `response_headers = { ... }` on a route.

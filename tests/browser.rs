@@ -397,3 +397,86 @@ fn hs256_token(secret: &[u8], kid: &str, sub: &str) -> String {
     )
     .expect("sign the token")
 }
+
+/// A page on `https://localhost:PORT` that fetches, from the other origin
+/// `https://127.0.0.1:PORT`, once from a route whose `cors` allows it (with
+/// a header that needs a preflight) and once from one without `cors`.
+fn cors_page(port: u16) -> String {
+    format!(
+        r#"<!doctype html>
+<meta charset="utf-8">
+<title>cross-origin fetches</title>
+<script>
+(async () => {{
+  const result = {{}};
+  const other = "https://127.0.0.1:{port}";
+  try {{
+    const r = await fetch(other + "/api/data.json", {{ headers: {{ "X-Custom": "1" }} }});
+    result.allowed = await r.text();
+    result.requestId = r.headers.get("x-request-id");
+  }} catch (e) {{ result.allowed = "refused: " + e; }}
+  try {{
+    const r = await fetch(other + "/private/data.json");
+    result.blocked = await r.text();
+  }} catch (e) {{ result.blocked = "refused: " + e; }}
+  window.result = result;
+}})();
+</script>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_makes_the_cross_origin_request_cors_allows_and_not_the_other() {
+    install_browser().await;
+    let ca = TestCa::new();
+    let ca_pem = ca.pem.clone();
+    let home = blocking(move || home_trusting(&ca_pem)).await;
+    let dir = test_dir();
+    // Two origins on one listener: the page's host name and the address.
+    ca.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "site");
+    let (port, admin) = (free_port(), free_port());
+    write_file(dir.path(), "public/index.html", cors_page(port));
+    write_file(dir.path(), "data/data.json", "{\"shared\": true}\n");
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:{port}\"\ntls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\
+         [admin]\nbind = \"127.0.0.1:{admin}\"\n\
+         [log]\naccess = \"access.log\"\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n\
+         [[routes]]\nname = \"api\"\npath = \"/api\"\nstatic = {{ root = \"data\" }}\n\
+         cors = {{ origins = [\"https://localhost:{port}\"], headers = [\"X-Custom\"], expose = [\"X-Request-Id\"], max_age = \"10m\" }}\n\
+         [[routes]]\nname = \"private\"\npath = \"/private\"\nstatic = {{ root = \"data\" }}\n"
+    );
+    let file = write_file(dir.path(), "wsgate.toml", config);
+    let _gateway = support::process::Process::run_config(&file);
+    eventually(std::time::Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    let url = format!("https://localhost:{port}/");
+    let home_path = home.path().to_str().expect("utf-8 path").to_owned();
+    let (report, line) = node_script("check.mjs", vec![url, home_path]).await;
+    let result = &report["result"];
+    assert_eq!(
+        result["allowed"], "{\"shared\": true}\n",
+        "check.mjs said {line}"
+    );
+    // The exposed header is readable, so the actual response carried CORS too.
+    assert!(result["requestId"].is_string(), "check.mjs said {line}");
+    let blocked = result["blocked"].as_str().unwrap_or_default();
+    assert!(
+        blocked.starts_with("refused: TypeError"),
+        "check.mjs said {line}"
+    );
+    // The browser asked first, and wsgate answered it.
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap_or_default();
+    let preflight = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|r| r["method"] == "OPTIONS" && r["route"] == "api")
+        .unwrap_or_else(|| panic!("no preflight in the log:\n{log}"));
+    assert_eq!(preflight["status"], 204, "{preflight}");
+}

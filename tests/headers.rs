@@ -1,7 +1,9 @@
 //! Header rules through the real server: `request_headers` as a real
 //! backend (Node's `http`, tests/proxy/app.js) and a WebSocket backend see
 //! them, `response_headers` on a backend's answers and on wsgate's own
-//! (404, 502), and `hsts` as curl sees it over TLS and not over plain HTTP.
+//! (404, 502), `hsts` as curl sees it over TLS and not over plain HTTP, and
+//! `cors`: preflights answered before auth, for allowed origins, methods and
+//! headers only (tests/browser.rs has Chromium make the requests).
 
 mod support;
 
@@ -135,4 +137,78 @@ async fn hsts_goes_out_over_tls_only_as_curl_sees_it() {
         !insecure.contains("strict-transport-security"),
         "{insecure}"
     );
+}
+
+#[tokio::test]
+async fn preflights_are_answered_before_auth_and_only_for_what_cors_allows() {
+    let dir = test_dir();
+    write_file(dir.path(), "data/data.json", "{}\n");
+    // alice:wonderland, a line made by Python bcrypt (cost 4).
+    write_file(
+        dir.path(),
+        "users.htpasswd",
+        "alice:$2b$04$ZC8e5UN1MWNFzTfWCJzAtOnl2sNwrVKlPyQwrbFnSUEDRXvZHKVwu\n",
+    );
+    let config = "[[routes]]\nname = \"api\"\npath = \"/api\"\nstatic = { root = \"data\" }\n\
+                  auth = { basic = \"users.htpasswd\" }\n\
+                  cors = { origins = [\"https://app.example\"], methods = [\"GET\", \"PUT\"], headers = [\"Authorization\"], credentials = true }\n";
+    let server = TestServer::start_in(dir, config).await;
+    let preflight = |origin: &'static str, method: &'static str| {
+        let request = request("OPTIONS", "/api/data.json")
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "authorization")
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        send(server.addr, request)
+    };
+    // No credentials, yet not a 401: the browser asks before it sends them.
+    let allowed = preflight("https://app.example", "PUT").await;
+    assert_eq!(allowed.status, 204);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-methods"),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert!(allowed
+        .header("vary")
+        .is_some_and(|v| v.starts_with("Origin")));
+    for (origin, method) in [
+        ("https://evil.example", "GET"),
+        ("https://app.example", "DELETE"),
+    ] {
+        let refused = preflight(origin, method).await;
+        assert_eq!(refused.status, 403, "{origin} {method}");
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+    }
+    // The request itself still needs the credentials, and gets CORS fields.
+    let anonymous = get_with(
+        server.addr,
+        "/api/data.json",
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let alice = get_with(
+        server.addr,
+        "/api/data.json",
+        &[
+            ("origin", "https://app.example"),
+            ("authorization", "Basic YWxpY2U6d29uZGVybGFuZA=="),
+        ],
+    )
+    .await;
+    assert_eq!(alice.status, 200);
+    assert_eq!(alice.header("vary"), Some("Origin"));
 }

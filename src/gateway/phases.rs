@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{CONNECTION, HOST, UPGRADE};
+use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -38,6 +38,7 @@ use crate::auth::{self, Granted};
 use crate::body::Body;
 use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
+use crate::header_rules::{CorsPolicy, CorsRequest};
 use crate::metrics::{Limit, Metrics};
 use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
@@ -104,13 +105,20 @@ pub async fn handle(
         record,
         errors_only: false,
     };
+    // Kept for the answer's CORS fields; the request moves on.
+    let preflight = CorsPolicy::is_preflight(req.method(), req.headers());
+    let origin = req.headers().get(ORIGIN).cloned();
     let mut response = respond(&gateway, &mut cx, req).await;
     if let Some(route) = cx.route {
         // wsgate's own answers (401, 429, 502…) included, as operators
         // expect of security headers.
+        let request = match (preflight, &route.headers.cors) {
+            (true, Some(_)) => CorsRequest::Preflight,
+            _ => CorsRequest::Actual(origin.as_ref()),
+        };
         route
             .headers
-            .apply_to_response(response.headers_mut(), cx.client.tls);
+            .apply_to_response(response.headers_mut(), request, cx.client.tls);
     }
     // The client can quote it in a report; the backend and the log have it too.
     response
@@ -139,6 +147,13 @@ async fn respond(
         Continue(held) => held,
         Break(answer) => return answer,
     };
+    // A preflight carries no credentials: it is answered before the auth
+    // that the request it announces will meet.
+    if let Some(cors) = &routed.route.headers.cors {
+        if CorsPolicy::is_preflight(req.method(), req.headers()) {
+            return preflight(cors, req.headers());
+        }
+    }
     // After the limits, so a flood of guesses is refused before it costs
     // a password check each.
     let mut granted = Granted::default();
@@ -161,6 +176,25 @@ async fn respond(
         record.path = auth::without_query_param(&record.path, name);
     }
     act(gateway, cx, req, routed, held, granted).await
+}
+
+/// `204` with the CORS fields that allow the preflight, or `403` without
+/// them (the browser then tells the page the request is not allowed).
+fn preflight(cors: &CorsPolicy, request: &http::HeaderMap) -> Response<Body> {
+    let (status, headers) = match cors.preflight(request) {
+        Ok(headers) => (StatusCode::NO_CONTENT, headers),
+        Err(headers) => (StatusCode::FORBIDDEN, headers),
+    };
+    let mut answer = Response::new(Body::empty());
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    if status == StatusCode::FORBIDDEN {
+        answer.extensions_mut().insert(UpstreamFacts {
+            reason: Some("cors_refused"),
+            ..UpstreamFacts::default()
+        });
+    }
+    answer
 }
 
 /// The client as per-client limits know it: its address after

@@ -27,7 +27,7 @@ use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
 pub use auth::{Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, TokenSource};
-pub use headers::{HeaderRules, RouteHeaders};
+pub use headers::{Cors, HeaderRules, RouteHeaders};
 pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,

@@ -147,6 +147,12 @@ pub enum ConfigError {
     ManagedHeader(String),
     #[error("`{0}` is not an HSTS policy; write \"max-age=SECONDS\", optionally followed by \"; includeSubDomains\" and \"; preload\"")]
     BadHsts(String),
+    #[error("`{0}` is not an HTTP method; write e.g. \"GET\", \"PUT\" or \"DELETE\"")]
+    BadMethod(String),
+    #[error("cors needs at least one origin, e.g. origins = [\"https://app.example.com\"], or [\"*\"] for any")]
+    NoCorsOrigins,
+    #[error("`*` allows any origin and must stand alone, without credentials (browsers refuse a wildcard on requests with credentials); list the origins instead")]
+    CorsWildcard,
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
     H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]

@@ -3,8 +3,12 @@
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
-use crate::config::{RawHeaderRules, RawRoute};
-use crate::model::{HeaderRules, RouteHeaders};
+use crate::config::{RawCors, RawHeaderRules, RawRoute};
+use crate::model::{Cors, HeaderRules, RouteHeaders};
+
+/// What a preflight may ask for when `methods` is not given: the methods a
+/// simple cross-origin request may use anyway (Fetch's CORS-safelisted methods).
+const SAFELISTED_METHODS: [&str; 3] = ["GET", "HEAD", "POST"];
 
 /// Fields no rule may touch: those that frame the message or belong to one
 /// hop (RFC 9110 §7.6.1), and the WebSocket handshake's, which the gateway
@@ -28,7 +32,68 @@ pub(super) fn route_headers(check: &mut Checker, raw: &RawRoute) -> RouteHeaders
         request: rules(check, &raw.request_headers),
         response: rules(check, &raw.response_headers),
         hsts: raw.hsts.as_ref().and_then(|hsts| policy(check, hsts)),
+        cors: raw.cors.as_ref().and_then(|cors| cors_policy(check, cors)),
     }
+}
+
+fn cors_policy(check: &mut Checker, raw: &Spanned<RawCors>) -> Option<Cors> {
+    let raw = raw.get_ref();
+    let origins = super::routes::origins(check, &raw.origins);
+    let credentials = raw.credentials.as_ref().is_some_and(|c| *c.get_ref());
+    if origins.is_empty() {
+        check.error(raw.origins.span(), ConfigError::NoCorsOrigins);
+        return None;
+    }
+    if origins.iter().any(|o| o == "*") && (origins.len() > 1 || credentials) {
+        check.error(raw.origins.span(), ConfigError::CorsWildcard);
+        return None;
+    }
+    let methods = match &raw.methods {
+        None => SAFELISTED_METHODS.map(str::to_owned).to_vec(),
+        Some(list) => list
+            .iter()
+            .filter_map(|method| {
+                let text = method.get_ref();
+                let valid = http::Method::from_bytes(text.as_bytes()).is_ok()
+                    && text.bytes().all(|b| b.is_ascii_alphabetic());
+                if !valid {
+                    check.error(method.span(), ConfigError::BadMethod(text.clone()));
+                }
+                valid.then(|| text.to_ascii_uppercase())
+            })
+            .collect(),
+    };
+    let mut names = |list: &Option<Vec<Spanned<String>>>| -> Vec<String> {
+        list.iter()
+            .flatten()
+            .filter_map(
+                |name| match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                    Ok(parsed) => Some(parsed.as_str().to_owned()),
+                    Err(_) => {
+                        check.error(
+                            name.span(),
+                            ConfigError::BadHeaderName(name.get_ref().clone()),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    };
+    let headers = names(&raw.headers);
+    let expose = names(&raw.expose);
+    let max_age = raw
+        .max_age
+        .as_ref()
+        .map(|_| check.duration(&raw.max_age, std::time::Duration::ZERO));
+    Some(Cors {
+        origins,
+        methods,
+        headers,
+        expose,
+        max_age,
+        credentials,
+    })
 }
 
 fn rules(check: &mut Checker, raw: &Option<Spanned<RawHeaderRules>>) -> HeaderRules {

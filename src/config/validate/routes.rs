@@ -201,7 +201,7 @@ fn message_size(check: &mut Checker, text: &Option<Spanned<String>>, default: u6
 
 /// `origins`: each a serialised origin (RFC 6454 §6.1) as browsers send it,
 /// or `*`; anything else could never match and would refuse every browser.
-fn origins(check: &mut Checker, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
+pub(super) fn origins(check: &mut Checker, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
     for origin in raw.get_ref() {
         if !is_serialised_origin(origin.get_ref()) {
             check.error(

@@ -601,7 +601,7 @@ fn jwt_auth_is_checked_with_its_keys() {
         ("keys = \"missing.json\", algorithms = [\"HS256\"]", "JWT keys `missing.json` cannot be read: No such file or directory (os error 2)"),
         ("keys = \"jwks.json\", algorithms = [\"HS256\"], token_from = [\"protocol\"]", "token_from `protocol` must be \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"subprotocol\""),
         ("keys = \"jwks.json\", algorithms = [\"HS256\"], expired_close_code = 1000", "expired_close_code must be 1008 or between 4000 and 4999"),
-        ("keys = \"jwks.json\", algorithms = [\"HS256\"], claims_to_headers = { sub = \"bad header\" }", "`bad header` is not a header name"),
+        ("keys = \"jwks.json\", algorithms = [\"HS256\"], claims_to_headers = { sub = \"bad header\" }", "`bad header` is not a header name; write letters, digits and dashes, e.g. \"X-Frame-Options\""),
     ];
     for (auth, expected) in cases {
         assert_eq!(errors_in(&route(auth), dir.path()), [expected], "{auth}");
@@ -653,6 +653,44 @@ fn header_rules_name_what_is_wrong() {
         "hsts = \"max-age=63072000; includeSubDomains; preload\"\n\
          request_headers = { set = { Host = \"app.internal\" }, remove = [\"X-Debug\"] }\n\
          response_headers = { set = { \"Content-Security-Policy\" = \"default-src 'self'\" }, add = { Link = \"</a.css>; rel=preload\" } }",
+    );
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+}
+
+#[test]
+fn cors_is_checked() {
+    let route =
+        |cors: &str| format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\ncors = {cors}\n");
+    let cases = [
+        ("{ origins = [] }", "cors needs at least one origin"),
+        ("{ origins = [\"app.example\"] }", "origin `app.example`"),
+        (
+            "{ origins = [\"*\"], credentials = true }",
+            "`*` allows any origin",
+        ),
+        (
+            "{ origins = [\"*\", \"https://a.example\"] }",
+            "`*` allows any origin",
+        ),
+        (
+            "{ origins = [\"https://a.example\"], methods = [\"GE T\"] }",
+            "`GE T` is not an HTTP method",
+        ),
+        (
+            "{ origins = [\"https://a.example\"], headers = [\"x y\"] }",
+            "`x y` is not a header name",
+        ),
+        (
+            "{ origins = [\"https://a.example\"], max_age = \"soon\" }",
+            "`soon` is not a duration",
+        ),
+    ];
+    for (cors, expected) in cases {
+        let message = single_error(&route(cors));
+        assert!(message.starts_with(expected), "{cors}: {message}");
+    }
+    let good = route(
+        "{ origins = [\"https://app.example.com\"], methods = [\"GET\", \"PUT\"], headers = [\"Content-Type\"], expose = [\"X-Request-Id\"], max_age = \"10m\", credentials = true }",
     );
     assert_eq!(with_site(&good).1, Vec::<String>::new());
 }
