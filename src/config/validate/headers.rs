@@ -38,7 +38,7 @@ pub(super) fn route_headers(check: &mut Checker, raw: &RawRoute) -> RouteHeaders
 
 fn cors_policy(check: &mut Checker, raw: &Spanned<RawCors>) -> Option<Cors> {
     let raw = raw.get_ref();
-    let origins = super::routes::origins(check, &raw.origins);
+    let origins = super::origins::origins(check, &raw.origins);
     let credentials = raw.credentials.as_ref().is_some_and(|c| *c.get_ref());
     if origins.is_empty() {
         check.error(raw.origins.span(), ConfigError::NoCorsOrigins);

@@ -9,6 +9,7 @@ mod headers;
 mod limits;
 mod listeners;
 mod log;
+mod origins;
 mod pools;
 mod routes;
 mod server;

@@ -142,7 +142,7 @@ fn websocket(check: &mut Checker, ws: &Spanned<RawWebSocket>, base_dir: &Path) -
     let defaults = Policy::default();
     WebSocketAction {
         pool: pools::pool(check, keys, base_dir),
-        origins: origins(check, &raw.origins),
+        origins: super::origins::origins(check, &raw.origins),
         require_origin: raw.require_origin,
         subprotocols: raw.subprotocols.clone(),
         policy: Policy {
@@ -201,35 +201,6 @@ fn message_size(check: &mut Checker, text: &Option<Spanned<String>>, default: u6
 
 /// `origins`: each a serialised origin (RFC 6454 §6.1) as browsers send it,
 /// or `*`; anything else could never match and would refuse every browser.
-pub(super) fn origins(check: &mut Checker, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
-    for origin in raw.get_ref() {
-        if !is_serialised_origin(origin.get_ref()) {
-            check.error(
-                origin.span(),
-                ConfigError::BadOrigin(origin.get_ref().clone()),
-            );
-        }
-    }
-    raw.get_ref().iter().map(|o| o.get_ref().clone()).collect()
-}
-
-fn is_serialised_origin(text: &str) -> bool {
-    if text == "*" || text == "null" {
-        return true;
-    }
-    let Some((scheme, authority)) = text.split_once("://") else {
-        return false;
-    };
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    scheme_ok
-        && !authority.is_empty()
-        && !authority.contains(['/', '?', '#', '@', ' '])
-        && authority.parse::<http::uri::Authority>().is_ok()
-}
-
 fn static_dir(
     check: &mut Checker,
     files: &Spanned<RawStatic>,
