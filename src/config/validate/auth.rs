@@ -53,18 +53,11 @@ pub(super) fn auth(
         .map(|forward| self::forward(check, forward.get_ref(), base_dir));
     let client_cert = auth.client_cert.as_ref().map(|raw| {
         let raw = raw.get_ref();
-        let mut header = |given: &Option<Spanned<String>>, default: &str| match given {
-            None => default.to_owned(),
-            Some(name) => match HeaderName::from_bytes(name.get_ref().as_bytes()) {
-                Ok(header) => header.as_str().to_owned(),
-                Err(_) => {
-                    check.error(
-                        name.span(),
-                        ConfigError::BadHeaderName(name.get_ref().clone()),
-                    );
-                    default.to_owned()
-                }
-            },
+        let mut header = |given: &Option<Spanned<String>>, default: &str| {
+            given
+                .as_ref()
+                .and_then(|name| check.header_name(name))
+                .unwrap_or_else(|| default.to_owned())
         };
         ClientCertAuth {
             subject_header: header(&raw.subject_header, "x-client-cert-subject"),
@@ -98,16 +91,12 @@ fn forward(check: &mut Checker, raw: &RawForward, base_dir: &Path) -> ForwardAut
     if raw.connect_timeout.is_none() {
         pool.connect_timeout = timeout;
     }
-    let mut copy_headers = Vec::new();
-    for name in raw.copy_headers.iter().flat_map(|list| list.get_ref()) {
-        match HeaderName::from_bytes(name.get_ref().as_bytes()) {
-            Ok(header) => copy_headers.push(header.as_str().to_owned()),
-            Err(_) => check.error(
-                name.span(),
-                ConfigError::BadHeaderName(name.get_ref().clone()),
-            ),
-        }
-    }
+    let copy_headers = raw
+        .copy_headers
+        .iter()
+        .flat_map(|list| list.get_ref())
+        .filter_map(|name| check.header_name(name))
+        .collect();
     let fail_open = match &raw.on_error {
         None => false,
         Some(text) => match text.get_ref().as_str() {

@@ -66,18 +66,7 @@ fn cors_policy(check: &mut Checker, raw: &Spanned<RawCors>) -> Option<Cors> {
     let mut names = |list: &Option<Vec<Spanned<String>>>| -> Vec<String> {
         list.iter()
             .flatten()
-            .filter_map(
-                |name| match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
-                    Ok(parsed) => Some(parsed.as_str().to_owned()),
-                    Err(_) => {
-                        check.error(
-                            name.span(),
-                            ConfigError::BadHeaderName(name.get_ref().clone()),
-                        );
-                        None
-                    }
-                },
-            )
+            .filter_map(|name| check.header_name(name))
             .collect()
     };
     let headers = names(&raw.headers);

@@ -46,6 +46,21 @@ impl Checker {
         });
     }
 
+    /// `text` as a header name in lower case; a name that is not one is
+    /// reported at its place.
+    fn header_name(&mut self, text: &Spanned<String>) -> Option<String> {
+        match http::HeaderName::from_bytes(text.get_ref().as_bytes()) {
+            Ok(name) => Some(name.as_str().to_owned()),
+            Err(_) => {
+                self.error(
+                    text.span(),
+                    ConfigError::BadHeaderName(text.get_ref().clone()),
+                );
+                None
+            }
+        }
+    }
+
     fn address(&mut self, text: &Spanned<String>) -> Option<SocketAddr> {
         let parsed = text.get_ref().parse().ok();
         if parsed.is_none() {

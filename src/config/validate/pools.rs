@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http::header::HeaderName;
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
@@ -230,18 +229,7 @@ pub(super) fn trusted_proxies(
         Some(list) => list
             .get_ref()
             .iter()
-            .filter_map(
-                |name| match HeaderName::from_bytes(name.get_ref().as_bytes()) {
-                    Ok(header) => Some(header.as_str().to_owned()),
-                    Err(_) => {
-                        check.error(
-                            name.span(),
-                            ConfigError::BadHeaderName(name.get_ref().clone()),
-                        );
-                        None
-                    }
-                },
-            )
+            .filter_map(|name| check.header_name(name))
             .collect(),
     };
     TrustedProxies::new(networks, client_ip_headers)
