@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
@@ -29,9 +30,12 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct Multiplexed {
     connector: Connector,
-    /// The connection in use; `None` until the first request, or after it
-    /// ended. Locked only to look at it or to replace it.
-    current: Mutex<Option<SendRequest<RequestBody>>>,
+    /// The connection in use; `None` until the first request. Read without
+    /// a lock by every request.
+    current: ArcSwapOption<SendRequest<RequestBody>>,
+    /// Held while a connection is made, so that requests arriving meanwhile
+    /// wait for it instead of each opening one.
+    connecting: Mutex<()>,
 }
 
 /// Why a request got no response from the backend.
@@ -51,7 +55,8 @@ impl Multiplexed {
     pub fn new(connector: Connector) -> Multiplexed {
         Multiplexed {
             connector,
-            current: Mutex::new(None),
+            current: ArcSwapOption::empty(),
+            connecting: Mutex::new(()),
         }
     }
 
@@ -73,13 +78,24 @@ impl Multiplexed {
         matches!(error, SendError::Connect(_) | SendError::Handshake(_))
     }
 
+    /// The open connection's sender, if there is one that has not ended.
+    fn open_sender(&self) -> Option<SendRequest<RequestBody>> {
+        let current = self.current.load();
+        current
+            .as_deref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
     async fn sender(&self) -> Result<SendRequest<RequestBody>, SendError> {
-        let mut current = self.current.lock().await;
-        if let Some(sender) = current.as_ref().filter(|sender| !sender.is_closed()) {
-            return Ok(sender.clone());
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
         }
-        // Held while connecting: requests arriving meanwhile wait for this
-        // connection instead of each opening one.
+        let _connecting = self.connecting.lock().await;
+        // Someone else may have connected while this request waited.
+        if let Some(sender) = self.open_sender() {
+            return Ok(sender);
+        }
         let io = self.connector.open().await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -94,7 +110,7 @@ impl Multiplexed {
                 tracing::debug!(backend = %backend.url, %error, "HTTP/2 backend connection ended");
             }
         });
-        *current = Some(sender.clone());
+        self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
 }

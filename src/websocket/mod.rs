@@ -204,21 +204,9 @@ pub async fn upgrade<B>(
         Answer::Refused(refusal)
             if protocol == ClientProtocol::H2 && refusal.status().is_success() =>
         {
-            let error = UpstreamError::BadAnswer {
-                backend: backend.url.clone(),
-                reason: "a 2xx that is not 101 answered the upgrade",
-            };
-            warn_throttled!(backend.warnings, route = cx.route_name, %error, "backend answered the handshake wrongly");
             count(UpgradeResult::BackendInvalid);
-            backend.failed(error.kind());
-            let facts = UpstreamFacts {
-                backend: Some(backend.url.clone()),
-                attempts: 1,
-                status: Some(refusal.status().as_u16()),
-                error: Some(error.kind().as_str()),
-                reason: Some(UpgradeResult::BackendInvalid.as_str()),
-            };
-            return with_facts(response::status(StatusCode::BAD_GATEWAY), facts);
+            let reason = "a 2xx that is not 101 answered the upgrade";
+            return invalid_answer(backend, cx.route_name, refusal.status(), reason);
         }
         Answer::Refused(mut refusal) => {
             count(UpgradeResult::BackendRejected);
@@ -245,26 +233,8 @@ pub async fn upgrade<B>(
         .cloned()
         .unwrap_or(HeaderValue::from_static(""));
     if let Err(reason) = handshake::check_backend_answer(&parts.headers, &key) {
-        let error = UpstreamError::BadAnswer {
-            backend: backend.url.clone(),
-            reason,
-        };
-        warn_throttled!(
-            backend.warnings,
-            route = cx.route_name,
-            %error,
-            "backend answered the handshake wrongly"
-        );
         count(UpgradeResult::BackendInvalid);
-        backend.failed(error.kind());
-        let facts = UpstreamFacts {
-            backend: Some(backend.url.clone()),
-            attempts: 1,
-            status: Some(parts.status.as_u16()),
-            error: Some(error.kind().as_str()),
-            reason: Some(UpgradeResult::BackendInvalid.as_str()),
-        };
-        return with_facts(response::status(StatusCode::BAD_GATEWAY), facts);
+        return invalid_answer(backend, cx.route_name, parts.status, reason);
     }
     count(UpgradeResult::Ok);
     let record = cx.record.take().map(|mut record| {
@@ -466,6 +436,35 @@ impl Negotiated {
             extensions: text(SEC_WEBSOCKET_EXTENSIONS),
         }
     }
+}
+
+/// 502 for a backend's answer to the handshake that is not a valid one
+/// (`status` it had, `reason` it is not), counted against the backend.
+fn invalid_answer(
+    backend: &Backend,
+    route_name: &str,
+    status: StatusCode,
+    reason: &'static str,
+) -> Response<Body> {
+    let error = UpstreamError::BadAnswer {
+        backend: backend.url.clone(),
+        reason,
+    };
+    warn_throttled!(
+        backend.warnings,
+        route = route_name,
+        %error,
+        "backend answered the handshake wrongly"
+    );
+    backend.failed(error.kind());
+    let facts = UpstreamFacts {
+        backend: Some(backend.url.clone()),
+        attempts: 1,
+        status: Some(status.as_u16()),
+        error: Some(error.kind().as_str()),
+        reason: Some(UpgradeResult::BackendInvalid.as_str()),
+    };
+    with_facts(response::status(StatusCode::BAD_GATEWAY), facts)
 }
 
 /// `response` with what the log phase should know about the backends.
