@@ -242,7 +242,15 @@ pub fn summary(snapshot: &Snapshot) -> String {
                 };
                 actions.push(pool_summary(action, &proxy.backends));
             }
+            Some(Content::Redirect(redirect)) => actions.push(format!(
+                "redirect {} {}",
+                redirect.status.as_u16(),
+                redirect.target()
+            )),
             None => {}
+        }
+        if let Some(rewrite) = &route.rewrite {
+            actions.push(rewrite.to_string());
         }
         if let Some(websocket) = &route.websocket {
             let action = if websocket.over_http2 {

@@ -127,6 +127,28 @@ pub struct RawRoute {
     /// A `Strict-Transport-Security` value, sent over TLS.
     pub hsts: Option<Spanned<String>>,
     pub cors: Option<Spanned<RawCors>>,
+    /// Answers every request with a redirect (instead of static, proxy or page).
+    pub redirect: Option<Spanned<RawRedirect>>,
+    /// Changes the request's path before the action.
+    pub rewrite: Option<Spanned<RawRewrite>>,
+    /// `"add"` or `"remove"`: redirects the other spelling of each path.
+    pub trailing_slash: Option<Spanned<String>>,
+}
+
+/// `redirect = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub to: Spanned<String>,
+    pub status: Option<Spanned<i64>>,
+}
+
+/// `rewrite = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
 }
 
 /// `cors = { ... }` on a route.

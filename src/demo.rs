@@ -29,6 +29,8 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         request_rate: None,
         auth: None,
         headers: Default::default(),
+        rewrite: None,
+        trailing_slash: None,
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -43,6 +45,8 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         request_rate: None,
         auth: None,
         headers: Default::default(),
+        rewrite: None,
+        trailing_slash: None,
     };
     Model {
         listeners: vec![Listener::plain(bind)],

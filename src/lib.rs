@@ -21,7 +21,9 @@
 //! upstream         backend pools: balance, health, bounded connects; the log throttle
 //! config  demo     TOML → raw serde types → validate → Model │ the demo's Model
 //! model            the config as plain data; diff(old, new); what /config serves
-//! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies
+//! forwarding       request target, hop-by-hop headers, X-Forwarded-*, trusted proxies;
+//!                  header_rules, redirects: a route's header rules, CORS, rewrite and
+//!                  redirect targets, compiled from the model
 //! leaves           metrics, tls, sessions, stall, buffer_pool, splice, request_path,
 //!                  maybe_tls, service_manager, echo, access_log, request_ids,
 //!                  client_limits (GCRA rates, the bounded table, per-client counts),
@@ -57,6 +59,7 @@ pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
+pub(crate) mod redirects;
 pub(crate) mod reload;
 pub(crate) mod remembered;
 pub(crate) mod request_ids;

@@ -73,7 +73,8 @@ pub fn permanent_redirect(location: &str) -> Response<Body> {
     redirect(StatusCode::PERMANENT_REDIRECT, location)
 }
 
-fn redirect(code: StatusCode, location: &str) -> Response<Body> {
+/// `code` (a 3xx) to `location`, without a body.
+pub fn redirect(code: StatusCode, location: &str) -> Response<Body> {
     let Ok(location) = HeaderValue::from_str(location) else {
         return status(StatusCode::BAD_REQUEST);
     };

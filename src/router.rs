@@ -11,8 +11,9 @@ use crate::auth::RouteAuth;
 use crate::client_limits::RateRule;
 use crate::header_rules::RouteRules;
 use crate::metrics::{HttpMeters, LimitMeters};
-use crate::model::{HostMatch, RouteLogging};
+use crate::model::{HostMatch, RouteLogging, TrailingSlash};
 use crate::proxy::ProxyRoute;
+use crate::redirects::{Redirect, Rewrite};
 use crate::static_files::{EmbeddedPage, StaticDir};
 use crate::upstream::BackendPool;
 use crate::websocket::WebSocketRoute;
@@ -40,6 +41,10 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     /// Header rules for what the route forwards and answers, and HSTS.
     pub headers: Arc<RouteRules>,
+    /// Changes the path before the action sees it.
+    pub rewrite: Option<Rewrite>,
+    /// Redirects the non-canonical spelling of a path.
+    pub trailing_slash: Option<TrailingSlash>,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -51,6 +56,8 @@ pub enum Content {
     Embedded(EmbeddedPage),
     /// Backends that the request is proxied to.
     Proxy(ProxyRoute),
+    /// A redirect elsewhere.
+    Redirect(Redirect),
 }
 
 impl Route {
@@ -67,12 +74,14 @@ impl Route {
 
     /// The part of `path` below this route's prefix, always starting with `/`
     /// unless it is empty (the request named the prefix itself, without slash).
+    /// A path a rewrite moved out from under the prefix is returned whole.
     pub fn strip_prefix<'p>(&self, path: &'p str) -> &'p str {
         if self.prefix == "/" {
-            path
-        } else {
-            &path[self.prefix.len()..]
+            return path;
         }
+        path.strip_prefix(self.prefix.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .unwrap_or(path)
     }
 
     fn matches_path(&self, path: &str) -> bool {
@@ -159,6 +168,8 @@ mod tests {
             limit_meters: None,
             auth: None,
             headers: Default::default(),
+            rewrite: None,
+            trailing_slash: None,
         }
     }
 

@@ -42,6 +42,7 @@ use crate::header_rules::{CorsPolicy, CorsRequest};
 use crate::metrics::{Limit, Metrics};
 use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
+use crate::redirects::{self, RequestParts};
 use crate::router::{host_name, Content, Route};
 use crate::snapshot::Snapshot;
 use crate::static_files;
@@ -139,7 +140,7 @@ async fn respond(
             return answer;
         }
     }
-    let routed = match route(&req, cx) {
+    let routed = match route(&mut req, cx) {
         Continue(routed) => routed,
         Break(answer) => return answer,
     };
@@ -240,7 +241,7 @@ fn refused(limit: Limit, retry_after: Option<std::time::Duration>) -> Response<B
 
 /// Phase 1: the route for the request, or the answer when there is none.
 fn route<'s>(
-    req: &Request<Incoming>,
+    req: &mut Request<Incoming>,
     cx: &mut RequestContext<'s>,
 ) -> ControlFlow<Response<Body>, Routed<'s>> {
     if let Some(port) = cx.client.redirect_https {
@@ -281,14 +282,60 @@ fn route<'s>(
         .take()
         .and_then(|record| access::for_route(record, &route.name, route.logging));
     cx.errors_only = route.logging.requests == LogRequests::Errors;
+    if let Some(rule) = route.trailing_slash {
+        if let Some(canonical) = redirects::canonical_slash(rule, &path) {
+            let location = with_query(&request_path::encode(&canonical), req.uri().query());
+            return Break(response::permanent_redirect(&location));
+        }
+    }
+    let mut normalised = match path {
+        Cow::Owned(path) => Some(path),
+        Cow::Borrowed(_) => None,
+    };
+    if let Some(rewrite) = &route.rewrite {
+        let path = normalised.as_deref().unwrap_or(req.uri().path());
+        match rewrite.apply(path) {
+            None => {}
+            Some(Ok(rewritten)) => {
+                retarget(req, &rewritten)?;
+                normalised = Some(rewritten);
+            }
+            Some(Err(error)) => {
+                tracing::debug!(path, %error, route = %route.name, "rewrite made no valid path");
+                return Break(response::status(StatusCode::BAD_REQUEST));
+            }
+        }
+    }
     Continue(Routed {
         route,
-        normalised: match path {
-            Cow::Owned(path) => Some(path),
-            Cow::Borrowed(_) => None,
-        },
+        normalised,
         upgrade: handshake::is_websocket_request(req),
     })
+}
+
+/// Points the request at `path` (decoded), keeping its query, so every
+/// action (a proxy without `strip_prefix` forwards the target as it is)
+/// sees the rewritten path.
+fn retarget<B>(req: &mut Request<B>, path: &str) -> ControlFlow<Response<Body>> {
+    let target = with_query(&request_path::encode(path), req.uri().query());
+    let mut parts = req.uri().clone().into_parts();
+    match target.parse() {
+        Ok(path_and_query) => parts.path_and_query = Some(path_and_query),
+        Err(_) => return Break(response::status(StatusCode::BAD_REQUEST)),
+    }
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return Break(response::status(StatusCode::BAD_REQUEST)),
+    }
+    Continue(())
+}
+
+/// `path`, and `?query` when there is one.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    }
 }
 
 /// Phase 2: refusals that apply before any action runs. A new session
@@ -398,6 +445,18 @@ async fn act(
     match &route.content {
         Some(Content::Static(dir)) => static_files::serve(&req, dir, path, relative),
         Some(Content::Embedded(page)) => static_files::serve_page(&req, page, relative),
+        Some(Content::Redirect(redirect)) => {
+            let parts = RequestParts {
+                host: request_host(&req).ok().flatten(),
+                path,
+                query: req.uri().query(),
+            };
+            match redirect.location(&parts) {
+                Some(location) => response::redirect(redirect.status, &location),
+                // HTTP/1.0 without `Host`, for a target that names it.
+                None => response::status(StatusCode::BAD_REQUEST),
+            }
+        }
         Some(Content::Proxy(proxy)) => {
             let relative = relative.to_owned();
             let cx = ForwardContext {

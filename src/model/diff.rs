@@ -225,6 +225,8 @@ mod tests {
             request_rate: None,
             auth: None,
             headers: Default::default(),
+            rewrite: None,
+            trailing_slash: None,
         }
     }
 

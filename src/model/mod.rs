@@ -15,6 +15,7 @@ mod limits;
 mod listener;
 mod log;
 mod pool;
+mod redirect;
 mod route;
 
 use std::fmt;
@@ -38,6 +39,7 @@ pub use pool::{
     BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,
     DEFAULT_CONNECT_TIMEOUT, HTTP, WEBSOCKET,
 };
+pub use redirect::{Piece, Redirect, Rewrite, Target, TargetError, TrailingSlash};
 pub use route::{
     Content, Page, Policy, ProxyAction, ProxySettings, Route, StaticSettings, WebSocketAction,
 };

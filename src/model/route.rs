@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, HostMatch, Pool, RateLimit, RouteHeaders, RouteLogging, SessionLimits};
+use super::{
+    Auth, HostMatch, Pool, RateLimit, Redirect, Rewrite, RouteHeaders, RouteLogging, SessionLimits,
+    TrailingSlash,
+};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +35,12 @@ pub struct Route {
     /// Header rules for what the route forwards and answers, and HSTS.
     #[serde(default)]
     pub headers: RouteHeaders,
+    /// Changes the path before the action sees it.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Redirects the non-canonical spelling of a path.
+    #[serde(default)]
+    pub trailing_slash: Option<TrailingSlash>,
 }
 
 /// What a route answers plain requests with.
@@ -42,6 +51,8 @@ pub enum Content {
     Proxy(ProxyAction),
     /// A page compiled into the binary.
     Page(Page),
+    /// A redirect elsewhere.
+    Redirect(Redirect),
 }
 
 impl Content {
@@ -51,6 +62,7 @@ impl Content {
             Content::Static(_) => "static",
             Content::Proxy(_) => "proxy",
             Content::Page(_) => "page",
+            Content::Redirect(_) => "redirect",
         }
     }
 }
@@ -240,6 +252,25 @@ impl Route {
         }
         if self.auth != other.auth {
             keys.push("auth");
+        }
+        let (headers, other_headers) = (&self.headers, &other.headers);
+        if headers.request != other_headers.request {
+            keys.push("request_headers");
+        }
+        if headers.response != other_headers.response {
+            keys.push("response_headers");
+        }
+        if headers.hsts != other_headers.hsts {
+            keys.push("hsts");
+        }
+        if headers.cors != other_headers.cors {
+            keys.push("cors");
+        }
+        if self.rewrite != other.rewrite {
+            keys.push("rewrite");
+        }
+        if self.trailing_slash != other.trailing_slash {
+            keys.push("trailing_slash");
         }
         keys.sort_unstable();
         keys

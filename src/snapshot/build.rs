@@ -17,6 +17,7 @@ use crate::header_rules::RouteRules;
 use crate::metrics::Metrics;
 use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
 use crate::proxy::ProxyRoute;
+use crate::redirects::{Redirect, Rewrite};
 use crate::router::{Content, Route, Router};
 use crate::static_files::{CacheBudget, EmbeddedPage, StaticDir};
 use crate::tls::{self, ServerTls, SniResolver};
@@ -36,6 +37,12 @@ pub enum BuildError {
     },
     #[error("route `{route}`: its htpasswd file was not loaded (a model read back from /config cannot serve)")]
     AuthNotLoaded { route: String },
+    #[error("route `{route}`: its rewrite pattern is refused: {source}")]
+    Rewrite {
+        route: String,
+        #[source]
+        source: regex::Error,
+    },
     #[error("cannot set up TLS to the backends of route `{route}`: {source}")]
     BackendTls {
         route: String,
@@ -167,6 +174,16 @@ fn build_route(
         Some(ContentModel::Page(Page::Demo)) => {
             Some(Content::Embedded(EmbeddedPage { html: demo::PAGE }))
         }
+        Some(ContentModel::Redirect(redirect)) => Some(Content::Redirect(Redirect::new(redirect))),
+    };
+    let rewrite = match &route.rewrite {
+        None => None,
+        Some(rewrite) => Some(
+            Rewrite::compile(rewrite).map_err(|source| BuildError::Rewrite {
+                route: name.to_owned(),
+                source,
+            })?,
+        ),
     };
     // Routes without limits get no limit series, so they add none to a scrape.
     let limit_meters = metrics
@@ -191,6 +208,8 @@ fn build_route(
     };
     Ok(Route {
         headers: Arc::new(RouteRules::compile(&route.headers)),
+        rewrite,
+        trailing_slash: route.trailing_slash,
         name: route.name.clone(),
         host: route.host.clone(),
         prefix: route.path.clone(),

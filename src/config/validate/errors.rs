@@ -58,12 +58,14 @@ pub enum ConfigError {
     PathNotNormal { given: String, normal: String },
     #[error("route `{name}` has the same host and path as route `{other}`; one of them could never match")]
     DuplicateRoute { name: String, other: String },
-    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`, `proxy = {{ backends = [\"http://127.0.0.1:3000\"] }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
+    #[error("route `{0}` has no action; add `static = {{ root = \"public\" }}`, `proxy = {{ backends = [\"http://127.0.0.1:3000\"] }}`, `redirect = {{ to = \"https://example.com$uri\" }}` or `websocket = {{ backends = [\"ws://127.0.0.1:9001\"] }}`")]
     NoAction(String),
-    #[error(
-        "route `{0}` has both `static` and `proxy`; plain requests can go to only one of them"
-    )]
-    StaticAndProxy(String),
+    #[error("route `{route}` has both `{first}` and `{second}`; plain requests can go to only one of them")]
+    TwoContents {
+        route: String,
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("static root `{given}` does not exist (looked for {})", resolved.display())]
     RootMissing { given: String, resolved: PathBuf },
     #[error("static root `{given}` is not a directory ({})", resolved.display())]
@@ -153,6 +155,20 @@ pub enum ConfigError {
     NoCorsOrigins,
     #[error("`*` allows any origin and must stand alone, without credentials (browsers refuse a wildcard on requests with credentials); list the origins instead")]
     CorsWildcard,
+    #[error("redirect status must be 301, 302, 303, 307 or 308 (307 and 308 keep the method and body), not {0}")]
+    BadRedirectStatus(i64),
+    #[error(transparent)]
+    RedirectTarget(#[from] crate::model::TargetError),
+    #[error("rewrite pattern is refused: {0}")]
+    BadRewritePattern(String),
+    #[error("a rewrite makes a path: `to` starts with `/` and has no `?`, `#` or `\\` (the query string is kept as it came)")]
+    RewriteNotPath,
+    #[error(
+        "trailing_slash must be \"add\" (/docs → /docs/) or \"remove\" (/docs/ → /docs), not `{0}`"
+    )]
+    BadTrailingSlash(String),
+    #[error("trailing_slash = \"remove\" would loop with `static`, which sends directories to their `/` form; use \"add\" or leave it out")]
+    SlashRemovedFromStatic,
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
     H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]

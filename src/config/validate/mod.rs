@@ -11,6 +11,7 @@ mod listeners;
 mod log;
 mod origins;
 mod pools;
+mod redirects;
 mod routes;
 mod server;
 

@@ -58,15 +58,49 @@ pub(super) fn routes(
             .proxy
             .as_ref()
             .map(|proxy| Content::Proxy(pools::proxy(check, proxy, base_dir)));
-        if let (Some(_), Some(proxy)) = (&raw.static_files, &raw.proxy) {
-            check.error(proxy.span(), ConfigError::StaticAndProxy(name.clone()));
+        let redirect = raw
+            .redirect
+            .as_ref()
+            .and_then(|redirect| super::redirects::redirect(check, redirect))
+            .map(Content::Redirect);
+        let contents = [
+            ("static", raw.static_files.as_ref().map(Spanned::span)),
+            ("proxy", raw.proxy.as_ref().map(Spanned::span)),
+            ("redirect", raw.redirect.as_ref().map(Spanned::span)),
+        ];
+        let mut given = contents
+            .into_iter()
+            .filter_map(|(key, span)| Some((key, span?)));
+        if let Some((first, _)) = given.next() {
+            for (second, span) in given {
+                let error = ConfigError::TwoContents {
+                    route: name.clone(),
+                    first,
+                    second,
+                };
+                check.error(span, error);
+            }
         }
-        let content = static_files.or(proxy);
+        let content = static_files.or(proxy).or(redirect);
+        let rewrite = raw
+            .rewrite
+            .as_ref()
+            .and_then(|rewrite| super::redirects::rewrite(check, rewrite));
+        let trailing_slash = raw
+            .trailing_slash
+            .as_ref()
+            .and_then(|rule| super::redirects::trailing_slash(check, rule, &raw));
         let websocket = raw
             .websocket
             .as_ref()
             .map(|ws| websocket(check, ws, base_dir));
-        if raw.static_files.is_none() && raw.websocket.is_none() && raw.proxy.is_none() {
+        let actions = [
+            raw.static_files.is_some(),
+            raw.websocket.is_some(),
+            raw.proxy.is_some(),
+            raw.redirect.is_some(),
+        ];
+        if !actions.contains(&true) {
             check.error(span, ConfigError::NoAction(name.clone()));
         }
         let (Some(host), Some(prefix)) = (host, prefix) else {
@@ -90,6 +124,8 @@ pub(super) fn routes(
             request_rate,
             auth,
             headers,
+            rewrite,
+            trailing_slash,
         });
     }
     compiled

@@ -161,7 +161,7 @@ fn a_route_needs_an_action() {
     let message = single_error("[[routes]]\nname = \"a\"\npath = \"/\"\n");
     assert_eq!(
         message,
-        "route `a` has no action; add `static = { root = \"public\" }`, `proxy = { backends = [\"http://127.0.0.1:3000\"] }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
+        "route `a` has no action; add `static = { root = \"public\" }`, `proxy = { backends = [\"http://127.0.0.1:3000\"] }`, `redirect = { to = \"https://example.com$uri\" }` or `websocket = { backends = [\"ws://127.0.0.1:9001\"] }`"
     );
 }
 
@@ -691,6 +691,75 @@ fn cors_is_checked() {
     }
     let good = route(
         "{ origins = [\"https://app.example.com\"], methods = [\"GET\", \"PUT\"], headers = [\"Content-Type\"], expose = [\"X-Request-Id\"], max_age = \"10m\", credentials = true }",
+    );
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+}
+
+#[test]
+fn redirects_and_rewrites_are_checked() {
+    let route = |keys: &str| format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{keys}\n");
+    let cases = [
+        (
+            "redirect = { to = \"https://b.example$uri\", status = 200 }",
+            "redirect status must be 301, 302, 303, 307 or 308",
+        ),
+        (
+            "redirect = { to = \"b.example$uri\" }",
+            "a redirect target starts with `/` (this site), `$uri`, `$path`, `https://` or `http://`",
+        ),
+        (
+            "redirect = { to = \"//b.example$uri\" }",
+            "a redirect target starts with `/`",
+        ),
+        (
+            "redirect = { to = \"https://b.example/$1\" }",
+            "`$1` is not a variable here",
+        ),
+        (
+            "redirect = { to = \"https://$query.example/\" }",
+            "the host of a redirect target must be written out or be `$host`",
+        ),
+        (
+            "redirect = { to = \"/b\" }\nstatic = { root = \"public\" }",
+            "route `a` has both `static` and `redirect`",
+        ),
+        (
+            "rewrite = { from = \"^/(a\", to = \"/b\" }\nstatic = { root = \"public\" }",
+            "rewrite pattern is refused: regex parse error",
+        ),
+        (
+            "rewrite = { from = \"^/a/(.*)$\", to = \"/b?x=$1\" }\nstatic = { root = \"public\" }",
+            "a rewrite makes a path",
+        ),
+        (
+            "rewrite = { from = \"^/a$\", to = \"b\" }\nstatic = { root = \"public\" }",
+            "a rewrite makes a path",
+        ),
+        (
+            "rewrite = { from = \"(a{1000}){1000}\", to = \"/\" }\nstatic = { root = \"public\" }",
+            "rewrite pattern is refused: Compiled regex exceeds size limit",
+        ),
+        (
+            "trailing_slash = \"always\"\nstatic = { root = \"public\" }",
+            "trailing_slash must be \"add\"",
+        ),
+        (
+            "trailing_slash = \"remove\"\nstatic = { root = \"public\" }",
+            "trailing_slash = \"remove\" would loop with `static`",
+        ),
+        (
+            "rewrite = { from = \"^/a$\", to = \"/b\" }",
+            "route `a` has no action",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let message = single_error(&route(keys));
+        assert!(message.starts_with(expected), "{keys}: {message}");
+    }
+    let good = route(
+        "redirect = { to = \"https://$host:8443$uri\", status = 308 }\n\
+         rewrite = { from = \"^/old/(?P<rest>.*)$\", to = \"/new/${rest}\" }\n\
+         trailing_slash = \"remove\"",
     );
     assert_eq!(with_site(&good).1, Vec::<String>::new());
 }
