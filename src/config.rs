@@ -133,7 +133,14 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<RawRewrite>>,
     /// `"add"` or `"remove"`: redirects the other spelling of each path.
     pub trailing_slash: Option<Spanned<String>>,
+    pub error_pages: Option<RawErrorPages>,
+    /// Backends' error answers get the error pages too.
+    pub intercept_backend_errors: Option<bool>,
 }
+
+/// `error_pages = { 404 = "errors/404.html", "5xx" = "errors/5xx.html" }`:
+/// status (or class) → file.
+pub type RawErrorPages = std::collections::BTreeMap<String, Spanned<String>>;
 
 /// `redirect = { ... }` on a route.
 #[derive(Debug, Deserialize)]
@@ -326,6 +333,7 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub server: RawServer,
     pub log: Option<Spanned<RawLog>>,
+    pub error_pages: Option<RawErrorPages>,
     pub routes: Vec<Spanned<RawRoute>>,
 }
 
@@ -484,6 +492,12 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
             );
         }
     }
+    names.extend(
+        raw.error_pages
+            .iter()
+            .flatten()
+            .map(|(_, file)| file.get_ref().as_str()),
+    );
     for route in &raw.routes {
         let route = route.get_ref();
         let websocket_ca = route
@@ -499,6 +513,13 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
         let jwt_keys = auth
             .and_then(|auth| auth.jwt.as_ref())
             .map(|jwt| &jwt.get_ref().keys);
+        names.extend(
+            route
+                .error_pages
+                .iter()
+                .flatten()
+                .map(|(_, file)| file.get_ref().as_str()),
+        );
         names.extend(
             [websocket_ca, proxy_ca, htpasswd, jwt_keys]
                 .into_iter()
@@ -525,6 +546,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Diagnostic>) {
             "admin" => raw.admin = section(value, &mut errors),
             "server" => raw.server = section(value, &mut errors).unwrap_or_default(),
             "log" => raw.log = section(value, &mut errors),
+            "error_pages" => raw.error_pages = section(value, &mut errors),
             "trusted_proxies" => raw.trusted_proxies = section(value, &mut errors),
             "client_ip_headers" => raw.client_ip_headers = section(value, &mut errors),
             other => errors.push(Diagnostic::error(

@@ -31,6 +31,8 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         headers: Default::default(),
         rewrite: None,
         trailing_slash: None,
+        error_pages: Default::default(),
+        intercept_backend_errors: false,
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -47,6 +49,8 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         headers: Default::default(),
         rewrite: None,
         trailing_slash: None,
+        error_pages: Default::default(),
+        intercept_backend_errors: false,
     };
     Model {
         listeners: vec![Listener::plain(bind)],
@@ -57,6 +61,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         file_cache: Default::default(),
         trusted_proxies: Default::default(),
         access_log: Default::default(),
+        error_pages: Default::default(),
         routes: vec![page, echo],
     }
 }

@@ -13,7 +13,7 @@
 //! gateway          shared state (snapshot, drain flags, sessions, client limits);
 //!                  phases: route → admit → act → log; drains and rebalancing
 //! snapshot         the running config: Model → listeners' TLS, router, pools, metric handles
-//! router           (host, longest path prefix) → Route and its Content
+//! router           (host, longest path prefix) → Route and its Content; error_pages
 //! static_files  proxy  websocket  auth   the actions (websocket: handshake, frame parser,
 //!                  relay) and the route's authentication before them
 //! connection  response   the client connection, its stream and Handler │ error responses
@@ -49,6 +49,7 @@ pub(crate) mod connection;
 pub(crate) mod credentials;
 pub mod demo;
 pub mod echo;
+pub(crate) mod error_pages;
 pub(crate) mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::RouteAuth;
 use crate::client_limits::RateRule;
+use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
 use crate::metrics::{HttpMeters, LimitMeters};
 use crate::model::{HostMatch, RouteLogging, TrailingSlash};
@@ -45,6 +46,10 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Redirects the non-canonical spelling of a path.
     pub trailing_slash: Option<TrailingSlash>,
+    /// Pages for the route's error answers, before the global ones.
+    pub error_pages: ErrorPages,
+    /// Backends' error answers get the pages too.
+    pub intercept_backend_errors: bool,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -170,6 +175,8 @@ mod tests {
             headers: Default::default(),
             rewrite: None,
             trailing_slash: None,
+            error_pages: ErrorPages::default(),
+            intercept_backend_errors: false,
         }
     }
 

@@ -67,6 +67,14 @@ pub struct UpstreamFacts {
     pub reason: Option<&'static str>,
 }
 
+impl UpstreamFacts {
+    /// Whether an answer of `status` is the backend's own (passed on as it
+    /// came), rather than one the gateway made about it.
+    pub fn answered_by_backend(&self, status: u16) -> bool {
+        self.status == Some(status) && self.error.is_none()
+    }
+}
+
 /// One line of the access log. Fields that do not apply are `None` and left
 /// out of the line (JSON) or written as `-` (text formats).
 #[derive(Debug, Clone)]

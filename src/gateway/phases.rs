@@ -38,6 +38,7 @@ use crate::auth::{self, Granted};
 use crate::body::Body;
 use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
+use crate::error_pages::PageSources;
 use crate::header_rules::{CorsPolicy, CorsRequest};
 use crate::metrics::{Limit, Metrics};
 use crate::model::LogRequests;
@@ -110,6 +111,13 @@ pub async fn handle(
     let preflight = CorsPolicy::is_preflight(req.method(), req.headers());
     let origin = req.headers().get(ORIGIN).cloned();
     let mut response = respond(&gateway, &mut cx, req).await;
+    let pages = PageSources {
+        route: cx
+            .route
+            .map(|route| (&route.error_pages, route.intercept_backend_errors)),
+        global: &snapshot.error_pages,
+    };
+    response = pages.apply(response);
     if let Some(route) = cx.route {
         // wsgate's own answers (401, 429, 502…) included, as operators
         // expect of security headers.

@@ -227,6 +227,8 @@ mod tests {
             headers: Default::default(),
             rewrite: None,
             trailing_slash: None,
+            error_pages: Default::default(),
+            intercept_backend_errors: false,
         }
     }
 
@@ -240,6 +242,7 @@ mod tests {
             file_cache: Default::default(),
             trusted_proxies: Default::default(),
             access_log: Default::default(),
+            error_pages: Default::default(),
             routes,
         }
     }

@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod diff;
+mod error_pages;
 mod headers;
 mod host;
 mod limits;
@@ -28,6 +29,7 @@ use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
 pub use auth::{Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, TokenSource};
+pub use error_pages::{ErrorPage, ErrorPages, StatusMatch};
 pub use headers::{Cors, HeaderRules, RouteHeaders};
 pub use host::HostMatch;
 pub use limits::{
@@ -80,6 +82,9 @@ pub struct Model {
     /// Whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
     pub access_log: AccessLogSettings,
+    /// Pages for the error answers of every route (and of requests no route takes).
+    #[serde(default)]
+    pub error_pages: ErrorPages,
     /// In the order the file lists them.
     pub routes: Vec<Route>,
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Auth, HostMatch, Pool, RateLimit, Redirect, Rewrite, RouteHeaders, RouteLogging, SessionLimits,
-    TrailingSlash,
+    Auth, ErrorPages, HostMatch, Pool, RateLimit, Redirect, Rewrite, RouteHeaders, RouteLogging,
+    SessionLimits, TrailingSlash,
 };
 
 /// One `[[routes]]` entry.
@@ -41,6 +41,12 @@ pub struct Route {
     /// Redirects the non-canonical spelling of a path.
     #[serde(default)]
     pub trailing_slash: Option<TrailingSlash>,
+    /// Pages for the route's error answers, before the global ones.
+    #[serde(default)]
+    pub error_pages: ErrorPages,
+    /// Backends' error answers get the error pages too, not only wsgate's own.
+    #[serde(default)]
+    pub intercept_backend_errors: bool,
 }
 
 /// What a route answers plain requests with.
@@ -271,6 +277,12 @@ impl Route {
         }
         if self.trailing_slash != other.trailing_slash {
             keys.push("trailing_slash");
+        }
+        if self.error_pages != other.error_pages {
+            keys.push("error_pages");
+        }
+        if self.intercept_backend_errors != other.intercept_backend_errors {
+            keys.push("intercept_backend_errors");
         }
         keys.sort_unstable();
         keys

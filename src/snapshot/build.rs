@@ -13,6 +13,7 @@ use super::{Listener, Snapshot};
 use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
 use crate::demo;
+use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
 use crate::metrics::Metrics;
 use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
@@ -91,6 +92,7 @@ impl Snapshot {
         Ok(Snapshot {
             listeners,
             router: Router::new(routes),
+            error_pages: ErrorPages::new(&model.error_pages),
             model,
         })
     }
@@ -210,6 +212,8 @@ fn build_route(
         headers: Arc::new(RouteRules::compile(&route.headers)),
         rewrite,
         trailing_slash: route.trailing_slash,
+        error_pages: ErrorPages::new(&route.error_pages),
+        intercept_backend_errors: route.intercept_backend_errors,
         name: route.name.clone(),
         host: route.host.clone(),
         prefix: route.path.clone(),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::client_limits::RateRule;
+use crate::error_pages::ErrorPages;
 use crate::metrics::ListenerMeters;
 use crate::model::Model;
 use crate::router::Router;
@@ -25,6 +26,8 @@ pub struct Snapshot {
     /// The public listeners, in the model's order.
     pub listeners: Vec<Listener>,
     pub router: Router,
+    /// Pages for error answers on every route, and without one.
+    pub error_pages: ErrorPages,
 }
 
 /// One public listener's settings, as its connections take them.

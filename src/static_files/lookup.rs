@@ -75,7 +75,8 @@ pub fn header(text: String) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-fn content_type(name: &str) -> String {
+/// The `Content-Type` for a file named `name`; text types in UTF-8.
+pub fn content_type(name: &str) -> String {
     let mime = mime_guess::from_path(name)
         .first_raw()
         .unwrap_or("application/octet-stream");

@@ -30,7 +30,8 @@ use cache::{CachedFile, FileCache};
 use conditional::{Precondition, Span};
 pub use embedded::{serve_page, EmbeddedPage};
 use encoding::Encoding;
-use lookup::{header, Found, Validators};
+pub use lookup::{content_type, header};
+use lookup::{Found, Validators};
 
 /// A `static = { ... }` action: a directory served read-only.
 #[derive(Debug)]

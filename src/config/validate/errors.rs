@@ -169,6 +169,20 @@ pub enum ConfigError {
     BadTrailingSlash(String),
     #[error("trailing_slash = \"remove\" would loop with `static`, which sends directories to their `/` form; use \"add\" or leave it out")]
     SlashRemovedFromStatic,
+    #[error("`{0}` is not an error status; write a status from 400 to 599 (e.g. 404), or \"4xx\" or \"5xx\" for a whole class")]
+    BadErrorStatus(String),
+    #[error("error page `{given}` cannot be read: {source}")]
+    ErrorPageUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("error page `{given}` is {size} bytes; error pages are kept in memory and must be at most {limit} bytes")]
+    ErrorPageTooLarge {
+        given: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
     H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]

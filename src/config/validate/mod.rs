@@ -4,6 +4,7 @@
 //! checked here, once.
 
 mod auth;
+mod error_pages;
 mod errors;
 mod headers;
 mod limits;
@@ -138,6 +139,7 @@ pub fn validate(
     let trusted_proxies =
         pools::trusted_proxies(&mut check, &raw.trusted_proxies, &raw.client_ip_headers);
     let access_log = log::access_log(&mut check, &raw.log, base_dir);
+    let error_pages = error_pages::pages(&mut check, &raw.error_pages, base_dir);
     let routes = routes::routes(&mut check, raw.routes, base_dir);
     let failed = check.errors.iter().any(|d| d.severity == Severity::Error);
     match admin {
@@ -151,6 +153,7 @@ pub fn validate(
                 file_cache,
                 trusted_proxies,
                 access_log,
+                error_pages,
                 routes,
             },
             check.errors,

@@ -126,6 +126,8 @@ pub(super) fn routes(
             headers,
             rewrite,
             trailing_slash,
+            error_pages: super::error_pages::pages(check, &raw.error_pages, base_dir),
+            intercept_backend_errors: raw.intercept_backend_errors.unwrap_or(false),
         });
     }
     compiled

@@ -763,3 +763,43 @@ fn redirects_and_rewrites_are_checked() {
     );
     assert_eq!(with_site(&good).1, Vec::<String>::new());
 }
+
+#[test]
+fn error_pages_are_checked() {
+    let route = |pages: &str| {
+        format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\nerror_pages = {pages}\n")
+    };
+    let cases = [
+        ("{ 200 = \"file.txt\" }", "`200` is not an error status"),
+        ("{ \"3xx\" = \"file.txt\" }", "`3xx` is not an error status"),
+        (
+            "{ 404 = \"missing.html\" }",
+            "error page `missing.html` cannot be read: No such file",
+        ),
+        (
+            "{ 404 = \"public\" }",
+            "error page `public` cannot be read: Is a directory",
+        ),
+        (
+            "{ 404 = \"big.html\" }",
+            "error page `big.html` is 1048577 bytes",
+        ),
+    ];
+    for (pages, expected) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+        std::fs::write(dir.path().join("big.html"), vec![b'x'; (1 << 20) + 1]).expect("write");
+        let text = format!("[[listeners]]\nbind = \"127.0.0.1:8080\"\n{}", route(pages));
+        let errors = errors_in(&text, dir.path());
+        assert_eq!(errors.len(), 1, "{pages}: {errors:?}");
+        assert!(errors[0].starts_with(expected), "{pages}: {}", errors[0]);
+    }
+    let (_dir, errors) = with_site(&format!(
+        "[error_pages]\n\"5xx\" = \"nope.html\"\n{}",
+        route("{ 404 = \"file.txt\", \"4xx\" = \"file.txt\" }")
+    ));
+    assert_eq!(
+        errors,
+        ["error page `nope.html` cannot be read: No such file or directory (os error 2)"]
+    );
+}
