@@ -136,6 +136,19 @@ pub struct RawRoute {
     pub error_pages: Option<RawErrorPages>,
     /// Backends' error answers get the error pages too.
     pub intercept_backend_errors: Option<bool>,
+    pub compress: Option<Spanned<RawCompress>>,
+}
+
+/// `compress = { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompress {
+    /// `"br"`, `"zstd"`, `"gzip"`, in the order offered.
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub min_size: Option<Spanned<String>>,
+    pub types: Option<Vec<Spanned<String>>>,
+    /// Coding → level.
+    pub levels: Option<std::collections::BTreeMap<String, Spanned<i64>>>,
 }
 
 /// `error_pages = { 404 = "errors/404.html", "5xx" = "errors/5xx.html" }`:

@@ -33,6 +33,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         trailing_slash: None,
         error_pages: Default::default(),
         intercept_backend_errors: false,
+        compress: None,
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
@@ -51,6 +52,7 @@ pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
         trailing_slash: None,
         error_pages: Default::default(),
         intercept_backend_errors: false,
+        compress: None,
     };
     Model {
         listeners: vec![Listener::plain(bind)],

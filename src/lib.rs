@@ -44,6 +44,7 @@ pub(crate) mod body;
 pub(crate) mod buffer_pool;
 pub mod cli;
 pub(crate) mod client_limits;
+pub(crate) mod compression;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod credentials;

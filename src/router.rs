@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::RouteAuth;
 use crate::client_limits::RateRule;
+use crate::compression::Policy;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
 use crate::metrics::{HttpMeters, LimitMeters};
@@ -50,6 +51,8 @@ pub struct Route {
     pub error_pages: ErrorPages,
     /// Backends' error answers get the pages too.
     pub intercept_backend_errors: bool,
+    /// What the route compresses on the fly (its static files share it).
+    pub compress: Option<Arc<Policy>>,
 }
 
 /// What a route answers to plain (non-upgrade) requests.
@@ -177,6 +180,7 @@ mod tests {
             trailing_slash: None,
             error_pages: ErrorPages::default(),
             intercept_backend_errors: false,
+            compress: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+pub mod compressed;
 pub mod proxied;
 pub mod streams;
 
@@ -36,6 +37,8 @@ pub enum Body {
     Logged(Box<(Body, Pending)>),
     /// Server-sent events, until the client goes away.
     Events(Box<Events>),
+    /// Another body, compressed as it streams.
+    Compressed(Box<compressed::CompressedBody>),
 }
 
 /// A server-sent event stream: `render`'s text at once, then every period.
@@ -109,6 +112,7 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.take().map(Ok),
             Body::File(file) => file.next_chunk(),
             Body::Proxied(body) => return body.poll_frame(cx),
+            Body::Compressed(body) => return body.poll_frame(cx),
             Body::Metered(metered) => {
                 let (body, meter) = &mut **metered;
                 let poll = Pin::new(body).poll_frame(cx);
@@ -149,6 +153,7 @@ impl http_body::Body for Body {
             Body::Bytes(bytes) => bytes.is_none(),
             Body::File(file) => file.remaining == 0,
             Body::Proxied(body) => body.is_end_stream(),
+            Body::Compressed(body) => body.is_end_stream(),
             Body::Metered(metered) => metered.0.is_end_stream(),
             Body::OnStream(watched) => watched.0.is_end_stream(),
             Body::Logged(logged) => logged.0.is_end_stream(),
@@ -166,7 +171,7 @@ impl http_body::Body for Body {
             Body::Metered(metered) => metered.0.size_hint(),
             Body::OnStream(watched) => watched.0.size_hint(),
             Body::Logged(logged) => logged.0.size_hint(),
-            Body::Events(_) => SizeHint::default(),
+            Body::Events(_) | Body::Compressed(_) => SizeHint::default(),
         }
     }
 }

@@ -28,14 +28,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
+use http::header::{ACCEPT_ENCODING, CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{access, Gateway};
 use crate::access_log::{Record, UpstreamFacts};
 use crate::auth::{self, Granted};
-use crate::body::Body;
+use crate::body::{compressed, Body};
 use crate::client_limits::{ClientKey, Held, RateRule};
 use crate::connection::ClientConnection;
 use crate::error_pages::PageSources;
@@ -110,6 +110,7 @@ pub async fn handle(
     // Kept for the answer's CORS fields; the request moves on.
     let preflight = CorsPolicy::is_preflight(req.method(), req.headers());
     let origin = req.headers().get(ORIGIN).cloned();
+    let accept_encoding = req.headers().get(ACCEPT_ENCODING).cloned();
     let mut response = respond(&gateway, &mut cx, req).await;
     let pages = PageSources {
         route: cx
@@ -118,6 +119,9 @@ pub async fn handle(
         global: &snapshot.error_pages,
     };
     response = pages.apply(response);
+    if let Some(policy) = cx.route.and_then(|route| route.compress.as_deref()) {
+        response = compressed::compress(policy, &cx.method, accept_encoding.as_ref(), response);
+    }
     if let Some(route) = cx.route {
         // wsgate's own answers (401, 429, 502…) included, as operators
         // expect of security headers.

@@ -229,6 +229,7 @@ mod tests {
             trailing_slash: None,
             error_pages: Default::default(),
             intercept_backend_errors: false,
+            compress: None,
         }
     }
 

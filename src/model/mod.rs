@@ -8,6 +8,7 @@
 //! see; they compare and serialise by fingerprint, never by content.
 
 mod auth;
+mod compress;
 pub mod diff;
 mod error_pages;
 mod headers;
@@ -29,6 +30,7 @@ use sha1::{Digest, Sha1};
 
 use crate::forwarding::TrustedProxies;
 pub use auth::{Auth, BasicAuth, ClientCertAuth, ForwardAuth, JwtAuth, TokenSource};
+pub use compress::{Coding, Compress};
 pub use error_pages::{ErrorPage, ErrorPages, StatusMatch};
 pub use headers::{Cors, HeaderRules, RouteHeaders};
 pub use host::HostMatch;

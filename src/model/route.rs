@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Auth, ErrorPages, HostMatch, Pool, RateLimit, Redirect, Rewrite, RouteHeaders, RouteLogging,
-    SessionLimits, TrailingSlash,
+    Auth, Compress, ErrorPages, HostMatch, Pool, RateLimit, Redirect, Rewrite, RouteHeaders,
+    RouteLogging, SessionLimits, TrailingSlash,
 };
 
 /// One `[[routes]]` entry.
@@ -47,6 +47,9 @@ pub struct Route {
     /// Backends' error answers get the error pages too, not only wsgate's own.
     #[serde(default)]
     pub intercept_backend_errors: bool,
+    /// Responses compressed on the fly (static files once, then cached).
+    #[serde(default)]
+    pub compress: Option<Compress>,
 }
 
 /// What a route answers plain requests with.
@@ -283,6 +286,9 @@ impl Route {
         }
         if self.intercept_backend_errors != other.intercept_backend_errors {
             keys.push("intercept_backend_errors");
+        }
+        if self.compress != other.compress {
+            keys.push("compress");
         }
         keys.sort_unstable();
         keys

@@ -12,6 +12,7 @@ use rustls::RootCertStore;
 use super::{Listener, Snapshot};
 use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
+use crate::compression::Policy;
 use crate::demo;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
@@ -157,11 +158,14 @@ fn build_route(
     budget: &Arc<CacheBudget>,
 ) -> Result<Route, BuildError> {
     let name = route.name.as_str();
+    let compress = route.compress.as_ref().map(|c| Arc::new(Policy::new(c)));
     let content = match &route.content {
         None => None,
-        Some(ContentModel::Static(files)) => {
-            Some(Content::Static(StaticDir::new(files, Arc::clone(budget))))
-        }
+        Some(ContentModel::Static(files)) => Some(Content::Static(StaticDir::new(
+            files,
+            Arc::clone(budget),
+            compress.clone(),
+        ))),
         Some(ContentModel::Proxy(proxy)) => {
             let mut pool = build_pool(name, &proxy.pool, metrics, kept)?;
             if proxy.settings.http2 {
@@ -214,6 +218,7 @@ fn build_route(
         trailing_slash: route.trailing_slash,
         error_pages: ErrorPages::new(&route.error_pages),
         intercept_backend_errors: route.intercept_backend_errors,
+        compress,
         name: route.name.clone(),
         host: route.host.clone(),
         prefix: route.path.clone(),

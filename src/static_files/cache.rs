@@ -86,6 +86,12 @@ impl CachedFile {
         }
     }
 
+    /// Another form of the same file (compressed): checked against the
+    /// same file on disk, so it goes when the file changes.
+    pub fn variant(&self, content: Bytes, validators: Validators) -> CachedFile {
+        CachedFile::new(self.path.clone(), self.identity, content, validators)
+    }
+
     fn cost(&self, key: &str) -> u64 {
         self.content.len() as u64 + key.len() as u64 + ENTRY_OVERHEAD
     }

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, LAST_MODIFIED, VARY,
+    CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
+use crate::body::compressed::vary_on_encoding;
 use crate::body::{Body, FileBody};
+use crate::compression::{self, Coding, Policy};
 use crate::model::StaticSettings;
 use crate::upstream::{warn_throttled, LogThrottle};
 use crate::{request_path, response};
@@ -29,7 +31,6 @@ pub use cache::CacheBudget;
 use cache::{CachedFile, FileCache};
 use conditional::{Precondition, Span};
 pub use embedded::{serve_page, EmbeddedPage};
-use encoding::Encoding;
 pub use lookup::{content_type, header};
 use lookup::{Found, Validators};
 
@@ -43,6 +44,9 @@ pub struct StaticDir {
     precompressed: bool,
     /// Name patterns never served (`hide`).
     hide: Vec<String>,
+    /// The route's `compress`: files without a precompressed twin are
+    /// compressed once and kept in the cache.
+    compress: Option<Arc<Policy>>,
     cache: FileCache,
     /// Lookup failures that are the machine's fault, logged once in a while.
     warnings: LogThrottle,
@@ -50,7 +54,11 @@ pub struct StaticDir {
 
 impl StaticDir {
     /// The directory `settings` describe, caching small files within `budget`.
-    pub fn new(settings: &StaticSettings, budget: Arc<CacheBudget>) -> StaticDir {
+    pub fn new(
+        settings: &StaticSettings,
+        budget: Arc<CacheBudget>,
+        compress: Option<Arc<Policy>>,
+    ) -> StaticDir {
         StaticDir {
             root: settings.root.clone(),
             index: settings.index.clone(),
@@ -61,6 +69,7 @@ impl StaticDir {
                 .and_then(|value| HeaderValue::from_str(value).ok()),
             precompressed: settings.precompressed,
             hide: settings.hide.clone(),
+            compress,
             cache: FileCache::new(budget),
             warnings: LogThrottle::default(),
         }
@@ -136,25 +145,43 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
         Cow::Borrowed(relative)
     };
     let negotiated;
-    let encodings: &[Encoding] = if dir.precompressed {
+    let encodings: &[Option<Coding>] = if dir.precompressed {
         negotiated = encoding::preference(req.headers().get(ACCEPT_ENCODING));
         &negotiated
     } else {
-        &[Encoding::Identity]
+        &[None]
     };
     for &encoding in encodings {
         // A variant's cached headers (its Content-Type is the plain file's)
         // differ from those of a direct request for the same file, so it is
         // cached under its own key; NUL never occurs in a normalised path.
         let (key, cache_key): (Cow<str>, Cow<str>) = match encoding {
-            Encoding::Identity => (Cow::Borrowed(&name), Cow::Borrowed(&name)),
-            other => {
-                let file = format!("{name}{}", other.suffix());
+            None => (Cow::Borrowed(&name), Cow::Borrowed(&name)),
+            Some(coding) => {
+                let file = format!("{name}{}", encoding::suffix(coding));
                 let cache_key = format!("{file}\0");
                 (Cow::Owned(file), Cow::Owned(cache_key))
             }
         };
         let (validators, len, source) = match dir.open(&key, &cache_key, &name) {
+            Ok(Opened::Cached(file)) if encoding.is_none() && dir.compress.is_some() => {
+                return match compressed_once(req, dir, &name, file) {
+                    Ok((file, coding)) => {
+                        let len = file.content.len() as u64;
+                        let source = Source::Memory(file.content.clone());
+                        let mut response = respond(req, dir, &file.validators, len, coding, source);
+                        if coding.is_some() {
+                            // A range is only served of the plain file; this is another representation.
+                            response.headers_mut().remove(ACCEPT_RANGES);
+                        }
+                        response
+                    }
+                    Err(e) => {
+                        warn_throttled!(dir.warnings, path = bounded(&key), error = %e, "compressing a static file failed");
+                        response::status(StatusCode::INTERNAL_SERVER_ERROR)
+                    }
+                };
+            }
             Ok(Opened::Cached(file)) => (
                 file.validators.clone(),
                 file.content.len() as u64,
@@ -165,7 +192,7 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
                 len,
                 validators,
             }) => (validators, len, Source::File(file)),
-            Ok(Opened::Directory) if encoding == Encoding::Identity && !wants_directory => {
+            Ok(Opened::Directory) if encoding.is_none() && !wants_directory => {
                 return redirect_to_directory(req, path)
             }
             Ok(Opened::Directory) => continue,
@@ -179,6 +206,38 @@ pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -
         return respond(req, dir, &validators, len, encoding, source);
     }
     response::status(StatusCode::NOT_FOUND)
+}
+
+/// The cached file `plain` (named `name`), or its variant in the coding the
+/// client takes best, compressed on the first request and cached beside it:
+/// one compression per file and coding, not one per request. Files a
+/// range is asked of, and files too small or of another type, go plain.
+fn compressed_once<B>(
+    req: &Request<B>,
+    dir: &StaticDir,
+    name: &str,
+    plain: Arc<CachedFile>,
+) -> io::Result<(Arc<CachedFile>, Option<Coding>)> {
+    let Some(policy) = dir.compress.as_deref() else {
+        return Ok((plain, None));
+    };
+    let qualifies = plain.content.len() as u64 >= policy.min_size()
+        && policy.compresses_type(Some(&plain.validators.content_type));
+    let ranged = req.headers().contains_key(RANGE);
+    let coding = policy.choose(req.headers().get(ACCEPT_ENCODING));
+    let Some(coding) = coding.filter(|_| qualifies && !ranged) else {
+        return Ok((plain, None));
+    };
+    let cache_key = format!("{name}\0{}", coding.token());
+    if let Some(hit) = dir.cache.get(&cache_key) {
+        return Ok((hit, Some(coding)));
+    }
+    let content = compression::compress_whole(coding, policy.level(coding), &plain.content)?;
+    let mut validators = plain.validators.clone();
+    validators.etag = compression::weaken(&validators.etag);
+    let variant = Arc::new(plain.variant(content, validators));
+    dir.cache.insert(&cache_key, Arc::clone(&variant));
+    Ok((variant, Some(coding)))
 }
 
 /// What nginx answers 404 for: no such file, a path through a file, and a
@@ -221,7 +280,7 @@ fn respond<B>(
     dir: &StaticDir,
     validators: &Validators,
     len: u64,
-    encoding: Encoding,
+    encoding: Option<Coding>,
     source: Source,
 ) -> Response<Body> {
     let (method, headers) = (req.method(), req.headers());
@@ -294,17 +353,17 @@ fn representation_headers(
     headers: &mut HeaderMap,
     dir: &StaticDir,
     validators: &Validators,
-    encoding: Encoding,
+    encoding: Option<Coding>,
 ) {
     headers.insert(ETAG, validators.etag.clone());
     headers.insert(LAST_MODIFIED, validators.last_modified.clone());
     if let Some(cache_control) = &dir.cache_control {
         headers.insert(CACHE_CONTROL, cache_control.clone());
     }
-    if dir.precompressed {
-        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if dir.precompressed || dir.compress.is_some() {
+        vary_on_encoding(headers);
     }
-    if let Some(coding) = encoding.header() {
-        headers.insert(CONTENT_ENCODING, coding);
+    if let Some(coding) = encoding {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
     }
 }

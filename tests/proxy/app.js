@@ -76,6 +76,30 @@ const server = http.createServer((req, res) => {
       streamPattern(res, total, () => res.end());
       return;
     }
+    case 'GET /text':
+    case 'HEAD /text': {
+      // Compressible text of `size` bytes (JSON lines), for compression
+      // tests: `type` sets Content-Type, `cc` Cache-Control, `gzip=1` sends
+      // it gzip-encoded already, `pause` waits that many ms after the
+      // first half, `length=1` says Content-Length.
+      const size = q('size');
+      let body = '';
+      for (let i = 0; body.length < size; i++) body += `{"line":${i},"text":"the proxied text"}\n`;
+      body = Buffer.from(body.slice(0, size));
+      const headers = { 'Content-Type': url.searchParams.get('type') || 'application/json' };
+      if (url.searchParams.get('cc')) headers['Cache-Control'] = url.searchParams.get('cc');
+      if (url.searchParams.get('etag')) headers.ETag = url.searchParams.get('etag');
+      if (url.searchParams.get('gzip') === '1') {
+        body = require('zlib').gzipSync(body);
+        headers['Content-Encoding'] = 'gzip';
+      }
+      if (url.searchParams.get('length') === '1') headers['Content-Length'] = body.length;
+      res.writeHead(200, headers);
+      const half = Math.floor(body.length / 2);
+      res.write(body.subarray(0, half));
+      setTimeout(() => res.end(body.subarray(half)), q('pause'));
+      return;
+    }
     case 'GET /slow':
       setTimeout(() => send(res, 200, 'slow'), q('ms'));
       return;

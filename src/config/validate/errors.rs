@@ -183,6 +183,21 @@ pub enum ConfigError {
         size: u64,
         limit: u64,
     },
+    #[error("`{0}` is not a compression algorithm; use \"br\", \"zstd\" or \"gzip\"")]
+    UnknownCoding(String),
+    #[error("`{0}` is listed twice")]
+    RepeatedCoding(String),
+    #[error("compress needs at least one algorithm; leave `algorithms` out for [\"br\", \"zstd\", \"gzip\"]")]
+    NoCodings,
+    #[error("{coding} levels run from {min} to {max}, not {given}")]
+    BadLevel {
+        coding: &'static str,
+        min: i32,
+        max: i32,
+        given: i64,
+    },
+    #[error("`{0}` is not a media type pattern; write \"type/subtype\", \"type/*\" or \"type/*+suffix\" (e.g. \"application/*+json\")")]
+    BadMediaType(String),
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]
     H2cOnTls,
     #[error("https_port only applies with redirect_https = true")]

@@ -4,6 +4,7 @@
 //! checked here, once.
 
 mod auth;
+mod compress;
 mod error_pages;
 mod errors;
 mod headers;

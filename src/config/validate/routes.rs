@@ -128,6 +128,10 @@ pub(super) fn routes(
             trailing_slash,
             error_pages: super::error_pages::pages(check, &raw.error_pages, base_dir),
             intercept_backend_errors: raw.intercept_backend_errors.unwrap_or(false),
+            compress: raw
+                .compress
+                .as_ref()
+                .and_then(|compress| super::compress::compress(check, compress)),
         });
     }
     compiled

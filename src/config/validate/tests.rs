@@ -803,3 +803,49 @@ fn error_pages_are_checked() {
         ["error page `nope.html` cannot be read: No such file or directory (os error 2)"]
     );
 }
+
+#[test]
+fn compress_is_checked() {
+    let route = |compress: &str| {
+        format!("[[routes]]\nname = \"a\"\npath = \"/\"\n{SITE}\ncompress = {compress}\n")
+    };
+    let cases = [
+        (
+            "{ algorithms = [\"deflate\"] }",
+            "`deflate` is not a compression algorithm",
+        ),
+        ("{ algorithms = [\"br\", \"br\"] }", "`br` is listed twice"),
+        (
+            "{ algorithms = [] }",
+            "compress needs at least one algorithm",
+        ),
+        (
+            "{ levels = { br = 12 } }",
+            "br levels run from 0 to 11, not 12",
+        ),
+        (
+            "{ levels = { gzip = 0 } }",
+            "gzip levels run from 1 to 9, not 0",
+        ),
+        (
+            "{ levels = { lz4 = 1 } }",
+            "`lz4` is not a compression algorithm",
+        ),
+        ("{ min_size = \"big\" }", "`big` is not a size"),
+        (
+            "{ types = [\"json\"] }",
+            "`json` is not a media type pattern",
+        ),
+        ("{ types = [\"*/*\"] }", "`*/*` is not a media type pattern"),
+        ("{ level = 3 }", "unknown field `level`"),
+    ];
+    for (compress, expected) in cases {
+        let message = single_error(&route(compress));
+        assert!(message.starts_with(expected), "{compress}: {message}");
+    }
+    let good = route(
+        "{ algorithms = [\"zstd\", \"gzip\"], min_size = \"1KiB\", types = [\"text/*\", \"application/*+json\", \"application/json\"], levels = { zstd = 19, gzip = 1 } }",
+    );
+    assert_eq!(with_site(&good).1, Vec::<String>::new());
+    assert_eq!(with_site(&route("{}")).1, Vec::<String>::new());
+}
