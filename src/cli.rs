@@ -252,6 +252,9 @@ pub fn summary(snapshot: &Snapshot) -> String {
         if let Some(rewrite) = &route.rewrite {
             actions.push(rewrite.to_string());
         }
+        if let Some(compress) = &route.compress {
+            actions.push(compress.to_string());
+        }
         if let Some(websocket) = &route.websocket {
             let action = if websocket.over_http2 {
                 "websocket"

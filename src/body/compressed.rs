@@ -27,10 +27,10 @@ pub struct CompressedBody {
 }
 
 impl CompressedBody {
-    fn new(inner: Body, coding: Coding, level: i32) -> CompressedBody {
+    fn new(inner: Body, coding: Coding, level: i32, size: Option<u64>) -> CompressedBody {
         CompressedBody {
             inner,
-            encoder: Some(Encoder::new(coding, level)),
+            encoder: Some(Encoder::new(coding, level, size)),
             unflushed: false,
             trailers: None,
         }
@@ -113,6 +113,9 @@ pub fn compress(
         Decision::Compress(coding, level) => (coding, level),
     };
     let headers = response.headers_mut();
+    let size = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
     vary_on_encoding(headers);
     mark_encoded(headers, coding);
     // Ranges would be of the uncompressed bytes.
@@ -122,7 +125,7 @@ pub fn compress(
     if *method == Method::HEAD {
         return response;
     }
-    response.map(|body| Body::Compressed(Box::new(CompressedBody::new(body, coding, level))))
+    response.map(|body| Body::Compressed(Box::new(CompressedBody::new(body, coding, level, size))))
 }
 
 /// The fields of a body compressed here into `coding`: `Content-Encoding`

@@ -65,6 +65,17 @@ pub struct Policy {
     types: Vec<String>,
 }
 
+impl std::fmt::Display for Policy {
+    /// `compress br/4 gzip/6`: the codings in order, with their levels.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("compress")?;
+        for (coding, level) in &self.levels {
+            write!(f, " {}/{level}", coding.token())?;
+        }
+        Ok(())
+    }
+}
+
 /// What a response gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -166,11 +177,15 @@ impl Policy {
 /// `Cache-Control: no-transform` (RFC 9111 §5.2.2.6): intermediaries must
 /// not change the content, its coding included.
 fn no_transform(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
+    headers.get_all(CACHE_CONTROL).iter().any(says_no_transform)
+}
+
+/// Whether one `Cache-Control` value has `no-transform`.
+pub fn says_no_transform(cache_control: &HeaderValue) -> bool {
+    cache_control
+        .to_str()
+        .unwrap_or("")
+        .split(',')
         .any(|directive| directive.trim().eq_ignore_ascii_case("no-transform"))
 }
 

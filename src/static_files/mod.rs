@@ -222,7 +222,11 @@ fn compressed_once<B>(
         return Ok((plain, None));
     };
     let qualifies = plain.content.len() as u64 >= policy.min_size()
-        && policy.compresses_type(Some(&plain.validators.content_type));
+        && policy.compresses_type(Some(&plain.validators.content_type))
+        && !dir
+            .cache_control
+            .as_ref()
+            .is_some_and(compression::says_no_transform);
     let ranged = req.headers().contains_key(RANGE);
     let coding = policy.choose(req.headers().get(ACCEPT_ENCODING));
     let Some(coding) = coding.filter(|_| qualifies && !ranged) else {
