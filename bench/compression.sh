@@ -6,10 +6,13 @@
 #
 # Three cases: static 1k.txt and 64k.txt (HTML-ish text), and a 64 KiB JSON
 # response proxied from a backend (a one-worker nginx, gzip off, serving
-# 64k.json from memory; its CPU is not counted). Five variants of each:
+# 64k.json from memory; its CPU is not counted). Six variants of each:
 # nginx at gzip_comp_level 1 and 6 (two server blocks of one nginx), and
-# wsgate at gzip level 1, gzip level 6 and br level BR_LEVEL (routes of one
-# wsgate: /g1, /g6, /br static, /api-g1, /api-g6, /api-br proxied). wrk
+# wsgate at gzip level 1, 2 and 6 and br level BR_LEVEL (routes of one
+# wsgate: /g1, /g2, /g6, /br static, /api-g1, … proxied). wsgate's gzip
+# (zlib-rs) at level 1 uses the quick strategy of zlib-ng and compresses
+# less than zlib's level 1; its level 2 compresses at least as well, so
+# gzip 2 is the one compared with nginx's gzip 1 at the same ratio. wrk
 # sends `Accept-Encoding: <the variant's coding>`; curl first checks every
 # response comes back in that coding and decodes to the file. Printed, per
 # case and variant: requests/s, the server's CPU time per request (user and
@@ -117,6 +120,7 @@ path = "/"
 static = { root = "$TMP/files" }
 EOF
         wsgate_routes g1 /g1 gzip 1
+        wsgate_routes g2 /g2 gzip 2
         wsgate_routes g6 /g6 gzip 6
         wsgate_routes br /br br "$BR_LEVEL"
     } >"$TMP/wsgate.toml"
@@ -217,6 +221,7 @@ main() {
         --variant "nginx-gzip1:$NGINX_PORT:$NGINX_PID:gzip::/api" \
         --variant "nginx-gzip6:$NGINX6_PORT:$NGINX_PID:gzip::/api" \
         --variant "wsgate-gzip1:$WSGATE_PORT:$WSGATE_PID:gzip:/g1:/api-g1:nginx-gzip1" \
+        --variant "wsgate-gzip2:$WSGATE_PORT:$WSGATE_PID:gzip:/g2:/api-g2:nginx-gzip1" \
         --variant "wsgate-gzip6:$WSGATE_PORT:$WSGATE_PID:gzip:/g6:/api-g6:nginx-gzip6" \
         --variant "$br:$WSGATE_PORT:$WSGATE_PID:br:/br:/api-br:nginx-gzip6" \
         --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
