@@ -99,6 +99,7 @@ pub struct RawServer {
     pub max_tracked_clients: Option<Spanned<i64>>,
     pub file_cache_size: Option<Spanned<String>>,
     pub file_cache_max_file: Option<Spanned<String>>,
+    pub max_compressed_streams: Option<Spanned<i64>>,
 }
 
 /// `[[routes]]`: which requests a route takes and what it does with them.
@@ -146,7 +147,7 @@ pub struct RawCompress {
     /// `"br"`, `"zstd"`, `"gzip"`, in the order offered.
     pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
     pub min_size: Option<Spanned<String>>,
-    pub types: Option<Vec<Spanned<String>>>,
+    pub types: Option<Spanned<Vec<Spanned<String>>>>,
     /// Coding → level.
     pub levels: Option<std::collections::BTreeMap<String, Spanned<i64>>>,
 }

@@ -118,7 +118,10 @@ impl PageSources<'_> {
         };
         let headers = response.headers_mut();
         for name in &BODY_FIELDS {
-            headers.remove(name);
+            // A 416's `Content-Range: bytes */LEN` tells the client the size.
+            if !(*name == CONTENT_RANGE && status == StatusCode::RANGE_NOT_SATISFIABLE) {
+                headers.remove(name);
+            }
         }
         headers.insert(CONTENT_TYPE, page.content_type.clone());
         // The page stands for an error, which a shared cache must not keep

@@ -33,6 +33,39 @@ impl Rewrite {
         })
     }
 
+    /// The groups `to` names (`$1`, `${name}`, `$name`, as `regex` reads
+    /// them) that the pattern does not have: they would expand to nothing.
+    pub fn unknown_groups(&self) -> Vec<String> {
+        let mut unknown = Vec::new();
+        let mut rest = self.to.as_str();
+        while let Some(at) = rest.find('$') {
+            let after = &rest[at + 1..];
+            let (name, next) = if let Some(escaped) = after.strip_prefix('$') {
+                rest = escaped;
+                continue;
+            } else if let Some(braced) = after.strip_prefix('{') {
+                match braced.split_once('}') {
+                    Some((name, next)) => (name, next),
+                    None => break,
+                }
+            } else {
+                let end = after
+                    .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            };
+            let known = match name.parse::<usize>() {
+                Ok(index) => index < self.from.captures_len(),
+                Err(_) => self.from.capture_names().flatten().any(|n| n == name),
+            };
+            if !known && !name.is_empty() {
+                unknown.push(name.to_owned());
+            }
+            rest = next;
+        }
+        unknown
+    }
+
     /// The new path for a decoded, normalised `path`: `None` when the pattern
     /// does not match, `Err` when what it makes climbs above the root or
     /// is not a path. The result is normalised again, so it reaches files
@@ -106,23 +139,38 @@ impl Redirect {
                 Piece::Text(text) => location.push_str(text),
                 Piece::Host => location.push_str(parts.host?),
                 Piece::Path => location.push_str(&path),
-                Piece::Query => location.push_str(parts.query.unwrap_or("")),
+                Piece::Query => push_query(&mut location, parts.query.unwrap_or("")),
                 Piece::Uri => {
                     location.push_str(&path);
                     if let Some(query) = parts.query {
                         location.push('?');
-                        location.push_str(query);
+                        push_query(&mut location, query);
                     }
                 }
             }
         }
         if self.target.relative {
             // `/$path` for the path `/evil.example` would read as `//evil.example`,
-            // another site: one slash keeps the client here.
-            let extra = location.len() - location.trim_start_matches('/').len();
-            location.drain(..extra.saturating_sub(1));
+            // another site (and `/\evil.example` too, to browsers): one slash
+            // keeps the client here.
+            let lead = location.len() - location.trim_start_matches(['/', '\\']).len();
+            location.replace_range(..lead, "/");
         }
         Some(location)
+    }
+}
+
+/// A query string as the request had it, but for `\`, which browsers
+/// would read as `/` at the start of a relative target.
+fn push_query(location: &mut String, query: &str) {
+    for piece in query.split_inclusive('\\') {
+        match piece.strip_suffix('\\') {
+            Some(before) => {
+                location.push_str(before);
+                location.push_str("%5C");
+            }
+            None => location.push_str(piece),
+        }
     }
 }
 
@@ -173,6 +221,15 @@ mod tests {
             path: "/evil.example/x",
             query: None,
         };
+        let query = RequestParts {
+            host: Some("a"),
+            path: "/",
+            query: Some("\\evil.example/\\x"),
+        };
+        for target in ["/$query", "$path$query"] {
+            let location = redirect(target).location(&query).unwrap();
+            assert_eq!(location, "/%5Cevil.example/%5Cx", "{target}");
+        }
         for target in ["/$path", "/$uri", "/$path$path"] {
             let location = redirect(target).location(&parts).unwrap();
             assert!(
@@ -211,6 +268,22 @@ mod tests {
             named.apply("/u/42").unwrap(),
             Ok("/users/42/profile".into())
         );
+    }
+
+    #[test]
+    fn group_references_are_checked_against_the_pattern() {
+        let rewrite = |to: &str| {
+            Rewrite::compile(&model::Rewrite {
+                from: "^/(?P<user>[a-z]+)/([0-9]+)$".into(),
+                to: to.into(),
+            })
+            .unwrap()
+            .unknown_groups()
+        };
+        assert!(rewrite("/u/$1/${2}/${user}/$user/$$3").is_empty());
+        assert_eq!(rewrite("/u/$3"), ["3"]);
+        assert_eq!(rewrite("/u/$1_old"), ["1_old"]);
+        assert_eq!(rewrite("/u/${name}"), ["name"]);
     }
 
     #[test]

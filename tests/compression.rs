@@ -225,15 +225,89 @@ async fn proxied_responses_are_compressed_as_they_stream() {
         assert!(seen.get("error").is_none(), "{why}: {seen}");
     }
 
-    // A backend that pauses mid-body: what it sent reaches the client,
-    // decodable, before the rest exists.
-    for coding in ["br", "zstd", "gzip"] {
-        let seen = fetch("GET", &url("size=65536&pause=1500"), coding, None).await;
-        assert_eq!(seen["sha256"], digest.as_str(), "{seen}");
-        let first = seen["first_decoded_after"].as_f64().unwrap_or(f64::MAX);
-        assert!(
-            first < 1.0,
-            "{coding}: first decoded bytes after {first}s: {seen}"
-        );
+    // A backend that pauses mid-body: all it sent reaches the client,
+    // decodable, before the rest exists; with a large first half the
+    // encoder has let some out already and still holds a tail.
+    for size in [65_536, 400_000] {
+        let text = proxied_text(size);
+        for coding in ["br", "zstd", "gzip"] {
+            let query = format!("size={size}&pause=1500");
+            let seen = fetch("GET", &url(&query), coding, None).await;
+            assert_eq!(seen["sha256"], sha256(&text).as_str(), "{coding}");
+            let before_the_rest = decoded_within(&seen, 1.0);
+            assert!(
+                before_the_rest >= size as u64 / 2,
+                "{coding}, {size} B: {before_the_rest} B decoded in the first second: {}",
+                seen["progress"]
+            );
+        }
     }
+}
+
+/// How many decoded bytes fetch.py had within `seconds` of asking.
+fn decoded_within(seen: &serde_json::Value, seconds: f64) -> u64 {
+    seen["progress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|step| step[0].as_f64().is_some_and(|t| t < seconds))
+        .filter_map(|step| step[1].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn encoders_in_use_are_capped_and_heads_say_what_gets_would_get() {
+    let node = node_app("node");
+    let dir = test_dir();
+    let page = page_text(4096);
+    write_file(dir.path(), "errors/5xx.html", &page);
+    let config = format!(
+        "[server]\nmax_compressed_streams = 1\n\
+         [error_pages]\n\"5xx\" = \"errors/5xx.html\"\n\
+         [[routes]]\nname = \"api\"\npath = \"/\"\nproxy = {{ backends = [\"{}\"] }}\n\
+         compress = {{ algorithms = [\"gzip\"] }}\n\
+         [[routes]]\nname = \"down\"\npath = \"/down\"\n\
+         proxy = {{ backends = [\"http://127.0.0.1:1\"] }}\ncompress = {{}}\n",
+        node.url("http")
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let url = |path: &str| format!("http://{}{path}", server.addr);
+
+    // One response holds the only encoder while its backend pauses; another
+    // meanwhile goes uncompressed, and one after it is compressed again.
+    let held = tokio::spawn(fetch_gzip(url("/text?size=65536&pause=2000")));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let meanwhile = fetch("GET", &url("/text?size=65536"), "gzip", None).await;
+    assert!(
+        meanwhile["headers"].get("content-encoding").is_none(),
+        "{meanwhile}"
+    );
+    assert_eq!(meanwhile["headers"]["vary"], "Accept-Encoding");
+    let held = held.await.expect("the held request");
+    assert_eq!(held["headers"]["content-encoding"], "gzip", "{held}");
+    let after = fetch("GET", &url("/text?size=65536"), "gzip", None).await;
+    assert_eq!(after["headers"]["content-encoding"], "gzip", "{after}");
+
+    // wsgate's own 502 with the operator's page: compressed for GET, and
+    // HEAD says the same, without the length of the plain page.
+    let get = fetch("GET", &url("/down"), "br", None).await;
+    assert_eq!(get["status"], 502, "{get}");
+    assert_eq!(get["headers"]["content-encoding"], "br", "{get}");
+    assert_eq!(get["sha256"], sha256(&page).as_str());
+    let head = fetch("HEAD", &url("/down"), "br", None).await;
+    assert_eq!(head["headers"]["content-encoding"], "br", "{head}");
+    assert!(head["headers"].get("content-length").is_none(), "{head}");
+    // A short answer of wsgate's own (400, 16 bytes) is below min_size,
+    // though it says its length only by its body.
+    let small = fetch("GET", &url("/%2e%2e/x"), "br", None).await;
+    assert_eq!(small["status"], 400, "{small}");
+    assert!(
+        small["headers"].get("content-encoding").is_none(),
+        "{small}"
+    );
+}
+
+async fn fetch_gzip(url: String) -> serde_json::Value {
+    fetch("GET", &url, "gzip", None).await
 }

@@ -86,7 +86,7 @@ async fn wsgates_own_errors_get_the_pages_backends_keep_theirs() {
 async fn head_matches_get_and_curl_sees_the_page() {
     let dir = test_dir();
     site(dir.path());
-    let config = "[error_pages]\n404 = \"errors/404.html\"\n\
+    let config = "[error_pages]\n404 = \"errors/404.html\"\n\"4xx\" = \"errors/5xx.html\"\n\
                   [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
     let server = TestServer::start_in(dir, config).await;
     let head = send(
@@ -104,6 +104,19 @@ async fn head_matches_get_and_curl_sees_the_page() {
         head.header("content-type"),
         Some("text/html; charset=utf-8")
     );
+
+    // A 416 keeps the size it tells range clients.
+    let range = send(
+        server.addr,
+        request("GET", "/index.html")
+            .header("range", "bytes=100-")
+            .body(Default::default())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(range.status, 416);
+    assert_eq!(range.header("content-range"), Some("bytes */5"));
+    assert_eq!(range.text(), DOWN);
 
     let output = tokio::process::Command::new("curl")
         .args(["-sS", "-w", "%{http_code} %{content_type}"])

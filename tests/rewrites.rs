@@ -137,3 +137,61 @@ async fn curl_follows_a_redirect_to_the_file() {
         format!("the docs\n1 http://{}/docs/manual", server.addr)
     );
 }
+
+#[tokio::test]
+async fn websocket_handshakes_are_redirected_only_where_the_route_has_no_websocket() {
+    let ws = support::ws::RecordingBackend::start(support::ws::Behaviour::Echo).await;
+    let dir = test_dir();
+    write_file(dir.path(), "public/manual/guide/index.html", "the guide\n");
+    let config = format!(
+        "[[routes]]\nname = \"moved\"\npath = \"/old-chat\"\n\
+         redirect = {{ to = \"/chat?$query\", status = 308 }}\n\
+         [[routes]]\nname = \"chat\"\npath = \"/chat\"\n\
+         websocket = {{ backends = [\"ws://{}\"] }}\ntrailing_slash = \"add\"\n\
+         [[routes]]\nname = \"docs\"\npath = \"/docs\"\nstatic = {{ root = \"public\" }}\n\
+         rewrite = {{ from = \"^/docs(.*)$\", to = \"/manual$1\" }}\n",
+        ws.addr
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let upgrade = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    // A client that follows redirects finds the route that moved.
+    let answer = raw_head(server.addr, &upgrade("/old-chat/room?x=1")).await;
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(answer.contains("location: /chat?x=1\r\n"), "{answer}");
+    // trailing_slash leaves handshakes alone: browsers would not follow it.
+    let _client = support::ws::connect(server.addr, "/chat/room").await;
+    // A directory found through a rewrite is sent to its `/` form as the
+    // client spelt it, so the next request meets the same rewrite.
+    let reply = get(server.addr, "/docs/guide?v=1").await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), Some("/docs/guide/?v=1"));
+    let reply = get(server.addr, "/docs/guide/").await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().as_str()),
+        (200, "the guide\n")
+    );
+}
+
+/// Sends `request` and returns the response head, without waiting for the
+/// server to close.
+async fn raw_head(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .to_lowercase()
+        .replacen("http/1.1", "HTTP/1.1", 1)
+}

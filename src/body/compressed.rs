@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body as _, Frame};
 
 use super::Body;
-use crate::compression::{self, Coding, Decision, Encoder, Policy};
+use crate::compression::{self, Coding, Decision, Encoder, Policy, StreamSlot};
 
 #[derive(Debug)]
 pub struct CompressedBody {
@@ -24,15 +24,23 @@ pub struct CompressedBody {
     unflushed: bool,
     /// The inner body's trailers, sent after the last compressed bytes.
     trailers: Option<HeaderMap>,
+    /// Held until the body is dropped.
+    _slot: Option<StreamSlot>,
 }
 
 impl CompressedBody {
-    fn new(inner: Body, coding: Coding, level: i32, size: Option<u64>) -> CompressedBody {
+    fn new(
+        inner: Body,
+        (coding, level): (Coding, i32),
+        size: Option<u64>,
+        slot: Option<StreamSlot>,
+    ) -> CompressedBody {
         CompressedBody {
             inner,
             encoder: Some(Encoder::new(coding, level, size)),
             unflushed: false,
             trailers: None,
+            _slot: slot,
         }
     }
 
@@ -65,10 +73,9 @@ impl CompressedBody {
             };
             match output {
                 Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => {
-                    self.unflushed = false;
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                }
+                // Output from a write may leave input inside the encoder:
+                // only a flush (or the end) clears `unflushed`.
+                Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Err(error) => {
                     self.encoder = None;
                     return Poll::Ready(Some(Err(error)));
@@ -98,12 +105,14 @@ pub fn compress(
     accept_encoding: Option<&HeaderValue>,
     mut response: Response<Body>,
 ) -> Response<Body> {
-    let decision = policy.decide(
-        method,
-        accept_encoding,
-        response.status(),
-        response.headers(),
-    );
+    // wsgate's own answers say their length by their body, not by a field.
+    let length = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+        .or_else(|| response.body().size_hint().exact());
+    let head = (response.status(), response.headers());
+    let decision = policy.decide(method, accept_encoding, head, length);
     let (coding, level) = match decision {
         Decision::Unchanged => return response,
         Decision::Identity => {
@@ -112,10 +121,17 @@ pub fn compress(
         }
         Decision::Compress(coding, level) => (coding, level),
     };
+    let slot = match policy.stream_slot() {
+        Some(slot) => Some(slot),
+        // A HEAD compresses nothing: it only says what a GET would get.
+        None if *method == Method::HEAD => None,
+        // Every encoder is in use: this one goes as it is.
+        None => {
+            vary_on_encoding(response.headers_mut());
+            return response;
+        }
+    };
     let headers = response.headers_mut();
-    let size = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
     vary_on_encoding(headers);
     mark_encoded(headers, coding);
     // Ranges would be of the uncompressed bytes.
@@ -123,9 +139,18 @@ pub fn compress(
     // The length is unknown until the end (chunked, or HTTP/2 DATA frames).
     headers.remove(CONTENT_LENGTH);
     if *method == Method::HEAD {
+        // An empty body, so the HTTP layer adds no length of the plain one.
+        *response.body_mut() = Body::empty();
         return response;
     }
-    response.map(|body| Body::Compressed(Box::new(CompressedBody::new(body, coding, level, size))))
+    response.map(|body| {
+        Body::Compressed(Box::new(CompressedBody::new(
+            body,
+            (coding, level),
+            length,
+            slot,
+        )))
+    })
 }
 
 /// The fields of a body compressed here into `coding`: `Content-Encoding`
@@ -149,5 +174,49 @@ pub fn vary_on_encoding(headers: &mut HeaderMap) {
         .any(|name| name == "*" || name.eq_ignore_ascii_case("accept-encoding"));
     if !present {
         headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// All of a chunk reaches the client when the body behind it pauses,
+    /// even when compressing it already let some output out (and kept a
+    /// tail inside the encoder).
+    #[tokio::test]
+    async fn a_pause_flushes_everything_written_so_far() {
+        let chunk: Bytes = (0..40_000u32)
+            .flat_map(|i| format!("{{\"line\":{i}}}\n").into_bytes())
+            .collect::<Vec<u8>>()
+            .into();
+        let expected = chunk.clone();
+        // One chunk now, the next in an hour: a backend that paused.
+        let inner = Body::events(std::time::Duration::from_secs(3600), move || chunk.clone());
+        let mut body = CompressedBody::new(inner, (Coding::Gzip, 6), None, None);
+        // Waits for the first tick, then takes what comes without waiting.
+        let first = std::future::poll_fn(|cx| body.poll_frame(cx)).await;
+        let mut sent = first
+            .and_then(Result::ok)
+            .and_then(|frame| frame.into_data().ok())
+            .map(|data| data.to_vec())
+            .unwrap_or_default();
+        std::future::poll_fn(|cx| loop {
+            match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    sent.extend_from_slice(frame.data_ref().expect("data"));
+                }
+                Poll::Ready(other) => panic!("the body ended: {other:?}"),
+                Poll::Pending => return Poll::Ready(()),
+            }
+        })
+        .await;
+        assert!(!sent.is_empty(), "nothing was sent");
+        let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+        decoder.write_all(&sent).expect("gzip");
+        decoder.flush().expect("gzip");
+        assert_eq!(decoder.get_ref().len(), expected.len());
+        assert!(decoder.get_ref()[..] == expected[..]);
     }
 }

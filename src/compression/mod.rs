@@ -4,7 +4,10 @@
 
 mod encoder;
 
-use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 pub use crate::model::Coding;
@@ -56,6 +59,44 @@ fn quality(header: &str, coding: Coding) -> Option<f32> {
     wildcard
 }
 
+/// The encoders that may be live at once, shared by every route of a
+/// snapshot: each holds its state while its response streams, and a client
+/// must not be able to make that grow without bound.
+#[derive(Debug)]
+pub struct Streams {
+    limit: usize,
+    live: AtomicUsize,
+}
+
+/// One live encoder's place, given back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<Streams>);
+
+impl Streams {
+    pub fn new(limit: usize) -> Arc<Streams> {
+        Arc::new(Streams {
+            limit,
+            live: AtomicUsize::new(0),
+        })
+    }
+
+    /// A place for one more encoder; `None` when all are taken.
+    pub fn take(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < self.limit).then_some(live + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(Arc::clone(self)))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A route's `compress`, ready to ask per response.
 #[derive(Debug)]
 pub struct Policy {
@@ -63,6 +104,7 @@ pub struct Policy {
     levels: Vec<(Coding, i32)>,
     min_size: u64,
     types: Vec<String>,
+    streams: Arc<Streams>,
 }
 
 impl std::fmt::Display for Policy {
@@ -88,13 +130,19 @@ pub enum Decision {
 }
 
 impl Policy {
-    pub fn new(compress: &Compress) -> Policy {
+    pub fn new(compress: &Compress, streams: Arc<Streams>) -> Policy {
         Policy {
             codings: compress.codings.iter().map(|(coding, _)| *coding).collect(),
             levels: compress.codings.clone(),
             min_size: compress.min_size,
             types: compress.types.clone(),
+            streams,
         }
+    }
+
+    /// A place for a streaming encoder, if one is free.
+    pub fn stream_slot(&self) -> Option<StreamSlot> {
+        self.streams.take()
     }
 
     pub fn min_size(&self) -> u64 {
@@ -139,14 +187,15 @@ impl Policy {
         negotiate(accept_encoding, &self.codings).first().copied()
     }
 
-    /// What a response of `status` with `headers` gets, for a request of
-    /// `method` that accepts `accept_encoding`.
+    /// What a response of `status` with `headers` and a body of `length`
+    /// bytes (if known) gets, for a request of `method` that accepts
+    /// `accept_encoding`.
     pub fn decide(
         &self,
         method: &Method,
         accept_encoding: Option<&HeaderValue>,
-        status: StatusCode,
-        headers: &HeaderMap,
+        (status, headers): (StatusCode, &HeaderMap),
+        length: Option<u64>,
     ) -> Decision {
         let bodiless = status.is_informational()
             || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
@@ -157,10 +206,7 @@ impl Policy {
         // A range is of the representation as stored: compressing it would
         // make a range of nothing the client can put together.
         let partial = status == StatusCode::PARTIAL_CONTENT || headers.contains_key(CONTENT_RANGE);
-        let small = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|length| length < self.min_size);
+        let small = length.is_some_and(|length| length < self.min_size);
         if bodiless || encoded || partial || small || no_transform(headers) {
             return Decision::Unchanged;
         }
@@ -230,11 +276,25 @@ mod tests {
     }
 
     fn policy(types: &[&str], min_size: u64) -> Policy {
-        Policy::new(&Compress {
-            codings: vec![(Coding::Brotli, 4), (Coding::Gzip, 1)],
-            min_size,
-            types: types.iter().map(|t| (*t).to_owned()).collect(),
-        })
+        Policy::new(
+            &Compress {
+                codings: vec![(Coding::Brotli, 4), (Coding::Gzip, 1)],
+                min_size,
+                types: types.iter().map(|t| (*t).to_owned()).collect(),
+            },
+            Streams::new(2),
+        )
+    }
+
+    #[test]
+    fn encoder_places_are_bounded_and_given_back() {
+        let streams = Streams::new(2);
+        let first = streams.take();
+        let second = streams.take();
+        assert!(first.is_some() && second.is_some());
+        assert!(streams.take().is_none());
+        drop(first);
+        assert!(streams.take().is_some());
     }
 
     #[test]
@@ -259,18 +319,18 @@ mod tests {
         let decide = |status: u16, fields: &[(&str, &str)], method: Method| {
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            let mut length = None;
             for (name, value) in fields {
+                if *name == "content-length" {
+                    length = value.parse().ok();
+                }
                 headers.insert(
                     http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                     HeaderValue::from_str(value).unwrap(),
                 );
             }
-            policy.decide(
-                &method,
-                Some(&accept),
-                StatusCode::from_u16(status).unwrap(),
-                &headers,
-            )
+            let status = StatusCode::from_u16(status).unwrap();
+            policy.decide(&method, Some(&accept), (status, &headers), length)
         };
         let brotli = Decision::Compress(Coding::Brotli, 4);
         assert_eq!(decide(200, &[], Method::GET), brotli);
@@ -304,11 +364,9 @@ mod tests {
             Decision::Unchanged
         );
         assert_eq!(decide(200, &[], Method::HEAD), brotli);
-        let none = policy.decide(&Method::GET, None, StatusCode::OK, &{
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            headers
-        });
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let none = policy.decide(&Method::GET, None, (StatusCode::OK, &headers), None);
         assert_eq!(none, Decision::Identity);
     }
 

@@ -43,7 +43,7 @@ use crate::header_rules::{CorsPolicy, CorsRequest};
 use crate::metrics::{Limit, Metrics};
 use crate::model::LogRequests;
 use crate::proxy::{self, ForwardContext};
-use crate::redirects::{self, RequestParts};
+use crate::redirects::{self, Redirect, RequestParts};
 use crate::router::{host_name, Content, Route};
 use crate::snapshot::Snapshot;
 use crate::static_files;
@@ -78,6 +78,9 @@ struct Routed<'s> {
     /// `None` when the request's own path was already normal (the common
     /// case): then it is borrowed from the request again, not copied.
     normalised: Option<String>,
+    /// The normalised path the client asked for, when a rewrite changed it:
+    /// what redirects back to the client are built from.
+    asked: Option<String>,
     upgrade: bool,
 }
 
@@ -294,7 +297,9 @@ fn route<'s>(
         .take()
         .and_then(|record| access::for_route(record, &route.name, route.logging));
     cx.errors_only = route.logging.requests == LogRequests::Errors;
-    if let Some(rule) = route.trailing_slash {
+    let upgrade = handshake::is_websocket_request(req);
+    // WebSocket clients do not follow redirects: the handshake would fail.
+    if let Some(rule) = route.trailing_slash.filter(|_| !upgrade) {
         if let Some(canonical) = redirects::canonical_slash(rule, &path) {
             let location = with_query(&request_path::encode(&canonical), req.uri().query());
             return Break(response::permanent_redirect(&location));
@@ -304,11 +309,13 @@ fn route<'s>(
         Cow::Owned(path) => Some(path),
         Cow::Borrowed(_) => None,
     };
+    let mut asked = None;
     if let Some(rewrite) = &route.rewrite {
         let path = normalised.as_deref().unwrap_or(req.uri().path());
         match rewrite.apply(path) {
             None => {}
             Some(Ok(rewritten)) => {
+                asked = Some(path.to_owned());
                 retarget(req, &rewritten)?;
                 normalised = Some(rewritten);
             }
@@ -321,7 +328,8 @@ fn route<'s>(
     Continue(Routed {
         route,
         normalised,
-        upgrade: handshake::is_websocket_request(req),
+        asked,
+        upgrade,
     })
 }
 
@@ -418,6 +426,7 @@ async fn act(
     let Routed {
         route,
         normalised,
+        asked,
         upgrade,
     } = routed;
     let path = normalised.as_deref().unwrap_or(req.uri().path());
@@ -425,7 +434,11 @@ async fn act(
     let trusted = &cx.snapshot.model.trusted_proxies;
     if upgrade {
         let Some(websocket) = &route.websocket else {
-            return response::status(StatusCode::NOT_FOUND);
+            return match &route.content {
+                // A client that follows redirects finds the new place.
+                Some(Content::Redirect(redirect)) => redirect_answer(&req, redirect, path),
+                _ => response::status(StatusCode::NOT_FOUND),
+            };
         };
         if req.version() == Version::HTTP_2 && !websocket.over_http2 {
             // The client retries over HTTP/1.1 (RFC 9113 §8.7); the log
@@ -455,20 +468,12 @@ async fn act(
         return websocket::upgrade(req, websocket, cx).await;
     }
     match &route.content {
-        Some(Content::Static(dir)) => static_files::serve(&req, dir, path, relative),
-        Some(Content::Embedded(page)) => static_files::serve_page(&req, page, relative),
-        Some(Content::Redirect(redirect)) => {
-            let parts = RequestParts {
-                host: request_host(&req).ok().flatten(),
-                path,
-                query: req.uri().query(),
-            };
-            match redirect.location(&parts) {
-                Some(location) => response::redirect(redirect.status, &location),
-                // HTTP/1.0 without `Host`, for a target that names it.
-                None => response::status(StatusCode::BAD_REQUEST),
-            }
+        Some(Content::Static(dir)) => {
+            let asked = asked.as_deref().unwrap_or(path);
+            static_files::serve(&req, dir, asked, relative)
         }
+        Some(Content::Embedded(page)) => static_files::serve_page(&req, page, relative),
+        Some(Content::Redirect(redirect)) => redirect_answer(&req, redirect, path),
         Some(Content::Proxy(proxy)) => {
             let relative = relative.to_owned();
             let cx = ForwardContext {
@@ -491,6 +496,20 @@ async fn act(
                 .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
             response
         }
+    }
+}
+
+/// The route's redirect for a request whose (rewritten, normalised) path is `path`.
+fn redirect_answer<B>(req: &Request<B>, redirect: &Redirect, path: &str) -> Response<Body> {
+    let parts = RequestParts {
+        host: request_host(req).ok().flatten(),
+        path,
+        query: req.uri().query(),
+    };
+    match redirect.location(&parts) {
+        Some(location) => response::redirect(redirect.status, &location),
+        // HTTP/1.0 without `Host`, for a target that names it.
+        None => response::status(StatusCode::BAD_REQUEST),
     }
 }
 

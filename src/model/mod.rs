@@ -115,7 +115,18 @@ pub struct Limits {
     pub client_ipv6_prefix: u8,
     /// Rate-limit states kept at most; see `client_limits::RateTable`.
     pub max_tracked_clients: usize,
+    /// Responses compressed on the fly at once; more go uncompressed.
+    #[serde(default = "default_max_compressed_streams")]
+    pub max_compressed_streams: usize,
 }
+
+fn default_max_compressed_streams() -> usize {
+    DEFAULT_MAX_COMPRESSED_STREAMS
+}
+
+/// Each compressed stream holds its encoder's state (0.2 to 1.7 MiB at the
+/// default levels, docs/configuration.md): 256 bound that near 450 MiB.
+pub const DEFAULT_MAX_COMPRESSED_STREAMS: usize = 256;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -128,6 +139,7 @@ impl Default for Limits {
             max_connections_per_client: None,
             client_ipv6_prefix: DEFAULT_CLIENT_IPV6_PREFIX,
             max_tracked_clients: DEFAULT_MAX_TRACKED_CLIENTS,
+            max_compressed_streams: DEFAULT_MAX_COMPRESSED_STREAMS,
         }
     }
 }

@@ -75,6 +75,8 @@ pub enum TargetError {
     UnknownVariable(String),
     #[error("the host of a redirect target must be written out or be `$host`; `${0}` there would let a request choose where clients are sent")]
     VariableInHost(&'static str),
+    #[error("a redirect target is visible ASCII without `\\`; percent-encode spaces and other characters (e.g. %20)")]
+    BadCharacter,
 }
 
 impl Target {
@@ -88,7 +90,13 @@ impl Target {
                 !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
             })
         });
-        let relative = (text.starts_with('/') && !text.starts_with("//")) || starts_with_path;
+        // `/\host` too: browsers read a backslash there as a slash.
+        let relative =
+            (text.starts_with('/') && !text.starts_with("//") && !text.starts_with("/\\"))
+                || starts_with_path;
+        if text.bytes().any(|b| !b.is_ascii_graphic() || b == b'\\') {
+            return Err(TargetError::BadCharacter);
+        }
         let after_scheme = ["https://", "http://"]
             .iter()
             .find_map(|scheme| text.strip_prefix(scheme).map(|_| scheme.len()));
@@ -97,8 +105,10 @@ impl Target {
         }
         let mut pieces = Vec::new();
         let mut text_piece = String::new();
-        // Until a `/`, `?` or `#` (or a path variable) ends it, the host is being written.
+        // Until a `/`, `?` or `#` (or a path variable) ends it, the host is
+        // being written; a path variable before any of it would be the host.
         let mut in_host = after_scheme.is_some();
+        let mut host_written = false;
         let mut rest = text;
         if let Some(start) = after_scheme {
             text_piece.push_str(&text[..start]);
@@ -106,6 +116,7 @@ impl Target {
         }
         while let Some(at) = rest.find('$') {
             let literal = &rest[..at];
+            host_written |= in_host && !literal.is_empty() && !literal.starts_with(['/', '?', '#']);
             in_host &= !literal.contains(['/', '?', '#']);
             text_piece.push_str(literal);
             let after = &rest[at + 1..];
@@ -126,9 +137,18 @@ impl Target {
             };
             match piece {
                 Piece::Query if in_host => return Err(TargetError::VariableInHost("query")),
+                // `https://$path` is `https:///evil.example/…`, which
+                // browsers read as the host `evil.example`.
+                Piece::Path if in_host && !host_written => {
+                    return Err(TargetError::VariableInHost("path"))
+                }
+                Piece::Uri if in_host && !host_written => {
+                    return Err(TargetError::VariableInHost("uri"))
+                }
                 // Both start with `/`: the host ends there.
                 Piece::Path | Piece::Uri => in_host = false,
-                _ => {}
+                Piece::Host => host_written = true,
+                Piece::Query | Piece::Text(_) => {}
             }
             if !text_piece.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text_piece)));
@@ -205,6 +225,15 @@ mod tests {
                 Err(TargetError::VariableInHost("query")),
                 "{bad}"
             );
+        }
+        for bad in ["https://$path", "http://$uri", "https://$uri/x"] {
+            assert!(
+                matches!(Target::parse(bad), Err(TargetError::VariableInHost(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["/\\evil.example", "/a b", "/ü", "https://a.example/\\x"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
         }
         assert!(Target::parse("https://a.example/$query").is_ok());
         assert!(Target::parse("https://a.example?$query").is_ok());

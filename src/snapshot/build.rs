@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use super::{Listener, Snapshot};
 use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
-use crate::compression::Policy;
+use crate::compression::{Policy, Streams};
 use crate::demo;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
@@ -85,10 +85,11 @@ impl Snapshot {
             model.file_cache.size,
             model.file_cache.max_file,
         ));
+        let streams = Streams::new(model.limits.max_compressed_streams);
         let routes = model
             .routes
             .iter()
-            .map(|route| build_route(route, metrics, &kept, &budget))
+            .map(|route| build_route(route, metrics, &kept, (&budget, &streams)))
             .collect::<Result<_, _>>()?;
         Ok(Snapshot {
             listeners,
@@ -155,10 +156,13 @@ fn build_route(
     route: &model::Route,
     metrics: Option<&Metrics>,
     kept: &Kept<'_>,
-    budget: &Arc<CacheBudget>,
+    (budget, streams): (&Arc<CacheBudget>, &Arc<Streams>),
 ) -> Result<Route, BuildError> {
     let name = route.name.as_str();
-    let compress = route.compress.as_ref().map(|c| Arc::new(Policy::new(c)));
+    let compress = route
+        .compress
+        .as_ref()
+        .map(|c| Arc::new(Policy::new(c, Arc::clone(streams))));
     let content = match &route.content {
         None => None,
         Some(ContentModel::Static(files)) => Some(Content::Static(StaticDir::new(

@@ -127,7 +127,9 @@ enum Source {
     File(File),
 }
 
-/// Serves `relative`, the normalised request `path` with the route's prefix removed.
+/// Serves `relative`, the normalised request path with the route's prefix
+/// removed; `path` is the normalised path the client asked for (before any
+/// rewrite), which a redirect to a directory's `/` form sends it back to.
 pub fn serve<B>(req: &Request<B>, dir: &StaticDir, path: &str, relative: &str) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response::method_not_allowed("GET, HEAD");

@@ -5,7 +5,7 @@ tests/compression.rs.
 Usage: python fetch.py METHOD URL ACCEPT_ENCODING [RANGE]
 Prints one JSON line: status, lower-cased headers, the bytes on the wire,
 and the decoded body's length and SHA-256 (or the decoder's error), and
-how many seconds after the request the first decoded bytes were there.
+`progress`: after how many seconds how many decoded bytes were there.
 """
 
 import gzip
@@ -62,19 +62,20 @@ def main():
     response = connection.getresponse()
     step = incremental(response.getheader("Content-Encoding"))
     wire = b""
-    first_decoded = None
+    progress = []
+    decoded = 0
     while True:
         piece = response.read1(65536)
         if not piece:
             break
         wire += piece
-        if first_decoded is None and step(piece):
-            first_decoded = time.monotonic() - started
+        decoded += len(step(piece))
+        progress.append([time.monotonic() - started, decoded])
     report = {
         "status": response.status,
         "headers": {name.lower(): value for name, value in response.getheaders()},
         "wire": len(wire),
-        "first_decoded_after": first_decoded,
+        "progress": progress,
     }
     try:
         body = decode(response.getheader("Content-Encoding"), wire)

@@ -52,11 +52,28 @@ pub(super) fn compress(check: &mut Checker, raw: &Spanned<RawCompress>) -> Optio
         let range = coding.levels();
         let given = *level.get_ref();
         match i32::try_from(given).ok().filter(|l| range.contains(l)) {
-            Some(chosen) => {
-                if let Some(entry) = levels.iter_mut().find(|(c, _)| *c == coding) {
+            Some(chosen) => match levels.iter_mut().find(|(c, _)| *c == coding) {
+                Some(entry) => {
                     entry.1 = chosen;
+                    let slow = match coding {
+                        Coding::Brotli => chosen > 6,
+                        Coding::Zstd => chosen > 9,
+                        Coding::Gzip => false,
+                    };
+                    if slow {
+                        let warning = ConfigError::SlowLevel {
+                            coding: coding.token(),
+                            level: chosen,
+                        };
+                        check.warn(level.span(), warning);
+                    }
                 }
-            }
+                None => {
+                    let error = ConfigError::LevelWithoutCoding(coding.token());
+                    check.error(level.span(), error);
+                    valid = false;
+                }
+            },
             None => {
                 let error = ConfigError::BadLevel {
                     coding: coding.token(),
@@ -72,7 +89,13 @@ pub(super) fn compress(check: &mut Checker, raw: &Spanned<RawCompress>) -> Optio
     let min_size = check.size(&raw.min_size, Compress::DEFAULT_MIN_SIZE);
     let types = match &raw.types {
         None => Compress::DEFAULT_TYPES.map(str::to_owned).to_vec(),
+        Some(list) if list.get_ref().is_empty() => {
+            check.error(list.span(), ConfigError::NoTypes);
+            valid = false;
+            Vec::new()
+        }
         Some(list) => list
+            .get_ref()
             .iter()
             .filter_map(|pattern| {
                 let text = pattern.get_ref().to_ascii_lowercase();

@@ -161,6 +161,8 @@ pub enum ConfigError {
     RedirectTarget(#[from] crate::model::TargetError),
     #[error("rewrite pattern is refused: {0}")]
     BadRewritePattern(String),
+    #[error("`${0}` names no group of the pattern, so it would always be empty; number the groups from 1, name them with (?P<name>…), and write ${{1}}x when a letter follows")]
+    UnknownGroup(String),
     #[error("a rewrite makes a path: `to` starts with `/` and has no `?`, `#` or `\\` (the query string is kept as it came)")]
     RewriteNotPath,
     #[error(
@@ -196,6 +198,12 @@ pub enum ConfigError {
         max: i32,
         given: i64,
     },
+    #[error("levels names `{0}`, which `algorithms` leaves out; add it there or remove its level")]
+    LevelWithoutCoding(&'static str),
+    #[error("types is empty, so nothing would be compressed; leave it out for the text types, or remove `compress`")]
+    NoTypes,
+    #[error("{coding} level {level} on the fly costs many times the CPU of the default for a few percent of size; keep on-the-fly levels at br 6, zstd 9 or below, and precompress static files (precompressed = true) for the best ratio")]
+    SlowLevel { coding: &'static str, level: i32 },
     #[error("`{0}` is not a media type pattern; write \"type/subtype\", \"type/*\" or \"type/*+suffix\" (e.g. \"application/*+json\")")]
     BadMediaType(String),
     #[error("h2c is for plaintext listeners; a TLS listener offers HTTP/2 by ALPN already, so remove h2c")]

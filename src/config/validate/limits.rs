@@ -99,7 +99,11 @@ fn limit(
 }
 
 /// A count that must be at least 1 and fit a `u32`.
-fn at_least_one(check: &mut Checker, value: &Spanned<i64>, key: &'static str) -> Option<u64> {
+pub(super) fn at_least_one(
+    check: &mut Checker,
+    value: &Spanned<i64>,
+    key: &'static str,
+) -> Option<u64> {
     match u32::try_from(*value.get_ref()) {
         Ok(count) if count >= 1 => Some(u64::from(count)),
         _ => {

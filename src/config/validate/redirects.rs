@@ -43,12 +43,18 @@ pub(super) fn rewrite(check: &mut Checker, raw: &Spanned<RawRewrite>) -> Option<
         to: raw.to.get_ref().clone(),
     };
     let mut valid = true;
-    if let Err(error) = crate::redirects::Rewrite::compile(&rewrite) {
-        check.error(
-            raw.from.span(),
-            ConfigError::BadRewritePattern(error.to_string()),
-        );
-        valid = false;
+    match crate::redirects::Rewrite::compile(&rewrite) {
+        Ok(compiled) => {
+            for group in compiled.unknown_groups() {
+                check.error(raw.to.span(), ConfigError::UnknownGroup(group));
+                valid = false;
+            }
+        }
+        Err(error) => {
+            let error = ConfigError::BadRewritePattern(error.to_string());
+            check.error(raw.from.span(), error);
+            valid = false;
+        }
     }
     let to = raw.to.get_ref();
     if !to.starts_with('/') || to.contains(['?', '#', '\\']) {

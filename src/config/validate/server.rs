@@ -37,6 +37,12 @@ pub(super) fn server_settings(check: &mut Checker, raw: &RawServer) -> (Limits, 
         max_connections_per_client,
         client_ipv6_prefix,
         max_tracked_clients,
+        max_compressed_streams: raw
+            .max_compressed_streams
+            .as_ref()
+            .and_then(|count| super::limits::at_least_one(check, count, "max_compressed_streams"))
+            .and_then(|count| usize::try_from(count).ok())
+            .unwrap_or(model::DEFAULT_MAX_COMPRESSED_STREAMS),
     };
     let file_cache = FileCache {
         size: check.size(&raw.file_cache_size, model::DEFAULT_FILE_CACHE_SIZE),

@@ -736,6 +736,18 @@ fn redirects_and_rewrites_are_checked() {
             "a rewrite makes a path",
         ),
         (
+            "rewrite = { from = \"^/a/(.*)$\", to = \"/b/$1_old\" }\nstatic = { root = \"public\" }",
+            "`$1_old` names no group of the pattern",
+        ),
+        (
+            "redirect = { to = \"https://$path\" }",
+            "the host of a redirect target must be written out or be `$host`; `$path` there",
+        ),
+        (
+            "redirect = { to = \"/a b\" }",
+            "a redirect target is visible ASCII",
+        ),
+        (
             "rewrite = { from = \"(a{1000}){1000}\", to = \"/\" }\nstatic = { root = \"public\" }",
             "rewrite pattern is refused: Compiled regex exceeds size limit",
         ),
@@ -838,13 +850,19 @@ fn compress_is_checked() {
         ),
         ("{ types = [\"*/*\"] }", "`*/*` is not a media type pattern"),
         ("{ level = 3 }", "unknown field `level`"),
+        (
+            "{ algorithms = [\"gzip\"], levels = { br = 5 } }",
+            "levels names `br`, which `algorithms` leaves out",
+        ),
+        ("{ types = [] }", "types is empty"),
+        ("{ levels = { br = 11 } }", "br level 11 on the fly costs"),
     ];
     for (compress, expected) in cases {
         let message = single_error(&route(compress));
         assert!(message.starts_with(expected), "{compress}: {message}");
     }
     let good = route(
-        "{ algorithms = [\"zstd\", \"gzip\"], min_size = \"1KiB\", types = [\"text/*\", \"application/*+json\", \"application/json\"], levels = { zstd = 19, gzip = 1 } }",
+        "{ algorithms = [\"zstd\", \"gzip\"], min_size = \"1KiB\", types = [\"text/*\", \"application/*+json\", \"application/json\"], levels = { zstd = 9, gzip = 1 } }",
     );
     assert_eq!(with_site(&good).1, Vec::<String>::new());
     assert_eq!(with_site(&route("{}")).1, Vec::<String>::new());
