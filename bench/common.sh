@@ -103,6 +103,17 @@ build_wsgate() { take_or_build WSGATE_BIN target/release/wsgate --release; }
 
 # -e (here and in start_wsgate_and_nginx): the error log before the config is
 # read, else /var/log/nginx.
+# The backend of the proxy benchmarks: the nginx of $TMP/backend.conf on
+# BACKEND_PORT; sets BACKEND_PID.
+start_backend() {
+    "$NGINX" -t -q -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" ||
+        die "nginx rejected $TMP/backend.conf"
+    "$NGINX" -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" \
+        >>"$TMP/backend.out" 2>&1 &
+    BACKEND_PID=$!
+    wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend/error.log"
+}
+
 check_nginx_config() {
     "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" ||
         die "nginx rejected $TMP/nginx.conf"

@@ -185,15 +185,6 @@ $(nginx_server "$NGINX6_PORT" 6)" >"$TMP/nginx.conf"
     }" >"$TMP/backend.conf"
 }
 
-start_backend() {
-    "$NGINX" -t -q -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" ||
-        die "nginx rejected $TMP/backend.conf"
-    "$NGINX" -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" \
-        >>"$TMP/backend.out" 2>&1 &
-    BACKEND_PID=$!
-    wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend/error.log"
-}
-
 # --- main --------------------------------------------------------------------
 
 main() {

@@ -104,15 +104,6 @@ write_nginx_config() {
     }" >"$TMP/backend.conf"
 }
 
-start_backend() {
-    "$NGINX" -t -q -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" ||
-        die "nginx rejected $TMP/backend.conf"
-    "$NGINX" -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend.conf" \
-        >>"$TMP/backend.out" 2>&1 &
-    BACKEND_PID=$!
-    wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend/error.log"
-}
-
 main() {
     trap 'cleanup "$HELPER_PID" "$WSGATE_PID" "$NGINX_PID" "$BACKEND_PID"' EXIT
     trap 'exit 130' INT TERM

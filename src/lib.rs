@@ -17,7 +17,9 @@
 //! static_files  proxy  websocket  auth   the actions (websocket: handshake, frame parser,
 //!                  relay) and the route's authentication before them
 //! connection  response   the client connection, its stream and Handler │ error responses
-//! body             response bodies: files, proxied bodies, the HTTP/2 stream watch
+//! body             response bodies: files, proxied bodies, compressed bodies, the HTTP/2
+//!                  stream watch
+//! compression      Accept-Encoding, which responses compress, live encoders' cap, encoders
 //! upstream         backend pools: balance, health, bounded connects; the log throttle
 //! config  demo     TOML → raw serde types → validate → Model │ the demo's Model
 //! model            the config as plain data; diff(old, new); what /config serves

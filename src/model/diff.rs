@@ -258,6 +258,10 @@ mod tests {
         let mut page = before.clone();
         page.content = Some(Content::Page(Page::Demo));
         assert_eq!(before.changed_keys(&page), ["page"]);
+        let mut edge = before.clone();
+        edge.trailing_slash = Some(crate::model::TrailingSlash::Add);
+        edge.headers.hsts = Some("max-age=1".into());
+        assert_eq!(before.changed_keys(&edge), ["hsts", "trailing_slash"]);
     }
 
     #[test]

@@ -234,12 +234,6 @@ impl Route {
     /// The config keys whose values differ between this route and `other`.
     pub fn changed_keys(&self, other: &Route) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if self.host != other.host {
-            keys.push("host");
-        }
-        if self.path != other.path {
-            keys.push("path");
-        }
         if self.content != other.content {
             for content in [&self.content, &other.content].into_iter().flatten() {
                 if !keys.contains(&content.key()) {
@@ -247,49 +241,40 @@ impl Route {
                 }
             }
         }
-        if self.websocket != other.websocket {
-            keys.push("websocket");
-        }
-        if self.logging.requests != other.logging.requests {
-            keys.push("access_log");
-        }
-        if self.logging.query != other.logging.query {
-            keys.push("log_query");
-        }
-        if self.request_rate != other.request_rate {
-            keys.push("request_rate");
-        }
-        if self.auth != other.auth {
-            keys.push("auth");
-        }
-        let (headers, other_headers) = (&self.headers, &other.headers);
-        if headers.request != other_headers.request {
-            keys.push("request_headers");
-        }
-        if headers.response != other_headers.response {
-            keys.push("response_headers");
-        }
-        if headers.hsts != other_headers.hsts {
-            keys.push("hsts");
-        }
-        if headers.cors != other_headers.cors {
-            keys.push("cors");
-        }
-        if self.rewrite != other.rewrite {
-            keys.push("rewrite");
-        }
-        if self.trailing_slash != other.trailing_slash {
-            keys.push("trailing_slash");
-        }
-        if self.error_pages != other.error_pages {
-            keys.push("error_pages");
-        }
-        if self.intercept_backend_errors != other.intercept_backend_errors {
-            keys.push("intercept_backend_errors");
-        }
-        if self.compress != other.compress {
-            keys.push("compress");
-        }
+        let (headers, theirs) = (&self.headers, &other.headers);
+        let differs = [
+            ("host", self.host != other.host),
+            ("path", self.path != other.path),
+            ("websocket", self.websocket != other.websocket),
+            (
+                "access_log",
+                self.logging.requests != other.logging.requests,
+            ),
+            ("log_query", self.logging.query != other.logging.query),
+            ("request_rate", self.request_rate != other.request_rate),
+            ("auth", self.auth != other.auth),
+            ("request_headers", headers.request != theirs.request),
+            ("response_headers", headers.response != theirs.response),
+            ("hsts", headers.hsts != theirs.hsts),
+            ("cors", headers.cors != theirs.cors),
+            ("rewrite", self.rewrite != other.rewrite),
+            (
+                "trailing_slash",
+                self.trailing_slash != other.trailing_slash,
+            ),
+            ("error_pages", self.error_pages != other.error_pages),
+            (
+                "intercept_backend_errors",
+                self.intercept_backend_errors != other.intercept_backend_errors,
+            ),
+            ("compress", self.compress != other.compress),
+        ];
+        keys.extend(
+            differs
+                .into_iter()
+                .filter(|(_, differ)| *differ)
+                .map(|(key, _)| key),
+        );
         keys.sort_unstable();
         keys
     }
