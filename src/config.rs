@@ -45,6 +45,8 @@ pub struct RawTls {
     pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
     pub handshake_timeout: Option<Spanned<String>>,
     pub client_auth: Option<Spanned<RawClientAuth>>,
+    /// A file of session ticket keys that replicas share.
+    pub ticket_keys: Option<Spanned<String>>,
 }
 
 /// `client_auth = { ... }` in a listener's `tls`: mTLS.
@@ -483,6 +485,9 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
     let mut names: Vec<&str> = Vec::new();
     for tls in raw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
         let tls = tls.get_ref();
+        if let Some(keys) = &tls.ticket_keys {
+            names.push(keys.get_ref().as_str());
+        }
         if let Some(client_auth) = &tls.client_auth {
             let client_auth = client_auth.get_ref();
             names.push(client_auth.ca.get_ref().as_str());

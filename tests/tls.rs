@@ -5,14 +5,18 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::Engine;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use http::{Request, Version};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::process::Process;
 use support::tls::{self, TestCa};
 use support::ws::{self, Behaviour, RecordingBackend, Seen};
 use support::*;
@@ -401,4 +405,146 @@ async fn redirect_https_sends_everything_to_the_https_url() {
     assert_eq!(raw_status(&head), 308, "{head}");
     assert!(head.contains("location: https://localhost/chat"), "{head}");
     assert!(!head.to_ascii_lowercase().contains("upgrade:"), "{head}");
+}
+
+/// Starts the binary on a TLS listener of its own port serving `public/`,
+/// with `extra` in its `tls` table; returns it and its port and admin port.
+fn resuming_gateway(dir: &std::path::Path, name: &str, extra: &str) -> (Process, u16, SocketAddr) {
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:{port}\"\n\
+         tls = {{ cert = \"site.pem\", key = \"site-key.pem\"{extra} }}\n\
+         [admin]\nbind = \"127.0.0.1:{admin}\"\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n"
+    );
+    let file = write_file(dir, &format!("{name}.toml"), config);
+    (
+        Process::run_config(&file),
+        port,
+        ([127, 0, 0, 1], admin).into(),
+    )
+}
+
+/// Runs tests/tls/resume.py against `targets`; `between` runs when it waits.
+async fn resumed(ca: &std::path::Path, version: &str, targets: &[String]) -> Vec<bool> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/resume.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(ca)
+        .arg(version)
+        .args(targets)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(output.status.success(), "resume.py: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("resume.py prints JSON")
+}
+
+async fn ready(port: u16) {
+    eventually(Duration::from_secs(10), || async {
+        TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_resume_and_survive_a_reload() {
+    let ca = TestCa::new();
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
+    write_file(dir.path(), "public/index.html", "home\n");
+    let (gateway, port, admin) = resuming_gateway(dir.path(), "wsgate", "");
+    ready(port).await;
+    let target = format!("127.0.0.1:{port}");
+    for version in ["1.3", "1.2"] {
+        let targets = [target.clone(), target.clone(), target.clone()];
+        assert_eq!(
+            resumed(&ca_file, version, &targets).await,
+            [false, true, true],
+            "TLS {version}"
+        );
+    }
+
+    // A session from before a reload resumes after it.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/resume.py");
+    let mut client = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(&ca_file)
+        .args(["1.3", &target, "wait", &target])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdout = tokio::io::BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .expect("resume.py says it waits");
+    assert_eq!(line.trim(), "waiting");
+    let before = support::metrics::reloads(admin).await.0;
+    gateway.signal("HUP");
+    eventually(Duration::from_secs(10), || async {
+        (support::metrics::reloads(admin).await.0 > before).then_some(())
+    })
+    .await;
+    let mut stdin = client.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"go\n")
+        .await
+        .expect("write");
+    let output = client.wait_with_output().await.expect("resume.py ends");
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest)
+        .await
+        .expect("read");
+    assert!(output.status.success(), "{output:?}");
+    let across: Vec<bool> = serde_json::from_str(rest.trim()).expect("JSON");
+    assert_eq!(across, [false, true], "a ticket from before the reload");
+}
+
+#[tokio::test]
+async fn replicas_sharing_ticket_keys_resume_each_others_sessions() {
+    let ca = TestCa::new();
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
+    write_file(dir.path(), "public/index.html", "home\n");
+    // What `openssl rand -base64 48` writes, twice: the second opens old tickets.
+    let key = |seed: u8| base64::engine::general_purpose::STANDARD.encode([seed; 48]);
+    write_file(
+        dir.path(),
+        "tickets.key",
+        format!("{}\n{}\n", key(1), key(2)),
+    );
+    write_file(dir.path(), "old.key", format!("{}\n", key(2)));
+    let shared = ", ticket_keys = \"tickets.key\"";
+    let (_a, a, _) = resuming_gateway(dir.path(), "a", shared);
+    let (_b, b, _) = resuming_gateway(dir.path(), "b", shared);
+    let (_old, old, _) = resuming_gateway(dir.path(), "old", ", ticket_keys = \"old.key\"");
+    let (_own, own, _) = resuming_gateway(dir.path(), "own", "");
+    for port in [a, b, old, own] {
+        ready(port).await;
+    }
+    let at = |port: u16| format!("127.0.0.1:{port}");
+    for version in ["1.3", "1.2"] {
+        // A's ticket opens on B, which shares the file.
+        assert_eq!(
+            resumed(&ca_file, version, &[at(a), at(b)]).await,
+            [false, true],
+            "TLS {version}"
+        );
+        // A replica still on the previous key seals tickets the rotated
+        // file still opens.
+        assert_eq!(
+            resumed(&ca_file, version, &[at(old), at(a)]).await,
+            [false, true],
+            "TLS {version}"
+        );
+        // A process with keys of its own opens none of them.
+        assert_eq!(
+            resumed(&ca_file, version, &[at(a), at(own)]).await,
+            [false, false],
+            "TLS {version}"
+        );
+    }
 }

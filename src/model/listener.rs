@@ -56,6 +56,20 @@ pub struct ListenerTls {
     /// Client certificates asked for and verified (mTLS).
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
+    /// Session ticket keys shared with other replicas; `None`: the process's own.
+    #[serde(default)]
+    pub ticket_keys: Option<TicketKeys>,
+}
+
+/// `ticket_keys = "file"` on a listener's `tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketKeys {
+    /// As the config names it.
+    pub file: String,
+    /// Of the keys: a reload tells a rotated file from an unchanged one by it.
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub keys: Material<Vec<[u8; crate::tls::TICKET_KEY_LEN]>>,
 }
 
 /// `client_auth = { ... }` on a listener's `tls`.

@@ -22,7 +22,7 @@ use crate::proxy::ProxyRoute;
 use crate::redirects::{Redirect, Rewrite};
 use crate::router::{Content, Route, Router};
 use crate::static_files::{CacheBudget, EmbeddedPage, StaticDir};
-use crate::tls::{self, ServerTls, SniResolver};
+use crate::tls::{self, Resumption, ServerTls, SniResolver};
 use crate::upstream::{Backend, BackendPool};
 use crate::websocket::WebSocketRoute;
 
@@ -147,7 +147,16 @@ fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTl
         ),
         None => None,
     };
-    ServerTls::new(resolver, tls.handshake_timeout, clients.map(|v| v.as_ref()))
+    let resumption = match &tls.ticket_keys {
+        Some(keys) => {
+            let keys = keys.keys.get().ok_or(BuildError::NotLoaded { bind })?;
+            Resumption::with_keys(keys)
+        }
+        None => Resumption::process(),
+    }
+    .map_err(|source| BuildError::ListenerTls { bind, source })?;
+    let clients = clients.map(|v| v.as_ref());
+    ServerTls::new(resolver, tls.handshake_timeout, clients, &resumption)
         .map(Arc::new)
         .map_err(|source| BuildError::ListenerTls { bind, source })
 }

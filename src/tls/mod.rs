@@ -5,6 +5,7 @@
 pub mod certs;
 mod client_auth;
 mod sni;
+mod tickets;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use client_auth::{
     ClientVerifier,
 };
 pub use sni::SniResolver;
+pub use tickets::{parse_ticket_keys, Resumption, TicketKeyError, TICKET_KEY_LEN};
 
 /// How long a client has to finish the TLS handshake when the config does not say.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +62,7 @@ impl ServerTls {
         resolver: SniResolver,
         handshake_timeout: Duration,
         clients: Option<&ClientVerifier>,
+        resumption: &Resumption,
     ) -> Result<ServerTls, rustls::Error> {
         let builder =
             ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
@@ -69,6 +72,8 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = Arc::clone(&resumption.ticketer);
+        config.session_storage = Arc::clone(&resumption.sessions);
         Ok(ServerTls {
             config: Arc::new(config),
             handshake_timeout,

@@ -281,6 +281,18 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     ClientAuth(crate::tls::ClientAuthError),
+    #[error("ticket key file `{given}` cannot be read: {source}")]
+    TicketKeysUnreadable {
+        given: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ticket key file `{given}`: {error}")]
+    TicketKeys {
+        given: String,
+        #[source]
+        error: crate::tls::TicketKeyError,
+    },
     #[error("on_error must be \"deny\" (503 while the auth service cannot answer) or \"allow\" (let requests through then), not `{0}`")]
     BadOnError(String),
     #[error("realm must not contain quotes, backslashes or control characters")]

@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::{Checker, ConfigError};
 use crate::config::{Diagnostic, RawClientAuth, RawConfig, RawListener, RawTls};
-use crate::model::{fingerprint, Certificate, ClientAuth, Listener, ListenerTls, Material};
+use crate::model::{
+    fingerprint, Certificate, ClientAuth, Listener, ListenerTls, Material, TicketKeys,
+};
 use crate::tls::{self, certs, Which};
 
 /// Which certificate file serves a name on a listener, for the cross-listener check.
@@ -198,11 +200,42 @@ fn server_tls(
         },
         None => None,
     };
+    let ticket_keys = match &tls.ticket_keys {
+        Some(file) => Some(ticket_keys(check, file, base_dir)?),
+        None => None,
+    };
     (complete && !certificates.is_empty()).then_some(ListenerTls {
         certificates,
         handshake_timeout,
         client_auth,
+        ticket_keys,
     })
+}
+
+/// `ticket_keys`: the file read and its keys checked.
+fn ticket_keys(check: &mut Checker, file: &Spanned<String>, base_dir: &Path) -> Option<TicketKeys> {
+    let given = file.get_ref().clone();
+    let text = match std::fs::read_to_string(base_dir.join(&given)) {
+        Ok(text) => text,
+        Err(source) => {
+            check.error(
+                file.span(),
+                ConfigError::TicketKeysUnreadable { given, source },
+            );
+            return None;
+        }
+    };
+    match tls::parse_ticket_keys(&text) {
+        Ok(keys) => Some(TicketKeys {
+            file: given,
+            fingerprint: fingerprint(keys.iter().map(|key| key.as_slice())),
+            keys: Material::new(keys),
+        }),
+        Err(error) => {
+            check.error(file.span(), ConfigError::TicketKeys { given, error });
+            None
+        }
+    }
 }
 
 /// `client_auth`: the CA bundle and CRLs read and a verifier built from them.

@@ -867,3 +867,23 @@ fn compress_is_checked() {
     assert_eq!(with_site(&good).1, Vec::<String>::new());
     assert_eq!(with_site(&route("{}")).1, Vec::<String>::new());
 }
+
+#[test]
+fn ticket_key_files_are_read_and_checked() {
+    let keys = |file: &str| {
+        tls_messages(&tls_listener(&format!(
+            "{{ cert = \"a.pem\", key = \"a-key.pem\", ticket_keys = \"{file}\" }}"
+        )))
+    };
+    let missing = keys("nope.key");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with("ticket key file `nope.key` cannot be read: No such file"),
+        "{missing:?}"
+    );
+    // The certificate itself is no ticket key: its first line is not base64 of 48 bytes.
+    assert_eq!(
+        keys("a.pem"),
+        ["ticket key file `a.pem`: line 1 is not a ticket key: each line is 48 random bytes in base64, as `openssl rand -base64 48` writes them"]
+    );
+}
