@@ -121,14 +121,17 @@ pub fn compress(
         }
         Decision::Compress(coding, level) => (coding, level),
     };
-    let slot = match policy.stream_slot() {
-        Some(slot) => Some(slot),
-        // A HEAD compresses nothing: it only says what a GET would get.
-        None if *method == Method::HEAD => None,
-        // Every encoder is in use: this one goes as it is.
-        None => {
-            vary_on_encoding(response.headers_mut());
-            return response;
+    // A HEAD compresses nothing: it only says what a GET would get.
+    let slot = if *method == Method::HEAD {
+        None
+    } else {
+        match policy.stream_slot() {
+            Some(slot) => Some(slot),
+            // Every encoder is in use: this one goes as it is.
+            None => {
+                vary_on_encoding(response.headers_mut());
+                return response;
+            }
         }
     };
     let headers = response.headers_mut();
