@@ -548,3 +548,33 @@ async fn replicas_sharing_ticket_keys_resume_each_others_sessions() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_listener_that_checks_client_certificates_resumes_only_its_own_sessions() {
+    let ca = TestCa::new();
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
+    write_file(dir.path(), "public/index.html", "home\n");
+    let (plain, checking, admin) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:{plain}\"\n\
+         tls = {{ cert = \"site.pem\", key = \"site-key.pem\" }}\n\
+         [[listeners]]\nbind = \"127.0.0.1:{checking}\"\n\
+         tls = {{ cert = \"site.pem\", key = \"site-key.pem\", client_auth = {{ ca = \"ca.pem\", required = false }} }}\n\
+         [admin]\nbind = \"127.0.0.1:{admin}\"\n\
+         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = {{ root = \"public\" }}\n"
+    );
+    let file = write_file(dir.path(), "wsgate.toml", config);
+    let _gateway = Process::run_config(&file);
+    ready(plain).await;
+    ready(checking).await;
+    let at = |port: u16| format!("127.0.0.1:{port}");
+    for version in ["1.3", "1.2"] {
+        // A session made without a certificate check cannot skip one.
+        let across = resumed(&ca_file, version, &[at(plain), at(checking)]).await;
+        assert_eq!(across, [false, false], "TLS {version}");
+        let own = resumed(&ca_file, version, &[at(checking), at(checking)]).await;
+        assert_eq!(own, [false, true], "TLS {version}");
+    }
+}

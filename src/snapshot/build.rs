@@ -152,6 +152,10 @@ fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTl
             let keys = keys.keys.get().ok_or(BuildError::NotLoaded { bind })?;
             Resumption::with_keys(keys)
         }
+        // Resumption keeps the first handshake's client certificate
+        // unchecked: such listeners share tickets with nobody, and get new
+        // keys with each reload, so a new CA or CRL applies to every client.
+        None if tls.client_auth.is_some() => Resumption::fresh(),
         None => Resumption::process(),
     }
     .map_err(|source| BuildError::ListenerTls { bind, source })?;

@@ -7,10 +7,17 @@
 //! a reload keeps every ticket it issued valid. With `ticket_keys`, the
 //! keys come from a file that replicas share, so a client that lands on
 //! another replica after a rolling update resumes there too.
+//!
+//! A resumed session keeps the client certificate of its first handshake
+//! without checking it again, so listeners that verify client certificates
+//! never share: each gets a ticketer and cache of its own, made again on
+//! every reload (a new CA or CRL then applies to every client at once).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::{Arc, OnceLock};
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV, NONCE_LEN};
 use base64::Engine;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 
@@ -25,9 +32,13 @@ pub const MAX_TICKET_KEYS: usize = 8;
 /// a few hundred bytes.
 const SESSION_CACHE_SIZE: usize = 4096;
 
-/// How long a client may hold a ticket sealed with file keys. The
-/// operator's rotation of the file bounds what a stolen key opens.
+/// How long a ticket sealed with file keys opens, checked against the time
+/// sealed inside it; the operator's rotation of the file bounds what a
+/// stolen key opens.
 const FILE_TICKET_LIFETIME: u32 = 12 * 60 * 60;
+
+/// Bytes of the sealing time (seconds since the epoch) before the state.
+const TIME_LEN: usize = 8;
 
 /// What a TLS listener resumes sessions with.
 #[derive(Debug, Clone)]
@@ -37,27 +48,36 @@ pub struct Resumption {
 }
 
 impl Resumption {
-    /// The process's own: made once, shared by every listener and snapshot.
+    /// The process's own: made once, shared by every listener without
+    /// client certificates and by every snapshot. A failure to make it is
+    /// not kept: the next reload tries again.
     pub fn process() -> Result<Resumption, rustls::Error> {
-        static OWN: OnceLock<Result<Resumption, rustls::Error>> = OnceLock::new();
-        OWN.get_or_init(|| {
-            Ok(Resumption {
-                ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
-                sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
-            })
-        })
-        .clone()
+        static OWN: OnceLock<Resumption> = OnceLock::new();
+        if let Some(own) = OWN.get() {
+            return Ok(own.clone());
+        }
+        let made = Resumption::fresh()?;
+        Ok(OWN.get_or_init(|| made).clone())
     }
 
-    /// Tickets sealed with `keys` (the first seals, all open), with the
-    /// process's session cache.
+    /// A ticketer and cache of one listener's own, for one snapshot.
+    pub fn fresh() -> Result<Resumption, rustls::Error> {
+        Ok(Resumption {
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            sessions: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+        })
+    }
+
+    /// Tickets sealed with `keys` (the first seals, all open), with a
+    /// session cache of the process.
     pub fn with_keys(keys: &[[u8; TICKET_KEY_LEN]]) -> Result<Resumption, rustls::Error> {
-        let own = Resumption::process()?;
+        static SESSIONS: OnceLock<Arc<ServerSessionMemoryCache>> = OnceLock::new();
+        let sessions = SESSIONS.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_SIZE));
         let keys = keys
             .iter()
             .map(|key| {
                 let (name, secret) = key.split_at(NAME_LEN);
-                let unbound = UnboundKey::new(&AES_256_GCM, secret)
+                let unbound = UnboundKey::new(&AES_256_GCM_SIV, secret)
                     .map_err(|_| rustls::Error::General("unusable ticket key".into()))?;
                 let mut key_name = [0u8; NAME_LEN];
                 key_name.copy_from_slice(name);
@@ -69,7 +89,7 @@ impl Resumption {
             .collect::<Result<Vec<_>, rustls::Error>>()?;
         Ok(Resumption {
             ticketer: Arc::new(FileTicketer { keys }),
-            sessions: own.sessions,
+            sessions: Arc::clone(sessions) as Arc<dyn StoresServerSessions>,
         })
     }
 }
@@ -113,7 +133,9 @@ struct TicketKey {
     key: LessSafeKey,
 }
 
-/// Tickets as `name ‖ nonce ‖ AES-256-GCM(state, aad = name)`.
+/// Tickets as `name ‖ nonce ‖ AES-256-GCM-SIV(sealing time ‖ state, aad =
+/// name)`. SIV: a fleet sealing billions of tickets under one key with
+/// random nonces may repeat one, which plain GCM would not survive.
 struct FileTicketer {
     keys: Vec<TicketKey>,
 }
@@ -136,13 +158,26 @@ impl ProducesTickets for FileTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.seal(now_secs(), plain)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        self.open(ticket)
+    }
+}
+
+impl FileTicketer {
+    /// A ticket for `plain` that says it was sealed at `when`.
+    fn seal(&self, when: u64, plain: &[u8]) -> Option<Vec<u8>> {
         let sealing = self.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).ok()?;
         let mut ticket = Vec::with_capacity(NAME_LEN + NONCE_LEN + plain.len() + 16);
         ticket.extend_from_slice(&sealing.name);
         ticket.extend_from_slice(&nonce);
-        let mut sealed = plain.to_vec();
+        let mut sealed = Vec::with_capacity(TIME_LEN + plain.len() + 16);
+        sealed.extend_from_slice(&when.to_be_bytes());
+        sealed.extend_from_slice(plain);
         sealing
             .key
             .seal_in_place_append_tag(
@@ -155,18 +190,27 @@ impl ProducesTickets for FileTicketer {
         Some(ticket)
     }
 
-    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+    fn open(&self, ticket: &[u8]) -> Option<Vec<u8>> {
         let name = ticket.get(..NAME_LEN)?;
         let nonce = ticket.get(NAME_LEN..NAME_LEN + NONCE_LEN)?;
         let opening = self.keys.iter().find(|key| key.name == name)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut sealed = ticket.get(NAME_LEN + NONCE_LEN..)?.to_vec();
-        let plain = opening
+        let opened = opening
             .key
             .open_in_place(nonce, Aad::from(opening.name), &mut sealed)
             .ok()?;
-        Some(plain.to_vec())
+        let (sealed_at, plain) = opened.split_at_checked(TIME_LEN)?;
+        let sealed_at = u64::from_be_bytes(sealed_at.try_into().ok()?);
+        let age = now_secs().checked_sub(sealed_at)?;
+        (age <= u64::from(FILE_TICKET_LIFETIME)).then(|| plain.to_vec())
     }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 #[cfg(test)]
@@ -197,6 +241,23 @@ mod tests {
         for cut in 0..ticket.len() {
             assert_eq!(rotated.decrypt(&ticket[..cut]), None);
         }
+    }
+
+    #[test]
+    fn tickets_older_than_their_lifetime_do_not_open() {
+        let ticketer = FileTicketer {
+            keys: vec![TicketKey {
+                name: [9; NAME_LEN],
+                key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, &[9; 32]).unwrap()),
+            }],
+        };
+        let lifetime = u64::from(FILE_TICKET_LIFETIME);
+        let recent = ticketer.seal(now_secs() - lifetime + 60, b"state").unwrap();
+        assert_eq!(ticketer.open(&recent).as_deref(), Some(&b"state"[..]));
+        let stale = ticketer.seal(now_secs() - lifetime - 60, b"state").unwrap();
+        assert_eq!(ticketer.open(&stale), None);
+        let future = ticketer.seal(now_secs() + 3600, b"state").unwrap();
+        assert_eq!(ticketer.open(&future), None);
     }
 
     #[test]

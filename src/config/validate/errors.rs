@@ -281,6 +281,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     ClientAuth(crate::tls::ClientAuthError),
+    #[error("ticket_keys cannot go with client_auth: a resumed session keeps its first client certificate unchecked, so sharing tickets would let a certificate through that this listener's CA or CRLs refuse; listeners with client_auth keep tickets to themselves")]
+    TicketKeysWithClientAuth,
     #[error("ticket key file `{given}` cannot be read: {source}")]
     TicketKeysUnreadable {
         given: String,

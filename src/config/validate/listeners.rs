@@ -201,6 +201,10 @@ fn server_tls(
         None => None,
     };
     let ticket_keys = match &tls.ticket_keys {
+        Some(file) if tls.client_auth.is_some() => {
+            check.error(file.span(), ConfigError::TicketKeysWithClientAuth);
+            return None;
+        }
         Some(file) => Some(ticket_keys(check, file, base_dir)?),
         None => None,
     };

@@ -881,6 +881,12 @@ fn ticket_key_files_are_read_and_checked() {
         missing[0].starts_with("ticket key file `nope.key` cannot be read: No such file"),
         "{missing:?}"
     );
+    assert_eq!(
+        tls_messages(&tls_listener(
+            "{ cert = \"a.pem\", key = \"a-key.pem\", client_auth = { ca = \"a.pem\" }, ticket_keys = \"a.pem\" }"
+        )),
+        ["ticket_keys cannot go with client_auth: a resumed session keeps its first client certificate unchecked, so sharing tickets would let a certificate through that this listener's CA or CRLs refuse; listeners with client_auth keep tickets to themselves"]
+    );
     // The certificate itself is no ticket key: its first line is not base64 of 48 bytes.
     assert_eq!(
         keys("a.pem"),
