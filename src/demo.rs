@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::model::{
-    BackendAddress, Content, HostMatch, Listener, Model, Page, Pool, Route, WebSocketAction,
-    WEBSOCKET,
+    BackendAddress, Content, Listener, Model, Page, Pool, Route, WebSocketAction, WEBSOCKET,
 };
 
 /// Where the demo page is served.
@@ -20,39 +19,15 @@ pub const PAGE: &str = include_str!("demo/index.html");
 /// The demo's configuration: the page at `/`, WebSocket `/echo` to the echo backend at `echo`.
 pub fn model(bind: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Model {
     let page = Route {
-        name: "demo".to_owned(),
-        host: HostMatch::Any,
-        path: "/".to_owned(),
         content: Some(Content::Page(Page::Demo)),
-        websocket: None,
-        logging: Default::default(),
-        request_rate: None,
-        auth: None,
-        headers: Default::default(),
-        rewrite: None,
-        trailing_slash: None,
-        error_pages: Default::default(),
-        intercept_backend_errors: false,
-        compress: None,
+        ..Route::new("demo", "/")
     };
     let echo_backend = BackendAddress::parse(&format!("ws://{echo}"), WEBSOCKET).ok();
     let echo = Route {
-        name: "echo".to_owned(),
-        host: HostMatch::Any,
-        path: "/echo".to_owned(),
-        content: None,
         websocket: Some(WebSocketAction::new(Pool::new(
             echo_backend.into_iter().collect(),
         ))),
-        logging: Default::default(),
-        request_rate: None,
-        auth: None,
-        headers: Default::default(),
-        rewrite: None,
-        trailing_slash: None,
-        error_pages: Default::default(),
-        intercept_backend_errors: false,
-        compress: None,
+        ..Route::new("echo", "/echo")
     };
     Model {
         listeners: vec![Listener::plain(bind)],

@@ -425,19 +425,34 @@ fn resuming_gateway(dir: &std::path::Path, name: &str, extra: &str) -> (Process,
     )
 }
 
-/// Runs tests/tls/resume.py against `targets`; `between` runs when it waits.
-async fn resumed(ca: &std::path::Path, version: &str, targets: &[String]) -> Vec<bool> {
+/// tests/tls/resume.py with the CA, the TLS version and `targets`.
+fn resume_py(ca: &std::path::Path, version: &str, targets: &[&str]) -> tokio::process::Command {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/resume.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(ca)
-        .arg(version)
-        .args(targets)
+    let mut command = tokio::process::Command::new("python3");
+    command.arg(script).arg(ca).arg(version).args(targets);
+    command
+}
+
+/// Whether each connection to `targets` resumed the session of the one before.
+async fn resumed(ca: &std::path::Path, version: &str, targets: &[String]) -> Vec<bool> {
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let output = resume_py(ca, version, &targets)
         .output()
         .await
         .expect("python3 runs");
     assert!(output.status.success(), "resume.py: {output:?}");
     serde_json::from_slice(&output.stdout).expect("resume.py prints JSON")
+}
+
+/// A directory with a `localhost` certificate from a new CA (`site.pem`),
+/// the CA's file, and `public/index.html`.
+fn resume_site() -> (tempfile::TempDir, std::path::PathBuf) {
+    let ca = TestCa::new();
+    let dir = test_dir();
+    ca.leaf(&["localhost"]).write(dir.path(), "site");
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
+    write_file(dir.path(), "public/index.html", "home\n");
+    (dir, ca_file)
 }
 
 async fn ready(port: u16) {
@@ -449,11 +464,7 @@ async fn ready(port: u16) {
 
 #[tokio::test]
 async fn sessions_resume_and_survive_a_reload() {
-    let ca = TestCa::new();
-    let dir = test_dir();
-    ca.leaf(&["localhost"]).write(dir.path(), "site");
-    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
-    write_file(dir.path(), "public/index.html", "home\n");
+    let (dir, ca_file) = resume_site();
     let (gateway, port, admin) = resuming_gateway(dir.path(), "wsgate", "");
     ready(port).await;
     let target = format!("127.0.0.1:{port}");
@@ -467,11 +478,7 @@ async fn sessions_resume_and_survive_a_reload() {
     }
 
     // A session from before a reload resumes after it.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/resume.py");
-    let mut client = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(&ca_file)
-        .args(["1.3", &target, "wait", &target])
+    let mut client = resume_py(&ca_file, "1.3", &[&target, "wait", &target])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -504,11 +511,7 @@ async fn sessions_resume_and_survive_a_reload() {
 
 #[tokio::test]
 async fn replicas_sharing_ticket_keys_resume_each_others_sessions() {
-    let ca = TestCa::new();
-    let dir = test_dir();
-    ca.leaf(&["localhost"]).write(dir.path(), "site");
-    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
-    write_file(dir.path(), "public/index.html", "home\n");
+    let (dir, ca_file) = resume_site();
     // What `openssl rand -base64 48` writes, twice: the second opens old tickets.
     let key = |seed: u8| base64::engine::general_purpose::STANDARD.encode([seed; 48]);
     write_file(
@@ -551,11 +554,7 @@ async fn replicas_sharing_ticket_keys_resume_each_others_sessions() {
 
 #[tokio::test]
 async fn a_listener_that_checks_client_certificates_resumes_only_its_own_sessions() {
-    let ca = TestCa::new();
-    let dir = test_dir();
-    ca.leaf(&["localhost"]).write(dir.path(), "site");
-    let ca_file = write_file(dir.path(), "ca.pem", &ca.pem);
-    write_file(dir.path(), "public/index.html", "home\n");
+    let (dir, ca_file) = resume_site();
     let (plain, checking, admin) = (free_port(), free_port(), free_port());
     let config = format!(
         "[[listeners]]\nbind = \"127.0.0.1:{plain}\"\n\

@@ -216,20 +216,8 @@ mod tests {
 
     fn route(name: &str, websocket: Option<WebSocketAction>) -> Route {
         Route {
-            name: name.to_owned(),
-            host: HostMatch::Any,
-            path: format!("/{name}"),
-            content: None,
             websocket,
-            logging: Default::default(),
-            request_rate: None,
-            auth: None,
-            headers: Default::default(),
-            rewrite: None,
-            trailing_slash: None,
-            error_pages: Default::default(),
-            intercept_backend_errors: false,
-            compress: None,
+            ..Route::new(name, &format!("/{name}"))
         }
     }
 

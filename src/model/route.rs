@@ -195,6 +195,27 @@ impl Default for Policy {
 }
 
 impl Route {
+    /// A route for any host at `path` with no action and every other key
+    /// at its default; callers set the rest.
+    pub fn new(name: &str, path: &str) -> Route {
+        Route {
+            name: name.to_owned(),
+            host: HostMatch::Any,
+            path: path.to_owned(),
+            content: None,
+            websocket: None,
+            logging: RouteLogging::default(),
+            request_rate: None,
+            auth: None,
+            headers: RouteHeaders::default(),
+            rewrite: None,
+            trailing_slash: None,
+            error_pages: ErrorPages::default(),
+            intercept_backend_errors: false,
+            compress: None,
+        }
+    }
+
     /// The backend pools of the route's actions: WebSocket first, then proxy.
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
         let websocket = self.websocket.as_ref().map(|ws| &ws.pool);
