@@ -79,8 +79,13 @@ pub fn node_app(name: &str) -> ChildServer {
 }
 
 /// The Python of the venv `target/<name>`, with `requirements` installed
-/// there unless `python -c "import <imports>"` already works.
+/// there unless `python -c "import <imports>"` already works. Tests asking at
+/// once wait for one install rather than racing to create one directory.
 pub fn python_venv(name: &str, requirements: &[&Path], imports: &str) -> std::path::PathBuf {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(name);
