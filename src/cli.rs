@@ -25,6 +25,7 @@ use crate::router::Content;
 use crate::server::{self, Server};
 use crate::service_manager::ServiceManager;
 use crate::snapshot::Snapshot;
+use crate::tls::certs;
 use crate::upstream::BackendPool;
 use crate::{admin, config, demo, echo, reload};
 
@@ -206,12 +207,34 @@ async fn get_config(admin: SocketAddr) -> anyhow::Result<Bytes> {
         .context("no answer within 10s")?
 }
 
+/// `acme example.com,www.example.com http-01`, and what the state holds.
+fn acme_summary(snapshot: &Snapshot, acme: &crate::model::Acme) -> String {
+    let held = snapshot
+        .acme
+        .iter()
+        .find(|managed| managed.settings == *acme)
+        .and_then(|managed| managed.expires());
+    let held = match held {
+        Some(not_after) => format!("stored certificate until {}", certs::format_time(not_after)),
+        None => "no certificate yet: ordered at startup".to_owned(),
+    };
+    format!(
+        "acme {} {} ({held})",
+        acme.domains.join(","),
+        acme.challenge.as_str()
+    )
+}
+
 /// The listeners and routes of a snapshot, as `check` prints them.
 pub fn summary(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    for listener in &snapshot.listeners {
+    for (listener, model) in snapshot.listeners.iter().zip(&snapshot.model.listeners) {
+        let acme = model.tls.as_ref().and_then(|tls| tls.acme.as_ref());
         let kind = match (&listener.tls, listener.redirect_https) {
-            (Some(_), _) => "tls".to_owned(),
+            (Some(_), _) => match acme {
+                Some(acme) => format!("tls, {}", acme_summary(snapshot, acme)),
+                None => "tls".to_owned(),
+            },
             (None, Some(port)) => format!("redirects to https port {port}"),
             (None, None) if listener.h2c => "plain, h2c".to_owned(),
             (None, None) => "plain".to_owned(),

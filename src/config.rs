@@ -47,6 +47,20 @@ pub struct RawTls {
     pub client_auth: Option<Spanned<RawClientAuth>>,
     /// A file of session ticket keys that replicas share.
     pub ticket_keys: Option<Spanned<String>>,
+    /// Certificates ordered and renewed from an ACME CA.
+    pub acme: Option<Spanned<RawAcme>>,
+}
+
+/// `acme = { ... }` in a listener's `tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Spanned<Vec<Spanned<String>>>,
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub directory_ca: Option<Spanned<String>>,
+    pub state: Spanned<String>,
+    pub challenge: Option<Spanned<String>>,
 }
 
 /// `client_auth = { ... }` in a listener's `tls`: mTLS.
@@ -487,6 +501,9 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
         let tls = tls.get_ref();
         if let Some(keys) = &tls.ticket_keys {
             names.push(keys.get_ref().as_str());
+        }
+        if let Some(ca) = tls.acme.as_ref().and_then(|a| a.get_ref().directory_ca.as_ref()) {
+            names.push(ca.get_ref().as_str());
         }
         if let Some(client_auth) = &tls.client_auth {
             let client_auth = client_auth.get_ref();

@@ -13,6 +13,7 @@
 //! gateway          shared state (snapshot, drain flags, sessions, client limits);
 //!                  phases: route → admit → act → log; drains and rebalancing
 //! snapshot         the running config: Model → listeners' TLS, router, pools, metric handles
+//! acme             ordered certificates: state directory, orders, renewal task, challenge answers
 //! router           (host, longest path prefix) → Route and its Content; error_pages
 //! static_files  proxy  websocket  auth   the actions (websocket: handshake, frame parser,
 //!                  relay) and the route's authentication before them
@@ -40,6 +41,7 @@
 //! else to static files, the embedded page or `proxy::forward`), `log`.
 
 pub(crate) mod access_log;
+pub(crate) mod acme;
 pub mod admin;
 pub(crate) mod auth;
 pub(crate) mod body;

@@ -27,6 +27,16 @@ pub fn status(code: StatusCode) -> Response<Body> {
     response
 }
 
+/// 200 with `text` as a plain-text body.
+pub fn plain_text(text: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from(text)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 /// Marks a response that an HTTP/2 connection replaces with a RST_STREAM
 /// of this reason (HTTP_1_1_REQUIRED: the client retries over HTTP/1.1);
 /// the response itself is what metrics and the log record.

@@ -34,6 +34,7 @@ use hyper::body::Incoming;
 
 use super::{access, Gateway};
 use crate::access_log::{Record, UpstreamFacts};
+use crate::acme::HTTP_CHALLENGE_PREFIX;
 use crate::auth::{self, Granted};
 use crate::body::{compressed, Body};
 use crate::client_limits::{ClientKey, Held, RateRule};
@@ -259,6 +260,9 @@ fn route<'s>(
     req: &mut Request<Incoming>,
     cx: &mut RequestContext<'s>,
 ) -> ControlFlow<Response<Body>, Routed<'s>> {
+    if let Some(answer) = acme_http_challenge(req, cx) {
+        return Break(answer);
+    }
     if let Some(port) = cx.client.redirect_https {
         return Break(redirect_to_https(req, port));
     }
@@ -577,6 +581,21 @@ fn only_chunked(headers: &http::HeaderMap) -> bool {
 
 /// 308 to the same host and target over `https://` on `port`. Upgrade
 /// requests get the same answer, without upgrading.
+/// The key authorization a CA validating HTTP-01 fetches from a plaintext
+/// listener, before any redirect or route could take the request. Tokens
+/// no order of ours put up go on to the routes, which may proxy them to
+/// another ACME client.
+fn acme_http_challenge<B>(req: &Request<B>, cx: &RequestContext<'_>) -> Option<Response<Body>> {
+    let token = req.uri().path().strip_prefix(HTTP_CHALLENGE_PREFIX)?;
+    let plaintext = cx.client.tls_facts.is_none();
+    let fetch = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !plaintext || !fetch || cx.snapshot.acme.is_empty() {
+        return None;
+    }
+    let answer = cx.snapshot.challenges.http_answer(token, &cx.snapshot.acme)?;
+    Some(response::plain_text(answer))
+}
+
 fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
     let host = match request_host(req) {
         Ok(Some(host)) => host,

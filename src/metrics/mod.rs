@@ -4,6 +4,7 @@
 //! snapshot and stores, so no request or message looks up a label. Nothing
 //! here knows the rest of the crate.
 
+mod acme;
 mod auth;
 mod handles;
 mod limits;
@@ -16,6 +17,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use acme::AcmeMeters;
 pub use auth::{AuthMeters, AuthResult};
 pub use handles::{
     AcceptError, Active, BackendMeters, BodyMeter, ClientProtocol, DirectionTally, HttpMeters,
@@ -88,6 +90,8 @@ pub(crate) struct Families {
     pub rate_limit_evictions: IntCounter,
     pub proxy_protocol_rejected: IntCounterVec,
     pub auth: IntCounterVec,
+    pub acme_expiry: IntGaugeVec,
+    pub acme_orders: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -265,6 +269,18 @@ impl Metrics {
                 "Connections closed because of their PROXY protocol header (malformed, missing, timed out, or sent by a peer not in trusted_proxies), by listener and reason.",
                 &["listener", "reason"],
             ),
+            acme_expiry: gauges(
+                &registry,
+                "wsgate_acme_certificate_expiry_timestamp_seconds",
+                "When the ACME certificate served for each name expires, in Unix seconds.",
+                &["name"],
+            ),
+            acme_orders: counters(
+                &registry,
+                "wsgate_acme_orders_total",
+                "ACME certificate orders, by result (issued, failed).",
+                &["result"],
+            ),
         };
         for result in ["success", "failure"] {
             families.config_reloads.with_label_values(&[result]);
@@ -328,6 +344,11 @@ impl Metrics {
     /// A route's `wsgate_auth_total` series for `method`.
     pub fn auth(&self, route: &str, method: &str) -> AuthMeters {
         AuthMeters::new(&self.families, route, method)
+    }
+
+    /// The ACME series.
+    pub fn acme(&self) -> AcmeMeters {
+        AcmeMeters::new(&self.families)
     }
 
     /// The rate-limit table's series.

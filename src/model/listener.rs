@@ -59,6 +59,45 @@ pub struct ListenerTls {
     /// Session ticket keys shared with other replicas; `None`: the process's own.
     #[serde(default)]
     pub ticket_keys: Option<TicketKeys>,
+    /// Certificates ordered from an ACME CA and renewed by wsgate.
+    #[serde(default)]
+    pub acme: Option<Acme>,
+}
+
+/// `acme = { ... }` on a listener's `tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Acme {
+    /// The names one certificate covers, lowercased; the first names its files.
+    pub domains: Vec<String>,
+    /// Where the CA sends expiry and policy mail.
+    pub email: Option<String>,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// A PEM file of the CA certificates the directory's own HTTPS chains
+    /// to, resolved against the config's directory; `None`: the platform's.
+    pub directory_ca: Option<std::path::PathBuf>,
+    /// The state directory (account key, certificates, lock), resolved.
+    pub state: std::path::PathBuf,
+    pub challenge: AcmeChallenge,
+}
+
+/// How the CA checks that wsgate answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcmeChallenge {
+    /// A token at `http://NAME/.well-known/acme-challenge/` on port 80.
+    Http01,
+    /// A special certificate under ALPN `acme-tls/1` on port 443.
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 /// `ticket_keys = "file"` on a listener's `tls`.

@@ -112,6 +112,10 @@ pub(super) async fn serve_connection<H: Handler>(
         }
     };
     let session = stream.get_ref().1;
+    // A CA checking a TLS-ALPN-01 challenge: the handshake was the answer.
+    if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        return;
+    }
     let h2 = session.alpn_protocol() == Some(b"h2");
     client.client_cert = session
         .peer_certificates()

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 
 use super::{Listener, Snapshot};
+use crate::acme::{Challenges, ManagedCertificate};
 use crate::auth::{AuthPools, RouteAuth};
 use crate::client_limits::{self, RateRule};
 use crate::compression::{Policy, Streams};
@@ -17,7 +18,7 @@ use crate::demo;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
 use crate::metrics::Metrics;
-use crate::model::{self, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
+use crate::model::{self, AcmeChallenge, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
 use crate::proxy::ProxyRoute;
 use crate::redirects::{Redirect, Rewrite};
 use crate::router::{Content, Route, Router};
@@ -65,10 +66,25 @@ impl Snapshot {
         metrics: Option<&Metrics>,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
+        let challenges = previous.map_or_else(Arc::default, |p| Arc::clone(&p.challenges));
+        let mut acme: Vec<Arc<ManagedCertificate>> = Vec::new();
+        for settings in model.listeners.iter().filter_map(|l| l.tls.as_ref()?.acme.as_ref()) {
+            if acme.iter().any(|m| m.settings == *settings) {
+                continue;
+            }
+            let running = previous
+                .into_iter()
+                .flat_map(|p| &p.acme)
+                .find(|m| m.settings == *settings);
+            acme.push(match running {
+                Some(running) => Arc::clone(running),
+                None => ManagedCertificate::new(settings.clone(), &challenges),
+            });
+        }
         let listeners = model
             .listeners
             .iter()
-            .map(|listener| build_listener(listener, metrics))
+            .map(|listener| build_listener(listener, metrics, (&acme, &challenges)))
             .collect::<Result<_, _>>()?;
         let kept: Kept<'_> = previous
             .into_iter()
@@ -96,17 +112,23 @@ impl Snapshot {
             router: Router::new(routes),
             error_pages: ErrorPages::new(&model.error_pages),
             model,
+            acme,
+            challenges,
         })
     }
 }
 
+/// The ACME certificates of a snapshot, and the answers to their challenges.
+type AcmeParts<'a> = (&'a [Arc<ManagedCertificate>], &'a Arc<Challenges>);
+
 fn build_listener(
     listener: &model::Listener,
     metrics: Option<&Metrics>,
+    acme: AcmeParts<'_>,
 ) -> Result<Listener, BuildError> {
     let bind = listener.bind;
     let tls = match &listener.tls {
-        Some(tls) => Some(server_tls(bind, tls)?),
+        Some(tls) => Some(server_tls(bind, tls, acme)?),
         None => None,
     };
     Ok(Listener {
@@ -124,8 +146,12 @@ fn build_listener(
 }
 
 /// The SNI resolver over a listener's certificates, the first one the
-/// default; validation made sure no two claim a name.
-fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTls>, BuildError> {
+/// default, and its ACME certificate; validation made sure no two claim a name.
+fn server_tls(
+    bind: SocketAddr,
+    tls: &model::ListenerTls,
+    (acme, challenges): AcmeParts<'_>,
+) -> Result<Arc<ServerTls>, BuildError> {
     let not_loaded = BuildError::NotLoaded { bind };
     let mut resolver: Option<SniResolver> = None;
     for certificate in &tls.certificates {
@@ -135,6 +161,17 @@ fn server_tls(bind: SocketAddr, tls: &model::ListenerTls) -> Result<Arc<ServerTl
         let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(key)));
         for name in &certificate.names {
             resolver.add(name, key);
+        }
+    }
+    let managed = tls
+        .acme
+        .as_ref()
+        .and_then(|settings| acme.iter().find(|m| m.settings == *settings));
+    if let Some(managed) = managed {
+        let resolver = resolver.get_or_insert_with(SniResolver::default);
+        resolver.add_live(managed.settings.domains.clone(), Arc::clone(&managed.live));
+        if managed.settings.challenge == AcmeChallenge::TlsAlpn01 {
+            resolver.answer_challenges(Arc::clone(&challenges.alpn));
         }
     }
     let resolver = resolver.ok_or(not_loaded)?;

@@ -9,6 +9,7 @@ mod build;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::acme::{Challenges, ManagedCertificate};
 use crate::client_limits::RateRule;
 use crate::error_pages::ErrorPages;
 use crate::metrics::ListenerMeters;
@@ -28,6 +29,11 @@ pub struct Snapshot {
     pub router: Router,
     /// Pages for error answers on every route, and without one.
     pub error_pages: ErrorPages,
+    /// One per distinct `tls.acme` block; kept by the next snapshot that
+    /// has the same block, with its renewal task.
+    pub acme: Vec<Arc<ManagedCertificate>>,
+    /// The answers of ACME orders in flight, handed from snapshot to snapshot.
+    pub challenges: Arc<Challenges>,
 }
 
 /// One public listener's settings, as its connections take them.

@@ -18,7 +18,8 @@ pub struct LoadedCertificate {
     pub key: Arc<CertifiedKey>,
     /// DNS names from the leaf's subjectAltName, lowercased; `*.` for wildcards.
     pub names: Vec<String>,
-    /// When the leaf stops being valid, in seconds since the Unix epoch.
+    /// When the leaf became and stops being valid, in seconds since the Unix epoch.
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -101,6 +102,7 @@ pub fn load(
     Ok(LoadedCertificate {
         key: Arc::new(certified),
         names: leaf.names,
+        not_before: leaf.not_before,
         not_after: leaf.not_after,
     })
 }
@@ -152,6 +154,7 @@ fn parse_key(given: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CertEr
 
 struct LeafFacts {
     names: Vec<String>,
+    not_before: i64,
     not_after: i64,
 }
 
@@ -174,16 +177,21 @@ fn leaf_facts(given: &str, leaf: &CertificateDer<'_>) -> Result<LeafFacts, CertE
     }
     Ok(LeafFacts {
         names,
+        not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),
     })
 }
 
 /// Whether a certificate valid until `not_after` (Unix seconds) has expired.
 pub fn has_expired(not_after: i64) -> bool {
-    let now = SystemTime::now()
+    not_after < unix_now()
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    not_after < now
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A Unix time as an HTTP date (`Tue, 24 Nov 2026 08:00:00 GMT`), for messages.

@@ -22,7 +22,7 @@ pub use client_auth::{
     facts as client_cert_facts, verifier as client_verifier, ClientAuthError, ClientCertFacts,
     ClientVerifier,
 };
-pub use sni::SniResolver;
+pub use sni::{AlpnChallenges, LiveCertificate, SniResolver, ACME_TLS_ALPN};
 pub use tickets::{parse_ticket_keys, Resumption, TicketKeyError, TICKET_KEY_LEN};
 
 /// How long a client has to finish the TLS handshake when the config does not say.
@@ -70,8 +70,13 @@ impl ServerTls {
             Some(verifier) => builder.with_client_cert_verifier(Arc::clone(&verifier.0)),
             None => builder.with_no_client_auth(),
         };
+        let mut alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Last: only a CA validating a challenge offers it, and offers nothing else.
+        if resolver.answers_challenges() {
+            alpn.push(ACME_TLS_ALPN.to_vec());
+        }
         let mut config = builder.with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         config.ticketer = Arc::clone(&resumption.ticketer);
         config.session_storage = Arc::clone(&resumption.sessions);
         Ok(ServerTls {

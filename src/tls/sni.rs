@@ -1,29 +1,80 @@
 //! Picks a listener's certificate from the name the client asked for (SNI):
-//! an exact name first, then a wildcard one label up, then the default.
+//! an exact name first, then one that is renewed while the listener runs
+//! (ACME), then a wildcard one label up, then the default. A CA checking a
+//! TLS-ALPN-01 challenge gets that challenge's certificate and nothing else.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// A certificate replaced while listeners serve it (an ACME renewal), or
+/// not there yet (the first order still running).
+pub type LiveCertificate = ArcSwapOption<CertifiedKey>;
+
+/// The TLS-ALPN-01 certificates of the orders in flight, by name. Only
+/// wsgate's own orders add to it, one per name, and take it away again.
+#[derive(Debug, Default)]
+pub struct AlpnChallenges(Mutex<HashMap<String, Arc<CertifiedKey>>>);
+
+impl AlpnChallenges {
+    pub fn insert(&self, name: &str, key: Arc<CertifiedKey>) {
+        self.lock().insert(name.to_owned(), key);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.lock().get(name).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The certificates of one listener, indexed by the names they cover.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the parent domain: `*.example.com` is stored as `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    /// The first configured certificate: for clients without SNI or with an unknown name.
-    default: Arc<CertifiedKey>,
+    /// The first configured certificate: for clients without SNI or with an
+    /// unknown name. `None` on a listener with only ACME names.
+    default: Option<Arc<CertifiedKey>>,
+    /// Renewed certificates and the names each covers.
+    live: Vec<(Vec<String>, Arc<LiveCertificate>)>,
+    challenges: Option<Arc<AlpnChallenges>>,
 }
 
 impl SniResolver {
     pub fn new(default: Arc<CertifiedKey>) -> SniResolver {
         SniResolver {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            default,
+            default: Some(default),
+            ..SniResolver::default()
         }
+    }
+
+    /// Serves `certificate` for `names` whenever it holds one.
+    pub fn add_live(&mut self, names: Vec<String>, certificate: Arc<LiveCertificate>) {
+        self.live.push((names, certificate));
+    }
+
+    /// Answers TLS-ALPN-01 validation from `challenges`.
+    pub fn answer_challenges(&mut self, challenges: Arc<AlpnChallenges>) {
+        self.challenges = Some(challenges);
+    }
+
+    /// Whether TLS-ALPN-01 is answered, so `acme-tls/1` must be offered.
+    pub fn answers_challenges(&self) -> bool {
+        self.challenges.is_some()
     }
 
     /// Adds `key` under `name` (lowercase; `*.` marks a wildcard). Returns
@@ -40,24 +91,56 @@ impl SniResolver {
         true
     }
 
-    fn pick(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
+    fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = server_name else {
-            return &self.default;
+            return self.fallback();
         };
         let name = name.to_ascii_lowercase();
-        self.exact
-            .get(&name)
-            .or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-            .unwrap_or(&self.default)
+        if let Some(key) = self.exact.get(&name) {
+            return Some(Arc::clone(key));
+        }
+        let live = self
+            .live
+            .iter()
+            .find(|(names, _)| names.contains(&name))
+            .and_then(|(_, certificate)| certificate.load_full());
+        live.or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent).cloned()
+        })
+        .or_else(|| self.fallback())
+    }
+
+    /// For no name or an unknown one: the first configured certificate, or
+    /// the first ACME one that is there.
+    fn fallback(&self) -> Option<Arc<CertifiedKey>> {
+        self.default.clone().or_else(|| {
+            self.live
+                .iter()
+                .find_map(|(_, certificate)| certificate.load_full())
+        })
+    }
+
+    /// The challenge certificate when the client is a CA validating
+    /// TLS-ALPN-01: it offers `acme-tls/1` alone (RFC 8737 §3).
+    fn challenge(&self, client_hello: &ClientHello<'_>) -> Option<Option<Arc<CertifiedKey>>> {
+        let challenges = self.challenges.as_ref()?;
+        let mut offered = client_hello.alpn()?;
+        let only_acme = offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none();
+        if !only_acme {
+            return None;
+        }
+        let name = client_hello.server_name()?.to_ascii_lowercase();
+        Some(challenges.get(&name))
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(self.pick(client_hello.server_name())))
+        if let Some(challenge) = self.challenge(&client_hello) {
+            return challenge;
+        }
+        self.pick(client_hello.server_name())
     }
 }
 
@@ -90,18 +173,35 @@ mod tests {
         let mut resolver = SniResolver::new(Arc::clone(&default));
         assert!(resolver.add("api.example.com", &exact));
         assert!(resolver.add("*.example.com", &wildcard));
-        assert!(Arc::ptr_eq(resolver.pick(Some("API.example.com")), &exact));
-        assert!(Arc::ptr_eq(
-            resolver.pick(Some("www.example.com")),
-            &wildcard
-        ));
+        let picks = |name: Option<&str>, key: &Arc<CertifiedKey>| {
+            resolver.pick(name).is_some_and(|got| Arc::ptr_eq(&got, key))
+        };
+        assert!(picks(Some("API.example.com"), &exact));
+        assert!(picks(Some("www.example.com"), &wildcard));
         // A wildcard covers one label only (RFC 6125 §6.4.3).
-        assert!(Arc::ptr_eq(
-            resolver.pick(Some("a.b.example.com")),
-            &default
-        ));
-        assert!(Arc::ptr_eq(resolver.pick(Some("example.com")), &default));
-        assert!(Arc::ptr_eq(resolver.pick(None), &default));
+        assert!(picks(Some("a.b.example.com"), &default));
+        assert!(picks(Some("example.com"), &default));
+        assert!(picks(None, &default));
+    }
+
+    #[test]
+    fn a_live_certificate_serves_its_names_once_it_is_there() {
+        let (wildcard, renewed) = (key(), key());
+        let live = Arc::new(LiveCertificate::empty());
+        let mut resolver = SniResolver::default();
+        resolver.add_live(vec!["www.example.com".into()], Arc::clone(&live));
+        assert!(resolver.pick(Some("www.example.com")).is_none());
+        assert!(resolver.pick(None).is_none());
+        resolver.add("*.example.com", &wildcard);
+        let picks = |resolver: &SniResolver, name: Option<&str>, key: &Arc<CertifiedKey>| {
+            resolver.pick(name).is_some_and(|got| Arc::ptr_eq(&got, key))
+        };
+        assert!(picks(&resolver, Some("www.example.com"), &wildcard));
+        live.store(Some(Arc::clone(&renewed)));
+        assert!(picks(&resolver, Some("WWW.example.com"), &renewed));
+        assert!(picks(&resolver, Some("api.example.com"), &wildcard));
+        // No name and no configured certificate: the ACME one.
+        assert!(picks(&resolver, None, &renewed));
     }
 
     #[test]

@@ -311,6 +311,28 @@ pub enum ConfigError {
         #[source]
         error: crate::credentials::HtpasswdError,
     },
+    #[error("acme needs at least one name in `domains`")]
+    AcmeNoDomains,
+    #[error("`{0}` is not a DNS name wsgate can order a certificate for; write e.g. \"example.com\"")]
+    AcmeBadDomain(String),
+    #[error("`{0}`: wildcard certificates need the DNS-01 challenge, which wsgate does not answer; list the names, or give a wildcard certificate with `cert` and `key`")]
+    AcmeWildcard(String),
+    #[error("`{0}` is listed twice in `domains`")]
+    AcmeDuplicateDomain(String),
+    #[error("directory `{0}` must be an https:// URL, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"")]
+    AcmeBadDirectory(String),
+    #[error("email `{0}` is not a mail address")]
+    AcmeBadEmail(String),
+    #[error("challenge must be \"tls-alpn-01\" or \"http-01\", not `{0}`")]
+    AcmeBadChallenge(String),
+    #[error("http-01 needs a plaintext listener (on port 80, where the CA fetches its token); add one, or use challenge = \"tls-alpn-01\"")]
+    AcmeHttpWithoutPlaintext,
+    #[error("acme state `{}` is not a directory", .0.display())]
+    AcmeStateNotDirectory(std::path::PathBuf),
+    #[error("directory_ca `{given}`: {error}")]
+    AcmeDirectoryCa { given: String, error: String },
+    #[error("`{name}` is both ordered by acme and served from `{other}`; keep one")]
+    AcmeNameTaken { name: String, other: String },
     #[error("proxy_protocol needs `trusted_proxies` to list the load balancers that send the header; a header from any other address is refused")]
     ProxyProtocolUntrusted,
 }

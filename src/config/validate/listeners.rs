@@ -55,6 +55,16 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
             ("request_rate", &listener.request_rate),
             ("request_burst", &listener.request_burst),
         );
+        let http01 = listener
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.get_ref().acme.as_ref())
+            .and_then(|acme| acme.get_ref().challenge.as_ref())
+            .filter(|challenge| challenge.get_ref() == "http-01");
+        let plaintext = raw.listeners.iter().any(|l| l.tls.is_none());
+        if let (Some(challenge), false) = (http01, plaintext) {
+            check.error(challenge.span(), ConfigError::AcmeHttpWithoutPlaintext);
+        }
         if addr.is_some() && taken.is_none() {
             compiled.push(Listener {
                 bind,
@@ -117,6 +127,7 @@ fn server_tls(
         (_, _, Some(list)) => check.error(list.span(), ConfigError::TlsBothForms),
         (Some(cert), None, None) => check.error(cert.span(), ConfigError::CertWithoutKey),
         (None, Some(key), None) => check.error(key.span(), ConfigError::KeyWithoutCert),
+        (None, None, None) if tls.acme.is_some() => {}
         (None, None, None) => check.error(raw.span(), ConfigError::TlsNoCertificate),
     }
     let handshake_timeout = check.positive(
@@ -200,6 +211,21 @@ fn server_tls(
         },
         None => None,
     };
+    let acme = match &tls.acme {
+        Some(raw) => {
+            let acme = super::acme::acme(check, raw, base_dir)?;
+            for name in &acme.domains {
+                if let Some(&owner) = owners.get(name) {
+                    let other = pairs[owner].0.get_ref().clone();
+                    let name = name.clone();
+                    check.error(raw.span(), ConfigError::AcmeNameTaken { name, other });
+                    complete = false;
+                }
+            }
+            Some(acme)
+        }
+        None => None,
+    };
     let ticket_keys = match &tls.ticket_keys {
         Some(file) if tls.client_auth.is_some() => {
             check.error(file.span(), ConfigError::TicketKeysWithClientAuth);
@@ -208,11 +234,12 @@ fn server_tls(
         Some(file) => Some(ticket_keys(check, file, base_dir)?),
         None => None,
     };
-    (complete && !certificates.is_empty()).then_some(ListenerTls {
+    (complete && (!certificates.is_empty() || acme.is_some())).then_some(ListenerTls {
         certificates,
         handshake_timeout,
         client_auth,
         ticket_keys,
+        acme,
     })
 }
 

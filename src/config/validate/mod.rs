@@ -3,6 +3,7 @@
 //! config names (certificates, keys, CA bundles, static roots) are read and
 //! checked here, once.
 
+mod acme;
 mod auth;
 mod compress;
 mod error_pages;

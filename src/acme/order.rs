@@ -1,0 +1,194 @@
+//! One certificate order (RFC 8555 §7.4): the account, the challenges
+//! answered while the CA checks them, the CSR, the chain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::store::{write_secret, StateDir};
+use super::Challenges;
+use crate::model::{Acme, AcmeChallenge};
+use crate::tls;
+
+/// How long the CA may take to validate every name, then to issue.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A new certificate for `settings.domains`: its chain and key, PEM.
+pub struct Obtained {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+pub async fn obtain(settings: &Acme, challenges: &Challenges) -> anyhow::Result<Obtained> {
+    let state = StateDir::new(&settings.state);
+    let account = account(settings, &state).await?;
+    let identifiers: Vec<Identifier> = settings
+        .domains
+        .iter()
+        .map(|name| Identifier::Dns(name.clone()))
+        .collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .context("the CA refused the order")?;
+    // Taken down when the order ends, however it ends.
+    let mut answers = Answers {
+        challenges,
+        state: &state,
+        http: Vec::new(),
+        alpn: Vec::new(),
+    };
+    let kind = match settings.challenge {
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    };
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.context("cannot fetch an authorization")?;
+        match authorization.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            other => bail!("an authorization is {other:?}"),
+        }
+        let mut challenge = authorization
+            .challenge(kind.clone())
+            .ok_or_else(|| anyhow!("the CA offers no {} challenge", settings.challenge.as_str()))?;
+        let name = challenge.identifier().to_string();
+        let key_authorization = challenge.key_authorization();
+        match settings.challenge {
+            AcmeChallenge::Http01 => {
+                answers.http(&challenge.token, key_authorization.as_str())?;
+            }
+            AcmeChallenge::TlsAlpn01 => {
+                answers.alpn(&name, key_authorization.digest().as_ref())?;
+            }
+        }
+        challenge
+            .set_ready()
+            .await
+            .with_context(|| format!("the CA would not check {name}"))?;
+    }
+    let retries = RetryPolicy::new().timeout(VALIDATION_TIMEOUT);
+    let status = order.poll_ready(&retries).await?;
+    if status != OrderStatus::Ready {
+        let problem = order
+            .state()
+            .error
+            .as_ref()
+            .map(|problem| format!(": {problem}"))
+            .unwrap_or_default();
+        bail!("the order is {status:?} instead of ready{problem}");
+    }
+    let key = KeyPair::generate().context("cannot make a key")?;
+    let mut params = CertificateParams::new(settings.domains.clone())?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key)?;
+    order.finalize_csr(csr.der()).await.context("finalize")?;
+    let chain_pem = order
+        .poll_certificate(&retries)
+        .await
+        .context("the CA did not issue")?;
+    Ok(Obtained {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The account for the CA: the stored one, or a new one stored at once.
+async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
+    let builder = || match &settings.directory_ca {
+        Some(ca) => Account::builder_with_root(ca),
+        None => Account::builder(),
+    };
+    let file = state.account(&settings.directory);
+    match std::fs::read(&file) {
+        Ok(json) => {
+            let credentials: AccountCredentials = serde_json::from_slice(&json)
+                .with_context(|| format!("{} is not an account", file.display()))?;
+            return builder()?
+                .from_credentials(credentials)
+                .await
+                .with_context(|| format!("cannot reach the CA at {}", settings.directory));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).context(format!("cannot read {}", file.display())),
+    }
+    let contact = settings.email.as_ref().map(|email| format!("mailto:{email}"));
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = builder()?
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            settings.directory.clone(),
+            None,
+        )
+        .await
+        .with_context(|| format!("cannot open an account at {}", settings.directory))?;
+    write_secret(&file, &serde_json::to_vec(&credentials)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    tracing::info!(directory = %settings.directory, "ACME account opened");
+    Ok(account)
+}
+
+/// The challenge answers an order has put up.
+struct Answers<'a> {
+    challenges: &'a Challenges,
+    state: &'a StateDir,
+    http: Vec<String>,
+    alpn: Vec<String>,
+}
+
+impl Answers<'_> {
+    /// In memory for this process, and in the state directory for replicas
+    /// behind the same load balancer.
+    fn http(&mut self, token: &str, key_authorization: &str) -> anyhow::Result<()> {
+        let file = self
+            .state
+            .http_token(token)
+            .ok_or_else(|| anyhow!("the CA sent a token that is not base64url"))?;
+        write_secret(&file, key_authorization.as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        self.challenges.put_http(token, key_authorization);
+        self.http.push(token.to_owned());
+        Ok(())
+    }
+
+    /// A self-signed certificate for `name` carrying the digest (RFC 8737 §3).
+    fn alpn(&mut self, name: &str, digest: &[u8]) -> anyhow::Result<()> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
+        let cert = params.self_signed(&key)?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = tls::provider().key_provider.load_private_key(der)?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+        self.challenges.alpn.insert(name, Arc::new(certified));
+        self.alpn.push(name.to_owned());
+        Ok(())
+    }
+}
+
+impl Drop for Answers<'_> {
+    fn drop(&mut self) {
+        for token in &self.http {
+            self.challenges.remove_http(token);
+            if let Some(file) = self.state.http_token(token) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        for name in &self.alpn {
+            self.challenges.alpn.remove(name);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! When to renew, and how long to wait after a failed order.
+
+use std::time::Duration;
+
+/// Renewal starts two thirds into the lifetime (30 of 90 days left for Let's
+/// Encrypt, as certbot and Caddy do), plus up to a fifteenth of the lifetime
+/// (6 days for 90) picked at random once per certificate, so a fleet
+/// restarted together does not order at the same second.
+pub fn renew_at(not_before: i64, not_after: i64, spread: f64) -> i64 {
+    let lifetime = (not_after - not_before).max(0);
+    let jitter = (lifetime as f64 / 15.0 * spread.clamp(0.0, 1.0)) as i64;
+    not_before + lifetime * 2 / 3 + jitter
+}
+
+/// The waits after 1, 2, 3… failed orders in a row: a quick second try for
+/// a CA that blinked, then slower, so that a name that cannot be validated
+/// stays under Let's Encrypt's five failed validations per hour.
+const RETRIES: &[Duration] = &[
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(60 * 60),
+    Duration::from_secs(2 * 60 * 60),
+    Duration::from_secs(4 * 60 * 60),
+    Duration::from_secs(6 * 60 * 60),
+];
+
+/// How long to wait after `failures` failed orders in a row (at least one),
+/// `spread` (0 to 1) moving it by up to a tenth either way.
+pub fn retry_after(failures: u32, spread: f64) -> Duration {
+    let index = usize::try_from(failures.max(1) - 1).unwrap_or(usize::MAX);
+    let base = RETRIES[index.min(RETRIES.len() - 1)];
+    base.mul_f64(0.9 + 0.2 * spread.clamp(0.0, 1.0))
+}
+
+/// A number from 0 to 1 that differs between processes and calls.
+pub fn spread() -> f64 {
+    let mut bytes = [0u8; 4];
+    // Without randomness every replica waits the same; nothing breaks.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_starts_two_thirds_in_with_at_most_a_fifteenth_of_spread() {
+        let day = 86_400;
+        assert_eq!(renew_at(0, 90 * day, 0.0), 60 * day);
+        assert_eq!(renew_at(0, 90 * day, 1.0), 66 * day);
+        assert_eq!(renew_at(1_000, 1_030, 0.0), 1_020);
+        // A certificate that ends before it starts: renew at once.
+        assert_eq!(renew_at(1_000, 900, 0.5), 1_000);
+    }
+
+    #[test]
+    fn retries_slow_down_and_stop_growing_at_six_hours() {
+        assert_eq!(retry_after(1, 0.5), Duration::from_secs(10));
+        assert_eq!(retry_after(0, 0.5), Duration::from_secs(10));
+        assert_eq!(retry_after(2, 0.5), Duration::from_secs(60));
+        assert_eq!(retry_after(9, 0.5), Duration::from_secs(6 * 3600));
+        assert_eq!(retry_after(500, 0.5), Duration::from_secs(6 * 3600));
+        assert_eq!(retry_after(2, 0.0), Duration::from_secs(54));
+        assert_eq!(retry_after(2, 1.0), Duration::from_secs(66));
+        // Within an hour of the first failure: at most five more orders.
+        let mut waited = Duration::ZERO;
+        let mut orders = 1;
+        loop {
+            waited += retry_after(orders, 0.0);
+            if waited > Duration::from_secs(3600) {
+                break;
+            }
+            orders += 1;
+        }
+        assert!(orders <= 6, "{orders} orders in the first hour");
+    }
+}
