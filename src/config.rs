@@ -502,7 +502,11 @@ pub fn referenced_files(path: &Path) -> Vec<PathBuf> {
         if let Some(keys) = &tls.ticket_keys {
             names.push(keys.get_ref().as_str());
         }
-        if let Some(ca) = tls.acme.as_ref().and_then(|a| a.get_ref().directory_ca.as_ref()) {
+        if let Some(ca) = tls
+            .acme
+            .as_ref()
+            .and_then(|a| a.get_ref().directory_ca.as_ref())
+        {
             names.push(ca.get_ref().as_str());
         }
         if let Some(client_auth) = &tls.client_auth {

@@ -130,7 +130,11 @@ impl Pebble {
         let pem = eventually(Duration::from_secs(10), || {
             let url = url.clone();
             async move {
-                let out = Command::new("curl").args(["-sfk", &url]).output().await.ok()?;
+                let out = Command::new("curl")
+                    .args(["-sfk", &url])
+                    .output()
+                    .await
+                    .ok()?;
                 out.status.success().then_some(out.stdout)
             }
         })
@@ -162,7 +166,11 @@ const SITE: &str = "[admin]\nbind = \"127.0.0.1:0\"\n\n\
     [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
 
 /// The leaf wsgate serves for `name` on `port`, verified against `roots`.
-async fn served_leaf(port: u16, name: &str, roots: &RootCertStore) -> Option<CertificateDer<'static>> {
+async fn served_leaf(
+    port: u16,
+    name: &str,
+    roots: &RootCertStore,
+) -> Option<CertificateDer<'static>> {
     let mut config = ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -192,8 +200,9 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-fn start(dir: &Path, config: &str) -> (Process, PathBuf) {
-    let file = write_file(dir, "wsgate.toml", config);
+/// The real binary on `config`, written to `dir/file`, after `check` passed it.
+fn start(dir: &Path, file: &str, config: &str) -> (Process, PathBuf) {
+    let file = write_file(dir, file, config);
     let checked = std::process::Command::new(support::process::BIN)
         .arg("check")
         .arg(&file)
@@ -223,9 +232,14 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
     let config = format!(
         "[[listeners]]\nbind = \"127.0.0.1:{http_port}\"\n\n{}{}{SITE}",
         acme_listener(alpn_port, &["alpn.test"], &pebble.directory, "tls-alpn-01"),
-        acme_listener(other_port, &["web.test", "www.web.test"], &pebble.directory, "http-01"),
+        acme_listener(
+            other_port,
+            &["web.test", "www.web.test"],
+            &pebble.directory,
+            "http-01"
+        ),
     );
-    let (wsgate, _) = start(dir.path(), &config);
+    let (wsgate, _) = start(dir.path(), "wsgate.toml", &config);
     let admin = wsgate.admin().await;
     let (root_pem, roots) = pebble.root().await;
 
@@ -254,7 +268,10 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs_f64();
-        assert!(expiry > now && expiry < now + 60.0, "{name} expires at {expiry}");
+        assert!(
+            expiry > now && expiry < now + 60.0,
+            "{name} expires at {expiry}"
+        );
     }
     // curl (OpenSSL) fetches the site by name, trusting Pebble's root only.
     let root_file = write_file(dir.path(), "pebble-root.pem", &root_pem);
@@ -323,7 +340,7 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     let ca = TestCa::new();
     // Pebble's API certificate, for `check` to read before Pebble runs.
     write_file(dir.path(), "pebble-ca.pem", &ca.pem);
-    let (wsgate, file) = start(dir.path(), &config);
+    let (wsgate, file) = start(dir.path(), "wsgate.toml", &config);
     let admin = wsgate.admin().await;
 
     // No CA: the order fails and is counted; the gateway serves what it can
@@ -332,8 +349,14 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
         (orders(admin, "failed").await >= 1.0).then_some(())
     })
     .await;
-    assert!(served_leaf(tls_port, "down.test", &RootCertStore::empty()).await.is_none());
-    assert!(wsgate.log().contains("ACME order failed"), "{}", wsgate.log());
+    assert!(served_leaf(tls_port, "down.test", &RootCertStore::empty())
+        .await
+        .is_none());
+    assert!(
+        wsgate.log().contains("ACME order failed"),
+        "{}",
+        wsgate.log()
+    );
 
     // The CA comes up: the next try (10 s after the failure) gets the certificate.
     let pebble = Pebble::start(dir.path(), &ca, &setup).await;
@@ -361,4 +384,46 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     assert_eq!(orders(admin, "issued").await, 0.0);
     assert_eq!(orders(admin, "failed").await, 0.0, "{}", restarted.log());
     assert!(!restarted.log().contains("no certificate yet"));
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_state_directory_order_once_and_serve_the_same_certificate() {
+    let dir = test_dir();
+    write_file(dir.path(), "public/index.html", "hello\n");
+    let (http_a, http_b, tls_a, tls_b) = (free_port(), free_port(), free_port(), free_port());
+    // The CA reaches replica A only, as a load balancer might send it there:
+    // whichever replica orders, A answers from the shared state directory.
+    let setup = PebbleSetup {
+        port: free_port(),
+        http_port: http_a,
+        tls_port: free_port(),
+        validity: Duration::from_secs(86_400),
+    };
+    let ca = TestCa::new();
+    let pebble = Pebble::start(dir.path(), &ca, &setup).await;
+    let (_, roots) = pebble.root().await;
+    let replica = |http: u16, tls: u16, name: &str| {
+        let config = format!(
+            "[[listeners]]\nbind = \"127.0.0.1:{http}\"\n\n{}{SITE}",
+            acme_listener(tls, &["shared.test"], &pebble.directory, "http-01")
+        );
+        start(dir.path(), name, &config)
+    };
+    let (a, _) = replica(http_a, tls_a, "a.toml");
+    let (b, _) = replica(http_b, tls_b, "b.toml");
+    let (admin_a, admin_b) = (a.admin().await, b.admin().await);
+    let mut served = Vec::new();
+    for port in [tls_a, tls_b] {
+        served.push(
+            eventually(Duration::from_secs(40), || {
+                let roots = roots.clone();
+                async move { served_leaf(port, "shared.test", &roots).await }
+            })
+            .await,
+        );
+    }
+    assert_eq!(served[0], served[1], "one certificate for both replicas");
+    let issued = orders(admin_a, "issued").await + orders(admin_b, "issued").await;
+    let failed = orders(admin_a, "failed").await + orders(admin_b, "failed").await;
+    assert_eq!((issued, failed), (1.0, 0.0), "{}\n{}", a.log(), b.log());
 }

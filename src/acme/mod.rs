@@ -130,7 +130,10 @@ impl ManagedCertificate {
                 return false;
             }
         };
-        if self.held().is_some_and(|held| held.not_after >= loaded.not_after) {
+        if self
+            .held()
+            .is_some_and(|held| held.not_after >= loaded.not_after)
+        {
             return true;
         }
         let covers_all = self

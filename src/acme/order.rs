@@ -121,7 +121,10 @@ async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error).context(format!("cannot read {}", file.display())),
     }
-    let contact = settings.email.as_ref().map(|email| format!("mailto:{email}"));
+    let contact = settings
+        .email
+        .as_ref()
+        .map(|email| format!("mailto:{email}"));
     let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (account, credentials) = builder()?
         .create(

@@ -38,7 +38,13 @@ impl StateDir {
         let name: String = directory
             .trim_start_matches("https://")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.root.join("accounts").join(format!("{name}.json"))
     }

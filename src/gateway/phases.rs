@@ -592,7 +592,10 @@ fn acme_http_challenge<B>(req: &Request<B>, cx: &RequestContext<'_>) -> Option<R
     if !plaintext || !fetch || cx.snapshot.acme.is_empty() {
         return None;
     }
-    let answer = cx.snapshot.challenges.http_answer(token, &cx.snapshot.acme)?;
+    let answer = cx
+        .snapshot
+        .challenges
+        .http_answer(token, &cx.snapshot.acme)?;
     Some(response::plain_text(answer))
 }
 

@@ -37,7 +37,9 @@ pub use host::HostMatch;
 pub use limits::{
     RateExceeded, RateLimit, SessionLimits, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_CLIENTS,
 };
-pub use listener::{Acme, AcmeChallenge, Certificate, ClientAuth, Listener, ListenerTls, TicketKeys};
+pub use listener::{
+    Acme, AcmeChallenge, Certificate, ClientAuth, Listener, ListenerTls, TicketKeys,
+};
 pub use log::{AccessLogSettings, LogRequests, LogTarget, RouteLogging};
 pub use pool::{
     BackendAddress, BackendRoots, BackendUrlError, Balance, HashKey, HealthCheck, Pool, Schemes,

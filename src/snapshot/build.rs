@@ -18,7 +18,9 @@ use crate::demo;
 use crate::error_pages::ErrorPages;
 use crate::header_rules::RouteRules;
 use crate::metrics::Metrics;
-use crate::model::{self, AcmeChallenge, BackendRoots, Content as ContentModel, Model, Page, RateLimit};
+use crate::model::{
+    self, AcmeChallenge, BackendRoots, Content as ContentModel, Model, Page, RateLimit,
+};
 use crate::proxy::ProxyRoute;
 use crate::redirects::{Redirect, Rewrite};
 use crate::router::{Content, Route, Router};
@@ -68,7 +70,11 @@ impl Snapshot {
     ) -> Result<Snapshot, BuildError> {
         let challenges = previous.map_or_else(Arc::default, |p| Arc::clone(&p.challenges));
         let mut acme: Vec<Arc<ManagedCertificate>> = Vec::new();
-        for settings in model.listeners.iter().filter_map(|l| l.tls.as_ref()?.acme.as_ref()) {
+        for settings in model
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref()?.acme.as_ref())
+        {
             if acme.iter().any(|m| m.settings == *settings) {
                 continue;
             }

@@ -174,7 +174,9 @@ mod tests {
         assert!(resolver.add("api.example.com", &exact));
         assert!(resolver.add("*.example.com", &wildcard));
         let picks = |name: Option<&str>, key: &Arc<CertifiedKey>| {
-            resolver.pick(name).is_some_and(|got| Arc::ptr_eq(&got, key))
+            resolver
+                .pick(name)
+                .is_some_and(|got| Arc::ptr_eq(&got, key))
         };
         assert!(picks(Some("API.example.com"), &exact));
         assert!(picks(Some("www.example.com"), &wildcard));
@@ -194,7 +196,9 @@ mod tests {
         assert!(resolver.pick(None).is_none());
         resolver.add("*.example.com", &wildcard);
         let picks = |resolver: &SniResolver, name: Option<&str>, key: &Arc<CertifiedKey>| {
-            resolver.pick(name).is_some_and(|got| Arc::ptr_eq(&got, key))
+            resolver
+                .pick(name)
+                .is_some_and(|got| Arc::ptr_eq(&got, key))
         };
         assert!(picks(&resolver, Some("www.example.com"), &wildcard));
         live.store(Some(Arc::clone(&renewed)));

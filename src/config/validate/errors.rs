@@ -313,7 +313,9 @@ pub enum ConfigError {
     },
     #[error("acme needs at least one name in `domains`")]
     AcmeNoDomains,
-    #[error("`{0}` is not a DNS name wsgate can order a certificate for; write e.g. \"example.com\"")]
+    #[error(
+        "`{0}` is not a DNS name wsgate can order a certificate for; write e.g. \"example.com\""
+    )]
     AcmeBadDomain(String),
     #[error("`{0}`: wildcard certificates need the DNS-01 challenge, which wsgate does not answer; list the names, or give a wildcard certificate with `cert` and `key`")]
     AcmeWildcard(String),

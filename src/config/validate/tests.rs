@@ -893,3 +893,58 @@ fn ticket_key_files_are_read_and_checked() {
         ["ticket key file `a.pem`: line 1 is not a ticket key: each line is 48 random bytes in base64, as `openssl rand -base64 48` writes them"]
     );
 }
+
+#[test]
+fn acme_blocks_are_checked() {
+    let acme = |block: &str| tls_messages(&tls_listener(&format!("{{ acme = {{ {block} }} }}")));
+    let good = "domains = [\"Shop.example.com\", \"www.shop.example.com\"], email = \"ops@example.com\", state = \"acme\"";
+    assert_eq!(acme(good), Vec::<String>::new());
+    // With certificates for other names on the same listener.
+    assert_eq!(
+        tls_messages(&tls_listener(&format!(
+            "{{ cert = \"a.pem\", key = \"a-key.pem\", acme = {{ {good} }} }}"
+        ))),
+        Vec::<String>::new()
+    );
+    let cases = [
+        ("domains = [], state = \"acme\"", "acme needs at least one name in `domains`"),
+        ("domains = [\"*.example.com\"], state = \"acme\"", "`*.example.com`: wildcard certificates need the DNS-01 challenge, which wsgate does not answer; list the names, or give a wildcard certificate with `cert` and `key`"),
+        ("domains = [\"a b.example.com\"], state = \"acme\"", "`a b.example.com` is not a DNS name wsgate can order a certificate for; write e.g. \"example.com\""),
+        ("domains = [\"192.0.2.7\"], state = \"acme\"", "`192.0.2.7` is not a DNS name wsgate can order a certificate for; write e.g. \"example.com\""),
+        ("domains = [\"x.example.com\", \"X.example.com\"], state = \"acme\"", "`x.example.com` is listed twice in `domains`"),
+        ("domains = [\"x.example.com\"], state = \"acme\", directory = \"http://ca.example/dir\"", "directory `http://ca.example/dir` must be an https:// URL, e.g. \"https://acme-v02.api.letsencrypt.org/directory\""),
+        ("domains = [\"x.example.com\"], state = \"acme\", email = \"ops\"", "email `ops` is not a mail address"),
+        ("domains = [\"x.example.com\"], state = \"acme\", challenge = \"dns-01\"", "challenge must be \"tls-alpn-01\" or \"http-01\", not `dns-01`"),
+        ("domains = [\"x.example.com\"], state = \"a.pem\"", "acme state `"),
+        ("domains = [\"x.example.com\"], state = \"acme\", directory_ca = \"a-key.pem\"", "directory_ca `a-key.pem`: holds no PEM certificate"),
+        ("domains = [\"x.example.com\"], state = \"acme\", challenge = \"http-01\"", "http-01 needs a plaintext listener (on port 80, where the CA fetches its token); add one, or use challenge = \"tls-alpn-01\""),
+    ];
+    for (block, expected) in cases {
+        let messages = acme(block);
+        assert_eq!(messages.len(), 1, "{block}: {messages:?}");
+        assert!(messages[0].starts_with(expected), "{block}: {messages:?}");
+    }
+    // Caught by the parser, before any listener exists.
+    for (block, expected) in [
+        ("domains = [\"x.example.com\"]", "missing field `state`"),
+        (
+            "domains = [\"x.example.com\"], state = \"acme\", dns = \"x\"",
+            "unknown field `dns`",
+        ),
+    ] {
+        let messages = acme(block);
+        assert!(messages[0].starts_with(expected), "{block}: {messages:?}");
+    }
+    assert_eq!(
+        tls_messages(&tls_listener(
+            "{ cert = \"a.pem\", key = \"a-key.pem\", acme = { domains = [\"a.example.com\"], state = \"acme\" } }"
+        )),
+        ["`a.example.com` is both ordered by acme and served from `a.pem`; keep one"]
+    );
+    // http-01 with a plaintext listener for the CA to reach.
+    let with_plaintext = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n{}",
+        tls_listener("{ acme = { domains = [\"x.example.com\"], state = \"acme\", challenge = \"http-01\" } }")
+    );
+    assert_eq!(tls_messages(&with_plaintext), Vec::<String>::new());
+}
