@@ -16,7 +16,8 @@
 #   - 1 MiB messages on one connection, a few in flight: MB/s relative to
 #     the same run against the backend directly;
 #   - handshakes/s (connect, upgrade, close), plain and over TLS (full
-#     handshakes, no resumption), and gateway CPU per handshake;
+#     handshakes; and resumed ones, each loop resuming its last session
+#     with a TLS 1.3 ticket), and gateway CPU per handshake;
 #   - for wsgate alone (nginx has no RFC 8441): the 64 B echo and the
 #     open/close loop again as streams of one HTTP/2 connection (extended
 #     CONNECT), next to their HTTP/1.1-over-TLS twins: CPU per message and
@@ -43,7 +44,7 @@
 #   IDLE_CONNECTIONS [5000]; 0 skips the idle rounds
 #   KINDS            the timed runs to make, space-separated (default: all:
 #                    echo64 echo4096 wss64 bulk handshakes wsshandshakes
-#                    h2ws64 h2handshakes; the h2 pair is reported against
+#                    wssresumed h2ws64 h2handshakes; the h2 pair is reported against
 #                    wss64 and wsshandshakes, so keep those with them)
 #   WSLOAD_THREADS   wsload runtime threads (default: all cores)
 #   NGINX_WORKERS [2], HAPROXY_THREADS [2]
@@ -229,6 +230,9 @@ http {
         listen 127.0.0.1:$NGINX_TLS_PORT ssl;
         ssl_certificate $TMP/cert.pem;
         ssl_certificate_key $TMP/key.pem;
+        # Resumption as nginx's docs set it up (tickets are on by default).
+        ssl_session_tickets on;
+        ssl_session_cache shared:SSL:10m;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;

@@ -53,13 +53,17 @@ BULK_SIZE = 1 << 20
 
 # Echo kinds: (kind, message size, over TLS).
 ECHOES = [("echo64", 64, False), ("echo4096", 4096, False), ("wss64", 64, True)]
-HANDSHAKES = [("handshakes", False), ("wsshandshakes", True)]
+# Handshake kinds: (kind, over TLS, wsload's extra options). `wssresumed`
+# is `wsshandshakes` with each loop resuming its last TLS session (a
+# returning browser): what session tickets save.
+HANDSHAKES = [("handshakes", False, ()), ("wsshandshakes", True, ()),
+              ("wssresumed", True, ("--resume", "1"))]
 # WebSockets as streams of one HTTP/2 connection (RFC 8441), each against
 # its HTTP/1.1-over-TLS twin. Only the server under test runs them: nginx
 # has no RFC 8441.
 H2_ECHO, H2_HANDSHAKES = "h2ws64", "h2handshakes"
 H2_TWINS = {H2_ECHO: "wss64", H2_HANDSHAKES: "wsshandshakes"}
-ALL_KINDS = [*(k for k, _, _ in ECHOES), "bulk", *(k for k, _ in HANDSHAKES),
+ALL_KINDS = [*(k for k, _, _ in ECHOES), "bulk", *(k for k, _, _ in HANDSHAKES),
              H2_ECHO, H2_HANDSHAKES]
 
 # The issue's targets: CPU per unit of work as a ratio to one reference
@@ -70,6 +74,9 @@ TARGET_CPU = {
     "handshakes": ("nginx", 0.9),
     "wss64": ("nginx", 0.9),
     "echo4096": ("haproxy", 0.8),
+    # Issue 23: full and resumed TLS + WebSocket handshakes.
+    "wsshandshakes": ("nginx", 0.6),
+    "wssresumed": ("nginx", 0.5),
 }
 TARGET_BULK_RATIO = 0.9
 # An RFC 8441 session against a new wss:// one: CPU per message and to set up.
@@ -91,6 +98,7 @@ LABELS = {
     "wss64": "64 B echo over wss",
     "handshakes": "ws handshake",
     "wsshandshakes": "wss handshake (TLS + upgrade)",
+    "wssresumed": "wss handshake, TLS resumed",
     H2_ECHO: "64 B echo over h2 streams (RFC 8441)",
     H2_HANDSHAKES: "h2 session (CONNECT on an open connection)",
 }
@@ -316,15 +324,17 @@ def check_paths(targets: list[Server], backend: Server,
                       ["--count", "8", "--size", str(BULK_SIZE), "--window", "2"], watch)
         if load.num("errors") != 0 or load.num("messages") != 8:
             sys.exit(f"1 MiB echo check failed through {t.name}: {load.values}")
-        for kind, tls in HANDSHAKES:
+        for kind, tls, extra in HANDSHAKES:
             if tls and not via_gateway:
                 continue
             load = wsload(args, "handshakes", url_of(t, backend, tls),
-                          ["--connections", "4", "--seconds", "0.5"], watch)
+                          ["--connections", "4", "--seconds", "0.5", *extra], watch)
             if load.num("errors") != 0 or not load.num("handshakes") > 0:
                 sys.exit(f"{kind} check failed through {t.name}: {load.values}")
+            if extra and not load.num("resumed") > 0:
+                sys.exit(f"{kind} check through {t.name}: no TLS session resumed: {load.values}")
     say(f"echo check: 64 B, 4 KiB, 64 B over wss and 1 MiB messages echoed byte for byte "
-        f"and handshakes (ws and wss) closed cleanly via {', '.join(t.name for t in targets)}")
+        f"and handshakes (ws, wss, wss resumed) closed cleanly via {', '.join(t.name for t in targets)}")
 
 
 def sanity(load: Load, what: str, expect_connections: int | None = None) -> list[str]:
@@ -449,6 +459,14 @@ def measure_handshakes(target: Server, backend: Server, kind: str, tls: bool, rn
               p50_us=load.num("p50_us"), p99_us=load.num("p99_us"))
     fill_cpu(row, load, target, backend)
     row.problems = sanity(load, f"round {rnd} {kind} via {target.name}")
+    if "--resume" in extra:
+        # A loop's first connection is full; nearly all others must resume,
+        # or the row measures full handshakes under another name.
+        share = ratio(load.num("resumed"), row.ops)
+        if not share >= 0.95:
+            row.problems.append("few resumed")
+            warn(f"round {rnd} {kind} via {target.name}: only {fmt_ratio(share)} of the "
+                 "TLS handshakes resumed")
     return row
 
 
@@ -636,9 +654,11 @@ def print_summary(rows: list[Row], servers: list[Server], backend: Server,
                 f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.backend_cpu_s)), 7, 2)} "
                 f"{f(med(rows, 'bulk', n, lambda r: r.cores(r.wsload_cpu_s)), 6, 2)}{note}")
 
-    for kind, tls in HANDSHAKES:
-        table(kind, "hs", f"{args.hs_connections} loops of connect, "
-              f"{'TLS handshake, ' if tls else ''}upgrade, close frame, wait for close and EOF")
+    for kind, tls, extra in HANDSHAKES:
+        resumed = "resumed TLS handshake (the loop's last session), " if extra else ""
+        full = "TLS handshake, " if tls and not extra else ""
+        table(kind, "hs", f"{args.hs_connections} loops of connect, {full}{resumed}"
+              "upgrade, close frame, wait for close and EOF")
 
     if any(r.kind in H2_TWINS for r in rows):
         say()
@@ -757,11 +777,11 @@ def cmd_run(args: argparse.Namespace) -> None:
             k = rnd % len(bulk_order)
             for t in bulk_order[k:] + bulk_order[:k]:
                 keep(measure_bulk(t, backend, rnd, args))
-        for kind, tls in HANDSHAKES:
+        for kind, tls, extra in HANDSHAKES:
             if kind not in args.kinds:
                 continue
             for s in order:
-                keep(measure_handshakes(s, backend, kind, tls, rnd, args))
+                keep(measure_handshakes(s, backend, kind, tls, rnd, args, extra))
         # After their HTTP/1.1 twins, on the server under test only.
         h2 = ("--h2", "1")
         if H2_ECHO in args.kinds:

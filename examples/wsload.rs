@@ -9,11 +9,14 @@
 //!                   [--ca FILE]    (PEM roots for wss:// URLs)
 //!                   [--h2]         (wss:// only: every session a stream of
 //!                                   one HTTP/2 connection, RFC 8441)
+//!                   [--resume 1]   (wss:// only: resume TLS sessions)
 //! ```
 //!
 //! `wss://` URLs work for echo, idle and handshakes (bulk measures relaying
 //! large frames and stays on plaintext); each wss session is a full TLS
-//! handshake, no resumption, like a fresh browser tab. With `--h2`, one TLS
+//! handshake, no resumption, like a fresh browser tab. With `--resume 1`,
+//! connections resume the sessions earlier ones got (TLS 1.3 tickets, as a
+//! returning browser does), and `resumed=` says how many did. With `--h2`, one TLS
 //! connection is made (ALPN h2) and each session is an extended CONNECT on
 //! it, as a browser that already has the page's connection does: echo
 //! measures relaying on streams, handshakes measures what opening and
@@ -53,7 +56,11 @@ const USAGE: &str = "usage: wsload echo|bulk|idle|handshakes --url ws://HOST:POR
   handshakes  --connections 50 --seconds 5
   any         --threads N (tokio worker threads; default: number of cores)
               --ca FILE (PEM certificates trusted for wss:// URLs)
-              --h2 1 (wss:// only: sessions are streams of one HTTP/2 connection)";
+              --h2 1 (wss:// only: sessions are streams of one HTTP/2 connection)
+              --resume 1 (wss:// only: resume TLS sessions with tickets)";
+
+/// Connections whose TLS handshake resumed a session.
+static RESUMED: AtomicUsize = AtomicUsize::new(0);
 
 /// The key from RFC 6455 §1.3 and its accept value. One fixed key is fine for
 /// load: servers only hash it, and checking a known answer needs no SHA-1.
@@ -103,6 +110,7 @@ struct Args {
     threads: usize,
     ca: Option<String>,
     h2: bool,
+    resume: bool,
 }
 
 fn usage_exit(msg: &str) -> ! {
@@ -148,6 +156,7 @@ fn parse_args() -> Args {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         ca: None,
         h2: false,
+        resume: false,
     };
     let mut url = None;
     while let Some(flag) = argv.next() {
@@ -170,11 +179,16 @@ fn parse_args() -> Args {
             "--threads" => args.threads = num(&value) as usize,
             "--ca" => args.ca = Some(value),
             "--h2" => args.h2 = num(&value) != 0.0,
+            "--resume" => args.resume = num(&value) != 0.0,
             _ => usage_exit(&format!("unknown option {flag}")),
         }
     }
     let url = url.unwrap_or_else(|| usage_exit("--url is required"));
-    args.target = parse_url(&url, args.ca.as_deref(), args.h2).unwrap_or_else(|e| usage_exit(&e));
+    args.target = parse_url(&url, args.ca.as_deref(), args.h2, args.resume)
+        .unwrap_or_else(|e| usage_exit(&e));
+    if args.resume && args.target.tls.is_none() {
+        usage_exit("--resume is for wss:// URLs");
+    }
     if args.h2 && (args.target.tls.is_none() || matches!(args.mode, Mode::Bulk | Mode::Idle)) {
         usage_exit("--h2 is for echo and handshakes with a wss:// URL");
     }
@@ -190,7 +204,7 @@ fn parse_args() -> Args {
 
 /// `ws[s]://host[:port][/path]`, resolved once here so that the handshakes
 /// mode measures connections, not name lookups.
-fn parse_url(url: &str, ca: Option<&str>, h2: bool) -> Result<Target, String> {
+fn parse_url(url: &str, ca: Option<&str>, h2: bool, resume: bool) -> Result<Target, String> {
     let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
         (Some(rest), _) => (rest, false),
         (_, Some(rest)) => (rest, true),
@@ -210,7 +224,7 @@ fn parse_url(url: &str, ca: Option<&str>, h2: bool) -> Result<Target, String> {
     let tls = if secure {
         let ca = ca.ok_or_else(|| format!("{url}: wss:// needs --ca FILE"))?;
         Some((
-            tls_connector(ca, h2)?,
+            tls_connector(ca, h2, resume)?,
             ServerName::try_from(host.to_owned()).map_err(|e| format!("{url}: {e}"))?,
         ))
     } else {
@@ -232,8 +246,8 @@ fn parse_url(url: &str, ca: Option<&str>, h2: bool) -> Result<Target, String> {
 }
 
 /// A TLS client trusting the certificates in the PEM file `ca`, offering
-/// only HTTP/2 by ALPN with `h2`.
-fn tls_connector(ca: &str, h2: bool) -> Result<TlsConnector, String> {
+/// only HTTP/2 by ALPN with `h2`, resuming sessions with `resume`.
+fn tls_connector(ca: &str, h2: bool, resume: bool) -> Result<TlsConnector, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
@@ -243,9 +257,12 @@ fn tls_connector(ca: &str, h2: bool) -> Result<TlsConnector, String> {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // Every session pays a full handshake, as a first visit does; what
-    // resumption saves belongs to its own measurement.
-    config.resumption = rustls::client::Resumption::disabled();
+    // Every session pays a full handshake, as a first visit does, unless
+    // resumption is what is measured (each loop then gets a cache of its
+    // own in `handshakes`, as each returning browser has).
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     if h2 {
         config.alpn_protocols = vec![b"h2".to_vec()];
     }
@@ -385,7 +402,11 @@ async fn open_inner(target: &Target, read_buf: usize) -> io::Result<Session> {
     let mut stream = match &target.tls {
         None => Stream::Plain(tcp),
         Some((connector, name)) => {
-            Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            let tls = connector.connect(name.clone(), tcp).await?;
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                RESUMED.fetch_add(1, Ordering::Relaxed);
+            }
+            Stream::Tls(Box::new(tls))
         }
     };
     let request = format!(
@@ -1248,7 +1269,12 @@ async fn handshakes(args: &Args) {
     marker("start");
     let mut tasks = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let (target, errors) = (args.target.clone(), errors.clone());
+        let (mut target, errors) = (args.target.clone(), errors.clone());
+        if let (true, Some((connector, _))) = (args.resume, target.tls.as_mut()) {
+            let mut config = (**connector.config()).clone();
+            config.resumption = rustls::client::Resumption::in_memory_sessions(1);
+            *connector = TlsConnector::from(Arc::new(config));
+        }
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1024);
             while Instant::now() < deadline {
@@ -1284,6 +1310,7 @@ async fn handshakes(args: &Args) {
     println!("seconds={elapsed:.3}");
     println!("handshakes={}", latencies.len());
     println!("handshakes_per_sec={:.0}", latencies.len() as f64 / elapsed);
+    println!("resumed={}", RESUMED.load(Ordering::Relaxed));
     println!("p50_us={:.1}", quantile_us(&latencies, 0.50));
     println!("p99_us={:.1}", quantile_us(&latencies, 0.99));
     println!("errors={}", errors.get());
