@@ -31,7 +31,8 @@
 //!                  maybe_tls, service_manager, echo, access_log, request_ids,
 //!                  client_limits (GCRA rates, the bounded table, per-client counts),
 //!                  proxy_protocol (PROXY v1/v2 headers), credentials (htpasswd),
-//!                  tokens (JWT keys and checks), remembered (bounded results by keyed hash)
+//!                  tokens (JWT keys and checks), remembered (bounded results by keyed hash),
+//!                  ocsp (OCSP requests, checked responses, the stapling task)
 //! ```
 //!
 //! Data path: `server` accepts and hands each request to `gateway::handle`,
@@ -63,6 +64,7 @@ pub(crate) mod header_rules;
 pub(crate) mod maybe_tls;
 pub(crate) mod metrics;
 pub mod model;
+pub(crate) mod ocsp;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
 pub(crate) mod redirects;

@@ -73,8 +73,8 @@ pub enum GatewayError {
 impl Gateway {
     /// A gateway serving `model`, with a metrics registry of its own unless
     /// the model turns metrics off. Must be called inside a Tokio runtime
-    /// when a pool has `health_check` or a listener `acme` (their tasks are
-    /// spawned on it).
+    /// when a pool has `health_check`, a listener `acme` or a certificate an
+    /// OCSP responder (their tasks are spawned on it).
     pub fn new(model: Model) -> Result<Arc<Gateway>, GatewayError> {
         let metrics = model.metrics.then(Metrics::new);
         let access_log = AccessLog::start(
@@ -91,7 +91,7 @@ impl Gateway {
         let snapshot = Snapshot::build(model, metrics.as_ref(), None)?;
         let checks = CancellationToken::new();
         start_health_checks(&snapshot, &checks);
-        start_acme(&snapshot, metrics.as_ref());
+        start_certificate_tasks(&snapshot, metrics.as_ref());
         Ok(Arc::new(Gateway {
             checks: Mutex::new(checks),
             metrics,
@@ -165,7 +165,7 @@ impl Gateway {
     pub fn swap(&self, next: Arc<Snapshot>) {
         let checks = CancellationToken::new();
         start_health_checks(&next, &checks);
-        start_acme(&next, self.metrics.as_ref());
+        start_certificate_tasks(&next, self.metrics.as_ref());
         if next.model.access_log != self.snapshot.load().model.access_log {
             self.access_log.retarget(log_output(&next.model.access_log));
         }
@@ -220,12 +220,16 @@ fn log_output(settings: &AccessLogSettings) -> Option<(Target, Format)> {
 
 /// Starts the active health checks of every pool in `snapshot`; they stop
 /// when `retired` is cancelled. Runs inside the server's runtime.
-/// Starts the renewal of each ACME certificate a snapshot brings in; those
-/// it kept from the last one renew already. A dropped block's task ends
+/// Starts the renewal of each ACME certificate and the stapling of each
+/// certificate with an OCSP responder that a snapshot brings in; those it
+/// kept from the last one run already. A dropped certificate's task ends
 /// with the last snapshot that held it.
-fn start_acme(snapshot: &Snapshot, metrics: Option<&Metrics>) {
+fn start_certificate_tasks(snapshot: &Snapshot, metrics: Option<&Metrics>) {
     for managed in &snapshot.acme {
         managed.start(metrics.map(Metrics::acme));
+    }
+    for stapler in &snapshot.staplers {
+        stapler.start();
     }
 }
 

@@ -21,11 +21,12 @@ use crate::metrics::Metrics;
 use crate::model::{
     self, AcmeChallenge, BackendRoots, Content as ContentModel, Model, Page, RateLimit,
 };
+use crate::ocsp::{self, Stapler};
 use crate::proxy::ProxyRoute;
 use crate::redirects::{Redirect, Rewrite};
 use crate::router::{Content, Route, Router};
 use crate::static_files::{CacheBudget, EmbeddedPage, StaticDir};
-use crate::tls::{self, Resumption, ServerTls, SniResolver};
+use crate::tls::{self, LiveCertificate, Resumption, ServerTls, SniResolver};
 use crate::upstream::{Backend, BackendPool};
 use crate::websocket::WebSocketRoute;
 
@@ -87,10 +88,11 @@ impl Snapshot {
                 None => ManagedCertificate::new(settings.clone(), &challenges),
             });
         }
+        let staplers = staplers(&model, previous);
         let listeners = model
             .listeners
             .iter()
-            .map(|listener| build_listener(listener, metrics, (&acme, &challenges)))
+            .map(|listener| build_listener(listener, metrics, (&acme, &challenges, &staplers)))
             .collect::<Result<_, _>>()?;
         let kept: Kept<'_> = previous
             .into_iter()
@@ -120,21 +122,63 @@ impl Snapshot {
             model,
             acme,
             challenges,
+            staplers,
         })
     }
 }
 
-/// The ACME certificates of a snapshot, and the answers to their challenges.
-type AcmeParts<'a> = (&'a [Arc<ManagedCertificate>], &'a Arc<Challenges>);
+/// A stapler for each configured certificate that names an OCSP responder,
+/// the previous snapshot's where it had the same certificate. One whose
+/// responder cannot be asked (no issuer in its file) is served unstapled;
+/// `check` warned about it.
+fn staplers(model: &Model, previous: Option<&Snapshot>) -> Vec<Arc<Stapler>> {
+    let mut staplers: Vec<Arc<Stapler>> = Vec::new();
+    let certificates = model
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|tls| &tls.certificates);
+    for certificate in certificates {
+        if staplers
+            .iter()
+            .any(|s| s.fingerprint == certificate.fingerprint)
+        {
+            continue;
+        }
+        let kept = previous
+            .into_iter()
+            .flat_map(|p| &p.staplers)
+            .find(|s| s.fingerprint == certificate.fingerprint);
+        if let Some(kept) = kept {
+            staplers.push(Arc::clone(kept));
+            continue;
+        }
+        let Some(key) = certificate.material.get() else {
+            continue;
+        };
+        if let Ok(Some(target)) = ocsp::Target::of(&key.cert) {
+            staplers.push(Stapler::new(key, target, &certificate.fingerprint));
+        }
+    }
+    staplers
+}
+
+/// What certificates a snapshot keeps up to date: the ACME ones with the
+/// answers to their challenges, and the stapled ones.
+type LiveParts<'a> = (
+    &'a [Arc<ManagedCertificate>],
+    &'a Arc<Challenges>,
+    &'a [Arc<Stapler>],
+);
 
 fn build_listener(
     listener: &model::Listener,
     metrics: Option<&Metrics>,
-    acme: AcmeParts<'_>,
+    live: LiveParts<'_>,
 ) -> Result<Listener, BuildError> {
     let bind = listener.bind;
     let tls = match &listener.tls {
-        Some(tls) => Some(server_tls(bind, tls, acme)?),
+        Some(tls) => Some(server_tls(bind, tls, live)?),
         None => None,
     };
     Ok(Listener {
@@ -156,7 +200,7 @@ fn build_listener(
 fn server_tls(
     bind: SocketAddr,
     tls: &model::ListenerTls,
-    (acme, challenges): AcmeParts<'_>,
+    (acme, challenges, staplers): LiveParts<'_>,
 ) -> Result<Arc<ServerTls>, BuildError> {
     let not_loaded = BuildError::NotLoaded { bind };
     let mut resolver: Option<SniResolver> = None;
@@ -164,9 +208,16 @@ fn server_tls(
         let Some(key) = certificate.material.get() else {
             return Err(not_loaded);
         };
-        let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(key)));
+        let live = match staplers
+            .iter()
+            .find(|s| s.fingerprint == certificate.fingerprint)
+        {
+            Some(stapler) => Arc::clone(&stapler.live),
+            None => Arc::new(LiveCertificate::new(Some(Arc::clone(key)))),
+        };
+        let resolver = resolver.get_or_insert_with(|| SniResolver::new(Arc::clone(&live)));
         for name in &certificate.names {
-            resolver.add(name, key);
+            resolver.add(name, &live);
         }
     }
     let managed = tls

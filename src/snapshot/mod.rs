@@ -14,6 +14,7 @@ use crate::client_limits::RateRule;
 use crate::error_pages::ErrorPages;
 use crate::metrics::ListenerMeters;
 use crate::model::Model;
+use crate::ocsp::Stapler;
 use crate::router::Router;
 use crate::tls::ServerTls;
 pub use build::BuildError;
@@ -34,6 +35,9 @@ pub struct Snapshot {
     pub acme: Vec<Arc<ManagedCertificate>>,
     /// The answers of ACME orders in flight, handed from snapshot to snapshot.
     pub challenges: Arc<Challenges>,
+    /// One per configured certificate with an OCSP responder; kept by the
+    /// next snapshot that has the same certificate.
+    pub staplers: Vec<Arc<Stapler>>,
 }
 
 /// One public listener's settings, as its connections take them.

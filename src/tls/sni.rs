@@ -40,22 +40,24 @@ impl AlpnChallenges {
     }
 }
 
-/// The certificates of one listener, indexed by the names they cover.
+/// The certificates of one listener, indexed by the names they cover. Each
+/// is live: a stapler puts each new OCSP response into it, and takes a
+/// Must-Staple certificate out while it has none.
 #[derive(Debug, Default)]
 pub struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, Arc<LiveCertificate>>,
     /// Keyed by the parent domain: `*.example.com` is stored as `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<LiveCertificate>>,
     /// The first configured certificate: for clients without SNI or with an
     /// unknown name. `None` on a listener with only ACME names.
-    default: Option<Arc<CertifiedKey>>,
+    default: Option<Arc<LiveCertificate>>,
     /// Renewed certificates and the names each covers.
     live: Vec<(Vec<String>, Arc<LiveCertificate>)>,
     challenges: Option<Arc<AlpnChallenges>>,
 }
 
 impl SniResolver {
-    pub fn new(default: Arc<CertifiedKey>) -> SniResolver {
+    pub fn new(default: Arc<LiveCertificate>) -> SniResolver {
         SniResolver {
             default: Some(default),
             ..SniResolver::default()
@@ -79,7 +81,7 @@ impl SniResolver {
 
     /// Adds `key` under `name` (lowercase; `*.` marks a wildcard). Returns
     /// false if an earlier certificate already covers exactly that name.
-    pub fn add(&mut self, name: &str, key: &Arc<CertifiedKey>) -> bool {
+    pub fn add(&mut self, name: &str, key: &Arc<LiveCertificate>) -> bool {
         let (map, name) = match name.strip_prefix("*.") {
             Some(parent) => (&mut self.wildcard, parent),
             None => (&mut self.exact, name),
@@ -96,29 +98,33 @@ impl SniResolver {
             return self.fallback();
         };
         let name = name.to_ascii_lowercase();
-        if let Some(key) = self.exact.get(&name) {
-            return Some(Arc::clone(key));
+        if let Some(key) = self.exact.get(&name).and_then(|live| live.load_full()) {
+            return Some(key);
         }
-        let live = self
+        let ordered = self
             .live
             .iter()
             .find(|(names, _)| names.contains(&name))
             .and_then(|(_, certificate)| certificate.load_full());
-        live.or_else(|| {
-            let (_, parent) = name.split_once('.')?;
-            self.wildcard.get(parent).cloned()
-        })
-        .or_else(|| self.fallback())
+        ordered
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)?.load_full()
+            })
+            .or_else(|| self.fallback())
     }
 
     /// For no name or an unknown one: the first configured certificate, or
     /// the first ACME one that is there.
     fn fallback(&self) -> Option<Arc<CertifiedKey>> {
-        self.default.clone().or_else(|| {
-            self.live
-                .iter()
-                .find_map(|(_, certificate)| certificate.load_full())
-        })
+        self.default
+            .as_ref()
+            .and_then(|live| live.load_full())
+            .or_else(|| {
+                self.live
+                    .iter()
+                    .find_map(|(_, certificate)| certificate.load_full())
+            })
     }
 
     /// The challenge certificate when the client is a CA validating
@@ -167,12 +173,16 @@ mod tests {
         Arc::new(CertifiedKey::new(Vec::new(), Arc::new(Unused)))
     }
 
+    fn fixed(key: &Arc<CertifiedKey>) -> Arc<LiveCertificate> {
+        Arc::new(LiveCertificate::new(Some(Arc::clone(key))))
+    }
+
     #[test]
     fn exact_beats_wildcard_and_unknown_gets_the_default() {
         let (default, exact, wildcard) = (key(), key(), key());
-        let mut resolver = SniResolver::new(Arc::clone(&default));
-        assert!(resolver.add("api.example.com", &exact));
-        assert!(resolver.add("*.example.com", &wildcard));
+        let mut resolver = SniResolver::new(fixed(&default));
+        assert!(resolver.add("api.example.com", &fixed(&exact)));
+        assert!(resolver.add("*.example.com", &fixed(&wildcard)));
         let picks = |name: Option<&str>, key: &Arc<CertifiedKey>| {
             resolver
                 .pick(name)
@@ -187,6 +197,27 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_taken_out_lets_the_next_candidate_answer() {
+        // A Must-Staple certificate without a staple: its name falls
+        // through to the wildcard, then the default.
+        let (default, stapled, wildcard) = (key(), key(), key());
+        let must_staple = fixed(&stapled);
+        let mut resolver = SniResolver::new(fixed(&default));
+        resolver.add("a.example.com", &must_staple);
+        must_staple.store(None);
+        let picks = |resolver: &SniResolver, name: &str, key: &Arc<CertifiedKey>| {
+            resolver
+                .pick(Some(name))
+                .is_some_and(|got| Arc::ptr_eq(&got, key))
+        };
+        assert!(picks(&resolver, "a.example.com", &default));
+        resolver.add("*.example.com", &fixed(&wildcard));
+        assert!(picks(&resolver, "a.example.com", &wildcard));
+        must_staple.store(Some(Arc::clone(&stapled)));
+        assert!(picks(&resolver, "a.example.com", &stapled));
+    }
+
+    #[test]
     fn a_live_certificate_serves_its_names_once_it_is_there() {
         let (wildcard, renewed) = (key(), key());
         let live = Arc::new(LiveCertificate::empty());
@@ -194,7 +225,7 @@ mod tests {
         resolver.add_live(vec!["www.example.com".into()], Arc::clone(&live));
         assert!(resolver.pick(Some("www.example.com")).is_none());
         assert!(resolver.pick(None).is_none());
-        resolver.add("*.example.com", &wildcard);
+        resolver.add("*.example.com", &fixed(&wildcard));
         let picks = |resolver: &SniResolver, name: Option<&str>, key: &Arc<CertifiedKey>| {
             resolver
                 .pick(name)
@@ -210,10 +241,10 @@ mod tests {
 
     #[test]
     fn a_name_taken_by_an_earlier_certificate_is_refused() {
-        let mut resolver = SniResolver::new(key());
-        assert!(resolver.add("a.example.com", &key()));
-        assert!(!resolver.add("a.example.com", &key()));
-        assert!(resolver.add("*.example.com", &key()));
-        assert!(!resolver.add("*.example.com", &key()));
+        let mut resolver = SniResolver::new(fixed(&key()));
+        assert!(resolver.add("a.example.com", &fixed(&key())));
+        assert!(!resolver.add("a.example.com", &fixed(&key())));
+        assert!(resolver.add("*.example.com", &fixed(&key())));
+        assert!(!resolver.add("*.example.com", &fixed(&key())));
     }
 }

@@ -311,6 +311,12 @@ pub enum ConfigError {
         #[source]
         error: crate::credentials::HtpasswdError,
     },
+    #[error("certificate `{given}` will be served without OCSP stapling: {error}")]
+    CannotStaple {
+        given: String,
+        #[source]
+        error: crate::ocsp::TargetError,
+    },
     #[error("acme needs at least one name in `domains`")]
     AcmeNoDomains,
     #[error(

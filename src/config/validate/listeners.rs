@@ -164,6 +164,10 @@ fn server_tls(
             };
             check.warn(cert.span(), error);
         }
+        if let Err(error) = crate::ocsp::Target::of(&loaded.key.cert) {
+            let given = given.clone();
+            check.warn(cert.span(), ConfigError::CannotStaple { given, error });
+        }
         for name in &loaded.names {
             match owners.get(name) {
                 Some(&owner) if owner != index => {
