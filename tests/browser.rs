@@ -39,6 +39,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 /// apt-get and npm take a while the first time, so off the runtime's threads.
 async fn install_browser() {
     blocking(|| {
+        // Tests start at once; the second would race the first's `npm ci`.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = INSTALLING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let script = browser_dir().join("install.sh");
         let output = Command::new("bash")
             .arg(&script)
