@@ -294,8 +294,15 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
 
     // The account, keys and certificates are the owner's alone.
     let state = dir.path().join("acme");
-    assert_eq!(mode(&state.join("certificates/alpn.test/key.pem")), 0o600);
-    assert_eq!(mode(&state.join("certificates/web.test/cert.pem")), 0o600);
+    let stored: Vec<PathBuf> = std::fs::read_dir(state.join("certificates"))
+        .expect("certificates")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for file in &stored {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&state), 0o700);
     let accounts: Vec<_> = std::fs::read_dir(state.join("accounts"))
         .expect("accounts")
         .collect();

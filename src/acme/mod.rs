@@ -12,11 +12,11 @@ mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::metrics::AcmeMeters;
-use crate::model::Acme;
+use crate::model::{Acme, AcmeChallenge};
 use crate::tls::{self, certs, AlpnChallenges, LiveCertificate};
 use store::{write_secret, StateDir};
 
@@ -59,10 +59,13 @@ impl Challenges {
         if let Some(answer) = self.http_tokens().get(token) {
             return Some(answer.clone());
         }
-        managed.iter().find_map(|certificate| {
-            let file = StateDir::new(&certificate.settings.state).http_token(token)?;
-            std::fs::read_to_string(file).ok()
-        })
+        managed
+            .iter()
+            .filter(|certificate| certificate.settings.challenge == AcmeChallenge::Http01)
+            .find_map(|certificate| {
+                let file = StateDir::new(&certificate.settings.state).http_token(token)?;
+                std::fs::read_to_string(file).ok()
+            })
     }
 }
 
@@ -75,16 +78,18 @@ pub struct ManagedCertificate {
     held: Mutex<Option<Held>>,
     challenges: Arc<Challenges>,
     started: AtomicBool,
+    meters: OnceLock<AcmeMeters>,
+    /// A stored file that cannot be used is said once, not on every look.
+    warned_unusable: AtomicBool,
     /// This process's place in the renewal window.
     spread: f64,
 }
 
-/// The validity of the certificate in `live`, and whether it covers every name.
+/// The validity of the certificate in `live`.
 #[derive(Debug, Clone, Copy)]
 struct Held {
     not_before: i64,
     not_after: i64,
-    covers_all: bool,
 }
 
 impl ManagedCertificate {
@@ -96,9 +101,11 @@ impl ManagedCertificate {
             held: Mutex::new(None),
             challenges: Arc::clone(challenges),
             started: AtomicBool::new(false),
+            meters: OnceLock::new(),
+            warned_unusable: AtomicBool::new(false),
             spread: schedule::spread(),
         };
-        managed.read_stored();
+        managed.read_stored(false);
         Arc::new(managed)
     }
 
@@ -111,54 +118,53 @@ impl ManagedCertificate {
         *self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the stored certificate if it is newer than the one in hand
-    /// (another replica may have renewed it); false if there is none.
-    fn read_stored(&self) -> bool {
-        let files = StateDir::new(&self.settings.state).certificate(&self.settings.domains[0]);
-        let (cert, key) = (files.cert.to_string_lossy(), files.key.to_string_lossy());
-        let loaded = match certs::load(std::path::Path::new("/"), &cert, &key, &tls::provider()) {
+    fn files(&self) -> store::CertificateFiles {
+        StateDir::new(&self.settings.state).certificate(&self.settings.domains)
+    }
+
+    /// Serves the stored certificate if it is newer than the one in hand
+    /// (another replica may have renewed it), or with `just_issued` in any
+    /// case. Whether it took one.
+    fn read_stored(&self, just_issued: bool) -> bool {
+        let pem = self.files().pem.to_string_lossy().into_owned();
+        // Key and chain share the file: one rename replaced both.
+        let loaded = match certs::load(std::path::Path::new("/"), &pem, &pem, &tls::provider()) {
             Ok(loaded) => loaded,
             Err(errors) => {
                 let missing = errors.iter().all(|(_, error)| {
                     matches!(error, certs::CertError::Unreadable { source, .. }
                         if source.kind() == std::io::ErrorKind::NotFound)
                 });
-                if !missing {
+                if !missing && !self.warned_unusable.swap(true, Ordering::Relaxed) {
                     let errors: Vec<String> = errors.iter().map(|(_, e)| e.to_string()).collect();
                     tracing::warn!(errors = %errors.join("; "), "the stored ACME certificate cannot be used; ordering a new one");
                 }
                 return false;
             }
         };
-        if self
+        self.warned_unusable.store(false, Ordering::Relaxed);
+        let newer = self
             .held()
-            .is_some_and(|held| held.not_after >= loaded.not_after)
-        {
-            return true;
+            .is_none_or(|held| loaded.not_after > held.not_after);
+        if !newer && !just_issued {
+            return false;
         }
-        let covers_all = self
-            .settings
-            .domains
-            .iter()
-            .all(|name| loaded.names.contains(name));
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
             not_before: loaded.not_before,
             not_after: loaded.not_after,
-            covers_all,
         });
         self.live.store(Some(loaded.key));
+        if let Some(meters) = self.meters.get() {
+            meters.expires(&self.settings.domains, loaded.not_after);
+        }
         true
     }
 
-    /// When to order: now without a certificate, or with one that lacks a
-    /// name the config has since added.
+    /// When to order: at once without a certificate.
     fn renew_at(&self) -> i64 {
-        match self.held() {
-            Some(held) if held.covers_all => {
-                schedule::renew_at(held.not_before, held.not_after, self.spread)
-            }
-            _ => 0,
-        }
+        self.held().map_or(0, |held| {
+            schedule::renew_at(held.not_before, held.not_after, self.spread)
+        })
     }
 
     /// Starts the renewal task once, on the current Tokio runtime.
@@ -166,8 +172,11 @@ impl ManagedCertificate {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let (Some(meters), Some(not_after)) = (&meters, self.expires()) {
-            meters.expires(&self.settings.domains, not_after);
+        if let Some(meters) = meters {
+            if let Some(not_after) = self.expires() {
+                meters.expires(&self.settings.domains, not_after);
+            }
+            let _ = self.meters.set(meters);
         }
         if self.held().is_none() {
             tracing::warn!(
@@ -176,82 +185,112 @@ impl ManagedCertificate {
                 "no certificate yet: ordering one; until it arrives, TLS clients asking for these names are refused"
             );
         }
-        tokio::spawn(renew(Arc::downgrade(self), meters));
+        tokio::spawn(renew(Arc::downgrade(self)));
     }
 
     fn store(&self, obtained: &order::Obtained) -> anyhow::Result<()> {
-        let files = StateDir::new(&self.settings.state).certificate(&self.settings.domains[0]);
-        write_secret(&files.key, obtained.key_pem.as_bytes())?;
-        write_secret(&files.cert, obtained.chain_pem.as_bytes())?;
+        let pem = format!("{}{}", obtained.key_pem, obtained.chain_pem);
+        write_secret(&self.files().pem, pem.as_bytes())?;
         anyhow::ensure!(
-            self.read_stored(),
+            self.read_stored(true),
             "the certificate the CA issued cannot be loaded"
         );
         Ok(())
     }
+
+    /// One order, under the state directory's lock, unless a replica holds
+    /// it, renewed meanwhile, or failed so recently that the shared back-off
+    /// says wait. Returns how long to wait before looking again.
+    async fn order(&self, failures: &mut u32) -> Duration {
+        let state = StateDir::new(&self.settings.state);
+        let _lock = match state.try_lock() {
+            Ok(Some(lock)) => lock,
+            // A replica is ordering; what it stores is read on the next turn.
+            Ok(None) => return LOCK_POLL,
+            Err(error) => {
+                *failures += 1;
+                let wait = schedule::retry_after(*failures, false, schedule::spread());
+                tracing::warn!(state = %state.root().display(), %error, retry_in = ?wait, "cannot lock the ACME state directory");
+                return wait;
+            }
+        };
+        let now = certs::unix_now();
+        // The replica that held the lock may have just stored a fresh one.
+        if self.read_stored(false) && self.renew_at() > now {
+            *failures = 0;
+            return Duration::ZERO;
+        }
+        // The replicas' shared back-off, so that N of them do not fail N times as often.
+        let files = self.files();
+        if let Some((shared, not_before)) = store::read_retry(&files.retry) {
+            *failures = (*failures).max(shared);
+            if not_before > now {
+                return Duration::from_secs(u64::try_from(not_before - now).unwrap_or(0));
+            }
+        }
+        let domains = self.settings.domains.join(",");
+        let failure = match order::obtain(&self.settings, &self.challenges).await {
+            Ok(obtained) => match self.store(&obtained) {
+                Ok(()) if self.renew_at() > certs::unix_now() => {
+                    *failures = 0;
+                    let _ = std::fs::remove_file(&files.retry);
+                    let not_after = self.expires().unwrap_or_default();
+                    tracing::info!(%domains, expires = %certs::format_time(not_after), "ACME certificate issued and served");
+                    if let Some(meters) = self.meters.get() {
+                        meters.issued();
+                    }
+                    return Duration::ZERO;
+                }
+                // Served, but already due again (a CA capping lifetimes at
+                // its own expiry, a clock far ahead): not a reason to order
+                // again at once.
+                Ok(()) => order::Failure {
+                    error: anyhow::anyhow!(
+                        "the CA issued a certificate that is already due for renewal (check this machine's clock)"
+                    ),
+                    validated: true,
+                },
+                Err(error) => order::Failure {
+                    error,
+                    validated: true,
+                },
+            },
+            Err(failure) => failure,
+        };
+        *failures += 1;
+        let wait = schedule::retry_after(*failures, failure.validated, schedule::spread());
+        let not_before = certs::unix_now() + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
+        if let Err(error) = store::write_retry(&files.retry, *failures, not_before) {
+            tracing::warn!(file = %files.retry.display(), %error, "cannot share the back-off with replicas");
+        }
+        tracing::warn!(%domains, error = %format!("{:#}", failure.error), retry_in = ?wait, "ACME order failed");
+        if let Some(meters) = self.meters.get() {
+            meters.failed();
+        }
+        wait
+    }
 }
 
 /// Orders whenever the certificate is due, for as long as a snapshot holds it.
-async fn renew(managed: Weak<ManagedCertificate>, meters: Option<AcmeMeters>) {
+async fn renew(managed: Weak<ManagedCertificate>) {
     let mut failures = 0u32;
     loop {
         let Some(certificate) = managed.upgrade() else {
             return;
         };
-        certificate.read_stored();
-        let wait = u64::try_from(certificate.renew_at() - certs::unix_now()).unwrap_or(0);
-        if wait > 0 {
-            drop(certificate);
-            tokio::time::sleep(Duration::from_secs(wait).min(LONGEST_SLEEP)).await;
-            continue;
+        // Another replica's renewal: its success is ours.
+        if certificate.read_stored(false) {
+            failures = 0;
         }
-        let state = StateDir::new(&certificate.settings.state);
-        let lock = match state.try_lock() {
-            Ok(Some(lock)) => lock,
-            // A replica is ordering; what it stores is read on the next turn.
-            Ok(None) => {
-                drop(certificate);
-                tokio::time::sleep(LOCK_POLL).await;
-                continue;
-            }
-            Err(error) => {
-                failures += 1;
-                let wait = schedule::retry_after(failures, schedule::spread());
-                tracing::warn!(state = %state.root().display(), %error, retry_in = ?wait, "cannot lock the ACME state directory");
-                drop(certificate);
-                tokio::time::sleep(wait).await;
-                continue;
-            }
+        let due_in = u64::try_from(certificate.renew_at() - certs::unix_now()).unwrap_or(0);
+        let wait = if due_in > 0 {
+            Duration::from_secs(due_in)
+        } else {
+            certificate.order(&mut failures).await
         };
-        // The replica that held the lock may have just stored a fresh one.
-        if certificate.read_stored() && certificate.renew_at() > certs::unix_now() {
-            continue;
-        }
-        let domains = certificate.settings.domains.join(",");
-        let result = match order::obtain(&certificate.settings, &certificate.challenges).await {
-            Ok(obtained) => certificate.store(&obtained),
-            Err(error) => Err(error),
-        };
-        drop(lock);
-        match result {
-            Ok(()) => {
-                failures = 0;
-                let not_after = certificate.expires().unwrap_or_default();
-                tracing::info!(%domains, expires = %certs::format_time(not_after), "ACME certificate issued and served");
-                if let Some(meters) = &meters {
-                    meters.issued(&certificate.settings.domains, not_after);
-                }
-            }
-            Err(error) => {
-                failures += 1;
-                let wait = schedule::retry_after(failures, schedule::spread());
-                tracing::warn!(%domains, error = %format!("{error:#}"), retry_in = ?wait, "ACME order failed");
-                if let Some(meters) = &meters {
-                    meters.failed();
-                }
-                drop(certificate);
-                tokio::time::sleep(wait).await;
-            }
+        drop(certificate);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait.min(LONGEST_SLEEP)).await;
         }
     }
 }

@@ -27,7 +27,25 @@ pub struct Obtained {
     pub key_pem: String,
 }
 
-pub async fn obtain(settings: &Acme, challenges: &Challenges) -> anyhow::Result<Obtained> {
+/// A failed order, and whether the CA got as far as checking challenges
+/// (which counts against its failed-validation limits).
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub validated: bool,
+}
+
+pub async fn obtain(settings: &Acme, challenges: &Challenges) -> Result<Obtained, Failure> {
+    let mut validated = false;
+    run(settings, challenges, &mut validated)
+        .await
+        .map_err(|error| Failure { error, validated })
+}
+
+async fn run(
+    settings: &Acme,
+    challenges: &Challenges,
+    validated: &mut bool,
+) -> anyhow::Result<Obtained> {
     let state = StateDir::new(&settings.state);
     let account = account(settings, &state).await?;
     let identifiers: Vec<Identifier> = settings
@@ -61,7 +79,7 @@ pub async fn obtain(settings: &Acme, challenges: &Challenges) -> anyhow::Result<
         let mut challenge = authorization
             .challenge(kind.clone())
             .ok_or_else(|| anyhow!("the CA offers no {} challenge", settings.challenge.as_str()))?;
-        let name = challenge.identifier().to_string();
+        let name = challenge.identifier().to_string().to_ascii_lowercase();
         let key_authorization = challenge.key_authorization();
         match settings.challenge {
             AcmeChallenge::Http01 => {
@@ -71,6 +89,7 @@ pub async fn obtain(settings: &Acme, challenges: &Challenges) -> anyhow::Result<
                 answers.alpn(&name, key_authorization.digest().as_ref())?;
             }
         }
+        *validated = true;
         challenge
             .set_ready()
             .await

@@ -16,10 +16,15 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// The files of one certificate: `certificates/<first name>/`.
+/// The files of one certificate, named by its first name and a digest of
+/// all its names, so that blocks sharing a state directory and a first
+/// name but not the other names never take each other's certificate.
 pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// The key and the chain in one file, so that one rename replaces both.
+    pub pem: PathBuf,
+    /// The back-off after failed orders, shared by the replicas:
+    /// `FAILURES NOT_BEFORE` (Unix seconds).
+    pub retry: PathBuf,
 }
 
 impl StateDir {
@@ -49,11 +54,20 @@ impl StateDir {
         self.root.join("accounts").join(format!("{name}.json"))
     }
 
-    pub fn certificate(&self, first_name: &str) -> CertificateFiles {
-        let dir = self.root.join("certificates").join(first_name);
+    pub fn certificate(&self, domains: &[String]) -> CertificateFiles {
+        let mut sorted = domains.to_vec();
+        sorted.sort();
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sorted.join(",").as_bytes());
+        let tag: String = digest.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let first = domains.first().map_or("none", String::as_str);
+        let dir = self.root.join("certificates");
         CertificateFiles {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
+            pem: dir.join(format!("{first}-{tag}.pem")),
+            retry: dir.join(format!("{first}-{tag}.retry")),
         }
     }
 
@@ -91,6 +105,19 @@ impl StateDir {
             _ => Err(error),
         }
     }
+}
+
+/// The shared back-off in `file`: failures so far, and when the next order
+/// may start. `None` when there is none (or it cannot be read: then orders
+/// go ahead, as without one).
+pub fn read_retry(file: &Path) -> Option<(u32, i64)> {
+    let text = fs::read_to_string(file).ok()?;
+    let (failures, not_before) = text.trim().split_once(' ')?;
+    Some((failures.parse().ok()?, not_before.parse().ok()?))
+}
+
+pub fn write_retry(file: &Path, failures: u32, not_before: i64) -> io::Result<()> {
+    write_secret(file, format!("{failures} {not_before}\n").as_bytes())
 }
 
 /// Writes `bytes` to `path` readable by the owner only, replacing what was
@@ -143,17 +170,19 @@ mod tests {
     fn secrets_are_private_and_replaced_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::new(&dir.path().join("state"));
-        let files = state.certificate("example.com");
-        write_secret(&files.key, b"first").expect("write");
-        write_secret(&files.key, b"second").expect("write");
-        assert_eq!(fs::read(&files.key).expect("read"), b"second");
+        let files = state.certificate(&["example.com".to_owned()]);
+        write_secret(&files.pem, b"first").expect("write");
+        write_secret(&files.pem, b"second").expect("write");
+        assert_eq!(fs::read(&files.pem).expect("read"), b"second");
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode(&files.key), 0o600);
+        assert_eq!(mode(&files.pem), 0o600);
         assert_eq!(mode(state.root()), 0o700);
-        let leftovers = fs::read_dir(files.key.parent().expect("dir"))
+        let leftovers = fs::read_dir(files.pem.parent().expect("dir"))
             .expect("list")
             .count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
+        write_retry(&files.retry, 3, 1_700_000_000).expect("write");
+        assert_eq!(read_retry(&files.retry), Some((3, 1_700_000_000)));
     }
 
     #[test]
@@ -165,6 +194,24 @@ mod tests {
         assert!(state.try_lock().expect("lock").is_none());
         drop(held);
         assert!(state.try_lock().expect("lock").is_some());
+    }
+
+    #[test]
+    fn each_set_of_names_has_its_own_file() {
+        let state = StateDir::new(Path::new("/state"));
+        let names = |list: &[&str]| {
+            let list: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+            state.certificate(&list).pem
+        };
+        assert_eq!(names(&["a.test", "b.test"]), names(&["a.test", "b.test"]));
+        assert_ne!(names(&["a.test", "b.test"]), names(&["a.test", "c.test"]));
+        assert!(names(&["a.test"]).starts_with("/state/certificates/"));
+        let file = names(&["a.test"]);
+        let file = file.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(
+            file.starts_with("a.test-") && file.ends_with(".pem"),
+            "{file}"
+        );
     }
 
     #[test]

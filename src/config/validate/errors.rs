@@ -335,6 +335,8 @@ pub enum ConfigError {
     AcmeBadChallenge(String),
     #[error("http-01 needs a plaintext listener (on port 80, where the CA fetches its token); add one, or use challenge = \"tls-alpn-01\"")]
     AcmeHttpWithoutPlaintext,
+    #[error("tls-alpn-01 cannot work with `client_auth = {{ required = true }}`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false")]
+    AcmeAlpnWithRequiredClientAuth,
     #[error("acme state `{}` is not a directory", .0.display())]
     AcmeStateNotDirectory(std::path::PathBuf),
     #[error("directory_ca `{given}`: {error}")]

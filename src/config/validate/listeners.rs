@@ -10,7 +10,8 @@ use toml::Spanned;
 use super::{Checker, ConfigError};
 use crate::config::{Diagnostic, RawClientAuth, RawConfig, RawListener, RawTls};
 use crate::model::{
-    fingerprint, Certificate, ClientAuth, Listener, ListenerTls, Material, TicketKeys,
+    fingerprint, AcmeChallenge, Certificate, ClientAuth, Listener, ListenerTls, Material,
+    TicketKeys,
 };
 use crate::tls::{self, certs, Which};
 
@@ -218,6 +219,14 @@ fn server_tls(
     let acme = match &tls.acme {
         Some(raw) => {
             let acme = super::acme::acme(check, raw, base_dir)?;
+            let clients_must_show_certificates = tls
+                .client_auth
+                .as_ref()
+                .is_some_and(|c| c.get_ref().required.unwrap_or(true));
+            if acme.challenge == AcmeChallenge::TlsAlpn01 && clients_must_show_certificates {
+                check.error(raw.span(), ConfigError::AcmeAlpnWithRequiredClientAuth);
+                complete = false;
+            }
             for name in &acme.domains {
                 if let Some(&owner) = owners.get(name) {
                     let other = pairs[owner].0.get_ref().clone();

@@ -941,6 +941,12 @@ fn acme_blocks_are_checked() {
         )),
         ["`a.example.com` is both ordered by acme and served from `a.pem`; keep one"]
     );
+    assert_eq!(
+        tls_messages(&tls_listener(
+            "{ client_auth = { ca = \"a.pem\" }, acme = { domains = [\"x.example.com\"], state = \"acme\" } }"
+        )),
+        ["tls-alpn-01 cannot work with `client_auth = { required = true }`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false"]
+    );
     // http-01 with a plaintext listener for the CA to reach.
     let with_plaintext = format!(
         "[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n{}",
