@@ -95,13 +95,15 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
         tls = { cert = \"site.pem\", key = \"site-key.pem\" }\n\n\
         [[listeners]]\nbind = \"127.0.0.1:0\"\n\
         tls = { cert = \"must.pem\", key = \"must-key.pem\" }\n\n\
+        [[listeners]]\nbind = \"127.0.0.1:0\"\n\
+        tls = { cert = \"gone.pem\", key = \"gone-key.pem\" }\n\n\
         [admin]\nbind = \"127.0.0.1:0\"\n\n\
         [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
     let file = write_file(dir.path(), "wsgate.toml", config);
     let wsgate = Process::run_config(&file);
     wsgate.admin().await;
     let listening = wsgate.listening();
-    let (site, must) = (listening[0], listening[1]);
+    let (site, must, gone) = (listening[0], listening[1], listening[2]);
 
     // The responder is down: handshakes go on without a staple, but the
     // Must-Staple certificate is not served at all.
@@ -133,6 +135,18 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
         assert!(out.contains(VERIFIED), "{out}");
         assert!(out.contains(&format!("subject=CN = {name}")), "{out}");
     }
+
+    // A revoked certificate gets no staple (and is said to be revoked).
+    eventually(Duration::from_secs(10), || {
+        let log = wsgate.log();
+        async move {
+            log.contains("the CA says this certificate is revoked")
+                .then_some(())
+        }
+    })
+    .await;
+    let out = s_client(gone, "gone.test", dir.path()).await;
+    assert!(out.contains("OCSP response: no response sent"), "{out}");
 
     // A reload keeps the staple: the certificate is the same, so is its stapler.
     wsgate.signal("HUP");

@@ -17,6 +17,10 @@ const SHA1_ALGORITHM: &[u8] = &[
 ];
 /// How far a responder's clock may run ahead of ours.
 const CLOCK_SKEW: i64 = 300;
+/// How long a response without nextUpdate is taken to be good for
+/// (RFC 6960 allows leaving it out): a week after its thisUpdate, the
+/// longest public CAs' responses last.
+const MAX_AGE_WITHOUT_NEXT_UPDATE: i64 = 7 * 86_400;
 
 /// Which certificate a request asks about (RFC 6960 §4.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,30 @@ pub struct Staple {
     pub next_update: Option<i64>,
 }
 
+impl Staple {
+    /// Until when it may be stapled.
+    pub fn good_until(&self) -> i64 {
+        self.next_update
+            .unwrap_or(self.this_update.saturating_add(MAX_AGE_WITHOUT_NEXT_UPDATE))
+    }
+}
+
+/// Whether a TLS feature extension's value (RFC 7633: SEQUENCE OF INTEGER)
+/// asks for status_request (5): Must-Staple.
+pub fn requests_status(extension_value: &[u8]) -> bool {
+    let Ok((features, _)) = next(extension_value, "TLS feature") else {
+        return false;
+    };
+    let mut features = features.data;
+    while let Ok((feature, rest)) = next(features, "TLS feature") {
+        if feature.header.tag() == Tag::Integer && feature.data == [5] {
+            return true;
+        }
+        features = rest;
+    }
+    false
+}
+
 /// Why a response is not stapled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
@@ -64,7 +92,9 @@ pub enum ResponseError {
     BadSignature,
     #[error("the response is not valid yet (thisUpdate ahead of this machine's clock)")]
     NotYetValid,
-    #[error("the response has expired (nextUpdate has passed)")]
+    #[error(
+        "the response has expired (nextUpdate has passed, or a week since thisUpdate without one)"
+    )]
     Expired,
 }
 
@@ -148,7 +178,9 @@ fn time(any: Any<'_>, what: &'static str) -> Result<i64, ResponseError> {
 /// Checks `der` as the answer about `id` at `now` (Unix seconds).
 pub fn check(der: &[u8], id: &CertId, issuer: &Issuer, now: i64) -> Result<Staple, ResponseError> {
     // OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED, responseBytes [0] EXPLICIT ... }
-    let (response, _) = next(der, "OCSPResponse")?;
+    let (response, trailing) = next(der, "OCSPResponse")?;
+    // What is stapled is the response alone, without anything sent after it.
+    let der = &der[..der.len() - trailing.len()];
     let (status, rest) = next(response.data, "responseStatus")?;
     if status.header.tag() != Tag::Enumerated || status.data.len() != 1 {
         return Err(Malformed("responseStatus"));
@@ -184,21 +216,22 @@ pub fn check(der: &[u8], id: &CertId, issuer: &Issuer, now: i64) -> Result<Stapl
         Ok((certs, _)) if is_context(&certs, 0) => Some(next(certs.data, "certs")?.0.data),
         _ => None,
     };
-    if !signed_by_issuer_or_delegate(issuer, (algorithm, signed, signature), certs) {
+    if !signed_by_issuer_or_delegate(issuer, (algorithm, signed, signature), certs, now) {
         return Err(ResponseError::BadSignature);
     }
     let staple = single_response(tbs.data, id)?;
     if staple.0 > now + CLOCK_SKEW {
         return Err(ResponseError::NotYetValid);
     }
-    if staple.1.is_some_and(|next_update| next_update <= now) {
-        return Err(ResponseError::Expired);
-    }
-    Ok(Staple {
+    let staple = Staple {
         der: der.to_vec(),
         this_update: staple.0,
         next_update: staple.1,
-    })
+    };
+    if staple.good_until() <= now {
+        return Err(ResponseError::Expired);
+    }
+    Ok(staple)
 }
 
 /// thisUpdate and nextUpdate of the SingleResponse about `id`, if "good".
@@ -261,6 +294,7 @@ fn signed_by_issuer_or_delegate(
     issuer: &Issuer,
     (algorithm, message, signature): (&[u8], &[u8], &[u8]),
     certs: Option<&[u8]>,
+    now: i64,
 ) -> bool {
     if verify(
         &issuer.key_algorithm,
@@ -294,12 +328,16 @@ fn signed_by_issuer_or_delegate(
             .flatten()
             .is_some_and(|eku| eku.value.ocsp_signing);
         let from_issuer = delegate.issuer().as_raw() == issuer.subject.as_slice();
+        let validity = delegate.validity();
+        let current =
+            validity.not_before.timestamp() <= now && now <= validity.not_after.timestamp();
         let Ok(key) = Issuer::new(&delegate) else {
             continue;
         };
         if delegated
             && for_ocsp
             && from_issuer
+            && current
             && verify(
                 &key.key_algorithm,
                 &key.public_key,
@@ -383,6 +421,29 @@ mod tests {
         let mut other = id();
         other.serial = vec![0x10, 0x02];
         assert!(!same_certificate(contents, &other).expect("CertID"));
+    }
+
+    #[test]
+    fn must_staple_is_status_request_among_the_features() {
+        assert!(requests_status(&[0x30, 0x03, 0x02, 0x01, 0x05]));
+        assert!(requests_status(&[
+            0x30, 0x06, 0x02, 0x01, 0x11, 0x02, 0x01, 0x05
+        ]));
+        assert!(!requests_status(&[0x30, 0x03, 0x02, 0x01, 0x11]));
+        // 5 as part of another number, or outside an INTEGER, is not it.
+        assert!(!requests_status(&[0x30, 0x04, 0x02, 0x02, 0x01, 0x05]));
+        assert!(!requests_status(&[0x30, 0x03, 0x04, 0x01, 0x05]));
+        assert!(!requests_status(&[]));
+    }
+
+    #[test]
+    fn without_next_update_a_response_is_good_for_a_week() {
+        let staple = Staple {
+            der: Vec::new(),
+            this_update: 1_000,
+            next_update: None,
+        };
+        assert_eq!(staple.good_until(), 1_000 + 7 * 86_400);
     }
 
     #[test]

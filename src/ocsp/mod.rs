@@ -47,9 +47,17 @@ pub struct Target {
     issuer: der::Issuer,
 }
 
-/// Why a certificate that names a responder cannot be stapled.
+/// Why a certificate that names a responder cannot be stapled, and
+/// whether it is Must-Staple (then it could never be served).
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+#[error("{reason}")]
+pub struct TargetError {
+    pub reason: Unstaplable,
+    pub must_staple: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Unstaplable {
     #[error(
         "its OCSP responder cannot be asked: the file holds no issuer certificate after the leaf"
     )]
@@ -58,6 +66,8 @@ pub enum TargetError {
     BadIssuer(String),
     #[error("its OCSP responder `{0}` is not an http:// URL")]
     NotHttp(String),
+    #[error("it names no OCSP responder")]
+    NoResponder,
 }
 
 impl Target {
@@ -87,26 +97,34 @@ impl Target {
                         });
                 }
                 _ if extension.oid.to_id_string() == TLS_FEATURE => {
-                    // SEQUENCE OF INTEGER; status_request is 5.
-                    must_staple = extension.value.windows(3).any(|w| w == [0x02, 0x01, 0x05]);
+                    must_staple = der::requests_status(extension.value);
                 }
                 _ => {}
             }
         }
+        let fail = |reason| TargetError {
+            reason,
+            must_staple,
+        };
         let Some(url) = url else {
-            return Ok(None);
+            return match must_staple {
+                true => Err(fail(Unstaplable::NoResponder)),
+                false => Ok(None),
+            };
         };
         if !url.starts_with("http://") {
-            return Err(TargetError::NotHttp(url));
+            return Err(fail(Unstaplable::NotHttp(url)));
         }
-        let issuer = chain.get(1).ok_or(TargetError::NoIssuer)?;
-        let (_, issuer) =
-            X509Certificate::from_der(issuer).map_err(|e| TargetError::BadIssuer(e.to_string()))?;
+        let issuer = chain.get(1).ok_or(fail(Unstaplable::NoIssuer))?;
+        let (_, issuer) = X509Certificate::from_der(issuer)
+            .map_err(|e| fail(Unstaplable::BadIssuer(e.to_string())))?;
+        let issuer_key =
+            der::Issuer::new(&issuer).map_err(|e| fail(Unstaplable::BadIssuer(e.to_string())))?;
         Ok(Some(Target {
             url,
             must_staple,
             id: der::CertId::new(&leaf, &issuer),
-            issuer: der::Issuer::new(&issuer).map_err(|e| TargetError::BadIssuer(e.to_string()))?,
+            issuer: issuer_key,
         }))
     }
 
@@ -181,7 +199,7 @@ impl Stapler {
     }
 
     fn serve(&self, staple: Option<&Staple>) {
-        let until = staple.map(|s| s.next_update.unwrap_or(i64::MAX));
+        let until = staple.map(Staple::good_until);
         *self
             .stapled_until
             .lock()
@@ -198,22 +216,20 @@ impl Stapler {
         self.live.store(served);
     }
 
-    fn staple_expired(&self) -> bool {
+    /// Seconds until the staple being served expires, if one is.
+    fn staple_left(&self) -> Option<i64> {
         self.stapled_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| until <= certs::unix_now())
+            .map(|until| until - certs::unix_now())
     }
 }
 
-/// When to ask again after a good response: halfway to its nextUpdate, as
-/// Caddy and nginx do, but not sooner than a minute from now.
+/// When to ask again after a good response: halfway to when it stops being
+/// good, as Caddy does, and never sooner than 10 s from now.
 fn refresh_in(staple: &Staple, now: i64) -> Duration {
-    let Some(next_update) = staple.next_update else {
-        return LONGEST_WAIT;
-    };
-    let halfway = staple.this_update + (next_update - staple.this_update) / 2;
-    let seconds = u64::try_from(halfway - now).unwrap_or(0).max(60);
+    let halfway = staple.this_update + (staple.good_until() - staple.this_update) / 2;
+    let seconds = u64::try_from(halfway - now).unwrap_or(0).max(10);
     Duration::from_secs(seconds).min(LONGEST_WAIT)
 }
 
@@ -246,12 +262,24 @@ async fn refresh(stapler: Weak<Stapler>) {
                 current.serve(Some(&staple));
                 refresh_in(&staple, certs::unix_now())
             }
+            Err(error) if is_revoked(&error) => {
+                // Not an outage: the last "good" answer must not go on.
+                current.serve(None);
+                tracing::error!(responder = %current.target.url, "the CA says this certificate is revoked: served without a staple (a Must-Staple one not at all); replace it");
+                LONGEST_WAIT
+            }
             Err(error) => {
                 failures += 1;
-                if current.staple_expired() {
+                let left = current.staple_left();
+                if left.is_some_and(|left| left <= 0) {
                     current.serve(None);
                 }
-                let wait = retry_in(failures);
+                // Asked again no later than the staple expires, so it goes then.
+                let wait = match left {
+                    Some(left) if left > 0 => retry_in(failures)
+                        .min(Duration::from_secs(u64::try_from(left).unwrap_or(0))),
+                    _ => retry_in(failures),
+                };
                 let must_staple = current.target.must_staple;
                 tracing::warn!(responder = %current.target.url, error = %format!("{error:#}"), retry_in = ?wait, must_staple, "OCSP responder failed; handshakes go on with the last good staple until it expires");
                 wait
@@ -260,6 +288,13 @@ async fn refresh(stapler: Weak<Stapler>) {
         drop(current);
         tokio::time::sleep(wait).await;
     }
+}
+
+fn is_revoked(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<der::ResponseError>(),
+        Some(der::ResponseError::Revoked)
+    )
 }
 
 #[cfg(test)]
@@ -283,7 +318,7 @@ mod tests {
         );
         assert_eq!(
             refresh_in(&staple(0, Some(600)), 599),
-            Duration::from_secs(60)
+            Duration::from_secs(10)
         );
         assert_eq!(refresh_in(&staple(0, None), 0), LONGEST_WAIT);
         assert_eq!(refresh_in(&staple(0, Some(86_400 * 7)), 0), LONGEST_WAIT);

@@ -3,6 +3,7 @@
 # made with the openssl CLI (rcgen writes no Authority Information Access):
 #   site.pem, site-key.pem   site.test, chain leaf + CA
 #   must.pem, must-key.pem   must.test, Must-Staple (TLS feature status_request)
+#   gone.pem, gone-key.pem   gone.test, revoked
 #   ca.pem, ca-key.pem, index.txt   for `openssl ocsp -index`
 # Usage: pki.sh DIR PORT. Installs openssl from Debian when it is missing.
 set -euo pipefail
@@ -16,7 +17,7 @@ openssl req -x509 "${ec[@]}" -days 2 -subj /CN=wsgate-ocsp-test-ca \
     -keyout ca-key.pem -out ca.pem 2>/dev/null
 : >index.txt
 leaf() {
-    local name=$1 serial=$2 extra=$3
+    local name=$1 serial=$2 extra=$3 state=${4:-V}
     openssl req "${ec[@]}" -subj "/CN=$name.test" -keyout "$name-key.pem" -out "$name.csr" 2>/dev/null
     printf 'subjectAltName=DNS:%s.test\nbasicConstraints=CA:FALSE\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:%s\n%s' \
         "$name" "$port" "$extra" >"$name.ext"
@@ -25,8 +26,11 @@ leaf() {
     cat "$name-leaf.pem" ca.pem >"$name.pem"
     local expiry
     expiry=$(date -u -d '+2 days' +%y%m%d%H%M%SZ)
-    printf 'V\t%s\t\t%s\tunknown\t/CN=%s.test\n' "$expiry" "$serial" "$name" >>index.txt
+    local revoked=""
+    [[ $state == R ]] && revoked=$(date -u -d '-1 hour' +%y%m%d%H%M%SZ)
+    printf '%s\t%s\t%s\t%s\tunknown\t/CN=%s.test\n' "$state" "$expiry" "$revoked" "$serial" "$name" >>index.txt
 }
 leaf site 1001 ""
 leaf must 1002 "tlsfeature=status_request
 "
+leaf gone 1003 "" R

@@ -317,6 +317,12 @@ pub enum ConfigError {
         #[source]
         error: crate::ocsp::TargetError,
     },
+    #[error("certificate `{given}` is Must-Staple, so clients refuse it without an OCSP staple, but {error}")]
+    MustStapleUnstaplable {
+        given: String,
+        #[source]
+        error: crate::ocsp::TargetError,
+    },
     #[error("acme needs at least one name in `domains`")]
     AcmeNoDomains,
     #[error(

@@ -167,7 +167,15 @@ fn server_tls(
         }
         if let Err(error) = crate::ocsp::Target::of(&loaded.key.cert) {
             let given = given.clone();
-            check.warn(cert.span(), ConfigError::CannotStaple { given, error });
+            if error.must_staple {
+                check.error(
+                    cert.span(),
+                    ConfigError::MustStapleUnstaplable { given, error },
+                );
+                complete = false;
+            } else {
+                check.warn(cert.span(), ConfigError::CannotStaple { given, error });
+            }
         }
         for name in &loaded.names {
             match owners.get(name) {

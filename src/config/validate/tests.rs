@@ -954,3 +954,55 @@ fn acme_blocks_are_checked() {
     );
     assert_eq!(tls_messages(&with_plaintext), Vec::<String>::new());
 }
+
+/// A self-signed certificate for `name` with an OCSP responder in its
+/// Authority Information Access and, with `must_staple`, the TLS feature
+/// status_request; alone in its file, so its issuer is missing.
+fn write_ocsp_cert(dir: &Path, stem: &str, name: &str, must_staple: bool) {
+    let url = b"http://127.0.0.1:9/";
+    let mut access = vec![0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    access.extend([0x86, url.len() as u8]);
+    access.extend(url);
+    let description = [&[0x30, access.len() as u8][..], &access].concat();
+    let aia = [&[0x30, description.len() as u8][..], &description].concat();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+        aia,
+    )];
+    if must_staple {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 24],
+                vec![0x30, 0x03, 0x02, 0x01, 0x05],
+            ));
+    }
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-sign");
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
+    std::fs::write(dir.join(format!("{stem}-key.pem")), key.serialize_pem()).expect("write key");
+}
+
+#[test]
+fn certificates_that_cannot_be_stapled_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ocsp_cert(dir.path(), "plain", "plain.example.com", false);
+    write_ocsp_cert(dir.path(), "must", "must.example.com", true);
+    let pair = |stem: &str| {
+        errors_in(
+            &tls_listener(&format!(
+                "{{ cert = \"{stem}.pem\", key = \"{stem}-key.pem\" }}"
+            )),
+            dir.path(),
+        )
+    };
+    assert_eq!(
+        pair("plain"),
+        ["certificate `plain.pem` will be served without OCSP stapling: its OCSP responder cannot be asked: the file holds no issuer certificate after the leaf"]
+    );
+    assert_eq!(
+        pair("must"),
+        ["certificate `must.pem` is Must-Staple, so clients refuse it without an OCSP staple, but its OCSP responder cannot be asked: the file holds no issuer certificate after the leaf"]
+    );
+}
