@@ -12,10 +12,9 @@ pub fn renew_at(not_before: i64, not_after: i64, spread: f64) -> i64 {
     not_before + lifetime * 2 / 3 + jitter
 }
 
-/// The waits after 1, 2, 3… failed orders in a row, when the CA could not
-/// be reached or refused before checking anything: a quick second try for a
-/// CA that blinked, then slower.
-const UNREACHED: &[Duration] = &[
+/// The waits after failed orders in a row: a quick second try for a CA
+/// that blinked, then slower, up to every 6 hours.
+const WAITS: &[Duration] = &[
     Duration::from_secs(10),
     Duration::from_secs(60),
     Duration::from_secs(5 * 60),
@@ -27,30 +26,25 @@ const UNREACHED: &[Duration] = &[
     Duration::from_secs(6 * 60 * 60),
 ];
 
-/// The same when the CA checked the challenges and they failed: Let's
-/// Encrypt allows five failed validations per name and hour, so at most
-/// four orders fall in the first hour.
-const VALIDATION_FAILED: &[Duration] = &[
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(15 * 60),
-    Duration::from_secs(30 * 60),
-    Duration::from_secs(60 * 60),
-    Duration::from_secs(2 * 60 * 60),
-    Duration::from_secs(4 * 60 * 60),
-    Duration::from_secs(6 * 60 * 60),
-];
+/// Where the waits start when the CA checked the challenges and they
+/// failed: at 5 minutes, so that at most four orders fall in the first
+/// hour (Let's Encrypt allows five failed validations per name and hour).
+const AFTER_FAILED_VALIDATION: usize = 2;
 
 /// How long to wait after `failures` failed orders in a row (at least one),
-/// the last of which got as far as validation or not; `spread` (0 to 1)
-/// moves it by up to a tenth either way.
+/// the last of which got as far as validation or not (the CA could not be
+/// reached, or refused before checking anything); `spread` (0 to 1) moves
+/// it by up to a tenth either way.
 pub fn retry_after(failures: u32, validated: bool, spread: f64) -> Duration {
-    let waits = if validated {
-        VALIDATION_FAILED
+    let first = if validated {
+        AFTER_FAILED_VALIDATION
     } else {
-        UNREACHED
+        0
     };
-    let index = usize::try_from(failures.max(1) - 1).unwrap_or(usize::MAX);
-    let base = waits[index.min(waits.len() - 1)];
+    let index = usize::try_from(failures.max(1) - 1)
+        .unwrap_or(usize::MAX)
+        .saturating_add(first);
+    let base = WAITS[index.min(WAITS.len() - 1)];
     base.mul_f64(0.9 + 0.2 * spread.clamp(0.0, 1.0))
 }
 
