@@ -23,6 +23,11 @@ use store::{write_secret, StateDir};
 /// While a replica sharing the state directory orders, how often to look
 /// for the certificate it will store.
 const LOCK_POLL: Duration = Duration::from_secs(5);
+/// The longest a whole order may take (the CA's validation has 2 minutes of
+/// it): an unreachable CA that drops packets must not hold the task.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The same for a question about the renewal window.
+const ARI_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a renewal task sleeps at once, so that a certificate another
 /// replica renewed is picked up within it.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
@@ -76,6 +81,10 @@ pub struct ManagedCertificate {
     /// What the listeners serve; empty until the first certificate arrives.
     pub live: Arc<LiveCertificate>,
     held: Mutex<Option<Held>>,
+    /// The CA's renewal window for the certificate in hand, when it gives one.
+    window: Mutex<Option<Window>>,
+    /// The CA offers no renewal information: the two-thirds rule it is.
+    no_ari: AtomicBool,
     challenges: Arc<Challenges>,
     started: AtomicBool,
     meters: OnceLock<AcmeMeters>,
@@ -85,11 +94,22 @@ pub struct ManagedCertificate {
     spread: f64,
 }
 
-/// The validity of the certificate in `live`.
-#[derive(Debug, Clone, Copy)]
+/// The validity of the certificate in `live`, and its leaf for the CA's
+/// renewal information.
+#[derive(Debug, Clone)]
 struct Held {
     not_before: i64,
     not_after: i64,
+    leaf: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// When the CA suggests renewing one certificate, and when to ask again.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// The certificate it is about, by its expiry.
+    not_after: i64,
+    renew_at: i64,
+    ask_again: i64,
 }
 
 impl ManagedCertificate {
@@ -99,6 +119,8 @@ impl ManagedCertificate {
             settings,
             live: Arc::new(LiveCertificate::empty()),
             held: Mutex::new(None),
+            window: Mutex::new(None),
+            no_ari: AtomicBool::new(false),
             challenges: Arc::clone(challenges),
             started: AtomicBool::new(false),
             meters: OnceLock::new(),
@@ -115,7 +137,14 @@ impl ManagedCertificate {
     }
 
     fn held(&self) -> Option<Held> {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner)
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn window(&self) -> Option<Window> {
+        *self.window.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn files(&self) -> store::CertificateFiles {
@@ -149,9 +178,14 @@ impl ManagedCertificate {
         if !newer && !just_issued {
             return false;
         }
+        // `load` refuses a file without a certificate, so there is a leaf.
+        let Some(leaf) = loaded.key.cert.first().cloned() else {
+            return false;
+        };
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
             not_before: loaded.not_before,
             not_after: loaded.not_after,
+            leaf,
         });
         self.live.store(Some(loaded.key));
         if let Some(meters) = self.meters.get() {
@@ -160,11 +194,62 @@ impl ManagedCertificate {
         true
     }
 
-    /// When to order: at once without a certificate.
+    /// When to order: at once without a certificate; where the CA's window
+    /// for this certificate says, if it gave one; else two thirds in.
     fn renew_at(&self) -> i64 {
-        self.held().map_or(0, |held| {
-            schedule::renew_at(held.not_before, held.not_after, self.spread)
-        })
+        let Some(held) = self.held() else {
+            return 0;
+        };
+        match self.window() {
+            Some(window) if window.not_after == held.not_after => window.renew_at,
+            _ => schedule::renew_at(held.not_before, held.not_after, self.spread),
+        }
+    }
+
+    /// Asks the CA for its renewal window (ARI) when the last answer is
+    /// due for a refresh. A CA without ARI is not asked again; one that
+    /// fails leaves the two-thirds rule in force and is asked in an hour.
+    async fn refresh_window(&self) {
+        let Some(held) = self.held() else {
+            return;
+        };
+        let now = certs::unix_now();
+        let current = self
+            .window()
+            .is_some_and(|w| w.not_after == held.not_after && w.ask_again > now);
+        if current || self.no_ari.load(Ordering::Relaxed) {
+            return;
+        }
+        let hour = i64::try_from(LONGEST_SLEEP.as_secs()).unwrap_or(3600);
+        let asked = tokio::time::timeout(
+            ARI_TIMEOUT,
+            order::renewal_window(&self.settings, &held.leaf),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {ARI_TIMEOUT:?}")));
+        let window = match asked {
+            Ok(Some(window)) => Window {
+                not_after: held.not_after,
+                renew_at: schedule::within(window.start, window.end, self.spread),
+                ask_again: now
+                    + i64::try_from(window.ask_again.as_secs())
+                        .unwrap_or(hour)
+                        .clamp(60, 86_400),
+            },
+            Ok(None) => {
+                self.no_ari.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "no renewal information from the CA; renewing two thirds in");
+                Window {
+                    not_after: held.not_after,
+                    renew_at: schedule::renew_at(held.not_before, held.not_after, self.spread),
+                    ask_again: now + hour,
+                }
+            }
+        };
+        *self.window.lock().unwrap_or_else(PoisonError::into_inner) = Some(window);
     }
 
     /// Starts the renewal task once, on the current Tokio runtime.
@@ -229,7 +314,18 @@ impl ManagedCertificate {
             }
         }
         let domains = self.settings.domains.join(",");
-        let failure = match order::obtain(&self.settings, &self.challenges).await {
+        let obtained = tokio::time::timeout(
+            ORDER_TIMEOUT,
+            order::obtain(&self.settings, &self.challenges),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(order::Failure {
+                error: anyhow::anyhow!("the order did not finish within {ORDER_TIMEOUT:?}"),
+                validated: false,
+            })
+        });
+        let failure = match obtained {
             Ok(obtained) => match self.store(&obtained) {
                 Ok(()) if self.renew_at() > certs::unix_now() => {
                     *failures = 0;
@@ -282,6 +378,7 @@ async fn renew(managed: Weak<ManagedCertificate>) {
         if certificate.read_stored(false) {
             failures = 0;
         }
+        certificate.refresh_window().await;
         let due_in = u64::try_from(certificate.renew_at() - certs::unix_now()).unwrap_or(0);
         let wait = if due_in > 0 {
             Duration::from_secs(due_in)

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::store::{write_secret, StateDir};
 use super::Challenges;
@@ -119,6 +119,33 @@ async fn run(
         chain_pem,
         key_pem: key.serialize_pem(),
     })
+}
+
+/// The CA's suggested renewal window for a certificate (RFC 9773), in
+/// Unix seconds, and how long until it may be asked again.
+pub struct RenewalWindow {
+    pub start: i64,
+    pub end: i64,
+    pub ask_again: Duration,
+}
+
+/// What the CA suggests for `leaf`; `None` when it offers no renewal
+/// information (then the two-thirds rule applies).
+pub async fn renewal_window(
+    settings: &Acme,
+    leaf: &CertificateDer<'_>,
+) -> anyhow::Result<Option<RenewalWindow>> {
+    let account = account(settings, &StateDir::new(&settings.state)).await?;
+    let id = CertificateIdentifier::try_from(leaf).map_err(|e| anyhow!(e))?;
+    match account.renewal_info(&id).await {
+        Ok((info, ask_again)) => Ok(Some(RenewalWindow {
+            start: info.suggested_window.start.unix_timestamp(),
+            end: info.suggested_window.end.unix_timestamp(),
+            ask_again,
+        })),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(error) => Err(error).context("the CA's renewal information"),
+    }
 }
 
 /// The account for the CA: the stored one, or a new one stored at once.

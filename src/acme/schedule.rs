@@ -12,6 +12,13 @@ pub fn renew_at(not_before: i64, not_after: i64, spread: f64) -> i64 {
     not_before + lifetime * 2 / 3 + jitter
 }
 
+/// This process's point in the CA's suggested renewal window (RFC 9773
+/// §4.2: a random point in it, so a fleet spreads its orders).
+pub fn within(start: i64, end: i64, spread: f64) -> i64 {
+    let width = (end - start).max(0);
+    start + (width as f64 * spread.clamp(0.0, 1.0)) as i64
+}
+
 /// The waits after failed orders in a row: a quick second try for a CA
 /// that blinked, then slower, up to every 6 hours.
 const WAITS: &[Duration] = &[
@@ -70,6 +77,15 @@ mod tests {
         assert_eq!(renew_at(1_000, 1_030, 0.0), 1_020);
         // A certificate that ends before it starts: renew at once.
         assert_eq!(renew_at(1_000, 900, 0.5), 1_000);
+    }
+
+    #[test]
+    fn a_point_in_the_suggested_window() {
+        assert_eq!(within(1_000, 2_000, 0.0), 1_000);
+        assert_eq!(within(1_000, 2_000, 0.25), 1_250);
+        assert_eq!(within(1_000, 2_000, 1.0), 2_000);
+        // A window that ends before it starts: its start.
+        assert_eq!(within(2_000, 1_000, 0.5), 2_000);
     }
 
     #[test]
