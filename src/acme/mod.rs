@@ -1,7 +1,8 @@
 //! Certificates ordered from an ACME CA (RFC 8555) and renewed while the
 //! listeners serve them. Each `tls.acme` block is one [`ManagedCertificate`]:
 //! the stored certificate is served from startup, a task orders one when
-//! there is none and renews it two thirds into its lifetime, and each new
+//! there is none and renews it where the CA's renewal information says (or
+//! two thirds into its lifetime), and each new
 //! certificate is swapped into the listeners' resolvers as a reload would,
 //! without touching a session. The task lives as long as some snapshot
 //! holds the block, so a reload that keeps it keeps the task.
