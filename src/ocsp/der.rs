@@ -206,12 +206,9 @@ pub fn check(der: &[u8], id: &CertId, issuer: &Issuer, now: i64) -> Result<Stapl
     let (basic, _) = next(rest, "response")?;
     // BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature, certs [0] }
     let (basic, _) = next(basic.data, "BasicOCSPResponse")?;
-    let (signed, algorithm, signature) =
+    let (signed, algorithm, signature, rest) =
         signed_parts(basic.data).ok_or(Malformed("BasicOCSPResponse"))?;
     let (tbs, _) = next(signed, "tbsResponseData")?;
-    let (_, after_tbs) = next(basic.data, "tbsResponseData")?;
-    let (_, after_algorithm) = next(after_tbs, "signatureAlgorithm")?;
-    let (_, rest) = next(after_algorithm, "signature")?;
     let certs = match next(rest, "certs") {
         Ok((certs, _)) if is_context(&certs, 0) => Some(next(certs.data, "certs")?.0.data),
         _ => None,
@@ -237,11 +234,12 @@ pub fn check(der: &[u8], id: &CertId, issuer: &Issuer, now: i64) -> Result<Stapl
 /// thisUpdate and nextUpdate of the SingleResponse about `id`, if "good".
 fn single_response(tbs: &[u8], id: &CertId) -> Result<(i64, Option<i64>), ResponseError> {
     // ResponseData ::= SEQUENCE { version [0] OPTIONAL, responderID, producedAt, responses, ... }
-    let (mut field, mut rest) = next(tbs, "ResponseData")?;
-    if is_context(&field, 0) {
-        (field, rest) = next(rest, "responderID")?;
-    }
-    let _responder_id = field;
+    let (first, rest) = next(tbs, "ResponseData")?;
+    // Past the responderID, which follows the version when there is one.
+    let rest = match is_context(&first, 0) {
+        true => next(rest, "responderID")?.1,
+        false => rest,
+    };
     let (_produced_at, rest) = next(rest, "producedAt")?;
     let (responses, _) = next(rest, "responses")?;
     let mut responses = responses.data;
@@ -310,7 +308,7 @@ fn signed_by_issuer_or_delegate(
         let der = &certs[..certs.len() - rest.len()];
         certs = rest;
         let delegated =
-            signed_parts(cert.data).is_some_and(|(tbs, cert_algorithm, cert_signature)| {
+            signed_parts(cert.data).is_some_and(|(tbs, cert_algorithm, cert_signature, _)| {
                 verify(
                     &issuer.key_algorithm,
                     &issuer.public_key,
@@ -353,15 +351,15 @@ fn signed_by_issuer_or_delegate(
 }
 
 /// A signed structure's (signed part's DER, signatureAlgorithm contents,
-/// signature bits) from its contents: a certificate's, or a
-/// BasicOCSPResponse's.
-fn signed_parts(contents: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (_, rest) = next(contents, "tbsCertificate").ok()?;
-    let tbs = &contents[..contents.len() - rest.len()];
+/// signature bits, what follows them) from its contents: a certificate's,
+/// or a BasicOCSPResponse's (whose `certs` follow).
+fn signed_parts(contents: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
+    let (_, rest) = next(contents, "signed part").ok()?;
+    let signed = &contents[..contents.len() - rest.len()];
     let (algorithm, rest) = next(rest, "signatureAlgorithm").ok()?;
-    let (signature, _) = next(rest, "signatureValue").ok()?;
+    let (signature, rest) = next(rest, "signatureValue").ok()?;
     let (unused, bits) = signature.data.split_first()?;
-    (*unused == 0).then_some((tbs, algorithm.data, bits))
+    (*unused == 0).then_some((signed, algorithm.data, bits, rest))
 }
 
 /// Whether one of rustls' verification algorithms for a key of
