@@ -148,6 +148,50 @@ async fn sni_picks_the_certificate_for_the_name() {
     assert_eq!(presented[0], a.der);
 }
 
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_with_sha256_whatever_the_client_lists_first() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::CipherSuite;
+    let ca = TestCa::new();
+    let server = tls::site_with_short_handshake(&ca).await;
+    // rustls (like OpenSSL) lists AES-256-GCM-SHA384 first.
+    let client = |versions: &[&'static rustls::SupportedProtocolVersion], suites| {
+        let mut provider = default_provider();
+        if let Some(suites) = suites {
+            provider.cipher_suites = suites;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(ca.roots())
+            .with_no_client_auth();
+        Arc::new(config)
+    };
+    let negotiated = |config| async move {
+        let stream = tls::connect(server.addr, "localhost", config).await;
+        stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .expect("a suite")
+            .suite()
+    };
+    assert_eq!(
+        negotiated(client(&[&rustls::version::TLS13], None)).await,
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    assert_eq!(
+        negotiated(client(&[&rustls::version::TLS12], None)).await,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+    // A client that offers only AES-256 still gets it.
+    let only_256 = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
+    assert_eq!(
+        negotiated(client(&[&rustls::version::TLS13], Some(only_256))).await,
+        CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
+
 /// A TLS 1.1 ClientHello, as an old client sends it: version 3.2 and no
 /// supported_versions extension, but suites, groups and signature schemes
 /// that a TLS 1.2 server could use, so only the version is wrong.
