@@ -206,8 +206,12 @@ pub fn check(der: &[u8], id: &CertId, issuer: &Issuer, now: i64) -> Result<Stapl
     let (basic, _) = next(rest, "response")?;
     // BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature, certs [0] }
     let (basic, _) = next(basic.data, "BasicOCSPResponse")?;
-    let (signed, algorithm, signature, rest) =
-        signed_parts(basic.data).ok_or(Malformed("BasicOCSPResponse"))?;
+    let Signed {
+        signed,
+        algorithm,
+        signature,
+        rest,
+    } = signed_parts(basic.data).ok_or(Malformed("BasicOCSPResponse"))?;
     let (tbs, _) = next(signed, "tbsResponseData")?;
     let certs = match next(rest, "certs") {
         Ok((certs, _)) if is_context(&certs, 0) => Some(next(certs.data, "certs")?.0.data),
@@ -307,16 +311,15 @@ fn signed_by_issuer_or_delegate(
     while let Ok((cert, rest)) = next(certs, "certs") {
         let der = &certs[..certs.len() - rest.len()];
         certs = rest;
-        let delegated =
-            signed_parts(cert.data).is_some_and(|(tbs, cert_algorithm, cert_signature, _)| {
-                verify(
-                    &issuer.key_algorithm,
-                    &issuer.public_key,
-                    cert_algorithm,
-                    tbs,
-                    cert_signature,
-                )
-            });
+        let delegated = signed_parts(cert.data).is_some_and(|cert| {
+            verify(
+                &issuer.key_algorithm,
+                &issuer.public_key,
+                cert.algorithm,
+                cert.signed,
+                cert.signature,
+            )
+        });
         let Ok((_, delegate)) = X509Certificate::from_der(der) else {
             continue;
         };
@@ -350,16 +353,31 @@ fn signed_by_issuer_or_delegate(
     false
 }
 
-/// A signed structure's (signed part's DER, signatureAlgorithm contents,
-/// signature bits, what follows them) from its contents: a certificate's,
-/// or a BasicOCSPResponse's (whose `certs` follow).
-fn signed_parts(contents: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
+/// A signed structure, from its contents: a certificate's, or a
+/// BasicOCSPResponse's (whose `certs` follow the signature).
+struct Signed<'a> {
+    /// The signed part's whole DER.
+    signed: &'a [u8],
+    /// The signatureAlgorithm's contents.
+    algorithm: &'a [u8],
+    /// The signature's bits.
+    signature: &'a [u8],
+    /// What follows the signature.
+    rest: &'a [u8],
+}
+
+fn signed_parts(contents: &[u8]) -> Option<Signed<'_>> {
     let (_, rest) = next(contents, "signed part").ok()?;
     let signed = &contents[..contents.len() - rest.len()];
     let (algorithm, rest) = next(rest, "signatureAlgorithm").ok()?;
     let (signature, rest) = next(rest, "signatureValue").ok()?;
     let (unused, bits) = signature.data.split_first()?;
-    (*unused == 0).then_some((signed, algorithm.data, bits, rest))
+    (*unused == 0).then_some(Signed {
+        signed,
+        algorithm: algorithm.data,
+        signature: bits,
+        rest,
+    })
 }
 
 /// Whether one of rustls' verification algorithms for a key of
