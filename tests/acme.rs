@@ -203,9 +203,15 @@ fn mode(path: &Path) -> u32 {
 /// The real binary on `config`, written to `dir/file`, after `check` passed it.
 fn start(dir: &Path, file: &str, config: &str) -> (Process, PathBuf) {
     let file = write_file(dir, file, config);
+    check(&file);
+    (Process::run_config(&file), file)
+}
+
+/// What `wsgate check` prints for `file`, which it must accept.
+fn check(file: &Path) -> String {
     let checked = std::process::Command::new(support::process::BIN)
         .arg("check")
-        .arg(&file)
+        .arg(file)
         .output()
         .expect("wsgate check");
     assert!(
@@ -213,7 +219,7 @@ fn start(dir: &Path, file: &str, config: &str) -> (Process, PathBuf) {
         "check refused:\n{}",
         String::from_utf8_lossy(&checked.stderr)
     );
-    (Process::run_config(&file), file)
+    String::from_utf8_lossy(&checked.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -348,6 +354,8 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     // Pebble's API certificate, for `check` to read before Pebble runs.
     write_file(dir.path(), "pebble-ca.pem", &ca.pem);
     let (wsgate, file) = start(dir.path(), "wsgate.toml", &config);
+    assert!(check(&file)
+        .contains("acme down.test tls-alpn-01 (no certificate yet: ordered at startup)"));
     let admin = wsgate.admin().await;
 
     // No CA: the order fails and is counted; the gateway serves what it can
@@ -375,6 +383,13 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     .await;
     assert_eq!(orders(admin, "issued").await, 1.0);
     drop(wsgate);
+
+    // `check` says what the state directory holds.
+    let summary = check(&file);
+    assert!(
+        summary.contains("acme down.test tls-alpn-01 (stored certificate until "),
+        "{summary}"
+    );
 
     // With the CA gone again, a restart serves the stored certificate at
     // once and orders nothing.
