@@ -218,8 +218,6 @@ fn log_output(settings: &AccessLogSettings) -> Option<(Target, Format)> {
     Some((target, format))
 }
 
-/// Starts the active health checks of every pool in `snapshot`; they stop
-/// when `retired` is cancelled. Runs inside the server's runtime.
 /// Starts the renewal of each ACME certificate and the stapling of each
 /// certificate with an OCSP responder that a snapshot brings in; those it
 /// kept from the last one run already. A dropped certificate's task ends
@@ -233,6 +231,8 @@ fn start_certificate_tasks(snapshot: &Snapshot, metrics: Option<&Metrics>) {
     }
 }
 
+/// Starts the active health checks of every pool in `snapshot`; they stop
+/// when `retired` is cancelled. Runs inside the server's runtime.
 fn start_health_checks(snapshot: &Snapshot, retired: &CancellationToken) {
     for route in snapshot.router.routes() {
         for pool in route.pools() {

@@ -72,10 +72,40 @@ pub fn write_file(dir: &Path, relative: &str, contents: impl AsRef<[u8]>) -> Pat
     path
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a server a test starts
+/// later. It lies below the kernel's ephemeral range: a port the kernel
+/// handed out could be taken, before the server binds it, by the source
+/// port of any connection a concurrent test opens. Within the range used
+/// here, only this function picks ports, and never the same one twice.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start <= LOWEST + 1_000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        return listener.local_addr().expect("addr").port();
+    }
+    let span = ephemeral_start - LOWEST;
+    // Test binaries run one after another, but a server one of them left
+    // behind may still hold its ports: each binary starts somewhere else.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7_919) % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = LOWEST + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_start}")
 }
 
 /// Replaces `path` the way editors and config tools do: write a temporary

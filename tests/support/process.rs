@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{eventually, write_file, LISTENERS};
+use super::{write_file, LISTENERS};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
@@ -99,18 +99,29 @@ impl Process {
             .collect()
     }
 
+    /// The address logged after `marker`; a process that does not log it
+    /// within 10 s fails the test with its log, which says why.
     async fn logged_addr(&self, marker: &str) -> SocketAddr {
-        eventually(Duration::from_secs(10), || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
             let log = self.log();
-            let line = log.lines().find(|l| l.contains(marker))?;
-            line.split(marker)
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await
+            let found = log.lines().find(|l| l.contains(marker)).and_then(|line| {
+                line.split(marker)
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsgate logged no {marker:?} within 10 s; its log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// An overlapping restart: starts wsgate on `new_config`, which binds
