@@ -235,8 +235,11 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
     };
     let ca = TestCa::new();
     let pebble = Pebble::start(dir.path(), &ca, &setup).await;
+    // One request an hour per client on the plaintext listener: the CA's
+    // fetches of the tokens (from 127.0.0.1, like the test's) must pass
+    // all the same, while another request is refused.
     let config = format!(
-        "[[listeners]]\nbind = \"127.0.0.1:{http_port}\"\n\n{}{}{SITE}",
+        "[[listeners]]\nbind = \"127.0.0.1:{http_port}\"\nrequest_rate = \"1/h\"\n\n{}{}{SITE}",
         acme_listener(alpn_port, &["alpn.test"], &pebble.directory, "tls-alpn-01"),
         acme_listener(
             other_port,
@@ -245,7 +248,7 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
             "http-01"
         ),
     );
-    let (wsgate, _) = start(dir.path(), "wsgate.toml", &config);
+    let (wsgate, file) = start(dir.path(), "wsgate.toml", &config);
     let admin = wsgate.admin().await;
     let (root_pem, roots) = pebble.root().await;
 
@@ -256,14 +259,25 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
         async move { served_leaf(alpn_port, "alpn.test", &roots).await }
     })
     .await;
+    let mut first_web = Vec::new();
     for name in ["web.test", "www.web.test"] {
         let roots = roots.clone();
-        eventually(Duration::from_secs(30), || {
-            let roots = roots.clone();
-            async move { served_leaf(other_port, name, &roots).await }
-        })
-        .await;
+        first_web.push(
+            eventually(Duration::from_secs(30), || {
+                let roots = roots.clone();
+                async move { served_leaf(other_port, name, &roots).await }
+            })
+            .await,
+        );
     }
+    assert_eq!(first_web[0], first_web[1], "one certificate for both names");
+    let plain: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let statuses = [get(plain, "/").await.status, get(plain, "/").await.status];
+    assert_eq!(
+        statuses.map(|s| s.as_u16()),
+        [200, 429],
+        "the rate applies to the rest"
+    );
     let metrics = scrape(admin).await;
     for name in ["alpn.test", "web.test", "www.web.test"] {
         let expiry = metrics.value(
@@ -309,10 +323,19 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
     assert_eq!(mode(&state), 0o700);
-    let accounts: Vec<_> = std::fs::read_dir(state.join("accounts"))
+    let accounts: Vec<PathBuf> = std::fs::read_dir(state.join("accounts"))
         .expect("accounts")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
         .collect();
     assert_eq!(accounts.len(), 1, "one account for the CA, shared by both");
+    // With the contact the CA was given, so a changed email can be told.
+    let contact = accounts[0].with_extension("contact");
+    assert_eq!(
+        std::fs::read_to_string(&contact).expect("contact"),
+        "mailto:ops@example.com"
+    );
+    assert_eq!(mode(&contact), 0o600);
     assert!(
         std::fs::read_dir(state.join("http-01")).map_or(true, |d| d.count() == 0),
         "HTTP-01 tokens are taken down after the order"
@@ -329,8 +352,30 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
     })
     .await;
     assert_ne!(renewed, first);
-    assert!(orders(admin, "issued").await >= 3.0);
+    // HTTP-01 renewed too, its token fetched past the listener's rate.
+    eventually(Duration::from_secs(20), || {
+        let (roots, first) = (roots.clone(), first_web[0].clone());
+        async move {
+            let leaf = served_leaf(other_port, "web.test", &roots).await?;
+            (leaf != first).then_some(())
+        }
+    })
+    .await;
+    assert!(orders(admin, "issued").await >= 4.0);
     assert_eq!(orders(admin, "failed").await, 0.0, "{}", wsgate.log());
+
+    // A changed email reaches the CA's account; an unchanged one is not sent again.
+    const UPDATED: &str = "ACME account contact updated";
+    assert!(!wsgate.log().contains(UPDATED), "{}", wsgate.log());
+    replace_file(&file, config.replace("ops@example.com", "team@example.com"));
+    wsgate.signal("HUP");
+    eventually(Duration::from_secs(20), || async {
+        wsgate.log().contains(UPDATED).then_some(())
+    })
+    .await;
+    let log = wsgate.log();
+    assert!(log.contains("contact=mailto:team@example.com"), "{log}");
+    assert!(!log.contains("would not update"), "{log}");
     pebble.stop().await;
 }
 
@@ -406,6 +451,22 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     assert_eq!(orders(admin, "issued").await, 0.0);
     assert_eq!(orders(admin, "failed").await, 0.0, "{}", restarted.log());
     assert!(!restarted.log().contains("no certificate yet"));
+
+    // A reload that drops the name drops its expiry series: an alert on it
+    // would otherwise fire for a certificate nobody serves.
+    const EXPIRY: &str = "wsgate_acme_certificate_expiry_timestamp_seconds";
+    let down = [("name", "down.test")];
+    assert!(scrape(admin).await.get(EXPIRY, &down).is_some());
+    replace_file(&file, config.replace("down.test", "other.test"));
+    restarted.signal("HUP");
+    eventually(Duration::from_secs(10), || async move {
+        let (succeeded, _) = support::metrics::reloads(admin).await;
+        (succeeded >= 1.0).then_some(())
+    })
+    .await;
+    let metrics = scrape(admin).await;
+    assert_eq!(metrics.get(EXPIRY, &down), None, "{}", restarted.log());
+    assert_eq!(metrics.get(EXPIRY, &[("name", "other.test")]), None);
 }
 
 #[tokio::test]

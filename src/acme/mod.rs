@@ -12,6 +12,7 @@ mod schedule;
 mod store;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -59,19 +60,34 @@ impl Challenges {
         self.http.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The key authorization for `token`: this process's own, or one a
-    /// replica sharing a state directory of `managed` put there.
-    pub fn http_answer(&self, token: &str, managed: &[Arc<ManagedCertificate>]) -> Option<String> {
-        if let Some(answer) = self.http_tokens().get(token) {
-            return Some(answer.clone());
-        }
-        managed
+    /// The key authorization for `token` if an order of this process put
+    /// it up.
+    pub fn own_http_answer(&self, token: &str) -> Option<String> {
+        self.http_tokens().get(token).cloned()
+    }
+
+    /// The key authorization for `token` that a replica sharing a state
+    /// directory of `managed` put there. Read off the runtime's threads:
+    /// the directory may be on a slow shared filesystem.
+    pub async fn replica_http_answer(
+        &self,
+        token: &str,
+        managed: &[Arc<ManagedCertificate>],
+    ) -> Option<String> {
+        let files: Vec<PathBuf> = managed
             .iter()
             .filter(|certificate| certificate.settings.challenge == AcmeChallenge::Http01)
-            .find_map(|certificate| {
-                let file = StateDir::new(&certificate.settings.state).http_token(token)?;
-                std::fs::read_to_string(file).ok()
-            })
+            .filter_map(|certificate| StateDir::new(&certificate.settings.state).http_token(token))
+            .collect();
+        if files.is_empty() {
+            return None;
+        }
+        let read = move || {
+            files
+                .iter()
+                .find_map(|file| std::fs::read_to_string(file).ok())
+        };
+        tokio::task::spawn_blocking(read).await.ok().flatten()
     }
 }
 
@@ -315,9 +331,10 @@ impl ManagedCertificate {
             }
         }
         let domains = self.settings.domains.join(",");
+        let replaced = self.held().map(|held| held.leaf);
         let obtained = tokio::time::timeout(
             ORDER_TIMEOUT,
-            order::obtain(&self.settings, &self.challenges),
+            order::obtain(&self.settings, &self.challenges, replaced.as_ref()),
         )
         .await
         .unwrap_or_else(|_| {

@@ -226,6 +226,16 @@ fn start_certificate_tasks(snapshot: &Snapshot, metrics: Option<&Metrics>) {
     for managed in &snapshot.acme {
         managed.start(metrics.map(Metrics::acme));
     }
+    if let Some(metrics) = metrics {
+        // A name whose block changed and holds no certificate yet has none
+        // served either: its series goes too, as before a first order.
+        let names = (snapshot.acme.iter())
+            .filter(|managed| managed.expires().is_some())
+            .flat_map(|managed| &managed.settings.domains);
+        metrics
+            .acme()
+            .keep_only(&names.map(String::as_str).collect());
+    }
     for stapler in &snapshot.staplers {
         stapler.start();
     }

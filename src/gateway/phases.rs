@@ -1,5 +1,10 @@
 //! One request on a public listener, through named phases in this order:
 //!
+//! 0. [`acme_http_token`]: on plaintext listeners, the answer to a CA
+//!    fetching an HTTP-01 token of an order in flight. This process's own
+//!    tokens are answered before any limit, so a listener's `request_rate`
+//!    never refuses the CA; a replica's, read from the shared state
+//!    directory, after the listener's rate.
 //! 1. [`route`]: the listener's `https://` redirect, path normalisation and
 //!    `Host`, then (host, longest prefix) → the route (400, 404, 308).
 //! 2. [`admit`]: what may refuse a routed request before its action runs:
@@ -149,11 +154,26 @@ async fn respond(
     cx: &mut RequestContext<'_>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let token = acme_http_token(&req, cx);
+    if let Some(answer) = token.and_then(|token| cx.snapshot.challenges.own_http_answer(token)) {
+        return response::plain_text(answer);
+    }
     let mut client = None;
     if let Some(rule) = &cx.client.request_rate {
         let who = *client.get_or_insert_with(|| who(cx, &req));
         if let Break(answer) = take(gateway, rule, who, cx.started, (None, Limit::RequestRate)) {
             return answer;
+        }
+    }
+    if let Some(token) = token {
+        let acme = &cx.snapshot.acme;
+        if let Some(answer) = cx
+            .snapshot
+            .challenges
+            .replica_http_answer(token, acme)
+            .await
+        {
+            return response::plain_text(answer);
         }
     }
     let routed = match route(&mut req, cx) {
@@ -260,9 +280,6 @@ fn route<'s>(
     req: &mut Request<Incoming>,
     cx: &mut RequestContext<'s>,
 ) -> ControlFlow<Response<Body>, Routed<'s>> {
-    if let Some(answer) = acme_http_challenge(req, cx) {
-        return Break(answer);
-    }
     if let Some(port) = cx.client.redirect_https {
         return Break(redirect_to_https(req, port));
     }
@@ -579,26 +596,19 @@ fn only_chunked(headers: &http::HeaderMap) -> bool {
         .all(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }
 
-/// 308 to the same host and target over `https://` on `port`. Upgrade
-/// requests get the same answer, without upgrading.
-/// The key authorization a CA validating HTTP-01 fetches from a plaintext
-/// listener, before any redirect or route could take the request. Tokens
-/// no order of ours put up go on to the routes, which may proxy them to
-/// another ACME client.
-fn acme_http_challenge<B>(req: &Request<B>, cx: &RequestContext<'_>) -> Option<Response<Body>> {
+/// The token of a fetch that may be a CA validating HTTP-01 on a plaintext
+/// listener: answered before any redirect or route could take it. Tokens
+/// no order put up go on to the routes, which may proxy them to another
+/// ACME client.
+fn acme_http_token<'r, B>(req: &'r Request<B>, cx: &RequestContext<'_>) -> Option<&'r str> {
     let token = req.uri().path().strip_prefix(HTTP_CHALLENGE_PREFIX)?;
     let plaintext = cx.client.tls_facts.is_none();
     let fetch = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !plaintext || !fetch || cx.snapshot.acme.is_empty() {
-        return None;
-    }
-    let answer = cx
-        .snapshot
-        .challenges
-        .http_answer(token, &cx.snapshot.acme)?;
-    Some(response::plain_text(answer))
+    (plaintext && fetch && !cx.snapshot.acme.is_empty()).then_some(token)
 }
 
+/// 308 to the same host and target over `https://` on `port`. Upgrade
+/// requests get the same answer, without upgrading.
 fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
     let host = match request_host(req) {
         Ok(Some(host)) => host,

@@ -1,6 +1,9 @@
 //! The series of ACME certificates: when each name's expires, and how the
 //! orders went.
 
+use std::collections::HashSet;
+
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntGaugeVec};
 
 use super::Families;
@@ -25,6 +28,24 @@ impl AcmeMeters {
     pub fn expires(&self, names: &[String], not_after: i64) {
         for name in names {
             self.expiry.with_label_values(&[name]).set(not_after);
+        }
+    }
+
+    /// Drops the series of names not in `kept` (a reload removed them), so
+    /// an alert on their expiry does not fire for a certificate nobody
+    /// serves.
+    pub fn keep_only(&self, kept: &HashSet<&str>) {
+        let names: Vec<String> = self
+            .expiry
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .filter(|label| label.name() == "name" && !kept.contains(label.value()))
+            .map(|label| label.value().to_owned())
+            .collect();
+        for name in names {
+            let _ = self.expiry.remove_label_values(&[&name]);
         }
     }
 
