@@ -34,9 +34,16 @@ pub struct Failure {
     pub validated: bool,
 }
 
-pub async fn obtain(settings: &Acme, challenges: &Challenges) -> Result<Obtained, Failure> {
+/// A certificate for `settings.domains`; a renewal names the certificate
+/// it `replaces`, which a CA with renewal information (RFC 9773 §5) may
+/// let skip its rate limits.
+pub async fn obtain(
+    settings: &Acme,
+    challenges: &Challenges,
+    replaces: Option<&CertificateDer<'_>>,
+) -> Result<Obtained, Failure> {
     let mut validated = false;
-    run(settings, challenges, &mut validated)
+    run(settings, challenges, replaces, &mut validated)
         .await
         .map_err(|error| Failure { error, validated })
 }
@@ -44,6 +51,7 @@ pub async fn obtain(settings: &Acme, challenges: &Challenges) -> Result<Obtained
 async fn run(
     settings: &Acme,
     challenges: &Challenges,
+    replaces: Option<&CertificateDer<'_>>,
     validated: &mut bool,
 ) -> anyhow::Result<Obtained> {
     let state = StateDir::new(&settings.state);
@@ -53,10 +61,7 @@ async fn run(
         .iter()
         .map(|name| Identifier::Dns(name.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .context("the CA refused the order")?;
+    let mut order = new_order(&account, &identifiers, replaces).await?;
     // Taken down when the order ends, however it ends.
     let mut answers = Answers {
         challenges,
@@ -121,6 +126,32 @@ async fn run(
     })
 }
 
+/// A new order, naming the certificate it replaces where the CA takes
+/// that. Without ARI, or when the CA refuses the field (the certificate
+/// was replaced already, say: RFC 9773 §5), the order goes without it.
+async fn new_order(
+    account: &Account,
+    identifiers: &[Identifier],
+    replaces: Option<&CertificateDer<'_>>,
+) -> anyhow::Result<instant_acme::Order> {
+    if let Some(id) = replaces.and_then(|leaf| CertificateIdentifier::try_from(leaf).ok()) {
+        match account
+            .new_order(&NewOrder::new(identifiers).replaces(id))
+            .await
+        {
+            Ok(order) => return Ok(order),
+            Err(instant_acme::Error::Unsupported(_)) => {}
+            Err(error) => {
+                tracing::debug!(%error, "the CA refused an order naming the certificate it replaces; ordering without");
+            }
+        }
+    }
+    account
+        .new_order(&NewOrder::new(identifiers))
+        .await
+        .context("the CA refused the order")
+}
+
 /// The CA's suggested renewal window for a certificate (RFC 9773), in
 /// Unix seconds, and how long until it may be asked again.
 pub struct RenewalWindow {
@@ -155,23 +186,26 @@ async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
         None => Account::builder(),
     };
     let file = state.account(&settings.directory);
-    match std::fs::read(&file) {
-        Ok(json) => {
-            let credentials: AccountCredentials = serde_json::from_slice(&json)
-                .with_context(|| format!("{} is not an account", file.display()))?;
-            return builder()?
-                .from_credentials(credentials)
-                .await
-                .with_context(|| format!("cannot reach the CA at {}", settings.directory));
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error).context(format!("cannot read {}", file.display())),
-    }
     let contact = settings
         .email
         .as_ref()
         .map(|email| format!("mailto:{email}"));
     let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let contact_file = file.with_extension("contact");
+    match std::fs::read(&file) {
+        Ok(json) => {
+            let credentials: AccountCredentials = serde_json::from_slice(&json)
+                .with_context(|| format!("{} is not an account", file.display()))?;
+            let account = builder()?
+                .from_credentials(credentials)
+                .await
+                .with_context(|| format!("cannot reach the CA at {}", settings.directory))?;
+            update_contact(&account, &contact, &contact_file).await;
+            return Ok(account);
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).context(format!("cannot read {}", file.display())),
+    }
     let (account, credentials) = builder()?
         .create(
             &NewAccount {
@@ -186,8 +220,31 @@ async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
         .with_context(|| format!("cannot open an account at {}", settings.directory))?;
     write_secret(&file, &serde_json::to_vec(&credentials)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
+    let _ = write_secret(&contact_file, contact.join("\n").as_bytes());
     tracing::info!(directory = %settings.directory, "ACME account opened");
     Ok(account)
+}
+
+/// Tells the CA about an `email` changed since the account was opened (or
+/// last told), as certbot's `update_account` does, so its expiry and
+/// policy mail reach the address in the config. The account goes on
+/// being used if the CA will not take it.
+async fn update_contact(account: &Account, contact: &[&str], file: &std::path::Path) {
+    let told = contact.join("\n");
+    if std::fs::read_to_string(file).is_ok_and(|stored| stored == told) {
+        return;
+    }
+    match account.update_contacts(contact).await {
+        Ok(()) => {
+            if let Err(error) = write_secret(file, told.as_bytes()) {
+                tracing::warn!(file = %file.display(), %error, "cannot record the ACME account's contact");
+            }
+            tracing::info!(contact = %contact.join(","), "ACME account contact updated");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the CA would not update the ACME account's contact; it keeps the old one");
+        }
+    }
 }
 
 /// The challenge answers an order has put up.

@@ -341,6 +341,10 @@ pub enum ConfigError {
     AcmeBadChallenge(String),
     #[error("http-01 needs a plaintext listener (on port 80, where the CA fetches its token); add one, or use challenge = \"tls-alpn-01\"")]
     AcmeHttpWithoutPlaintext,
+    #[error("no plaintext listener binds port 80, where the CA fetches HTTP-01 tokens; validation fails unless port 80 is forwarded to one of them")]
+    AcmeHttpNotOnPort80,
+    #[error("this listener does not bind port 443, where the CA connects for tls-alpn-01; validation fails unless port 443 is forwarded to it")]
+    AcmeAlpnNotOnPort443,
     #[error("tls-alpn-01 cannot work with `client_auth = {{ required = true }}`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false")]
     AcmeAlpnWithRequiredClientAuth,
     #[error("acme state `{}` is not a directory", .0.display())]

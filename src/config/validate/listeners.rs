@@ -56,16 +56,7 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
             ("request_rate", &listener.request_rate),
             ("request_burst", &listener.request_burst),
         );
-        let http01 = listener
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.get_ref().acme.as_ref())
-            .and_then(|acme| acme.get_ref().challenge.as_ref())
-            .filter(|challenge| challenge.get_ref() == "http-01");
-        let plaintext = raw.listeners.iter().any(|l| l.tls.is_none());
-        if let (Some(challenge), false) = (http01, plaintext) {
-            check.error(challenge.span(), ConfigError::AcmeHttpWithoutPlaintext);
-        }
+        acme_ports(check, raw, listener, addr);
         if addr.is_some() && taken.is_none() {
             compiled.push(Listener {
                 bind,
@@ -78,6 +69,47 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
         }
     }
     compiled
+}
+
+/// Whether the CA can reach the challenge of `listener`'s `acme` block: it
+/// validates HTTP-01 on port 80 of a plaintext listener and TLS-ALPN-01 on
+/// port 443. Other ports are only warned about, since a port forward or a
+/// load balancer may bring 80 and 443 there.
+fn acme_ports(
+    check: &mut Checker,
+    raw: &RawConfig,
+    listener: &RawListener,
+    addr: Option<SocketAddr>,
+) {
+    let Some(acme) = listener
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.get_ref().acme.as_ref())
+    else {
+        return;
+    };
+    let challenge = acme.get_ref().challenge.as_ref();
+    let span = challenge.map_or(acme.span(), Spanned::span);
+    match challenge.map(|challenge| challenge.get_ref().as_str()) {
+        Some("http-01") => {
+            let plaintext: Vec<Option<SocketAddr>> = (raw.listeners.iter())
+                .filter(|l| l.tls.is_none())
+                .map(|l| l.bind.get_ref().parse().ok())
+                .collect();
+            if plaintext.is_empty() {
+                check.error(span, ConfigError::AcmeHttpWithoutPlaintext);
+            } else if !plaintext.iter().flatten().any(|a| a.port() == 80) {
+                check.warn(span, ConfigError::AcmeHttpNotOnPort80);
+            }
+        }
+        None | Some("tls-alpn-01") => {
+            if addr.is_some_and(|addr| addr.port() != 443) {
+                check.warn(span, ConfigError::AcmeAlpnNotOnPort443);
+            }
+        }
+        // Refused where the block is read.
+        Some(_) => {}
+    }
 }
 
 /// The `https://` port a plaintext listener redirects to, if it does.

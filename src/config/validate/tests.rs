@@ -896,12 +896,14 @@ fn ticket_key_files_are_read_and_checked() {
 
 #[test]
 fn acme_blocks_are_checked() {
-    let acme = |block: &str| tls_messages(&tls_listener(&format!("{{ acme = {{ {block} }} }}")));
+    // On port 443, where the CA connects for tls-alpn-01, the default.
+    let on_443 = |tls: &str| tls_listener(tls).replace(":8443", ":443");
+    let acme = |block: &str| tls_messages(&on_443(&format!("{{ acme = {{ {block} }} }}")));
     let good = "domains = [\"Shop.example.com\", \"www.shop.example.com\"], email = \"ops@example.com\", state = \"acme\"";
     assert_eq!(acme(good), Vec::<String>::new());
     // With certificates for other names on the same listener.
     assert_eq!(
-        tls_messages(&tls_listener(&format!(
+        tls_messages(&on_443(&format!(
             "{{ cert = \"a.pem\", key = \"a-key.pem\", acme = {{ {good} }} }}"
         ))),
         Vec::<String>::new()
@@ -936,23 +938,34 @@ fn acme_blocks_are_checked() {
         assert!(messages[0].starts_with(expected), "{block}: {messages:?}");
     }
     assert_eq!(
-        tls_messages(&tls_listener(
+        tls_messages(&on_443(
             "{ cert = \"a.pem\", key = \"a-key.pem\", acme = { domains = [\"a.example.com\"], state = \"acme\" } }"
         )),
         ["`a.example.com` is both ordered by acme and served from `a.pem`; keep one"]
     );
     assert_eq!(
-        tls_messages(&tls_listener(
+        tls_messages(&on_443(
             "{ client_auth = { ca = \"a.pem\" }, acme = { domains = [\"x.example.com\"], state = \"acme\" } }"
         )),
         ["tls-alpn-01 cannot work with `client_auth = { required = true }`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false"]
     );
-    // http-01 with a plaintext listener for the CA to reach.
-    let with_plaintext = format!(
-        "[[listeners]]\nbind = \"127.0.0.1:8080\"\n\n{}",
-        tls_listener("{ acme = { domains = [\"x.example.com\"], state = \"acme\", challenge = \"http-01\" } }")
+    // http-01 with a plaintext listener for the CA to reach, on port 80 or,
+    // with a warning, behind a port forward.
+    let http01 = |plain: u16| {
+        tls_messages(&format!(
+            "[[listeners]]\nbind = \"127.0.0.1:{plain}\"\n\n{}",
+            tls_listener("{ acme = { domains = [\"x.example.com\"], state = \"acme\", challenge = \"http-01\" } }")
+        ))
+    };
+    assert_eq!(http01(80), Vec::<String>::new());
+    assert_eq!(
+        http01(8080),
+        ["no plaintext listener binds port 80, where the CA fetches HTTP-01 tokens; validation fails unless port 80 is forwarded to one of them"]
     );
-    assert_eq!(tls_messages(&with_plaintext), Vec::<String>::new());
+    assert_eq!(
+        tls_messages(&tls_listener("{ acme = { domains = [\"x.example.com\"], state = \"acme\" } }")),
+        ["this listener does not bind port 443, where the CA connects for tls-alpn-01; validation fails unless port 443 is forwarded to it"]
+    );
 }
 
 /// A self-signed certificate for `name` with an OCSP responder in its
