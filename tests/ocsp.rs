@@ -16,12 +16,14 @@ use support::process::Process;
 use support::*;
 
 /// `openssl ocsp` answering for `dir`'s CA on `port`, its responses good
-/// for a minute.
-async fn responder(dir: &Path, port: u16) -> Child {
+/// for a minute and signed by `signer` (`ca`, or a responder certificate
+/// the CA issued).
+async fn responder(dir: &Path, port: u16, signer: &str) -> Child {
+    let (cert, key) = (format!("{signer}.pem"), format!("{signer}-key.pem"));
     let child = Command::new("openssl")
         .args(["ocsp", "-index", "index.txt", "-port"])
         .arg(port.to_string())
-        .args(["-rsigner", "ca.pem", "-rkey", "ca-key.pem", "-CA", "ca.pem"])
+        .args(["-rsigner", &cert, "-rkey", &key, "-CA", "ca.pem"])
         .args(["-nmin", "1", "-ignore_err"])
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -39,8 +41,8 @@ async fn responder(dir: &Path, port: u16) -> Child {
                 "ca.pem",
                 "-cert",
                 "site-leaf.pem",
-                "-CAfile",
-                "ca.pem",
+                // Readiness only: the impostor's answers do not verify.
+                "-noverify",
             ])
             .args(["-url", &format!("http://127.0.0.1:{port}"), "-timeout", "2"])
             .current_dir(dir)
@@ -53,6 +55,18 @@ async fn responder(dir: &Path, port: u16) -> Child {
     })
     .await;
     child
+}
+
+/// The PKI of pki.sh in a fresh directory, its responder on a free port.
+fn pki() -> (tempfile::TempDir, u16) {
+    let dir = test_dir();
+    let port = free_port();
+    run(std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ocsp/pki.sh"))
+        .arg(dir.path())
+        .arg(port.to_string()));
+    write_file(dir.path(), "public/index.html", "hello\n");
+    (dir, port)
 }
 
 /// What `openssl s_client -status` prints for a handshake asking for `name`.
@@ -84,13 +98,7 @@ const VERIFIED: &str = "Verify return code: 0 (ok)";
 
 #[tokio::test]
 async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_for_one() {
-    let dir = test_dir();
-    let port = free_port();
-    run(std::process::Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ocsp/pki.sh"))
-        .arg(dir.path())
-        .arg(port.to_string()));
-    write_file(dir.path(), "public/index.html", "hello\n");
+    let (dir, port) = pki();
     let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
         tls = { cert = \"site.pem\", key = \"site-key.pem\" }\n\n\
         [[listeners]]\nbind = \"127.0.0.1:0\"\n\
@@ -123,7 +131,7 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
 
     // It comes up: the next tries (5 s, then 10 s after the first) staple
     // a good status, and the Must-Staple certificate is served with it.
-    let _responder = responder(dir.path(), port).await;
+    let _responder = responder(dir.path(), port, "ca").await;
     let root = dir.path();
     for (addr, name) in [(site, "site.test"), (must, "must.test")] {
         let out = eventually(Duration::from_secs(30), || async move {
@@ -157,4 +165,47 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
     .await;
     let out = s_client(site, "site.test", dir.path()).await;
     assert!(out.contains(STAPLED) && out.contains(GOOD), "{out}");
+}
+
+#[tokio::test]
+async fn a_delegated_responder_is_trusted_only_when_the_ca_issued_it_for_ocsp() {
+    let (dir, port) = pki();
+    // Signed by a certificate the CA issued for serverAuth, not OCSPSigning:
+    // anyone holding such a certificate could otherwise vouch for any other.
+    let mut impostor = responder(dir.path(), port, "impostor").await;
+    let config = "[[listeners]]\nbind = \"127.0.0.1:0\"\n\
+        tls = { cert = \"site.pem\", key = \"site-key.pem\" }\n\n\
+        [admin]\nbind = \"127.0.0.1:0\"\n\n\
+        [[routes]]\nname = \"site\"\npath = \"/\"\nstatic = { root = \"public\" }\n";
+    let file = write_file(dir.path(), "wsgate.toml", config);
+    let wsgate = Process::run_config(&file);
+    wsgate.admin().await;
+    let site = wsgate.listening()[0];
+    eventually(Duration::from_secs(10), || {
+        let log = wsgate.log();
+        async move {
+            log.contains("not signed by the certificate's issuer or a responder it delegated to")
+                .then_some(())
+        }
+    })
+    .await;
+    let out = s_client(site, "site.test", dir.path()).await;
+    assert!(out.contains("OCSP response: no response sent"), "{out}");
+    // Gone for good before the next one binds its port.
+    impostor.kill().await.expect("stop the impostor");
+
+    // The responder the CA delegated to: its answers are stapled (the
+    // next try is 5 s after the first failure).
+    let _delegate = responder(dir.path(), port, "delegate").await;
+    let root = dir.path();
+    let out = eventually(Duration::from_secs(20), || async move {
+        let out = s_client(site, "site.test", root).await;
+        out.contains(STAPLED).then_some(out)
+    })
+    .await;
+    assert!(out.contains(GOOD) && out.contains(VERIFIED), "{out}");
+    assert!(
+        out.contains("Responder Id: CN = delegate responder"),
+        "{out}"
+    );
 }

@@ -5,6 +5,9 @@
 #   must.pem, must-key.pem   must.test, Must-Staple (TLS feature status_request)
 #   gone.pem, gone-key.pem   gone.test, revoked
 #   ca.pem, ca-key.pem, index.txt   for `openssl ocsp -index`
+#   delegate.pem, delegate-key.pem   a responder the CA delegated to
+#                                    (extendedKeyUsage OCSPSigning)
+#   impostor.pem, impostor-key.pem   issued by the CA, but not for OCSP
 # Usage: pki.sh DIR PORT. Installs openssl from Debian when it is missing.
 set -euo pipefail
 dir=$1 port=$2
@@ -34,3 +37,14 @@ leaf site 1001 ""
 leaf must 1002 "tlsfeature=status_request
 "
 leaf gone 1003 "" R
+signer() {
+    local name=$1 extra=$2
+    openssl req "${ec[@]}" -subj "/CN=$name responder" -keyout "$name-key.pem" -out "$name.csr" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\n%s' "$extra" >"$name.ext"
+    openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca-key.pem -set_serial "0x$3" \
+        -days 2 -extfile "$name.ext" -out "$name.pem" 2>/dev/null
+}
+signer delegate "extendedKeyUsage=OCSPSigning
+" 2001
+signer impostor "extendedKeyUsage=serverAuth
+" 2002
