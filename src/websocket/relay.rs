@@ -449,7 +449,8 @@ struct Pinger {
 
 /// One WebSocket session between a client and a backend.
 struct Session<'a> {
-    policy: Policy,
+    /// The route's, which the session's caller keeps for the session's life.
+    policy: &'a Policy,
     to_backend: Pump<'a>,
     to_client: Pump<'a>,
     client: Link,
@@ -463,7 +464,9 @@ struct Session<'a> {
     /// Where `/sessions` reads the totals so far.
     live: &'a sessions::LiveTraffic,
     /// The client's message and byte budgets, if the route sets rates.
-    throttle: Option<Throttle>,
+    /// Boxed: most routes set no rate, and every idle session would carry
+    /// room for one.
+    throttle: Option<Box<Throttle>>,
     /// When the gateway ends the session (`max_session_duration`, or its
     /// token's expiry, whichever comes first), with which code and reason.
     ends: Option<(Instant, SessionEnd)>,
@@ -484,7 +487,7 @@ struct Session<'a> {
 pub fn run<'a>(
     client: Peer,
     backend: Peer,
-    policy: Policy,
+    policy: &'a Policy,
     allowed_rsv: u8,
     control: &'a sessions::Session,
     tally: Option<SessionTally<'a>>,
@@ -544,8 +547,8 @@ pub fn run<'a>(
         stats: SessionStats::default(),
         ping_rtt,
         live: &control.traffic,
-        throttle: Throttle::new(&policy.limits, now),
-        ends: first_end(now, &policy, token_end),
+        throttle: Throttle::new(&policy.limits, now).map(Box::new),
+        ends: first_end(now, policy, token_end),
         limit_meters,
     };
     // The leftovers share hyper's read buffers: scan them, then let them go
@@ -566,7 +569,13 @@ pub fn run<'a>(
             draining: false,
         };
         std::future::poll_fn(|cx| session.poll_relay(cx, control, &mut waits)).await;
-        tokio::join!(session.client.close(), session.backend.close());
+        // Boxed, and only now: each close waits under a timeout of its own,
+        // and room for both in this future would sit unused through every
+        // idle session's life.
+        tokio::join!(
+            Box::pin(session.client.close()),
+            Box::pin(session.backend.close())
+        );
         session.stats.client_to_backend = session.to_backend.traffic;
         session.stats.backend_to_client = session.to_client.traffic;
         session.stats
@@ -693,7 +702,7 @@ impl<'a> Session<'a> {
         }
         // A rate-limited client's read is sized to its budget, in a buffer
         // of that size (not a pooled one, which must keep its capacity).
-        let cap = match (side, &self.throttle) {
+        let cap = match (side, self.throttle.as_deref()) {
             (Side::Client, Some(throttle)) => throttle.read_cap(now),
             _ => None,
         };
@@ -736,7 +745,7 @@ impl<'a> Session<'a> {
         let plain = self.client.plain_socket().is_some() && self.backend.plain_socket().is_some();
         let forwarding = !pump.discarding && !pump.skipping && !pump.destination_failed;
         let left = pump.parser.data_payload_left();
-        let most = match (side, &self.throttle) {
+        let most = match (side, self.throttle.as_deref()) {
             (Side::Client, Some(throttle)) => {
                 throttle.read_cap(Instant::now()).unwrap_or(SPLICE_MAX)
             }
@@ -866,7 +875,7 @@ impl<'a> Session<'a> {
     fn charge_client(&mut self, messages: u64, bytes: u64, now: Instant) {
         // Once closing, the client's close reply is all that matters.
         let open = self.stats.closing.is_none();
-        let Some(throttle) = self.throttle.as_mut().filter(|_| open) else {
+        let Some(throttle) = self.throttle.as_deref_mut().filter(|_| open) else {
             return;
         };
         match throttle.charge(messages, bytes, now) {
@@ -895,7 +904,7 @@ impl<'a> Session<'a> {
     /// Whether reading from the client waits for its budgets. Once the
     /// session is closing, its close reply is read whatever the budget.
     fn client_paused(&self) -> bool {
-        self.stats.closing.is_none() && self.throttle.as_ref().is_some_and(Throttle::is_paused)
+        self.stats.closing.is_none() && self.throttle.as_deref().is_some_and(Throttle::is_paused)
     }
 
     fn written(&mut self, side: Side, ready: io::Result<()>, now: Instant) {
@@ -997,7 +1006,7 @@ impl<'a> Session<'a> {
             (Some(interval), None) if open => Some(self.pinger.last_client_data + interval),
             _ => None,
         };
-        let throttle = self.throttle.as_ref().filter(|_| open);
+        let throttle = self.throttle.as_deref().filter(|_| open);
         let resume = throttle.and_then(Throttle::resume_at);
         let close_due = throttle.and_then(Throttle::close_due);
         let lifetime = self.ends.map(|(at, _)| at).filter(|_| open);
