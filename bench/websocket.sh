@@ -58,7 +58,10 @@
 #                    `limits-on` for a second wsgate with every per-client
 #                    and per-session limit set far above the load (checked
 #                    on every connection, request and read, never tripped):
-#                    what the limits cost
+#                    what the limits cost; or `binary` for a second
+#                    wsgate, same config, run from REFERENCE_BIN: what a
+#                    change costs or saves, A/B in one run
+#   REFERENCE_BIN    the reference wsgate binary for REFERENCE=binary
 #
 # Installs nginx-light, haproxy, openssl and perf (linux-perf) from Debian
 # packages when missing (needs root).
@@ -149,6 +152,9 @@ write_wsgate_config() {
             >"$TMP/wsgate-reference.toml"
     elif [[ "$REFERENCE" == limits-on ]]; then
         wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" true '"off"' limits \
+            >"$TMP/wsgate-reference.toml"
+    elif [[ "$REFERENCE" == binary ]]; then
+        wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" true '"off"' \
             >"$TMP/wsgate-reference.toml"
     else
         wsgate_config "$NGINX_PORT" "$NGINX_TLS_PORT" "$REF_ADMIN_PORT" false '"off"' \
@@ -298,7 +304,8 @@ start_gateways() {
     fi
     "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
     WSGATE_PID=$!
-    "$WSGATE_BIN" --config "$TMP/wsgate-reference.toml" >>"$TMP/wsgate-reference.log" 2>&1 &
+    "${REFERENCE_BIN:-$WSGATE_BIN}" --config "$TMP/wsgate-reference.toml" \
+        >>"$TMP/wsgate-reference.log" 2>&1 &
     # Stopped and cleaned up through the same variable as nginx.
     NGINX_PID=$!
     wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"
@@ -332,7 +339,8 @@ main() {
 
     case "$REFERENCE" in
     nginx | metrics-off | log-on | limits-on) ;;
-    *) die "REFERENCE must be nginx, log-on, limits-on or metrics-off, not $REFERENCE" ;;
+    binary) [[ -x "${REFERENCE_BIN:-}" ]] || die "REFERENCE=binary needs REFERENCE_BIN, an executable wsgate" ;;
+    *) die "REFERENCE must be nginx, log-on, limits-on, metrics-off or binary, not $REFERENCE" ;;
     esac
     install_missing_tools haproxy openssl
     install_perf
