@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,11 +49,19 @@ pub struct ClientConnection {
     pub websocket_over_h2: bool,
     /// A plaintext connection that may open with the HTTP/2 preface.
     pub h2c: bool,
-    /// The connection's place under `max_connections_per_client`.
-    pub per_client: Option<Held>,
     closability: Closability,
-    _slot: OwnedSemaphorePermit,
-    /// Counts the connection in `wsgate_connections_active` while it lives.
+    slot: Arc<ConnectionSlot>,
+}
+
+/// What a connection counts against while it lives: `max_connections`,
+/// `max_connections_per_client` and `wsgate_connections_active`. A
+/// WebSocket session keeps this, not the whole [`ClientConnection`], so
+/// an idle session does not carry the connection's TLS facts, meters and
+/// settings.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    per_client: OnceLock<Held>,
+    _permit: OwnedSemaphorePermit,
     _active: Option<Active>,
 }
 
@@ -74,15 +82,29 @@ impl ClientConnection {
             tls_facts: None,
             client_cert: None,
             redirect_https,
-            _active: meters.as_ref().map(ListenerMeters::connection_opened),
+            slot: Arc::new(ConnectionSlot {
+                per_client: OnceLock::new(),
+                _permit: slot,
+                _active: meters.as_ref().map(ListenerMeters::connection_opened),
+            }),
             meters,
             request_rate: None,
             websocket_over_h2: false,
             h2c: false,
-            per_client: None,
             closability: Closability::default(),
-            _slot: slot,
         }
+    }
+
+    /// Counts the connection under `max_connections_per_client` until it,
+    /// and any session it becomes, ends.
+    pub fn hold_per_client(&self, held: Held) {
+        // Admission is the only caller, once per connection.
+        let _ = self.slot.per_client.set(held);
+    }
+
+    /// What the connection counts against, for a session to keep.
+    pub fn slot(&self) -> Arc<ConnectionSlot> {
+        Arc::clone(&self.slot)
     }
 
     /// The scheme the client used, as `X-Forwarded-Proto` reports it.

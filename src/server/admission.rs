@@ -89,7 +89,7 @@ impl Admission {
                 .open
                 .try_hold(CONNECTIONS, key, cap)
             {
-                Some(held) => client.per_client = Some(held),
+                Some(held) => client.hold_per_client(held),
                 None => {
                     let limit = Limit::ConnectionsPerClient;
                     self.gateway.limit_refused(None, limit, client.addr.ip());

@@ -67,7 +67,8 @@ pub struct WebSocketRoute {
 /// What an upgrade needs from the connection and the server.
 pub struct UpgradeContext<'a> {
     pub route_name: &'a str,
-    /// Kept by the session, so it counts against `max_connections` until it ends.
+    /// Its slot is kept by the session, which counts against
+    /// `max_connections` until it ends.
     pub client: Arc<ClientConnection>,
     /// The request path below the route's prefix, normalised.
     pub relative_path: &'a str,
@@ -170,7 +171,7 @@ pub async fn upgrade<B>(
     // Counts as a session from here, so a drain that starts while the backend
     // handshake is under way still waits for this one and closes it with 1001.
     let in_progress = cx.sessions.starting();
-    let client = Arc::clone(&cx.client);
+    let connection_slot = cx.client.slot();
     let client_ip = cx.trusted.client_ip(cx.client.addr.ip(), req.headers());
     let (answer, backend) = match handshake_with_backends(&req, route, &cx, client_ip).await {
         Ok(answered) => answered,
@@ -277,7 +278,7 @@ pub async fn upgrade<B>(
     // room for one.
     let recheck = cx.recheck.map(Box::new);
     let session = async move {
-        let _client = client;
+        let _connection_slot = connection_slot;
         let _busy = busy;
         let _held = held;
         let Some(client) = client_peer(client_upgrade.await, protocol, h2_stream) else {
