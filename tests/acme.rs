@@ -369,11 +369,7 @@ async fn certificates_are_issued_over_both_challenges_and_renewed_before_they_ex
     assert!(!wsgate.log().contains(UPDATED), "{}", wsgate.log());
     replace_file(&file, config.replace("ops@example.com", "team@example.com"));
     wsgate.signal("HUP");
-    eventually(Duration::from_secs(20), || async {
-        wsgate.log().contains(UPDATED).then_some(())
-    })
-    .await;
-    let log = wsgate.log();
+    let log = wsgate.logged(UPDATED, Duration::from_secs(20)).await;
     assert!(log.contains("contact=mailto:team@example.com"), "{log}");
     assert!(!log.contains("would not update"), "{log}");
     pebble.stop().await;

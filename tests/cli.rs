@@ -187,10 +187,7 @@ async fn a_second_signal_exits_without_waiting_for_the_drain() {
     tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    eventually(Duration::from_secs(5), || async {
-        process.log().contains("listening").then_some(())
-    })
-    .await;
+    process.logged("listening", Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     process.signal("TERM");
     eventually(Duration::from_secs(5), || async {
@@ -227,10 +224,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
             held.push(stream);
         }
     }
-    eventually(Duration::from_secs(10), || async {
-        process.log().contains("backing off").then_some(())
-    })
-    .await;
+    process.logged("backing off", Duration::from_secs(10)).await;
     // Out of descriptors, the admin listener still answers (from its
     // reserve), counts the failures, and the log says so once in a while.
     let admin = process.admin().await;

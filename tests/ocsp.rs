@@ -123,11 +123,9 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
     assert!(out.contains("OCSP response: no response sent"), "{out}");
     let out = s_client(must, "must.test", dir.path()).await;
     assert!(out.contains("no peer certificate available"), "{out}");
-    eventually(Duration::from_secs(10), || {
-        let log = wsgate.log();
-        async move { log.contains("OCSP responder failed").then_some(()) }
-    })
-    .await;
+    wsgate
+        .logged("OCSP responder failed", Duration::from_secs(10))
+        .await;
 
     // It comes up: the next tries (5 s, then 10 s after the first) staple
     // a good status, and the Must-Staple certificate is served with it.
@@ -145,24 +143,20 @@ async fn responses_are_stapled_once_the_responder_answers_and_must_staple_waits_
     }
 
     // A revoked certificate gets no staple (and is said to be revoked).
-    eventually(Duration::from_secs(10), || {
-        let log = wsgate.log();
-        async move {
-            log.contains("the CA says this certificate is revoked")
-                .then_some(())
-        }
-    })
-    .await;
+    wsgate
+        .logged(
+            "the CA says this certificate is revoked",
+            Duration::from_secs(10),
+        )
+        .await;
     let out = s_client(gone, "gone.test", dir.path()).await;
     assert!(out.contains("OCSP response: no response sent"), "{out}");
 
     // A reload keeps the staple: the certificate is the same, so is its stapler.
     wsgate.signal("HUP");
-    eventually(Duration::from_secs(10), || {
-        let log = wsgate.log();
-        async move { log.contains("config reloaded").then_some(()) }
-    })
-    .await;
+    wsgate
+        .logged("config reloaded", Duration::from_secs(10))
+        .await;
     let out = s_client(site, "site.test", dir.path()).await;
     assert!(out.contains(STAPLED) && out.contains(GOOD), "{out}");
 }
@@ -181,14 +175,12 @@ async fn a_delegated_responder_is_trusted_only_when_the_ca_issued_it_for_ocsp() 
     let wsgate = Process::run_config(&file);
     wsgate.admin().await;
     let site = wsgate.listening()[0];
-    eventually(Duration::from_secs(10), || {
-        let log = wsgate.log();
-        async move {
-            log.contains("not signed by the certificate's issuer or a responder it delegated to")
-                .then_some(())
-        }
-    })
-    .await;
+    wsgate
+        .logged(
+            "not signed by the certificate's issuer or a responder it delegated to",
+            Duration::from_secs(10),
+        )
+        .await;
     let out = s_client(site, "site.test", dir.path()).await;
     assert!(out.contains("OCSP response: no response sent"), "{out}");
     // Gone for good before the next one binds its port.

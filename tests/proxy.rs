@@ -352,11 +352,9 @@ async fn a_dead_backend_logs_one_warning_every_few_seconds_while_metrics_count_e
     }
     // One line per backend, and one for the WebSocket route that had none
     // left, however many requests failed.
-    let log = eventually(Duration::from_secs(5), || async {
-        let log = process.log();
-        (log.contains("no backend took the websocket")).then_some(log)
-    })
-    .await;
+    let log = process
+        .logged("no backend took the websocket", Duration::from_secs(5))
+        .await;
     assert_eq!(warnings(&log, "backend connection failed"), [0, 0], "{log}");
     assert_eq!(
         warnings(&log, "no backend took the websocket"),

@@ -73,6 +73,23 @@ impl Process {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// Waits until the log says `text`, and returns the log; a process
+    /// that does not within `within` fails the test with its log.
+    pub async fn logged(&self, text: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsgate did not log {text:?} within {within:?}; its log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The public listener's address, from the first "listening" log line.
     pub async fn addr(&self) -> SocketAddr {
         self.logged_addr(" listening addr=").await
