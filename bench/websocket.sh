@@ -304,8 +304,9 @@ start_gateways() {
     fi
     "$WSGATE_BIN" --config "$TMP/wsgate.toml" >>"$TMP/wsgate.log" 2>&1 &
     WSGATE_PID=$!
-    "${REFERENCE_BIN:-$WSGATE_BIN}" --config "$TMP/wsgate-reference.toml" \
-        >>"$TMP/wsgate-reference.log" 2>&1 &
+    local reference_bin=$WSGATE_BIN
+    [[ "$REFERENCE" == binary ]] && reference_bin=$REFERENCE_BIN
+    "$reference_bin" --config "$TMP/wsgate-reference.toml" >>"$TMP/wsgate-reference.log" 2>&1 &
     # Stopped and cleaned up through the same variable as nginx.
     NGINX_PID=$!
     wait_ready wsgate "$WSGATE_PID" "$WSGATE_PORT" "$TMP/wsgate.log"

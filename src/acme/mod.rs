@@ -43,6 +43,12 @@ pub struct Challenges {
     pub alpn: Arc<AlpnChallenges>,
 }
 
+/// Reads of replicas' HTTP-01 tokens under way at once, and how long one
+/// may take: every fetch of a made-up token reads the state directory, and
+/// on a stalled shared filesystem those reads must not pile up.
+static REPLICA_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where HTTP-01 tokens are fetched (RFC 8555 §8.3).
 pub const HTTP_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -82,12 +88,22 @@ impl Challenges {
         if files.is_empty() {
             return None;
         }
+        // Over the cap, the fetch goes on to the routes, as an unknown token does.
+        let permit = REPLICA_READS.try_acquire().ok()?;
         let read = move || {
+            let _permit = permit;
             files
                 .iter()
                 .find_map(|file| std::fs::read_to_string(file).ok())
         };
-        tokio::task::spawn_blocking(read).await.ok().flatten()
+        let reading = tokio::task::spawn_blocking(read);
+        match tokio::time::timeout(REPLICA_READ_TIMEOUT, reading).await {
+            Ok(read) => read.ok().flatten(),
+            Err(_) => {
+                tracing::warn!(timeout = ?REPLICA_READ_TIMEOUT, "reading an HTTP-01 token from the ACME state directory took too long");
+                None
+            }
+        }
     }
 }
 
@@ -281,6 +297,11 @@ impl ManagedCertificate {
             let _ = self.meters.set(meters);
         }
         if self.held().is_none() {
+            // Its names have no certificate served until the order ends,
+            // whatever a block this one replaced had.
+            if let Some(meters) = self.meters.get() {
+                meters.forget(&self.settings.domains);
+            }
             tracing::warn!(
                 domains = %self.settings.domains.join(","),
                 directory = %self.settings.directory,

@@ -127,8 +127,10 @@ async fn run(
 }
 
 /// A new order, naming the certificate it replaces where the CA takes
-/// that. Without ARI, or when the CA refuses the field (the certificate
-/// was replaced already, say: RFC 9773 §5), the order goes without it.
+/// that. Without ARI, or when the CA refuses the order with the field (the
+/// certificate was replaced already, say: RFC 9773 §5) or does not
+/// reflect it, the order goes again without it; a CA that cannot be
+/// reached is not asked twice.
 async fn new_order(
     account: &Account,
     identifiers: &[Identifier],
@@ -141,8 +143,13 @@ async fn new_order(
         {
             Ok(order) => return Ok(order),
             Err(instant_acme::Error::Unsupported(_)) => {}
+            Err(
+                error @ (instant_acme::Error::Http(_)
+                | instant_acme::Error::Hyper(_)
+                | instant_acme::Error::Timeout(_)),
+            ) => return Err(error).context("cannot reach the CA"),
             Err(error) => {
-                tracing::debug!(%error, "the CA refused an order naming the certificate it replaces; ordering without");
+                tracing::info!(%error, "the CA refused an order naming the certificate it replaces; ordering without");
             }
         }
     }
@@ -220,7 +227,7 @@ async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
         .with_context(|| format!("cannot open an account at {}", settings.directory))?;
     write_secret(&file, &serde_json::to_vec(&credentials)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
-    let _ = write_secret(&contact_file, contact.join("\n").as_bytes());
+    record_contact(&contact_file, &contact.join("\n"));
     tracing::info!(directory = %settings.directory, "ACME account opened");
     Ok(account)
 }
@@ -231,14 +238,16 @@ async fn account(settings: &Acme, state: &StateDir) -> anyhow::Result<Account> {
 /// being used if the CA will not take it.
 async fn update_contact(account: &Account, contact: &[&str], file: &std::path::Path) {
     let told = contact.join("\n");
-    if std::fs::read_to_string(file).is_ok_and(|stored| stored == told) {
-        return;
+    match std::fs::read_to_string(file) {
+        Ok(stored) if stored == told => return,
+        // An account opened before contacts were recorded, and no email to
+        // tell: nothing to send, and an empty list would clear the CA's.
+        Err(_) if contact.is_empty() => return record_contact(file, &told),
+        _ => {}
     }
     match account.update_contacts(contact).await {
         Ok(()) => {
-            if let Err(error) = write_secret(file, told.as_bytes()) {
-                tracing::warn!(file = %file.display(), %error, "cannot record the ACME account's contact");
-            }
+            record_contact(file, &told);
             tracing::info!(contact = %contact.join(","), "ACME account contact updated");
         }
         Err(error) => {
@@ -296,5 +305,12 @@ impl Drop for Answers<'_> {
         for name in &self.alpn {
             self.challenges.alpn.remove(name);
         }
+    }
+}
+
+/// Keeps the contact the CA was told, to tell it again only when it changes.
+fn record_contact(file: &std::path::Path, told: &str) {
+    if let Err(error) = write_secret(file, told.as_bytes()) {
+        tracing::warn!(file = %file.display(), %error, "cannot record the ACME account's contact");
     }
 }

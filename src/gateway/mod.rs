@@ -227,11 +227,9 @@ fn start_certificate_tasks(snapshot: &Snapshot, metrics: Option<&Metrics>) {
         managed.start(metrics.map(Metrics::acme));
     }
     if let Some(metrics) = metrics {
-        // A name whose block changed and holds no certificate yet has none
-        // served either: its series goes too, as before a first order.
-        let names = (snapshot.acme.iter())
-            .filter(|managed| managed.expires().is_some())
-            .flat_map(|managed| &managed.settings.domains);
+        // A block without a certificate yet dropped its names' series as it
+        // started; a name no block lists goes here.
+        let names = snapshot.acme.iter().flat_map(|m| &m.settings.domains);
         metrics
             .acme()
             .keep_only(&names.map(String::as_str).collect());

@@ -49,6 +49,13 @@ impl AcmeMeters {
         }
     }
 
+    /// Drops the series of `names`, which no certificate serves now.
+    pub fn forget(&self, names: &[String]) {
+        for name in names {
+            let _ = self.expiry.remove_label_values(&[name]);
+        }
+    }
+
     pub fn issued(&self) {
         self.issued.inc();
     }

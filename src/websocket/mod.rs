@@ -303,8 +303,9 @@ pub async fn upgrade<B>(
             }),
         };
         // Boxed: this block's own state would otherwise hold room for the
-        // relay's future in each of the two branches below, and keep that
-        // room for the session's whole life (5,120 bytes instead of 2,128).
+        // relay's future in each of the two branches below, for the
+        // session's whole life (this block was 5,120 bytes; it is 512, and
+        // the relay's future 1,144).
         // The policy is the route's, which the block holds anyway: a copy
         // would sit in this block's state and another in the relay's.
         let mut relay = Box::pin(relay::run(

@@ -72,11 +72,12 @@ pub fn write_file(dir: &Path, relative: &str, contents: impl AsRef<[u8]>) -> Pat
     path
 }
 
-/// A loopback port nobody listens on right now, for a server a test starts
-/// later. It lies below the kernel's ephemeral range: a port the kernel
-/// handed out could be taken, before the server binds it, by the source
-/// port of any connection a concurrent test opens. Within the range used
-/// here, only this function picks ports, and never the same one twice.
+/// A loopback port nobody listens on right now (TCP), for a server a test
+/// starts later. It lies below the kernel's ephemeral range: a port the
+/// kernel handed out could be taken, before the server binds it, by the
+/// source port of any connection a concurrent test opens. Within one test
+/// binary this function never picks a port twice; test binaries run one
+/// after another, each from an offset of its own.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOWEST: u32 = 10_000;

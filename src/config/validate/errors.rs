@@ -343,6 +343,8 @@ pub enum ConfigError {
     AcmeHttpWithoutPlaintext,
     #[error("no plaintext listener binds port 80, where the CA fetches HTTP-01 tokens; validation fails unless port 80 is forwarded to one of them")]
     AcmeHttpNotOnPort80,
+    #[error("acme blocks with the same `state` and `directory` share one account, and another block gives it the email {first}; give every such block the same email")]
+    AcmeAccountEmails { first: String },
     #[error("this listener does not bind port 443, where the CA connects for tls-alpn-01; validation fails unless port 443 is forwarded to it")]
     AcmeAlpnNotOnPort443,
     #[error("tls-alpn-01 cannot work with `client_auth = {{ required = true }}`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false")]

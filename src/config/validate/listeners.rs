@@ -3,20 +3,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::{Checker, ConfigError};
 use crate::config::{Diagnostic, RawClientAuth, RawConfig, RawListener, RawTls};
 use crate::model::{
-    fingerprint, AcmeChallenge, Certificate, ClientAuth, Listener, ListenerTls, Material,
+    fingerprint, Acme, AcmeChallenge, Certificate, ClientAuth, Listener, ListenerTls, Material,
     TicketKeys,
 };
 use crate::tls::{self, certs, Which};
 
 /// Which certificate file serves a name on a listener, for the cross-listener check.
 type NameOwners = HashMap<String, (SocketAddr, String)>;
+
+/// The email of the account each (state directory, CA) pair opens.
+type AccountEmails = HashMap<(PathBuf, String), Option<String>>;
 
 pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -> Vec<Listener> {
     if raw.listeners.is_empty() {
@@ -26,6 +29,7 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
     }
     let mut compiled: Vec<Listener> = Vec::new();
     let mut names_elsewhere = NameOwners::new();
+    let mut accounts = AccountEmails::new();
     for listener in &raw.listeners {
         let addr = check.address(&listener.bind);
         // Port 0 asks the OS for a fresh port each time, so it never collides.
@@ -57,6 +61,9 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
             ("request_burst", &listener.request_burst),
         );
         acme_ports(check, raw, listener, addr);
+        if let Some(acme) = tls.as_ref().and_then(|tls| tls.acme.as_ref()) {
+            one_email_per_account(check, &mut accounts, listener, acme);
+        }
         if addr.is_some() && taken.is_none() {
             compiled.push(Listener {
                 bind,
@@ -69,6 +76,39 @@ pub(super) fn listeners(check: &mut Checker, raw: &RawConfig, base_dir: &Path) -
         }
     }
     compiled
+}
+
+/// Blocks that share a state directory and a CA share one account, whose
+/// contact is the `email`: two emails would take turns at the CA.
+fn one_email_per_account(
+    check: &mut Checker,
+    accounts: &mut AccountEmails,
+    listener: &RawListener,
+    acme: &Acme,
+) {
+    let key = (acme.state.clone(), acme.directory.clone());
+    match accounts.get(&key) {
+        None => {
+            accounts.insert(key, acme.email.clone());
+        }
+        Some(first) if *first == acme.email => {}
+        Some(first) => {
+            let raw = listener
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.get_ref().acme.as_ref());
+            let span = raw.and_then(|raw| raw.get_ref().email.as_ref().map(Spanned::span));
+            let Some(span) = span.or(raw.map(Spanned::span)) else {
+                return;
+            };
+            check.error(
+                span,
+                ConfigError::AcmeAccountEmails {
+                    first: first.clone().unwrap_or_else(|| "none".to_owned()),
+                },
+            );
+        }
+    }
 }
 
 /// Whether the CA can reach the challenge of `listener`'s `acme` block: it

@@ -949,6 +949,29 @@ fn acme_blocks_are_checked() {
         )),
         ["tls-alpn-01 cannot work with `client_auth = { required = true }`: the CA's check connects without a client certificate; use challenge = \"http-01\", or required = false"]
     );
+    // Blocks sharing a state directory and a CA share an account: one email.
+    let pair = |second: &str| {
+        tls_messages(&format!(
+            "{}{}",
+            on_443("{ acme = { domains = [\"a.example.com\"], state = \"acme\", email = \"ops@example.com\" } }"),
+            on_443(&format!("{{ acme = {{ domains = [\"b.example.com\"], {second} }} }}"))
+                .replace("127.0.0.1", "127.0.0.2")
+        ))
+    };
+    assert_eq!(
+        pair("state = \"acme\", email = \"ops@example.com\""),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        pair("state = \"other\", email = \"dev@example.com\""),
+        Vec::<String>::new()
+    );
+    let shared = "acme blocks with the same `state` and `directory` share one account, and another block gives it the email ops@example.com; give every such block the same email";
+    assert_eq!(
+        pair("state = \"acme\", email = \"dev@example.com\""),
+        [shared]
+    );
+    assert_eq!(pair("state = \"acme\""), [shared]);
     // http-01 with a plaintext listener for the CA to reach, on port 80 or,
     // with a warning, behind a port forward.
     let http01 = |plain: u16| {
