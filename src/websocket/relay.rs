@@ -483,7 +483,8 @@ struct Session<'a> {
 /// Not an `async fn`: one keeps room for its arguments in its future for
 /// the session's whole life, next to the `Session` built from them, while an
 /// `async` block uses what it captures in place. With the boxed control-frame
-/// buffers this took a session's future from 3160 to 2128 bytes.
+/// buffers this took a session's future from 3160 to 2128 bytes; borrowing
+/// the policy and boxing the throttle and the closing futures, to 1144.
 pub fn run<'a>(
     client: Peer,
     backend: Peer,
