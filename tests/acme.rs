@@ -463,6 +463,28 @@ async fn a_ca_down_at_startup_is_retried_and_a_restart_reuses_the_stored_certifi
     let metrics = scrape(admin).await;
     assert_eq!(metrics.get(EXPIRY, &down), None, "{}", restarted.log());
     assert_eq!(metrics.get(EXPIRY, &[("name", "other.test")]), None);
+
+    // Back to the first block: its stored certificate, and its series, return.
+    replace_file(&file, &config);
+    restarted.signal("HUP");
+    eventually(Duration::from_secs(10), || async move {
+        scrape(admin).await.get(EXPIRY, &down).map(|_| ())
+    })
+    .await;
+    // A changed block for the name (a name added) has no certificate yet, so
+    // the name has no series until one arrives, though it is still listed.
+    let widened = config.replace("[\"down.test\"]", "[\"down.test\", \"more.test\"]");
+    assert_ne!(widened, config);
+    replace_file(&file, widened);
+    restarted.signal("HUP");
+    eventually(Duration::from_secs(10), || async move {
+        scrape(admin)
+            .await
+            .get(EXPIRY, &down)
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
